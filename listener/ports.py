@@ -1,0 +1,58 @@
+"""The narrow seams between the listener's parts (STYLE.md §10).
+
+The dispatcher and worker pool depend only on these protocols; the real implementations are
+`taobao.client.TopClient`, `store.pg.PgStore` and `listener.session.TmcSession`, and unit tests pass
+in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from taobao.models import Trade
+
+
+class Priority(enum.IntEnum):
+    """Who gets the app's API quota first (ARCHITECTURE.md invariant 7). Lower goes first."""
+
+    STREAM = 0
+    BACKFILL = 1
+    SWEEP = 2
+
+
+class TradeFetcher(Protocol):
+    async def trade_fullinfo(self, session: str, tid: int, *, priority: Priority = Priority.STREAM) -> Trade:
+        """The trade's current state. Raises `taobao.errors.TopError` subclasses."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What one guarded upsert batch did: `changed` tids got a feed row; `unchanged` were already at
+    this state or newer (invariant 2), which still counts as committed for confirming."""
+
+    changed: tuple[int, ...]
+    unchanged: tuple[int, ...]
+
+
+class TradeStore(Protocol):
+    async def apply_trades(self, trades: Sequence[Trade], *, source: str) -> ApplyResult: ...
+
+    async def dead_letter(
+        self,
+        *,
+        source: str,
+        reason: str,
+        payload: bytes | str,
+        tid: int | None = None,
+        shop: str | None = None,
+    ) -> None: ...
+
+
+class MessageAcker(Protocol):
+    async def confirm(self, message_id: int) -> None: ...
+
+    async def fail(self, message_id: int, reason: str) -> None: ...

@@ -1,0 +1,31 @@
+"""TOP's clock: wall-clock strings `yyyy-MM-dd HH:mm:ss` in GMT+8 (top_api.md §1.3, §5.1).
+
+Converted once at the boundary (ARCHITECTURE.md invariant 5); everything inside is aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+GMT8 = timezone(timedelta(hours=8), "GMT+8")
+TOP_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def parse_top_time(value: str) -> datetime:
+    """`2024-05-01 12:00:00` (GMT+8) → aware datetime."""
+    return datetime.strptime(value.strip(), TOP_TIME_FORMAT).replace(tzinfo=GMT8)
+
+
+def format_top_time(value: datetime) -> str:
+    """Aware datetime → GMT+8 wall-clock string. Naive datetimes are refused: they hide bugs."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: TOP times must be timezone-aware")
+    return value.astimezone(GMT8).strftime(TOP_TIME_FORMAT)
+
+
+def epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
