@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from store.types import ApplyResult
 from taobao.models import Trade
 
 
@@ -27,15 +27,6 @@ class TradeFetcher(Protocol):
     async def trade_fullinfo(self, session: str, tid: int, *, priority: Priority = Priority.STREAM) -> Trade:
         """The trade's current state. Raises `taobao.errors.TopError` subclasses."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    """What one guarded upsert batch did: `changed` tids got a feed row; `unchanged` were already at
-    this state or newer (invariant 2), which still counts as committed for confirming."""
-
-    changed: tuple[int, ...]
-    unchanged: tuple[int, ...]
 
 
 class TradeStore(Protocol):
@@ -56,3 +47,4 @@ class MessageAcker(Protocol):
     async def confirm(self, message_id: int) -> None: ...
 
     async def fail(self, message_id: int, reason: str) -> None: ...
+__all__ = ["ApplyResult", "MessageAcker", "Priority", "TradeFetcher", "TradeStore"]

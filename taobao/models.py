@@ -36,7 +36,7 @@ def _to_money(value: Any) -> Any:
 
 
 def _to_int64(value: Any) -> Any:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise ValueError("int64 id must be an integer or a decimal string")
     if isinstance(value, str):
         return int(value.strip())

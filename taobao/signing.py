@@ -38,5 +38,5 @@ def verify(params: Mapping[str, str], secret: str) -> bool:
     given = params.get("sign", "")
     if method not in SIGN_METHODS or not given:
         return False
-    expected = sign(params, secret, method)  # type: ignore[arg-type]
+    expected = sign(params, secret, method)
     return hmac.compare_digest(expected, given.upper())

@@ -5,7 +5,7 @@ Converted once at the boundary (ARCHITECTURE.md invariant 5); everything inside 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 GMT8 = timezone(timedelta(hours=8), "GMT+8")
 TOP_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -28,4 +28,4 @@ def epoch_ms(value: datetime) -> int:
 
 
 def from_epoch_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -25,7 +25,7 @@ class _ShimmedClientResponse(aiohttp.ClientResponse):
         super().__init__(*args, **kwargs)
 
 
-aioresponses.core.ClientResponse = _ShimmedClientResponse  # type: ignore[misc]
+aioresponses.core.ClientResponse = _ShimmedClientResponse  # type: ignore[attr-defined]
 
 
 def _dsn_for(database: str) -> str:
