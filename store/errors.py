@@ -1,0 +1,25 @@
+"""What the store raises. Driver errors are wrapped (`raise ... from exc`) so callers catch one root."""
+
+from __future__ import annotations
+
+from taobao.errors import OrderSyncError
+
+
+class StoreError(OrderSyncError):
+    """The database refused or lost a store operation; the transaction was rolled back."""
+
+
+class MigrationError(StoreError):
+    """The schema could not be brought up to date (a bad file, a changed applied migration, SQL error)."""
+
+
+class InvalidTradeError(StoreError):
+    """A trade the store cannot keep (no `modified`, text PostgreSQL refuses, amounts out of range).
+
+    `apply_trades` never raises it for a whole batch: it quarantines the trade and goes on. It is raised
+    by `store.validation.check_trade` for callers that want to check before applying."""
+
+    def __init__(self, reason: str, *, tid: int | None = None) -> None:
+        super().__init__(reason if tid is None else f"trade {tid}: {reason}")
+        self.reason = reason
+        self.tid = tid
