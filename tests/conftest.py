@@ -12,6 +12,8 @@ import aioresponses.core
 import asyncpg
 import pytest
 
+from store.migrate import migrate
+
 # The server the tests create their databases on. CI makes sure it is up (.ci/run).
 ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -61,3 +63,10 @@ async def fresh_database() -> AsyncIterator[str]:
         yield dsn
     finally:
         await drop_database(dsn)
+
+
+@pytest.fixture(scope="module")
+async def migrated_database(fresh_database: str) -> str:
+    """`fresh_database` with the store's schema applied (all migrations in store/migrations/)."""
+    await migrate(fresh_database)
+    return fresh_database
