@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from taobao.timefmt import parse_top_time
 
@@ -112,3 +112,92 @@ class Trade(BaseModel):
         shaped["raw"] = data
         shaped["orders"] = unwrap_list(data.get("orders"), "order")
         return shaped
+
+
+def _to_optional_int(value: Any) -> Any:
+    if isinstance(value, str):
+        return int(value.strip()) if value.strip() else None
+    return value
+
+
+def _to_optional_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return None if not lowered else value
+    return value
+
+
+class RejectedItem(BaseModel):
+    """A list entry that failed validation: kept whole, with the reason, for a dead-letter row."""
+
+    model_config = ConfigDict(frozen=True)
+
+    raw: Any
+    reason: str
+
+
+class TradePage(BaseModel):
+    """One page of `taobao.trades.sold.get` / `taobao.trades.sold.increment.get` (top_api.md §3–4).
+
+    `total_results` comes only with use_has_next=false and `has_next` only with use_has_next=true; an
+    empty window sends neither the list nor, sometimes, the count. Entries that fail validation land in
+    `rejected` instead of failing the page (ARCHITECTURE.md invariant 8)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trades: list[Trade] = Field(default_factory=list)
+    total_results: Annotated[int | None, BeforeValidator(_to_optional_int)] = None
+    has_next: Annotated[bool | None, BeforeValidator(_to_optional_bool)] = None
+    request_id: str | None = None
+    rejected: list[RejectedItem] = Field(default_factory=list)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> TradePage:
+        trades: list[Trade] = []
+        rejected: list[RejectedItem] = []
+        for item in unwrap_list(payload.get("trades"), "trade"):
+            try:
+                trades.append(Trade.model_validate(item))
+            except ValidationError as exc:
+                rejected.append(RejectedItem(raw=item, reason=_short_reason(exc)))
+        return cls(
+            trades=trades,
+            total_results=payload.get("total_results"),
+            has_next=payload.get("has_next"),
+            request_id=payload.get("request_id"),
+            rejected=rejected,
+        )
+
+
+class TopatsTask(BaseModel):
+    """`taobao.topats.result.get` → `task` (top_api.md §6). Unfinished tasks carry only id and status."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    task_id: Int64
+    status: str | None = None
+    created: TopTime | None = None
+    method: str | None = None
+    # Single-use and possibly carrying an access token: kept out of reprs.
+    download_url: str | None = Field(default=None, repr=False)
+    check_code: str | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_raw(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "raw" not in data:
+            return {**data, "raw": data}
+        return data
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+
+def _short_reason(exc: ValidationError) -> str:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{exc.error_count()} validation error(s); first at {where or '(root)'}: {first.get('msg')}"

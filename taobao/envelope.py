@@ -1,0 +1,93 @@
+"""Decoding TOP response bodies (top_api.md §1.2, §2.1–2.3). Pure: bytes in, the payload dict or a
+`TopError` out.
+
+Shapes handled: `{"<method>_response": {...}}` (the documented default), simplified JSON without the
+wrapper, `{"error_response": {...}}` with or without sub-code, and raw control characters inside
+strings (buyer messages and memos carry unescaped tabs and newlines).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from taobao.errors import RetryableTopError, error_from_response
+
+logger = logging.getLogger(__name__)
+
+# Enough of a bad body to recognise it in a log line or a dead-letter row, not a whole page of HTML.
+_SNIPPET_CHARS = 200
+
+
+def response_key(method: str) -> str:
+    """`taobao.trades.sold.get` → `trades_sold_get_response`; other prefixes are kept
+    (`alibaba.aliqin.fc.sms.num.send` → `alibaba_aliqin_fc_sms_num_send_response`)."""
+    name = method.removeprefix("taobao.")
+    return name.replace(".", "_") + "_response"
+
+
+def decode_body(body: bytes | str, *, method: str | None = None) -> dict[str, Any]:
+    """The JSON object in `body`. Control characters inside strings are accepted; anything that still
+    does not decode to an object is a garbled body, which is worth retrying."""
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            # One bad byte in a memo must not turn a whole trade into an endless retry.
+            logger.warning(
+                "TOP body is not valid UTF-8; decoding with replacement characters",
+                extra={"action": "top_body_not_utf8", "method": method},
+            )
+            text = body.decode("utf-8", errors="replace")
+    else:
+        text = body
+    text = text.lstrip("\ufeff")
+    try:
+        decoded = json.loads(text, strict=False)
+    except ValueError as exc:
+        raise RetryableTopError(
+            f"garbled body ({exc.msg if isinstance(exc, json.JSONDecodeError) else 'not JSON'}; "
+            f"{len(text)} chars)",
+            method=method,
+        ) from None
+    if not isinstance(decoded, dict):
+        kind = type(decoded).__name__
+        raise RetryableTopError(f"garbled body (a JSON {kind}, not an object)", method=method)
+    return decoded
+
+
+def unwrap_response(document: dict[str, Any], method: str, *, tid: int | None = None) -> dict[str, Any]:
+    """The payload of a decoded response: the object under `<method>_response`, or the document itself
+    when it is simplified JSON. An `error_response` raises the matching `TopError`."""
+    error = document.get("error_response")
+    if error is not None:
+        if not isinstance(error, dict):
+            raise RetryableTopError("garbled body (error_response is not an object)", method=method, tid=tid)
+        raise error_from_response(error, method=method, tid=tid)
+    payload = document.get(response_key(method))
+    if isinstance(payload, dict):
+        return payload
+    wrappers = [key for key, val in document.items() if key.endswith("_response") and isinstance(val, dict)]
+    if len(wrappers) == 1:
+        # Like the Java SDK, take the one wrapper there is even if its name is not the expected one.
+        logger.warning(
+            "TOP response root %s does not match method %s",
+            wrappers[0],
+            method,
+            extra={"action": "top_unexpected_root", "method": method},
+        )
+        inner: dict[str, Any] = document[wrappers[0]]
+        return inner
+    return document
+
+
+def parse_response(body: bytes | str, method: str, *, tid: int | None = None) -> dict[str, Any]:
+    """decode_body then unwrap_response."""
+    return unwrap_response(decode_body(body, method=method), method, tid=tid)
+
+
+def snippet(body: bytes | str) -> str:
+    """The start of a body for a log line (never a whole page)."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    return text[:_SNIPPET_CHARS]
