@@ -1,0 +1,105 @@
+"""The app's one TOP call quota, shared by every caller (ARCHITECTURE.md invariant 7).
+
+A leaky bucket (aiolimiter) sets the rate. In front of it sits a priority queue: only one caller at a
+time waits on the bucket, and whenever it gets through the most urgent waiter goes next, so stream
+fetches overtake waiting backfill and sweep calls. `pause` holds everyone while a code-7 ban lasts:
+a ban seen by any caller stops all of them, since every call made during a ban fails and is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+
+from aiolimiter import AsyncLimiter
+
+from listener.ports import Priority
+
+logger = logging.getLogger(__name__)
+
+
+class TopRateLimiter:
+    """`rate` TOP calls per second for the whole app, served by priority, pausable."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        # aiolimiter cannot hand out one unit when max_rate < 1; widen the period instead.
+        self._bucket = AsyncLimiter(rate, 1.0) if rate >= 1 else AsyncLimiter(1, 1.0 / rate)
+        # The event loop's clock too (asyncio uses time.monotonic), so sleeps and deadlines agree.
+        self._clock = time.monotonic
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._turn_taken = False
+        self._paused_until = 0.0
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued for their turn (not counting the one at the bucket)."""
+        return sum(1 for _, _, turn in self._queue if not turn.done())
+
+    def pause_remaining(self) -> float:
+        """Seconds until the current pause ends (0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock())
+
+    def pause(self, seconds: float) -> None:
+        """Hold every caller for `seconds` from now. Overlapping pauses extend, never shorten."""
+        until = self._clock() + max(0.0, seconds)
+        if until > self._paused_until:
+            self._paused_until = until
+            logger.warning(
+                "TOP calls paused for %.1f s",
+                seconds,
+                extra={"action": "top_limiter_paused", "seconds": seconds},
+            )
+
+    async def acquire(self, priority: Priority = Priority.STREAM) -> None:
+        """Wait for this caller's turn, any pause, and the bucket; then one call may go out."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (int(priority), next(self._order), turn))
+        self._hand_over()
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                # The turn was handed to us just as we were cancelled: pass it on.
+                self._release_turn()
+            raise
+        try:
+            await self._wait_out_pause()
+            await self._bucket.acquire()
+            # A ban may have started while we waited for capacity.
+            await self._wait_out_pause()
+        finally:
+            self._release_turn()
+
+    async def _wait_out_pause(self) -> None:
+        # Pauses only ever extend, so sleeping to the current end and looking again is enough.
+        delay = self.pause_remaining()
+        while delay > 0:
+            await asyncio.sleep(delay)
+            delay = self.pause_remaining()
+
+    def _hand_over(self) -> None:
+        if self._turn_taken:
+            return
+        while self._queue:
+            _, _, turn = heapq.heappop(self._queue)
+            if not turn.done():
+                turn.set_result(None)
+                self._turn_taken = True
+                return
+
+    def _release_turn(self) -> None:
+        self._turn_taken = False
+        self._hand_over()
+
+    def __repr__(self) -> str:
+        return (
+            f"TopRateLimiter(rate={self.rate}, waiting={self.waiting}, "
+            f"paused_for={self.pause_remaining():.1f}s)"
+        )
