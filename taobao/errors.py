@@ -84,7 +84,9 @@ class RateLimited(TopError):
     def __init__(self, msg: str, *, ban_seconds: float | None = None, **fields: Any) -> None:
         super().__init__(msg, **fields)
         if ban_seconds is None:
-            parsed = parse_ban_seconds(self.sub_msg) or parse_ban_seconds(self.msg)
+            parsed = parse_ban_seconds(self.sub_msg)
+            if parsed is None:
+                parsed = parse_ban_seconds(self.msg)
             ban_seconds = float(parsed) if parsed is not None else self.DEFAULT_BAN_SECONDS
         self.ban_seconds = ban_seconds
 

@@ -166,6 +166,9 @@ def test_rate_limited_reads_the_ban_and_defaults_to_one_second() -> None:
     unstated = error_from_response({"code": 7, "msg": "App Call Limited"})
     assert isinstance(unstated, RateLimited)
     assert unstated.ban_seconds == RateLimited.DEFAULT_BAN_SECONDS == 1.0
+    zero = error_from_response({"code": 7, "sub_msg": "This ban will last for 0 more seconds"})
+    assert isinstance(zero, RateLimited)
+    assert zero.ban_seconds == 0
 
 
 def test_service_rejection_waits_three_minutes() -> None:
