@@ -1,0 +1,190 @@
+"""The daemon's one settings object (STYLE.md §14), read from the environment and `.env`.
+
+Built once in the entry point by `load_settings()` and passed down; nothing here runs at import time.
+Secrets (the app secret, shop sessions, a database URL that may carry a password) are `SecretStr`, so
+neither `repr` nor a validation message ever shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import pydantic_settings
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from taobao.errors import OrderSyncError
+
+# The exit code of a daemon that cannot start because its settings are wrong (a usage error).
+EXIT_BAD_SETTINGS = 2
+
+
+class SettingsError(OrderSyncError):
+    """The environment does not describe a runnable service. `problems` has one line per variable;
+    no line contains a value, so the message is safe to print and log."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  {line}" for line in problems))
+
+
+class SignMethod(StrEnum):
+    MD5 = "md5"
+    HMAC = "hmac"
+    HMAC_SHA256 = "hmac-sha256"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class ShopConfig(BaseModel):
+    """One authorised seller: the nick TMC messages carry and the session (access token) its calls use."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nick: str = Field(min_length=1)
+    session: SecretStr
+
+    @field_validator("nick")
+    @classmethod
+    def _strip_nick(cls, value: str) -> str:
+        stripped = value.strip()
+        if not stripped:
+            raise ValueError("nick must not be blank")
+        return stripped
+
+    @field_validator("session")
+    @classmethod
+    def _session_not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("session must not be blank")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    # None: `order-sync demo` starts an embedded PostgreSQL. A DSN may hold a password, hence SecretStr.
+    database_url: SecretStr | None = None
+
+    taobao_app_key: str = Field(min_length=1)
+    taobao_app_secret: SecretStr
+    taobao_api_url: str = "https://eco.taobao.com/router/rest"
+    taobao_tmc_url: str = "ws://mc.api.taobao.com/"
+    taobao_tmc_group: str = Field(default="default", min_length=1)
+    taobao_sign_method: SignMethod = SignMethod.HMAC_SHA256
+    # Decoded by `_parse_shops` rather than by pydantic-settings, so a JSON error names the variable
+    # and never echoes its text (which holds session keys).
+    taobao_shops: Annotated[list[ShopConfig], NoDecode] = Field(min_length=1)
+
+    sync_overlap_seconds: int = Field(default=600, ge=0)
+    sync_api_rate: float = Field(default=40.0, gt=0)
+    sync_sweep_seconds: float = Field(default=300.0, gt=0)
+    notify_channel: str = Field(default="trade_changed", min_length=1, max_length=63)
+
+    # Listener tuning.
+    sync_max_events: int = Field(default=10_000, ge=1)  # TMC message ids held in memory at most
+    sync_batch_size: int = Field(default=100, ge=1)  # trades per store commit at most
+    sync_batch_ms: int = Field(default=50, ge=0)  # how long the first trade of a batch waits for company
+    sync_drain_seconds: float = Field(default=20.0, ge=0)  # graceful-stop budget for in-flight work
+    sync_workers: int = Field(default=0, ge=0)  # fetch concurrency; 0 sizes it from the rate
+    sync_api_latency_seconds: float = Field(default=0.15, gt=0)  # expected fullinfo latency, for sizing
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.JSON
+
+    @field_validator("taobao_shops", mode="before")
+    @classmethod
+    def _parse_shops(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError('expected a JSON list like [{"nick": "...", "session": "..."}], got nothing')
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                # The error and its position only, never the document: it holds session keys.
+                where = f"line {exc.lineno} column {exc.colno}"
+                raise ValueError(f"not valid JSON ({exc.msg} at {where})") from None
+        if not isinstance(value, list):
+            raise ValueError('expected a JSON list of {"nick", "session"} objects')
+        return value
+
+    @field_validator("taobao_shops")
+    @classmethod
+    def _unique_nicks(cls, shops: list[ShopConfig]) -> list[ShopConfig]:
+        seen: set[str] = set()
+        for shop in shops:
+            if shop.nick in seen:
+                raise ValueError(f"nick {shop.nick!r} is listed twice")
+            seen.add(shop.nick)
+        return shops
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().upper()
+            if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+                raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
+
+    @field_validator("taobao_api_url", "taobao_tmc_url")
+    @classmethod
+    def _looks_like_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("expected an absolute URL")
+        return value
+
+    def shop_sessions(self) -> dict[str, SecretStr]:
+        """nick → session, the lookup the dispatcher uses to route a message to its seller."""
+        return {shop.nick: shop.session for shop in self.taobao_shops}
+
+    def worker_count(self) -> int:
+        """Fetch concurrency. By Little's law `rate × latency` calls are in flight when the quota is
+        used fully; twice that absorbs latency spikes. The fetcher's limiter enforces the rate itself,
+        so extra workers only wait there, while too few would leave quota unused."""
+        if self.sync_workers:
+            return self.sync_workers
+        wanted = math.ceil(self.sync_api_rate * self.sync_api_latency_seconds * 2)
+        return max(4, min(64, wanted))
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Settings from the environment (and `env_file` when it exists; None skips it), or SettingsError
+    listing every problem, one per line, by variable name."""
+    try:
+        return Settings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    except pydantic_settings.SettingsError as exc:
+        # Raised when a complex value cannot be decoded; its text names the field, not the value.
+        raise SettingsError([str(exc)]) from None
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = error["loc"]
+        name = str(loc[0]).upper() if loc else "settings"
+        for part in loc[1:]:
+            name += f"[{part}]" if isinstance(part, int) else f".{part}"
+        message = error["msg"]
+        if error["type"] == "missing":
+            message = "required but not set"
+        message = message.removeprefix("Value error, ")
+        problems.append(f"{name}: {message}")
+    return problems
