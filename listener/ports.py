@@ -8,9 +8,10 @@ in-memory fakes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from listener.events import TmcMessage
 from store.types import ApplyResult
 from taobao.models import Trade
 
@@ -47,4 +48,32 @@ class MessageAcker(Protocol):
     async def confirm(self, message_id: int) -> None: ...
 
     async def fail(self, message_id: int, reason: str) -> None: ...
-__all__ = ["ApplyResult", "MessageAcker", "Priority", "TradeFetcher", "TradeStore"]
+
+
+MessageHandler = Callable[[TmcMessage], Awaitable[None]]
+
+
+class MessageChannel(MessageAcker, Protocol):
+    """The push channel as the service drives it (`listener.session.TmcSession` fits).
+
+    `run()` delivers each message by awaiting `handler(message)` (the handler may block: that is the
+    backpressure) and returns only after `stop()`; an exception from `run()` stops the daemon.
+    `stop()` asks `run()` to close and return; a handler call still waiting is cancelled and its
+    message stays unconfirmed. `confirm()`/`fail()` may be called while `run()` is active.
+    """
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+__all__ = [
+    "ApplyResult",
+    "MessageAcker",
+    "MessageChannel",
+    "MessageHandler",
+    "Priority",
+    "TradeFetcher",
+    "TradeStore",
+]
+

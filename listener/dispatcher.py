@@ -1,0 +1,452 @@
+"""Between the TMC session and the worker pool: per-tid coalescing, bounded memory, message lifecycle.
+
+Every TMC message the dispatcher accepts is *held* until it is settled in exactly one way:
+confirmed (after the commit that covers it, or after its dead-letter row is written), or left
+unconfirmed (the server redelivers it). Holding is bounded by `max_events`; when the bound is reached
+`submit()` waits, which stalls the session's read loop: that is the backpressure (STYLE.md §5).
+
+Coalescing (tmc.md §9.5: bursts per order are normal). For one tid:
+  * queued, no fetch yet     → a new message joins the queued item; one fetch covers all of them;
+  * a fetch is in flight     → the new message waits; when the fetch ends exactly one more fetch is
+                               queued carrying every message that arrived meanwhile;
+so a message is only ever covered by a fetch that *started after it was received* (invariant 1:
+the committed state is then at least as new as the one it announced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
+
+from listener.events import TmcMessage
+from listener.metrics import ListenerMetrics
+from listener.ports import MessageAcker, TradeStore
+
+log = logging.getLogger(__name__)
+
+TRADE_TOPIC_PREFIX = "taobao_trade_"
+INT64_MAX = 2**63 - 1
+SOURCE = "stream"
+# TMC uploads at most 128 characters of a Failed reason (tmc.md §7).
+FAIL_REASON_MAX = 128
+
+
+@dataclass(frozen=True, slots=True)
+class TradeEvent:
+    tid: int
+    shop: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    kind: str  # a small fixed set, used as a metric label
+    reason: str
+
+
+def parse_trade_event(message: TmcMessage) -> TradeEvent | Rejection:
+    """The tid and seller of a trade message (tmc.md §11), or why the message cannot be processed."""
+    if not message.topic.startswith(TRADE_TOPIC_PREFIX):
+        return Rejection("not_trade_topic", f"topic {message.topic!r} is not a trade topic")
+    try:
+        # strict=False: control characters inside strings (seen in memo fields) are not a reason to drop.
+        body = json.loads(message.content, strict=False)
+    except ValueError as exc:
+        return Rejection("bad_content", f"content is not JSON: {exc}")
+    if not isinstance(body, dict):
+        return Rejection("bad_content", "content is not a JSON object")
+    tid = _int64(body.get("tid"))
+    if tid is None:
+        return Rejection("bad_content", "content has no usable tid")
+    shop = message.nick or body.get("seller_nick")
+    shop = shop.strip() if isinstance(shop, str) and shop.strip() else None
+    return TradeEvent(tid=tid, shop=shop)
+
+
+def _int64(value: object) -> int | None:
+    # A float has already lost digits of a 19-digit tid; a bool is not an id.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        number = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        return None
+    return number if 0 < number <= INT64_MAX else None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One fetch to do: the messages it covers were all received before it was handed out."""
+
+    tid: int
+    shop: str
+    session: SecretStr = field(repr=False)
+    message_ids: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class _Held:
+    message: TmcMessage
+    tid: int
+    shop: str
+
+
+@dataclass(slots=True)
+class _TidState:
+    shop: str
+    waiting: list[int] = field(default_factory=list)  # received, not yet covered by a started fetch
+    queued: bool = False
+    fetching: bool = False
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        sessions: Mapping[str, SecretStr],
+        store: TradeStore,
+        acker: MessageAcker,
+        max_events: int,
+        metrics: ListenerMetrics,
+    ) -> None:
+        self._sessions = dict(sessions)
+        self._store = store
+        self._acker = acker
+        self._max_events = max_events
+        self._metrics = metrics
+
+        self._held: dict[int, _Held] = {}
+        self._tids: dict[int, _TidState] = {}
+        # Ready tids per shop, served round-robin so one busy shop cannot starve the others.
+        self._ready: dict[str, deque[int]] = {}
+        self._rotation: deque[str] = deque()
+        self._paused: dict[str, str] = {}
+
+        self._space = asyncio.Event()
+        self._space.set()
+        self._work_ready = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._activity = asyncio.Event()
+        self._intake_closed = False
+        self._parked_release = asyncio.Event()
+        self.intake_count = 0  # messages submitted, for idle detection
+        self.parked_count = 0
+
+        registry = metrics.registry
+        registry.gauge("tmc_messages_held", "Messages received and not yet settled", self._gauge_held)
+        registry.gauge("tids_queued", "Tids waiting for a worker", self._gauge_queued)
+        registry.gauge("fullinfo_in_flight", "Stream fetches in progress", self._gauge_in_flight)
+        registry.gauge("shop_paused", "1 while a shop's session is rejected", self._gauge_paused)
+
+    # ----------------------------------------------------------------- intake (the session's handler)
+
+    async def submit(self, message: TmcMessage) -> None:
+        """Take one message. Returns once it is held (or settled); waits while `max_events` are held."""
+        self._metrics.received.inc()
+        self.intake_count += 1
+        self._activity.set()
+        if self._intake_closed:
+            await self._park(message)
+            return
+        if message.id in self._held:
+            self._duplicate(message)
+            return
+
+        parsed = parse_trade_event(message)
+        if isinstance(parsed, Rejection):
+            await self._quarantine_message(message, parsed.kind, parsed.reason, tid=None, shop=None)
+            return
+        shop = parsed.shop
+        if shop is None or shop not in self._sessions:
+            reason = f"seller {shop!r} is not in TAOBAO_SHOPS" if shop else "message names no seller"
+            await self._quarantine_message(message, "unknown_shop", reason, tid=parsed.tid, shop=shop)
+            return
+
+        # Take capacity before taking the work (STYLE.md §5).
+        while len(self._held) >= self._max_events and not self._intake_closed:
+            self._space.clear()
+            await self._space.wait()
+        if self._intake_closed:
+            await self._park(message)
+            return
+        if message.id in self._held:  # the same id arrived again while this one waited
+            self._duplicate(message)
+            return
+        if shop in self._paused:
+            await self._fail_unheld(message, "shop_paused", self._paused[shop])
+            return
+        self._hold(message, parsed.tid, shop)
+
+    def _hold(self, message: TmcMessage, tid: int, shop: str) -> None:
+        self._held[message.id] = _Held(message, tid, shop)
+        self._settled.clear()
+        state = self._tids.get(tid)
+        if state is None:
+            state = self._tids[tid] = _TidState(shop=shop)
+        elif state.queued or state.fetching:
+            self._metrics.coalesced.inc()
+        state.waiting.append(message.id)
+        if not state.queued and not state.fetching:
+            self._enqueue(tid, state)
+        log.debug(
+            "held message for tid %d (%s)",
+            tid,
+            message.topic,
+            extra={"action": "message_held", "tid": tid, "shop": shop, "message_id": message.id},
+        )
+
+    def _duplicate(self, message: TmcMessage) -> None:
+        # The first delivery is confirmed when its fetch commits; confirming one copy is enough.
+        self._metrics.duplicates.inc()
+        log.debug(
+            "message delivered again while held",
+            extra={"action": "message_duplicate", "message_id": message.id},
+        )
+
+    async def _park(self, message: TmcMessage) -> None:
+        """Intake is closed: hold the session's reader here (nothing more is read) until the service
+        lets go at the end of the drain; the message stays unconfirmed and is redelivered."""
+        self.parked_count += 1
+        await self._parked_release.wait()
+
+    # ------------------------------------------------------------------------- worker side
+
+    async def next_work(self) -> WorkItem:
+        """The next tid to fetch, round-robin across shops; marks it in flight."""
+        while not self._rotation:
+            self._work_ready.clear()
+            await self._work_ready.wait()
+        shop = self._rotation.popleft()
+        tids = self._ready[shop]
+        tid = tids.popleft()
+        if tids:
+            self._rotation.append(shop)
+        else:
+            del self._ready[shop]
+        state = self._tids[tid]
+        state.queued = False
+        state.fetching = True
+        ids = tuple(state.waiting)
+        state.waiting.clear()
+        return WorkItem(tid=tid, shop=shop, session=self._sessions[shop], message_ids=ids)
+
+    async def finish_fetch(self, item: WorkItem) -> None:
+        """The fetch for `item` ended (whatever its outcome). Messages that arrived meanwhile get exactly
+        one more fetch, or are left unconfirmed if the shop was paused in the meantime."""
+        state = self._tids.get(item.tid)
+        if state is None:
+            return
+        state.fetching = False
+        if not state.waiting:
+            del self._tids[item.tid]
+            return
+        if item.shop in self._paused:
+            ids = list(state.waiting)
+            del self._tids[item.tid]
+            await self.leave_unconfirmed(ids, "shop_paused", self._paused[item.shop])
+            return
+        self._enqueue(item.tid, state)
+
+    def _enqueue(self, tid: int, state: _TidState) -> None:
+        state.queued = True
+        queue = self._ready.get(state.shop)
+        if queue is None:
+            queue = self._ready[state.shop] = deque()
+            self._rotation.append(state.shop)
+        queue.append(tid)
+        self._work_ready.set()
+
+    # ------------------------------------------------------------------------- shops
+
+    def is_paused(self, shop: str) -> bool:
+        return shop in self._paused
+
+    @property
+    def paused_shops(self) -> dict[str, str]:
+        return dict(self._paused)
+
+    async def pause_shop(self, shop: str, reason: str) -> None:
+        """Stop fetching for `shop` (its session was rejected). Its queued messages are left unconfirmed.
+
+        Why not park them in memory or confirm them: memory must stay bounded while the shop is paused
+        for hours, and confirming would drop the server's copy before the change is committed
+        (invariant 1). The server redelivers them; once a new session is configured and the service
+        restarts, the reconciler backfills the paused window from the coverage ledger, which never
+        marked it proven (invariant 4)."""
+        if shop in self._paused:
+            return
+        self._paused[shop] = reason
+        log.error(
+            "shop paused: its session was rejected (%s); configure a new session for it",
+            reason,
+            extra={"action": "shop_paused", "shop": shop},
+        )
+        ids: list[int] = []
+        self._ready.pop(shop, None)
+        if shop in self._rotation:
+            self._rotation.remove(shop)
+        for tid, state in list(self._tids.items()):
+            if state.shop != shop:
+                continue
+            ids += state.waiting
+            state.waiting.clear()
+            state.queued = False
+            if not state.fetching:
+                del self._tids[tid]
+        await self.leave_unconfirmed(ids, "shop_paused", reason)
+
+    # ------------------------------------------------------------------------- settling
+
+    async def confirm(self, message_ids: Iterable[int]) -> None:
+        """Confirm held messages whose trade state is committed (the batcher calls this after commit)."""
+        for message_id in self._still_held(message_ids):
+            await self._send_confirm(message_id)
+            self._release(message_id)
+
+    async def leave_unconfirmed(self, message_ids: Iterable[int], kind: str, reason: str) -> None:
+        """Give held messages back to the server: it redelivers them later. Failed tells it now rather
+        than after its confirm timeout, and keeps its count of our unconfirmed messages low."""
+        for message_id in self._still_held(message_ids):
+            self._metrics.left_unconfirmed.inc(reason=kind)
+            await self._send_fail(message_id, reason)
+            self._release(message_id)
+
+    async def quarantine(self, message_ids: Iterable[int], kind: str, reason: str) -> None:
+        """Dead-letter held messages that can never succeed, then confirm them so they are not resent
+        forever (tmc.md §9.2)."""
+        for message_id in self._still_held(message_ids):
+            held = self._held[message_id]
+            await self._quarantine_message(held.message, kind, reason, tid=held.tid, shop=held.shop)
+            self._release(message_id)
+
+    def _still_held(self, message_ids: Iterable[int]) -> list[int]:
+        return [mid for mid in message_ids if mid in self._held]
+
+    def _release(self, message_id: int) -> None:
+        # Released only once the ack went out, so a drain that sees nothing held has nothing in transit.
+        if self._held.pop(message_id, None) is None:
+            return
+        if len(self._held) < self._max_events:
+            self._space.set()
+        if not self._held:
+            self._settled.set()
+        self._activity.set()
+
+    async def _quarantine_message(
+        self, message: TmcMessage, kind: str, reason: str, *, tid: int | None, shop: str | None
+    ) -> None:
+        try:
+            await self._store.dead_letter(
+                source=SOURCE, reason=reason, payload=_payload(message), tid=tid, shop=shop
+            )
+        except Exception:
+            # Without the dead-letter row, confirming would lose the message: let it come back.
+            log.exception(
+                "could not write dead letter; message left for redelivery",
+                extra={"action": "dead_letter_failed", "tid": tid, "shop": shop, "message_id": message.id},
+            )
+            self._metrics.left_unconfirmed.inc(reason="dead_letter_failed")
+            await self._send_fail(message.id, "dead letter write failed")
+            return
+        self._metrics.dead_letters.inc(reason=kind)
+        log.warning(
+            "message quarantined: %s",
+            reason,
+            extra={"action": "dead_lettered", "tid": tid, "shop": shop, "message_id": message.id},
+        )
+        await self._send_confirm(message.id)
+
+    async def _fail_unheld(self, message: TmcMessage, kind: str, reason: str) -> None:
+        self._metrics.left_unconfirmed.inc(reason=kind)
+        await self._send_fail(message.id, reason)
+
+    async def _send_confirm(self, message_id: int) -> None:
+        try:
+            await self._acker.confirm(message_id)
+        except Exception:
+            # The commit stands; the server will redeliver and the refetch is idempotent.
+            self._metrics.ack_errors.inc(call="confirm")
+            log.warning(
+                "confirm failed", exc_info=True, extra={"action": "confirm_failed", "message_id": message_id}
+            )
+        else:
+            self._metrics.confirmed.inc()
+
+    async def _send_fail(self, message_id: int, reason: str) -> None:
+        try:
+            await self._acker.fail(message_id, reason[:FAIL_REASON_MAX])
+        except Exception:
+            # Not sending Failed only delays redelivery until the server's confirm timeout.
+            self._metrics.ack_errors.inc(call="fail")
+            log.warning(
+                "fail call failed", exc_info=True, extra={"action": "fail_failed", "message_id": message_id}
+            )
+
+    # ------------------------------------------------------------------------- draining and state
+
+    def close_intake(self) -> None:
+        """From now on `submit()` holds nothing new; it parks the caller (see `_park`)."""
+        self._intake_closed = True
+        self._space.set()  # wake submitters waiting for capacity so they park instead
+
+    def release_parked(self) -> None:
+        """Let parked `submit()` calls return (their messages stay unconfirmed)."""
+        self._parked_release.set()
+
+    async def wait_settled(self) -> None:
+        """Until no message is held: everything received was committed and confirmed, or settled."""
+        while self._held:
+            await self._settled.wait()
+
+    async def wait_activity(self) -> None:
+        """Until something is submitted or settled after this call."""
+        self._activity.clear()
+        await self._activity.wait()
+
+    def held_ids(self) -> list[int]:
+        return list(self._held)
+
+    @property
+    def held_count(self) -> int:
+        return len(self._held)
+
+    @property
+    def in_flight_count(self) -> int:
+        return sum(1 for state in self._tids.values() if state.fetching)
+
+    @property
+    def queued_count(self) -> int:
+        return sum(len(queue) for queue in self._ready.values())
+
+    def _gauge_held(self) -> list[tuple[dict[str, str], float]]:
+        return [({}, float(self.held_count))]
+
+    def _gauge_queued(self) -> list[tuple[dict[str, str], float]]:
+        return [({}, float(self.queued_count))]
+
+    def _gauge_in_flight(self) -> list[tuple[dict[str, str], float]]:
+        return [({}, float(self.in_flight_count))]
+
+    def _gauge_paused(self) -> list[tuple[dict[str, str], float]]:
+        return [({"shop": shop}, 1.0 if shop in self._paused else 0.0) for shop in sorted(self._sessions)]
+
+
+def _payload(message: TmcMessage) -> str:
+    """The whole message as received, for the dead-letter row (content kept verbatim as a string)."""
+    return json.dumps(
+        {
+            "id": message.id,
+            "topic": message.topic,
+            "nick": message.nick,
+            "user_id": message.user_id,
+            "time": message.time.isoformat() if message.time else None,
+            "content": message.content,
+        },
+        ensure_ascii=False,
+    )
