@@ -60,6 +60,7 @@ class TmcServerConfig:
     handshake_timeout: float = 10.0
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
+    close_timeout: float = 2.0
     seed: int = 0
 
 
@@ -124,6 +125,7 @@ class _Client:
     delivered: int = 0
     pull_requests: int = 0
     alive: bool = True
+    stalled: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -307,6 +309,7 @@ class TmcServer:
             compression=None,
             ping_interval=self.config.ping_interval,
             ping_timeout=self.config.ping_timeout,
+            close_timeout=self.config.close_timeout,
             max_size=1 << 20,
         )
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
@@ -320,6 +323,9 @@ class TmcServer:
             self._dropper.cancel()
             await asyncio.gather(self._dropper, return_exceptions=True)
             self._dropper = None
+        for client in list(self._live):
+            if client.stalled:  # it would never answer the closing handshake
+                client.ws.transport.abort()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -336,6 +342,28 @@ class TmcServer:
             client.ws.transport.abort()
         self.stats.dropped += len(clients)
         return len(clients)
+
+    def stall_connections(self) -> int:
+        """Stop reading from every live connection: TCP stays up but nothing is answered, pongs included,
+        the way a half-dead peer behaves. Clients must notice through their ping timeout."""
+        clients = list(self._live)
+        for client in clients:
+            client.stalled = True
+            client.ws.transport.pause_reading()
+        return len(clients)
+
+    async def send_raw(self, app_key: str, frame: bytes | str, group: str = "default") -> int:
+        """Send `frame` unchanged to every live connection of the queue (malformed-input scenarios)."""
+        queue = self._queues.get((app_key, group))
+        clients = list(queue.clients) if queue else []
+        for client in clients:
+            with contextlib.suppress(ConnectionClosed):
+                await client.ws.send(frame)
+        return len(clients)
+
+    def token_for(self, app_key: str, group: str = "default") -> str:
+        """The session token the queue hands out (stable per app_key and group)."""
+        return self._queue(app_key, group).token
 
     async def _drop_loop(self) -> None:
         last = time.monotonic()
