@@ -18,12 +18,20 @@ from store.migrate import migrate
 ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+class _SentStreamWriter:
+    """Stands in for the writer of a request that was never sent; aiohttp >= 3.14.5 reads its size."""
+
+    output_size = 0
+
+
 class _ShimmedClientResponse(aiohttp.ClientResponse):
     """aioresponses 0.7.9 builds ClientResponse without `stream_writer`, which aiohttp >= 3.14
-    requires (pnuckowski/aioresponses#289). The response it builds never writes, so None is safe."""
+    requires (pnuckowski/aioresponses#289). The response it builds never writes; it passes
+    `writer=None`, for which aiohttp only reads the writer's `output_size`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", None)
+        if kwargs.get("stream_writer") is None:
+            kwargs["stream_writer"] = _SentStreamWriter()
         super().__init__(*args, **kwargs)
 
 
