@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from urllib.parse import quote, quote_plus, urlencode
 import aiohttp
 import backoff
 from pydantic import SecretStr, ValidationError
+from yarl import URL
 
 from listener.ports import Priority
 from taobao.envelope import parse_response
@@ -116,11 +118,18 @@ def render_param(value: ParamValue) -> str:
     return ",".join(value)
 
 
+# A URL's query string inside an error text (aiohttp puts request URLs in some exceptions).
+_QUERY_RE = re.compile(r"\?[^\s'\"<>]*")
+
+
 def _redact(text: str, secrets: Sequence[str]) -> str:
+    """`text` without query strings and without any spelling of `secrets` (raw or URL-encoded)."""
+    text = _QUERY_RE.sub("?***", text)
     for secret in secrets:
         if not secret:
             continue
-        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+        encoded = URL("http://h/").with_query({"s": secret}).raw_query_string.removeprefix("s=")
+        for form in {secret, quote(secret, safe=""), quote_plus(secret), encoded}:
             text = text.replace(form, "***")
     return text
 

@@ -23,7 +23,8 @@ ClientFactory = Callable[..., TopClient]
 async def gateway_server() -> AsyncIterator[tuple[ScriptedGateway, TestServer]]:
     gateway = ScriptedGateway()
     server = TestServer(gateway.app(), host="127.0.0.1", port=0)
-    await server.start_server()
+    # No access log: it would print every query string, session keys included.
+    await server.start_server(access_log=None)
     try:
         yield gateway, server
     finally:
