@@ -1,0 +1,130 @@
+"""`simulate`: run the Taobao stand-in until SIGINT/SIGTERM.
+
+On start it prints exactly one JSON line to stdout (api_url, tmc_url, app_key, app_secret, shops,
+truth_url) so a script or a test can read where to connect; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+
+from simulator.faults import RATE_LIMIT_SUB_CODES, FaultKnobs
+from simulator.standin import StandIn, StandInConfig
+
+logger = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="TOP gateway port (default: any free port)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the market and the fault dice")
+    parser.add_argument("--shops", type=int, default=3, help="number of shops")
+    parser.add_argument("--rate", type=float, default=5.0, help="market changes per second (0: frozen)")
+    parser.add_argument("--history", type=int, default=1000, help="trades created before the start")
+    parser.add_argument("--history-days", type=int, default=90, help="days the history spreads over")
+    parser.add_argument("--app-key", default="12345678")
+    parser.add_argument("--app-secret", default=None, help="default: derived from the seed")
+    faults = parser.add_argument_group("fault knobs (all off by default)")
+    faults.add_argument("--rate-limit", type=int, default=0, help="calls per second before a code-7 ban")
+    faults.add_argument("--rate-limit-scope", choices=sorted(RATE_LIMIT_SUB_CODES), default="app")
+    faults.add_argument("--ban-seconds", type=int, default=1)
+    faults.add_argument("--isp-error-rate", type=float, default=0.0)
+    faults.add_argument("--rejection-rate", type=float, default=0.0, help="isv.trade-service-rejection share")
+    faults.add_argument("--list-lag", type=float, default=0.0, help="seconds before a change shows in lists")
+    faults.add_argument("--peak-mode", action="store_true", help="list answers without orders")
+    faults.add_argument("--non-200-rate", type=float, default=0.0)
+    faults.add_argument("--garbled-rate", type=float, default=0.0)
+    faults.add_argument("--latency-ms", type=float, default=0.0)
+    faults.add_argument(
+        "--escaped-control-chars", action="store_true", help="escape TAB/LF/CR in JSON (TOP sends them raw)"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> StandInConfig:
+    knobs = FaultKnobs()
+    knobs.update(
+        {
+            "rate_limit_per_second": args.rate_limit,
+            "rate_limit_scope": args.rate_limit_scope,
+            "ban_seconds": args.ban_seconds,
+            "isp_error_rate": args.isp_error_rate,
+            "trade_service_rejection_rate": args.rejection_rate,
+            "list_lag_seconds": args.list_lag,
+            "peak_mode": args.peak_mode,
+            "non_200_rate": args.non_200_rate,
+            "garbled_rate": args.garbled_rate,
+            "latency_ms": args.latency_ms,
+            "raw_control_chars": not args.escaped_control_chars,
+        }
+    )
+    return StandInConfig(
+        seed=args.seed,
+        shops=args.shops,
+        market_rate=args.rate,
+        history_trades=args.history,
+        history_days=args.history_days,
+        app_key=args.app_key,
+        app_secret=args.app_secret,
+        faults=knobs,
+    )
+
+
+@contextlib.contextmanager
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set `stop`; the previous handlers come back afterwards."""
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix loops
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def serve(config: StandInConfig, host: str, port: int) -> None:
+    standin = StandIn(config)
+    stop = asyncio.Event()
+    with _stop_on_signals(asyncio.get_running_loop(), stop):
+        await standin.start(host=host, api_port=port)
+        try:
+            sys.stdout.write(json.dumps(standin.connection_info(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            logger.info(
+                "stand-in listening", extra={"action": "standin_started", "shop": len(standin.shops)}
+            )
+            await stop.wait()
+        finally:
+            await standin.stop()
+    logger.info("stand-in stopped", extra={"action": "standin_stopped"})
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        sys.stderr.write(f"simulate: {exc}\n")
+        return 2
+    asyncio.run(serve(config, args.host, args.port))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulator", description="Run the Taobao stand-in.")
+    configure(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return run(args)
