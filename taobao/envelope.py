@@ -16,9 +16,6 @@ from taobao.errors import RetryableTopError, error_from_response
 
 logger = logging.getLogger(__name__)
 
-# Enough of a bad body to recognise it in a log line or a dead-letter row, not a whole page of HTML.
-_SNIPPET_CHARS = 200
-
 
 def response_key(method: str) -> str:
     """`taobao.trades.sold.get` → `trades_sold_get_response`; other prefixes are kept
@@ -86,8 +83,3 @@ def parse_response(body: bytes | str, method: str, *, tid: int | None = None) ->
     """decode_body then unwrap_response."""
     return unwrap_response(decode_body(body, method=method), method, tid=tid)
 
-
-def snippet(body: bytes | str) -> str:
-    """The start of a body for a log line (never a whole page)."""
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    return text[:_SNIPPET_CHARS]
