@@ -82,4 +82,3 @@ def unwrap_response(document: dict[str, Any], method: str, *, tid: int | None = 
 def parse_response(body: bytes | str, method: str, *, tid: int | None = None) -> dict[str, Any]:
     """decode_body then unwrap_response."""
     return unwrap_response(decode_body(body, method=method), method, tid=tid)
-
