@@ -1,0 +1,1 @@
+"""Runnable examples of how an ERP uses the service's tables (not part of the installed package)."""
