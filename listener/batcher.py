@@ -130,6 +130,7 @@ class CommitBatcher:
         """Flush what is pending at once, without retrying failures, and let `run()` return."""
         self._closing.set()
         self._has_items.set()
+        self._full.set()  # cut short a batch that is waiting for company
 
     async def _wait_for_batch(self) -> bool:
         while not self._pending:

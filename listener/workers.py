@@ -85,4 +85,3 @@ class WorkerPool:
         else:
             self._metrics.fetches.inc(outcome="ok")
             self._batcher.add(trade, item.message_ids)
-

@@ -84,9 +84,7 @@ class Journal:
             self.violations.append(f"message {message_id} confirmed but never delivered")
             return
         received, tid = self.received_at[message_id]
-        covering = [
-            c for c, fetch in self.commits.get(tid or -1, []) if fetch > received and c < now
-        ]
+        covering = [c for c, fetch in self.commits.get(tid or -1, []) if fetch > received and c < now]
         if not covering:
             self.violations.append(
                 f"message {message_id} (tid {tid}) confirmed at {now} without a commit of a fetch "
@@ -118,8 +116,8 @@ class FakeFetcher:
     def calls_for(self, tid: int) -> int:
         return sum(1 for _, t, _ in self.calls if t == tid)
 
-    async def wait_calls(self, tid: int, count: int, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_calls(self, tid: int, count: int) -> None:
+        async with asyncio.timeout(5):
             while self.calls_for(tid) < count:
                 self._changed.clear()
                 await self._changed.wait()
@@ -186,7 +184,9 @@ class FakeStore:
         body = json.loads(payload)
         self.journal.dead_lettered.add(body["id"])
         self.journal.tick("dead_letter", body["id"])
-        self.dead_letters.append({"source": source, "reason": reason, "id": body["id"], "tid": tid, "shop": shop})
+        self.dead_letters.append(
+            {"source": source, "reason": reason, "id": body["id"], "tid": tid, "shop": shop}
+        )
 
     @property
     def committed_tids(self) -> list[int]:
@@ -197,7 +197,9 @@ class FakeChannel:
     """The TMC session: `deliver()` hands a message to the handler as the session would; `run()`
     first delivers `preloaded`, then waits for `stop()`. Confirms are checked by the journal."""
 
-    def __init__(self, handler: MessageHandler, journal: Journal, preloaded: Sequence[TmcMessage] = ()) -> None:
+    def __init__(
+        self, handler: MessageHandler, journal: Journal, preloaded: Sequence[TmcMessage] = ()
+    ) -> None:
         self.handler = handler
         self.journal = journal
         self.preloaded = list(preloaded)

@@ -35,8 +35,8 @@ class Pipeline:
         for msg in messages:
             await self.channel.deliver(msg)
 
-    async def settled(self, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def settled(self) -> None:
+        async with asyncio.timeout(5):
             await self.dispatcher.wait_settled()
 
     def start(self) -> None:

@@ -167,7 +167,9 @@ async def test_shops_are_served_round_robin() -> None:
         (message(1, 5, shop=None), "names no seller"),
     ],
 )
-async def test_unprocessable_messages_are_dead_lettered_then_confirmed(msg: TmcMessage, reason_part: str) -> None:
+async def test_unprocessable_messages_are_dead_lettered_then_confirmed(
+    msg: TmcMessage, reason_part: str
+) -> None:
     async with pipeline() as p:
         await p.deliver(msg)
         assert p.fetcher.calls == []

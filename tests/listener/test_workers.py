@@ -151,6 +151,7 @@ async def test_messages_of_a_trade_the_store_did_not_report_applied_stay_unconfi
 
 async def test_fetches_use_stream_priority_and_the_shop_session() -> None:
     async with pipeline() as p:
-        await p.deliver(TmcMessage(id=1, topic="taobao_trade_TradeCreate", content='{"tid": 7}', nick="shop-b"))
+        msg = TmcMessage(id=1, topic="taobao_trade_TradeCreate", content='{"tid": 7}', nick="shop-b")
+        await p.deliver(msg)
         await p.settled()
         assert p.fetcher.calls == [("session-of-shop-b", 7, Priority.STREAM)]
