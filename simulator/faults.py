@@ -125,7 +125,7 @@ class FaultInjector:
     def __init__(self, knobs: FaultKnobs, seed: int, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.knobs = knobs
         self._rng = random.Random(seed)
-        self._monotonic = monotonic
+        self.monotonic = monotonic
         self._windows: dict[tuple[str, ...], tuple[int, int]] = {}
         self._bans: dict[tuple[str, ...], float] = {}
 
@@ -141,7 +141,7 @@ class FaultInjector:
         """Code 7 when the caller is over its per-second allowance or still banned."""
         knobs = self.knobs
         key = self._scope_key(app_key, method)
-        now = self._monotonic()
+        now = self.monotonic()
         banned_until = self._bans.get(key)
         if banned_until is not None:
             if now < banned_until:

@@ -68,7 +68,7 @@ class TopatsService:
     ) -> None:
         self._market = market
         self.timings = timings or TopatsTimings()
-        self._monotonic = monotonic
+        self.monotonic = monotonic
         self._rng = random.Random(seed)
         self._tasks: dict[int, TopatsTask] = {}
         self._downloads: dict[str, int] = {}
@@ -108,7 +108,7 @@ class TopatsService:
         end_date = end_day + timedelta(days=1)
         end = whole_seconds(datetime(end_date.year, end_date.month, end_date.day, tzinfo=GMT8)) - 1
         self._next_id += 1
-        task = TopatsTask(task_id=self._next_id, shop=shop, created=now, created_at=self._monotonic())
+        task = TopatsTask(task_id=self._next_id, shop=shop, created=now, created_at=self.monotonic())
         self._tasks[task.task_id] = task
         # Snapshot the versions now, in the loop; the thread then only reads immutable payloads.
         payloads = [rec.current for rec in self._market.created_between(shop, start, end)]
@@ -156,7 +156,7 @@ class TopatsService:
         }
 
     def status(self, task: TopatsTask) -> str:
-        age = self._monotonic() - task.created_at
+        age = self.monotonic() - task.created_at
         if age < self.timings.new_seconds:
             return "new"
         if task.path is None or age < self.timings.new_seconds + self.timings.doing_seconds:

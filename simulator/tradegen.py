@@ -9,6 +9,7 @@ trades the market later changes are kept as dicts.
 from __future__ import annotations
 
 import base64
+import bisect
 import random
 import time
 from dataclasses import dataclass, field
@@ -83,11 +84,7 @@ def cents(value: str) -> int:
 
 
 def pick_type(rng: random.Random) -> str:
-    r = int(rng.random() * _acc)
-    for name, bound in zip(_TYPE_NAMES, _TYPE_CUM, strict=True):
-        if r < bound:
-            return name
-    return _TYPE_NAMES[-1]
+    return _TYPE_NAMES[bisect.bisect_right(_TYPE_CUM, int(rng.random() * _acc))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,19 +321,17 @@ _AGE_BANDS: tuple[tuple[int, tuple[tuple[str, int], ...]], ...] = (
     (10**12, ((FINISHED, 80), (CLOSED_BY_TAOBAO, 13), (CLOSED, 7))),
 )
 
+_BAND_TABLES: tuple[tuple[int, tuple[tuple[str, ...], list[int]]], ...] = tuple(
+    (limit, (tuple(name for name, _ in band), [sum(w for _, w in band[: i + 1]) for i in range(len(band))]))
+    for limit, band in _AGE_BANDS
+)
+
 
 def plan_history(rng: random.Random, created: int, now: int, trade_type: str, n_orders: int) -> HistoryPlan:
     """Pick a final status that fits the trade's age, and milestone times that never pass `now`."""
     age = max(now - created, 1)
-    band = next(weights for limit, weights in _AGE_BANDS if age < limit)
-    total = sum(w for _, w in band)
-    r = int(rng.random() * total)
-    status = band[-1][0]
-    for name, weight in band:
-        if r < weight:
-            status = name
-            break
-        r -= weight
+    names, cum = next(band for limit, band in _BAND_TABLES if age < limit)
+    status = names[bisect.bisect_right(cum, int(rng.random() * cum[-1]))]
     if status == CONSIGNED_PART and n_orders < 2:
         status = WAIT_BUYER_CONFIRM
     if status == BUYER_SIGNED and trade_type != "cod":
@@ -353,7 +348,7 @@ def plan_history(rng: random.Random, created: int, now: int, trade_type: str, n_
         if status in (FINISHED, CLOSED):
             base = consign if consign is not None else pay
             end = base + int((now - base) * rng.uniform(0.1, 0.6))
-    last = max(t for t in (created, pay, consign, end) if t is not None)
+    last = end if end is not None else consign if consign is not None else pay if pay is not None else created
     modified = last
     if rng.random() < 0.1:
         # A later memo or rating bumped `modified` without changing the status.
