@@ -23,6 +23,6 @@ MIGRATION_LOCK_KEY: Final = 0x5B2C509EA5FEF976
 PAYLOAD_TEXT_LIMIT: Final = 200
 NOTIFY_PAYLOAD_LIMIT: Final = 8000
 
-# numeric(14,2): the largest amount a money column holds.
-MONEY_LIMIT: Final = 10**12
+# numeric(14,2) holds amounts below 10**12 yuan.
+MONEY_DIGITS: Final = 12
 INT32_MAX: Final = 2**31 - 1

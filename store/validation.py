@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from store.constants import INT32_MAX, MONEY_LIMIT
+from store.constants import INT32_MAX, MONEY_DIGITS
 from store.errors import InvalidTradeError
 from taobao.models import Trade
 from taobao.timefmt import format_top_time
@@ -82,11 +82,13 @@ def prepare_trade(trade: Trade) -> PreparedTrade:
         raw_json = canonical_json(trade.raw)
     except (TypeError, ValueError) as exc:
         raise InvalidTradeError(f"raw is not storable JSON ({exc})", tid=trade.tid) from exc
-    if _JSON_NUL.search(raw_json) or any("\x00" in text for text in _texts(trade)):
+    texts = _texts(trade)
+    nul_in_raw = "\\u0000" in raw_json and _JSON_NUL.search(raw_json) is not None
+    if nul_in_raw or any("\x00" in text for text in texts):
         raise InvalidTradeError("text contains a NUL character, which PostgreSQL refuses", tid=trade.tid)
     try:
         digest = content_hash(raw_json)
-        for text in _texts(trade):
+        for text in texts:
             text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidTradeError("text is not valid Unicode (lone surrogate)", tid=trade.tid) from exc
@@ -161,5 +163,6 @@ def _check_numbers(trade: Trade) -> None:
         if order.num is not None and abs(order.num) > INT32_MAX:
             raise InvalidTradeError(f"order {order.oid} num {order.num} is out of range", tid=trade.tid)
     for name, value in money:
-        if value is not None and (not value.is_finite() or abs(value) >= MONEY_LIMIT):
+        # adjusted() is the exponent of the leading digit: >= 12 means at least 10**12.
+        if value is not None and (not value.is_finite() or (value and value.adjusted() >= MONEY_DIGITS)):
             raise InvalidTradeError(f"{name} {value} is not a storable amount", tid=trade.tid)

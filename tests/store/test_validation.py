@@ -47,6 +47,10 @@ def test_unstorable_trades_are_refused_with_a_reason(data: dict[str, object], re
     assert info.value.tid == 1
 
 
+def test_the_largest_storable_amount_passes() -> None:
+    check_trade(Trade.model_validate({**trade_json(1, 0), "payment": "999999999999.99", "post_fee": "-5.00"}))
+
+
 def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
     check_trade(Trade.model_validate({**trade_json(1, 0), "seller_memo": "C:\\u0000"}))
 
