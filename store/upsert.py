@@ -1,7 +1,10 @@
 """The guarded upsert: one batch of trades → trades + trade_orders + trade_changes + NOTIFY, atomically.
 
 `apply_batch` runs on a connection the caller owns. It opens a transaction (a savepoint if the caller
-already has one open), so tests can also run it inside a transaction they roll back.
+already has one open), so tests can also run it inside a transaction they roll back. A caller with its
+own transaction should commit right after it: every other feed writer waits on the counter row until
+then. Applying the same trades again is harmless (they come back `unchanged`), so a caller that lost
+its connection during COMMIT may simply retry.
 
 Statements, in this order and within one transaction:
   1. quarantine invalid trades (dead_letters);

@@ -13,10 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from listener.ports import TradeStore
 from store.errors import StoreError
 from store.pg import PgStore
 from taobao.models import Trade
 from tests.store.factory import fresh_tids, make_trade, trade_json
+
+
+def _is_a_trade_store(store: PgStore) -> TradeStore:
+    return store  # mypy checks that PgStore satisfies the listener's port
 
 
 async def _feed(store: PgStore, tid: int) -> list[dict[str, Any]]:
@@ -139,6 +144,15 @@ async def test_dead_letter_keeps_the_bytes(store: PgStore) -> None:
         ("bad frame", payload, None, "shop-a"),
         ("bad\\x00reason", "文本".encode(), 42, None),
     ]
+
+
+async def test_reapplying_after_an_unknown_commit_outcome_is_harmless(store: PgStore) -> None:
+    # A caller whose connection dropped during COMMIT cannot know if it landed; applying again is safe.
+    [tid] = fresh_tids(1)
+    first = await store.apply_trades([make_trade(tid, 0)], source="stream")
+    again = await store.apply_trades([make_trade(tid, 0)], source="stream")
+    assert (first.changed, again.unchanged) == ((tid,), (tid,))
+    assert len(await _feed(store, tid)) == 1
 
 
 async def test_an_empty_batch_touches_nothing(store: PgStore) -> None:
