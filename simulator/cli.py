@@ -36,10 +36,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--rate-limit-scope", choices=sorted(RATE_LIMIT_SUB_CODES), default="app")
     faults.add_argument("--ban-seconds", type=int, default=1)
     faults.add_argument("--isp-error-rate", type=float, default=0.0)
+    faults.add_argument("--isp-error-code", type=int, default=15, help="15, or the older 520")
     faults.add_argument("--rejection-rate", type=float, default=0.0, help="isv.trade-service-rejection share")
     faults.add_argument("--list-lag", type=float, default=0.0, help="seconds before a change shows in lists")
     faults.add_argument("--peak-mode", action="store_true", help="list answers without orders")
     faults.add_argument("--non-200-rate", type=float, default=0.0)
+    faults.add_argument("--non-200-status", type=int, default=502)
     faults.add_argument("--garbled-rate", type=float, default=0.0)
     faults.add_argument("--latency-ms", type=float, default=0.0)
     faults.add_argument(
@@ -55,10 +57,12 @@ def config_from_args(args: argparse.Namespace) -> StandInConfig:
             "rate_limit_scope": args.rate_limit_scope,
             "ban_seconds": args.ban_seconds,
             "isp_error_rate": args.isp_error_rate,
+            "isp_error_code": args.isp_error_code,
             "trade_service_rejection_rate": args.rejection_rate,
             "list_lag_seconds": args.list_lag,
             "peak_mode": args.peak_mode,
             "non_200_rate": args.non_200_rate,
+            "non_200_status": args.non_200_status,
             "garbled_rate": args.garbled_rate,
             "latency_ms": args.latency_ms,
             "raw_control_chars": not args.escaped_control_chars,

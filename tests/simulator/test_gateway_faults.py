@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from simulator.standin import StandIn
+from simulator.tradegen import top_time as fmt_time
 from simulator.truth import trade_digest
 from tests.simulator.toputil import ALL_TYPES, LENIENT, TopCaller, now_minus, top_time, trades_of
 
@@ -89,54 +90,58 @@ async def test_trade_service_rejection_on_list_calls(top: TopCaller, standin: St
     assert await _fullinfo_ok(top, standin)
 
 
+async def _listed(top: TopCaller, start: int, end: int) -> dict[int, str]:
+    """tid → listed modified for every page of increment.get over [start, end] (epoch seconds)."""
+    out: dict[int, str] = {}
+    page = 1
+    while True:
+        body = await top.ok(
+            INCREMENT, fields="tid,modified", type=ALL_TYPES, page_size="100", page_no=str(page),
+            use_has_next="true", start_modified=fmt_time(start), end_modified=fmt_time(end),
+        )
+        out.update({t["tid"]: t["modified"] for t in trades_of(body)})
+        if not body["has_next"]:
+            return out
+        page += 1
+
+
 async def test_list_lag_hides_recent_changes_but_fullinfo_is_current(
     top: TopCaller, standin: StandIn, http: aiohttp.ClientSession
 ) -> None:
     status, knobs = await _admin(http, standin, "faults", {"list_lag_seconds": 3600})
     assert status == 200
     assert knobs["list_lag_seconds"] == 3600
+    market = standin.market
     shop = standin.shops[0].nick
-    before = {rec.tid: rec.modified for rec in standin.market.records(0)}
-    changes = [c for c in standin.market.step(150) if c.seller_nick == shop]
+    before = {rec.tid: rec.modified for rec in market.records(0)}
+    changes = [c for c in market.step(150) if c.seller_nick == shop]
+    now = int(time.time())
     created = {c.tid for c in changes if c.topic == "taobao_trade_TradeCreate"}
-    changed_old = {c.tid for c in changes if c.tid in before and before[c.tid] <= time.time() - 3700}
+    changed_old = sorted({c.tid for c in changes if c.tid in before and before[c.tid] <= now - 3700})[:5]
     assert created
     assert changed_old
-    window = {"fields": "tid,modified", "type": ALL_TYPES, "page_size": "100",
-              "start_modified": top_time(now_minus(86000)), "end_modified": top_time(now_minus(-5))}
 
-    async def listed() -> dict[int, str]:
-        out: dict[int, str] = {}
-        page = 1
-        while True:
-            body = await top.ok(INCREMENT, page_no=str(page), use_has_next="true", **window)
-            out.update({t["tid"]: t["modified"] for t in trades_of(body)})
-            if not body["has_next"]:
-                return out
-            page += 1
-
-    lagging = await listed()
-    assert not created & set(lagging)
-    sold = {t["tid"] for t in trades_of(await top.ok(SOLD, fields="tid", type=ALL_TYPES, page_size="100"))}
-    assert not created & sold
+    recent = await _listed(top, now - 3000, now + 5)
+    assert not created & set(recent)
+    since = fmt_time(now - 3000)
+    sold = await top.ok(SOLD, fields="tid", type=ALL_TYPES, page_size="100", start_created=since)
+    assert not created & {t["tid"] for t in trades_of(sold)}
     for tid in changed_old:
-        if tid in lagging:  # the old version is listed only if its own modified falls in the window
-            assert lagging[tid] == top_time_of(before[tid])
+        # Lists still show the version from before the change, at its old `modified` ...
+        around_old = await _listed(top, before[tid] - 60, before[tid] + 60)
+        assert around_old.get(tid) == fmt_time(before[tid])
+        assert tid not in recent
+        # ... while fullinfo shows the trade as it is now.
         full = (await top.ok(FULLINFO, fields="tid,modified", tid=str(tid)))["trade"]
-        assert full["modified"] == standin.market.trade(tid)["modified"]  # type: ignore[index]
-    assert any(tid in lagging for tid in changed_old)
+        assert full["modified"] == (market.trade(tid) or {})["modified"]
+        assert full["modified"] != fmt_time(before[tid])
 
     await _admin(http, standin, "faults", {"list_lag_seconds": 0})
-    current = await listed()
+    current = await _listed(top, now - 3000, now + 5)
     assert created <= set(current)
     for tid in changed_old:
-        assert current[tid] == standin.market.trade(tid)["modified"]  # type: ignore[index]
-
-
-def top_time_of(epoch_seconds: int) -> str:
-    from simulator.tradegen import top_time as fmt
-
-    return fmt(epoch_seconds)
+        assert current[tid] == (market.trade(tid) or {})["modified"]
+        assert tid not in await _listed(top, before[tid] - 60, before[tid] + 60)
 
 
 async def test_peak_mode_lists_without_orders(top: TopCaller, standin: StandIn) -> None:

@@ -184,9 +184,9 @@ async def test_new_changes_show_in_increment_get_at_once_without_lag(
 ) -> None:
     changes = [c for c in standin.market.step(80) if c.seller_nick == standin.shops[0].nick]
     assert changes
-    body = await top.ok(INCREMENT, fields="tid,modified", type=ALL_TYPES, page_size="100",
-                        start_modified=top_time(now_minus(60)), end_modified=top_time(now_minus(-5)))
-    listed = {t["tid"]: t["modified"] for t in trades_of(body)}
+    window = {"fields": "tid,modified", "type": ALL_TYPES,
+              "start_modified": top_time(now_minus(60)), "end_modified": top_time(now_minus(-5))}
+    listed = {t["tid"]: t["modified"] for t in await _walk(top, INCREMENT, **window)}
     for change in changes:
         assert change.tid in listed
         assert parse_top_time(listed[change.tid]) >= change.modified
