@@ -196,7 +196,9 @@ class CommitBatcher:
     async def _settle(self, batch: list[_Entry], result: ApplyResult) -> None:
         self._metrics.batches.inc(outcome="committed")
         self._metrics.trades_committed.inc(len(batch))
-        covered = set(result.changed) | set(result.unchanged)
+        # A rejected trade was quarantined in the same transaction: its dead-letter row is committed, so
+        # its messages are settled like the others (the reconciler is the backstop for the trade).
+        covered = set(result.changed) | set(result.unchanged) | set(result.rejected)
         confirm: list[int] = []
         missing: list[int] = []
         for entry in batch:

@@ -134,6 +134,7 @@ class Dispatcher:
         self._settled.set()
         self._activity = asyncio.Event()
         self._intake_closed = False
+        self._accepting = 0  # submit() calls between arrival and holding/settling their message
         self._parked_release = asyncio.Event()
         self.intake_count = 0  # messages submitted, for idle detection
         self.parked_count = 0
@@ -151,37 +152,50 @@ class Dispatcher:
         self._metrics.received.inc()
         self.intake_count += 1
         self._activity.set()
-        if self._intake_closed:
+        # A message being dead-lettered or handed back is not held, yet not settled either: count it
+        # so that `wait_settled()` (drain, burst mode) does not return while its ack is on the way.
+        self._accepting += 1
+        self._settled.clear()
+        try:
+            park = await self._accept(message)
+        finally:
+            self._accepting -= 1
+            self._update_settled()
+        if park:
             await self._park(message)
-            return
+
+    async def _accept(self, message: TmcMessage) -> bool:
+        """Hold or settle `message`; True when intake closed first and the caller must park."""
+        if self._intake_closed:
+            return True
         if message.id in self._held:
             self._duplicate(message)
-            return
+            return False
 
         parsed = parse_trade_event(message)
         if isinstance(parsed, Rejection):
             await self._quarantine_message(message, parsed.kind, parsed.reason, tid=None, shop=None)
-            return
+            return False
         shop = parsed.shop
         if shop is None or shop not in self._sessions:
             reason = f"seller {shop!r} is not in TAOBAO_SHOPS" if shop else "message names no seller"
             await self._quarantine_message(message, "unknown_shop", reason, tid=parsed.tid, shop=shop)
-            return
+            return False
 
         # Take capacity before taking the work (STYLE.md §5).
         while len(self._held) >= self._max_events and not self._intake_closed:
             self._space.clear()
             await self._space.wait()
         if self._intake_closed:
-            await self._park(message)
-            return
+            return True
         if message.id in self._held:  # the same id arrived again while this one waited
             self._duplicate(message)
-            return
+            return False
         if shop in self._paused:
             await self._fail_unheld(message, "shop_paused", self._paused[shop])
-            return
+            return False
         self._hold(message, parsed.tid, shop)
+        return False
 
     def _hold(self, message: TmcMessage, tid: int, shop: str) -> None:
         self._held[message.id] = _Held(message, tid, shop)
@@ -334,9 +348,12 @@ class Dispatcher:
             return
         if len(self._held) < self._max_events:
             self._space.set()
-        if not self._held:
-            self._settled.set()
+        self._update_settled()
         self._activity.set()
+
+    def _update_settled(self) -> None:
+        if not self._held and not self._accepting:
+            self._settled.set()
 
     async def _quarantine_message(
         self, message: TmcMessage, kind: str, reason: str, *, tid: int | None, shop: str | None
@@ -400,14 +417,19 @@ class Dispatcher:
         self._parked_release.set()
 
     async def wait_settled(self) -> None:
-        """Until no message is held: everything received was committed and confirmed, or settled."""
-        while self._held:
+        """Until no message is held or being accepted: everything received was committed and
+        confirmed, or otherwise settled (parked deliveries during a stop do not count)."""
+        while self._held or self._accepting:
             await self._settled.wait()
 
     async def wait_activity(self) -> None:
         """Until something is submitted or settled after this call."""
         self._activity.clear()
         await self._activity.wait()
+
+    @property
+    def is_settled(self) -> bool:
+        return not self._held and not self._accepting
 
     def held_ids(self) -> list[int]:
         return list(self._held)

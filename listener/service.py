@@ -180,6 +180,8 @@ class Service:
             extra={"action": "drain_started"},
         )
         drained = await self._wait_drained(deadline)
+        if self._force.is_set():
+            deadline = loop.time()  # a second stop request: only the grace for the last write is left
 
         # Whatever is still fetching is abandoned; trades already fetched still get their commit.
         await self._supervisor.cancel(workers)
@@ -216,7 +218,7 @@ class Service:
             for waiter in (settled, forced):
                 waiter.cancel()
             await asyncio.gather(settled, forced, return_exceptions=True)
-        return self.dispatcher.held_count == 0
+        return self.dispatcher.is_settled
 
     async def _watch_idle(self, idle_seconds: float) -> None:
         dispatcher = self.dispatcher
@@ -227,7 +229,7 @@ class Service:
                 async with asyncio.timeout(idle_seconds):
                     await dispatcher.wait_activity()
             except TimeoutError:
-                if dispatcher.intake_count == seen and dispatcher.held_count == 0:
+                if dispatcher.intake_count == seen and dispatcher.is_settled:
                     self.request_stop(f"idle for {idle_seconds:g} s (burst mode)")
                     return
 

@@ -157,6 +157,8 @@ class FakeStore:
         self.gate: asyncio.Event | None = None
         self.apply_started = asyncio.Event()
         self.omit: set[int] = set()  # tids to leave out of the ApplyResult
+        self.reject: set[int] = set()  # tids to report as quarantined in the same transaction
+        self.dead_letter_gate: asyncio.Event | None = None
 
     async def apply_trades(self, trades: Sequence[Trade], *, source: str) -> ApplyResult:
         assert source == "stream"
@@ -169,8 +171,12 @@ class FakeStore:
             raise StoreDown("connection lost")
         self.journal.committed(trades)
         self.batches.append(list(trades))
-        tids = tuple(t.tid for t in trades if t.tid not in self.omit)
-        return ApplyResult(changed=tids, unchanged=())
+        tids = [t.tid for t in trades if t.tid not in self.omit]
+        return ApplyResult(
+            changed=tuple(t for t in tids if t not in self.reject),
+            unchanged=(),
+            rejected=tuple(t for t in tids if t in self.reject),
+        )
 
     async def dead_letter(
         self,
@@ -181,6 +187,8 @@ class FakeStore:
         tid: int | None = None,
         shop: str | None = None,
     ) -> None:
+        if self.dead_letter_gate is not None:
+            await self.dead_letter_gate.wait()
         body = json.loads(payload)
         self.journal.dead_lettered.add(body["id"])
         self.journal.tick("dead_letter", body["id"])

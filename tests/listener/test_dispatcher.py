@@ -198,6 +198,21 @@ async def test_dead_letter_payload_keeps_the_whole_message() -> None:
         assert body["topic"] == "taobao_trade_TradeBuyerPay"
 
 
+async def test_a_message_being_dead_lettered_is_not_yet_settled() -> None:
+    async with pipeline() as p:
+        p.store.dead_letter_gate = asyncio.Event()
+        delivering = asyncio.create_task(p.deliver(message(1, 5, shop="stranger")))
+        settled = asyncio.create_task(p.dispatcher.wait_settled())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not settled.done()
+        assert not p.dispatcher.is_settled
+        p.store.dead_letter_gate.set()
+        async with asyncio.timeout(5):
+            await asyncio.gather(delivering, settled)
+        assert p.journal.confirmed == [1]
+
+
 async def test_a_failed_dead_letter_write_leaves_the_message_unconfirmed() -> None:
     async with pipeline() as p:
 

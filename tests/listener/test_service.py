@@ -141,6 +141,22 @@ async def test_work_that_outlasts_the_drain_budget_is_handed_back_unconfirmed() 
     assert rig.journal.violations == []
 
 
+async def test_a_second_stop_request_skips_the_rest_of_the_drain() -> None:
+    rig = make_rig(sync_drain_seconds=60)
+    rig.fetcher.hold_next(100)  # never released
+    run = asyncio.create_task(rig.service.run())
+    await eventually(lambda: rig.service.state == "running")
+    await rig.channel.deliver(message(1, 100))
+    await rig.fetcher.wait_calls(100, 1)
+    rig.service.request_stop("first")
+    await eventually(lambda: rig.service.state == "draining")
+    rig.service.request_stop("second")
+    async with asyncio.timeout(10):
+        await run
+    assert rig.journal.confirmed == []
+    assert rig.channel.failed_ids == [1]
+
+
 async def test_a_dying_side_task_stops_the_service_with_its_reason() -> None:
     async def reconciler() -> None:
         raise RuntimeError("ledger table missing")

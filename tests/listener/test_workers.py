@@ -149,6 +149,15 @@ async def test_messages_of_a_trade_the_store_did_not_report_applied_stay_unconfi
         assert p.channel.failed_ids == [2]
 
 
+async def test_messages_of_a_trade_the_store_quarantined_in_the_commit_are_confirmed() -> None:
+    async with pipeline() as p:
+        p.store.reject = {200}
+        await p.deliver(message(1, 100), message(2, 200))
+        await p.settled()
+        assert sorted(p.journal.confirmed) == [1, 2]
+        assert p.channel.failed == []
+
+
 async def test_fetches_use_stream_priority_and_the_shop_session() -> None:
     async with pipeline() as p:
         msg = TmcMessage(id=1, topic="taobao_trade_TradeCreate", content='{"tid": 7}', nick="shop-b")
