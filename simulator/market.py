@@ -77,6 +77,15 @@ class MarketChange:
     status: str  # the trade's status after the change
 
 
+@dataclass(frozen=True, slots=True)
+class TruthRows:
+    """What a truth snapshot is built from, captured at one instant."""
+
+    rows: list[tuple[int, int, str, str, int, int, Payload]]
+    change_count: int
+    counters: dict[str, int]
+
+
 @dataclass
 class MarketConfig:
     seed: int = 1
@@ -180,6 +189,7 @@ class Market:
         self._pools: dict[str, _Pool] = {status: _Pool() for status in LEGAL_MOVES}
         self._listeners: list[ChangeListener] = []
         self._changes: list[MarketChange] = []
+        self._digests: dict[int, tuple[Payload, str]] = {}
         self._dropped_changes = 0
         self._seq = 0
         self.counters: Counter[str] = Counter()
@@ -300,31 +310,52 @@ class Market:
     def truth(
         self, shop: str | None = None, digests: bool = True, tids: Iterable[int] | None = None
     ) -> TruthSnapshot:
-        """A snapshot of the current state of (some) trades. Digests of untouched history trades are
-        computed by rebuilding them, which costs about 50 µs per trade."""
+        """A snapshot of the current state of (some) trades. The first digest of an untouched history
+        trade costs a rebuild (about 50 µs); digests are cached per version."""
+        return self.build_truth(self.truth_rows(shop, tids), digests)
+
+    def truth_rows(self, shop: str | None = None, tids: Iterable[int] | None = None) -> TruthRows:
+        """Step one of a snapshot, cheap, on the loop: which trades, in which version, and the counters."""
         shop_i = None if shop is None else self.shop_index(shop)
-        if tids is not None:
+        if shop is not None and shop_i is None:
+            chosen: list[TradeRecord] = []
+        elif tids is not None:
             chosen = [self._records[t] for t in tids if t in self._records]
-        elif shop is not None:
-            chosen = [] if shop_i is None else list(self.records(shop_i))
+        elif shop_i is not None:
+            chosen = list(self.records(shop_i))
         else:
             chosen = list(self._records.values())
+        rows = [
+            (rec.tid, rec.shop, rec.status, rec.type, rec.created, rec.modified, rec.current)
+            for rec in chosen
+            if shop_i is None or rec.shop == shop_i
+        ]
+        return TruthRows(rows, self._seq, dict(self.counters))
+
+    def build_truth(self, rows: TruthRows, digests: bool = True) -> TruthSnapshot:
+        """Step two: digests and the snapshot. Safe in a worker thread (it reads immutable versions)."""
         trades: dict[int, TradeTruth] = {}
-        for rec in chosen:
-            if shop_i is not None and rec.shop != shop_i:
-                continue
-            digest = trade_digest(self.materialize(rec.current)) if digests else None
-            trades[rec.tid] = TradeTruth(
-                tid=rec.tid,
-                seller_nick=self.shops[rec.shop].nick,
-                status=rec.status,
-                type=rec.type,
-                created=from_seconds(rec.created),
-                modified=from_seconds(rec.modified),
+        cache = self._digests
+        for tid, shop, status, trade_type, created, modified, payload in rows.rows:
+            digest = None
+            if digests:
+                cached = cache.get(tid)
+                if cached is not None and cached[0] is payload:
+                    digest = cached[1]
+                else:
+                    digest = trade_digest(self.materialize(payload))
+                    cache[tid] = (payload, digest)
+            trades[tid] = TradeTruth(
+                tid=tid,
+                seller_nick=self.shops[shop].nick,
+                status=status,
+                type=trade_type,
+                created=from_seconds(created),
+                modified=from_seconds(modified),
                 digest=digest,
             )
         return TruthSnapshot(
-            trades=trades, change_count=self._seq, last_seq=self._seq, counters=dict(self.counters)
+            trades=trades, change_count=rows.change_count, last_seq=rows.change_count, counters=rows.counters
         )
 
     # ----- history -----------------------------------------------------------------------------------

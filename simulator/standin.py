@@ -9,6 +9,7 @@ one aiohttp app (the TMC push server is attached separately).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Iterable
@@ -174,6 +175,16 @@ class StandIn:
     ) -> TruthSnapshot:
         return self.market.truth(shop=shop, digests=digests, tids=tids)
 
+    async def truth_async(
+        self, shop: str | None = None, digests: bool = True, tids: Iterable[int] | None = None
+    ) -> TruthSnapshot:
+        """Like truth(), but digests are computed in a worker thread so a large snapshot (100k history
+        trades take seconds the first time) does not stall the gateway and the push channel."""
+        rows = self.market.truth_rows(shop, tids)
+        if not digests or len(rows.rows) < 2000:
+            return self.market.build_truth(rows, digests)
+        return await asyncio.to_thread(self.market.build_truth, rows, digests)
+
     # ----- admin HTTP surface ------------------------------------------------------------------------
 
     def _add_admin_routes(self, app: web.Application) -> None:
@@ -189,7 +200,7 @@ class StandIn:
             tids = [int(t) for t in query["tids"].split(",") if t] if query.get("tids") else None
         except ValueError:
             return _json({"error": "tids must be comma-separated integers"}, status=400)
-        snapshot = self.truth(
+        snapshot = await self.truth_async(
             shop=query.get("shop") or None, digests=query.get("digest", "1") not in ("0", "false"), tids=tids
         )
         body = snapshot.to_json()

@@ -213,6 +213,15 @@ async def test_admin_surface_reads_and_changes_state(
     assert entry["digest"] == trade_digest(standin.market.trade(tid) or {})
     assert entry["modified"] == market["changes"][-1]["modified"]
     assert truth["change_count"] == standin.market.change_count
+    nick = standin.shops[1].nick
+    status, by_shop = await _admin(http, standin, f"truth?shop={nick}&digest=0&changes=1")
+    assert by_shop["trade_count"] == len(list(standin.market.records(1)))
+    assert {e["seller_nick"] for e in by_shop["trades"].values()} == {nick}
+    assert all(e["digest"] is None for e in by_shop["trades"].values())
+    assert [c["seq"] for c in by_shop["changes"]] == list(range(1, standin.market.change_count + 1))
+    status, digested = await _admin(http, standin, f"truth?shop={nick}")
+    sample = next(iter(digested["trades"].values()))
+    assert sample["digest"] == trade_digest(standin.market.trade(sample["tid"]) or {})
     standin.stats.reset()
     await top.call(SOLD, fields="tid", page_no="2", start_created=top_time(now_minus(3600)))
     status, stats = await _admin(http, standin, "stats")
