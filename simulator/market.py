@@ -53,6 +53,7 @@ from simulator.tradegen import (
     trade_seed,
 )
 from simulator.truth import TradeTruth, TruthSnapshot, trade_digest
+from taobao.timefmt import parse_top_time
 
 logger = logging.getLogger(__name__)
 
@@ -597,8 +598,6 @@ class Market:
 
     @staticmethod
     def _parse_stamp(value: str) -> int:
-        from taobao.timefmt import parse_top_time
-
         return whole_seconds(parse_top_time(value))
 
     @staticmethod
