@@ -150,6 +150,8 @@ class _GroupQueue:
         self.deadlines: list[tuple[float, int]] = []  # (deadline, id) heap; stale rows skipped
         self.clients: list[_Client] = []
         self.wake = asyncio.Event()
+        self.drained = asyncio.Event()  # set while nothing is left to confirm
+        self.drained.set()
         self.task: asyncio.Task[None] | None = None
 
     def ensure_running(self) -> None:
@@ -218,6 +220,7 @@ class _GroupQueue:
 
     def publish(self, entry: _Entry) -> None:
         self.messages[entry.id] = entry
+        self.drained.clear()
         faults = self.server.faults
         if faults.reorder_fraction and self.server.rng.random() < faults.reorder_fraction:
             self.server.stats.reordered += 1
@@ -233,6 +236,8 @@ class _GroupQueue:
             return
         entry.done = True
         self.server.stats.confirmed += 1
+        if not self.messages:
+            self.drained.set()
         flight = self.in_flight.pop(message_id, None)
         if flight is not None:
             flight.client.in_flight.discard(message_id)
@@ -423,6 +428,10 @@ class TmcServer:
         """Messages of the queue not yet confirmed (queued, delayed or in flight)."""
         queue = self._queues.get((app_key, group))
         return queue.pending() if queue else 0
+
+    async def wait_drained(self, app_key: str, group: str = "default") -> None:
+        """Return once every accepted message of the queue is confirmed."""
+        await self._queue(app_key, group).drained.wait()
 
     def connections(self) -> list[ConnectionInfo]:
         return [

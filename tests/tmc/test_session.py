@@ -114,7 +114,8 @@ async def test_pushed_messages_are_handed_over_and_confirms_empty_the_queue() ->
         session = make_session(server, rec)
         async with running(session):
             ids = publish(server, 40)
-            await wait_until(lambda: server.pending(APP_KEY) == 0, what="an empty queue")
+            async with asyncio.timeout(5):
+                await server.wait_drained(APP_KEY)
 
     assert rec.ids() == ids  # one connection, no faults: in publish order
     assert all(i > 2**53 for i in ids)
