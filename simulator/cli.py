@@ -16,14 +16,26 @@ import sys
 from collections.abc import Iterator
 
 from simulator.faults import RATE_LIMIT_SUB_CODES, FaultKnobs
-from simulator.standin import StandIn, StandInConfig
+from simulator.standin import StandIn, StandInConfig, apply_tmc_faults
+from simulator.tmc_faults import TmcFaults
+from simulator.tmc_server import TmcServerConfig
 
 logger = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="TOP gateway port (default: any free port)")
+    parser.add_argument(
+        "--port",
+        "--api-port",
+        dest="port",
+        type=int,
+        default=0,
+        help="TOP gateway port (default: any)",
+    )
+    parser.add_argument(
+        "--tmc-port", type=int, default=0, help="TMC server port (default: any)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the market and the fault dice")
     parser.add_argument("--shops", type=int, default=3, help="number of shops")
     parser.add_argument("--rate", type=float, default=5.0, help="market changes per second (0: frozen)")
@@ -47,6 +59,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--escaped-control-chars", action="store_true", help="escape TAB/LF/CR in JSON (TOP sends them raw)"
     )
+    tmc = parser.add_argument_group("TMC push server knobs (all off by default)")
+    tmc.add_argument("--tmc-drop-every", type=float, default=None, help="abort every connection each N s")
+    tmc.add_argument("--tmc-duplicate", type=float, default=0.0, help="fraction of deliveries sent twice")
+    tmc.add_argument("--tmc-reorder", type=float, default=0.0, help="fraction of messages held back briefly")
+    tmc.add_argument("--tmc-lose", type=float, default=0.0, help="fraction of messages never delivered")
+    tmc.add_argument(
+        "--tmc-lose-while-disconnected",
+        action="store_true",
+        help="drop messages published while no client is connected (the old stream's behaviour)",
+    )
+    tmc.add_argument(
+        "--tmc-confirm-timeout", type=float, default=60.0, help="redeliver unconfirmed messages after N s"
+    )
+    tmc.add_argument(
+        "--tmc-failed-delay", type=float, default=330.0, help="redeliver Failed after N s"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> StandInConfig:
@@ -68,6 +96,17 @@ def config_from_args(args: argparse.Namespace) -> StandInConfig:
             "raw_control_chars": not args.escaped_control_chars,
         }
     )
+    tmc_faults = TmcFaults()
+    apply_tmc_faults(
+        tmc_faults,
+        {
+            "drop_every": args.tmc_drop_every,
+            "duplicate_fraction": args.tmc_duplicate,
+            "reorder_fraction": args.tmc_reorder,
+            "lose_fraction": args.tmc_lose,
+            "lose_while_disconnected": args.tmc_lose_while_disconnected,
+        },
+    )
     return StandInConfig(
         seed=args.seed,
         shops=args.shops,
@@ -77,6 +116,12 @@ def config_from_args(args: argparse.Namespace) -> StandInConfig:
         app_key=args.app_key,
         app_secret=args.app_secret,
         faults=knobs,
+        tmc=TmcServerConfig(
+            confirm_timeout=args.tmc_confirm_timeout,
+            failed_redelivery_delay=args.tmc_failed_delay,
+            seed=args.seed,
+        ),
+        tmc_faults=tmc_faults,
     )
 
 
@@ -97,17 +142,15 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> It
             loop.remove_signal_handler(sig)
 
 
-async def serve(config: StandInConfig, host: str, port: int) -> None:
+async def serve(config: StandInConfig, host: str, port: int, tmc_port: int = 0) -> None:
     standin = StandIn(config)
     stop = asyncio.Event()
     with _stop_on_signals(asyncio.get_running_loop(), stop):
-        await standin.start(host=host, api_port=port)
+        await standin.start(host=host, api_port=port, tmc_port=tmc_port)
         try:
             sys.stdout.write(json.dumps(standin.connection_info(), ensure_ascii=False) + "\n")
             sys.stdout.flush()
-            logger.info(
-                "stand-in listening", extra={"action": "standin_started", "shop": len(standin.shops)}
-            )
+            logger.info("stand-in listening", extra={"action": "standin_started", "shop": len(standin.shops)})
             await stop.wait()
         finally:
             await standin.stop()
@@ -120,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"simulate: {exc}\n")
         return 2
-    asyncio.run(serve(config, args.host, args.port))
+    asyncio.run(serve(config, args.host, args.port, args.tmc_port))
     return 0
 
 

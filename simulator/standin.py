@@ -1,5 +1,6 @@
-"""The Taobao stand-in as one object: the order market, the TOP gateway and an admin/truth surface on
-one aiohttp app (the TMC push server is attached separately).
+"""The Taobao stand-in as one object: the order market, the TOP gateway, the TMC push server, and an
+admin/truth surface on the gateway's aiohttp app. Every market change is published on the TMC queue of
+the app's group, as Taobao pushes trade topics to a subscribed app.
 
     async with StandIn(StandInConfig(seed=7, history_trades=500)) as standin:
         standin.api_url, standin.app_key, standin.app_secret, standin.shops
@@ -23,6 +24,8 @@ from simulator.clock import Clock
 from simulator.faults import FaultKnobs
 from simulator.gateway import ROUTER_PATH, CallStats, Gateway, GatewayConfig
 from simulator.market import ChangeListener, Market, MarketChange, MarketConfig
+from simulator.tmc_faults import TmcFaults
+from simulator.tmc_server import TmcServer, TmcServerConfig
 from simulator.topats import TopatsService, TopatsTimings
 from simulator.truth import TruthSnapshot
 from taobao.timefmt import format_top_time
@@ -56,6 +59,10 @@ class StandInConfig:
     version_retention_seconds: int = 3600
     change_log_limit: int | None = None
     call_log_limit: int = 100_000
+    tmc: TmcServerConfig = field(default_factory=TmcServerConfig)
+    tmc_faults: TmcFaults = field(default_factory=TmcFaults)
+    # The TMC group market changes are published to (the app's `default` group unless told otherwise).
+    tmc_group: str = "default"
 
 
 class StandIn:
@@ -86,7 +93,9 @@ class StandIn:
             seed=cfg.seed,
             topats=self.topats,
         )
-        # Routes may be added to `app` until start() (the integrator mounts the TMC server here or beside).
+        self.tmc = TmcServer({self.app_key: self.app_secret}, cfg.tmc, cfg.tmc_faults)
+        self.market.add_change_listener(self._publish)
+        # Routes may be added to `app` until start().
         self.app = web.Application()
         self.gateway.add_routes(self.app)
         self._add_admin_routes(self.app)
@@ -96,9 +105,11 @@ class StandIn:
 
     # ----- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", api_port: int = 0) -> None:
+    async def start(self, host: str = "127.0.0.1", api_port: int = 0, tmc_port: int = 0) -> None:
         if self._runner is not None:
             raise RuntimeError("stand-in already started")
+        await self.tmc.start(host, tmc_port)
+        self.tmc_url = self.tmc.url
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, api_port)
@@ -115,7 +126,19 @@ class StandIn:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self.tmc.stop()
         await self.topats.close()
+
+    def _publish(self, change: MarketChange) -> None:
+        self.tmc.publish(
+            self.app_key,
+            topic=change.topic,
+            content=json.dumps(change.content, ensure_ascii=False),
+            nick=change.seller_nick,
+            user_id=change.seller_id,
+            time=change.modified,
+            group=self.config.tmc_group,
+        )
 
     async def __aenter__(self) -> StandIn:
         await self.start()
@@ -193,6 +216,8 @@ class StandIn:
         app.router.add_get(ADMIN_PREFIX + "/faults", self._get_faults)
         app.router.add_post(ADMIN_PREFIX + "/faults", self._post_faults)
         app.router.add_post(ADMIN_PREFIX + "/market", self._post_market)
+        app.router.add_get(ADMIN_PREFIX + "/tmc", self._get_tmc)
+        app.router.add_post(ADMIN_PREFIX + "/tmc", self._post_tmc)
 
     async def _get_truth(self, request: web.Request) -> web.Response:
         query = request.query
@@ -263,6 +288,98 @@ class StandIn:
                 "changes": [_change_json(c, with_content=True) for c in changes],
             }
         )
+
+    async def _get_tmc(self, _request: web.Request) -> web.Response:
+        return _json(self.tmc_summary())
+
+    def tmc_summary(self) -> dict[str, Any]:
+        """Push-side counters and the messages the server withheld (only reconciliation recovers them)."""
+        st = self.tmc.stats
+        counters = {
+            name: getattr(st, name)
+            for name in (
+                "published",
+                "delivered",
+                "redelivered",
+                "confirmed",
+                "confirm_unknown",
+                "failed",
+                "expired",
+                "duplicated",
+                "reordered",
+                "connections",
+                "refused",
+                "rejected_upgrades",
+                "dropped",
+                "pull_requests",
+                "malformed",
+            )
+        }
+        return {
+            **counters,
+            "pending": self.tmc.pending(self.app_key, self.config.tmc_group),
+            "withheld": [
+                {"id": m.id, "tid": m.tid, "topic": m.topic, "reason": m.reason} for m in self.tmc.withheld
+            ],
+            "faults": _tmc_faults_json(self.tmc.faults),
+        }
+
+    async def _post_tmc(self, request: web.Request) -> web.Response:
+        """Patch the TMC fault knobs; `{"drop_now": true}` aborts every live connection at once and
+        `{"refuse_for": S}` refuses connects for S seconds (an outage)."""
+        try:
+            patch = await request.json()
+            if not isinstance(patch, dict):
+                raise ValueError("send a JSON object of knob names and values")
+            apply_tmc_faults(self.tmc.faults, patch)
+        except (ValueError, TypeError) as exc:
+            return _json({"error": str(exc)}, status=400)
+        if patch.get("drop_now"):
+            self.tmc.drop_connections()
+        return _json(self.tmc_summary())
+
+
+_TMC_KNOBS: dict[str, type] = {
+    "drop_every": float,
+    "duplicate_fraction": float,
+    "reorder_fraction": float,
+    "reorder_delay": float,
+    "lose_fraction": float,
+    "lose_while_disconnected": bool,
+}
+
+
+def apply_tmc_faults(faults: TmcFaults, patch: dict[str, Any]) -> None:
+    """Validate every entry first, then apply: a bad patch changes nothing."""
+    updates: dict[str, Any] = {}
+    for name, value in patch.items():
+        if name in ("drop_now",):
+            continue
+        if name == "refuse_for":
+            if not isinstance(value, int | float) or value < 0:
+                raise ValueError("refuse_for must be a number of seconds >= 0")
+            continue
+        kind = _TMC_KNOBS.get(name)
+        if kind is None:
+            raise ValueError(f"unknown TMC knob {name!r}; known: {sorted(_TMC_KNOBS)}")
+        if value is None and name == "drop_every":
+            updates[name] = None
+        elif kind is bool and isinstance(value, bool):
+            updates[name] = value
+        elif kind is float and isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            if name.endswith("_fraction") and value > 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+            updates[name] = float(value)
+        else:
+            raise ValueError(f"{name} must be a {'boolean' if kind is bool else 'number >= 0'}")
+    for name, value in updates.items():
+        setattr(faults, name, value)
+    if "refuse_for" in patch:
+        faults.refuse_connects_for(float(patch["refuse_for"]))
+
+
+def _tmc_faults_json(faults: TmcFaults) -> dict[str, Any]:
+    return {name: getattr(faults, name) for name in _TMC_KNOBS} | {"refusing": faults.refusing()}
 
 
 def _change_json(change: MarketChange, with_content: bool) -> dict[str, Any]:
