@@ -152,6 +152,7 @@ class TmcSession:
         self._conn: websockets.asyncio.client.ClientConnection | None = None
         self._token: str | None = None
         self._handling = False
+        self._running = False
         self.counters = SessionCounters()
 
     def __repr__(self) -> str:
@@ -173,6 +174,15 @@ class TmcSession:
     async def run(self) -> None:
         """Connect, consume and reconnect until `stop()`. Raises TmcConnectRefused after `max_refusals`
         refusals in a row."""
+        if self._running:
+            raise RuntimeError("TmcSession.run() is already running")
+        self._running = True
+        try:
+            await self._run()
+        finally:
+            self._running = False
+
+    async def _run(self) -> None:
         refusals = 0
         while not self._stop.is_set():
             if self._gate is not None and not await self._unless_stopped(self._gate()):

@@ -402,6 +402,7 @@ class TmcServer:
         """Accept one message for (app_key, group); returns its id. Safe to call from any code on the loop."""
         if app_key not in self._apps:
             raise ValueError(f"unknown app_key {app_key!r}")
+        _check_publishable(topic=topic, content=content, nick=nick, user_id=user_id, time=time)
         message_id = self._next_id
         self._next_id += 1
         self.stats.published += 1
@@ -466,7 +467,10 @@ class TmcServer:
         self._connection_count += 1
         self.stats.connections += 1
         client = _Client(self._connection_count, ws, queue.token)
-        await ws.send(codec.encode(codec.connect_ack(request, token=queue.token)))
+        try:
+            await ws.send(codec.encode(codec.connect_ack(request, token=queue.token)))
+        except ConnectionClosed:
+            return
         queue.attach(client)
         self._live.add(client)
         sender = asyncio.create_task(self._send_loop(client), name=f"tmc-sender-{client.number}")
@@ -548,6 +552,11 @@ class TmcServer:
                 await client.ws.send(codec.encode(message))
         except ConnectionClosed:
             return
+        except Exception:
+            # A defect, not a network event: make it loud and let the client reconnect elsewhere.
+            logger.exception("TMC push sender failed", extra={"action": "tmc_server_sender_failed"})
+            client.ws.transport.abort()
+            raise
 
     async def _on_client_frame(self, queue: _GroupQueue, client: _Client, frame: bytes | str) -> None:
         if isinstance(frame, str):
@@ -597,6 +606,19 @@ class TmcServer:
         )
         with contextlib.suppress(ConnectionClosed):
             await client.ws.send(codec.encode(ack))
+
+
+def _check_publishable(*, topic: str, content: str, nick: str, user_id: int, time: datetime) -> None:
+    """Refuse at publish time what could not be pushed later (the sender must not fail mid-queue)."""
+    try:
+        codec.Int64(user_id)
+        codec.datetime_to_epoch_ms(time)
+        for text in (topic, content, nick):
+            text.encode("utf-8")
+    except (codec.TmcEncodeError, UnicodeEncodeError, AttributeError) as exc:
+        raise ValueError(f"message cannot be pushed: {exc}") from None
+    if not topic:
+        raise ValueError("message cannot be pushed: empty topic")
 
 
 def _sign_ok(app_key: str, group: str, timestamp: str, given: str, secret: str) -> bool:

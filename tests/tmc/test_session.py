@@ -531,3 +531,13 @@ async def test_a_failing_handler_is_logged_and_its_message_redelivered() -> None
     assert len(calls) == 2
     assert session.counters.handler_errors == 1
     assert session.counters.connects == 1
+
+
+async def test_run_cannot_be_entered_twice() -> None:
+    async with running_server() as server:
+        session = make_session(server, Recorder())
+        async with running(session):
+            await wait_until(lambda: session.connected, what="connected")
+            with pytest.raises(RuntimeError, match="already running"):
+                await session.run()
+            assert session.connected

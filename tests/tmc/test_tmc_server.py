@@ -246,3 +246,27 @@ def test_backoff_grows_with_jitter_caps_and_resets() -> None:
     assert 0.5 <= backoff.next_delay() <= 1.0
     with pytest.raises(ValueError, match="base <= cap"):
         BackoffPolicy(base=2.0, cap=1.0)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"content": "\ud800"}, "cannot be pushed"),
+        ({"user_id": 2**63}, "does not fit"),
+        ({"time": datetime(2024, 1, 1)}, "naive datetime"),  # naive on purpose
+        ({"topic": ""}, "empty topic"),
+    ],
+)
+def test_publish_refuses_what_could_not_be_pushed(change: dict[str, object], expected: str) -> None:
+    server = TmcServer({APP_KEY: APP_SECRET})
+    fields: dict[str, object] = {
+        "topic": "t",
+        "content": "{}",
+        "nick": "n",
+        "user_id": 1,
+        "time": datetime.now(UTC),
+        **change,
+    }
+    with pytest.raises(ValueError, match=expected):
+        server.publish(APP_KEY, **fields)  # type: ignore[arg-type]
+    assert server.pending(APP_KEY) == 0
