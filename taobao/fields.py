@@ -15,9 +15,10 @@ TOPATS_RESULT_GET: Final = "taobao.topats.result.get"
 # APIs return only 4 or 5 default types (the sources disagree), silently missing the rest, so the client
 # always sends this list.
 # - `guarantee_trade` is left out: it is a query-only combination of `fixed` and `auction`, both sent.
-# - `fenxiao` is left out: it appears only in the Trade.type *response* description, not among the
-#   parameter's accepted values, and an unaccepted value could fail the whole call. Callers who see
-#   fenxiao trades can pass their own `types`.
+# - `fenxiao` is sent although only the Trade.type *response* description lists it: trades carry it,
+#   and whether the parameter accepts it is unknown (top_api.md §3). A refused value fails loudly
+#   (an isv.invalid-parameter error in every reconciliation, logged and reported), while leaving it out
+#   would miss distribution orders silently. SYNC_TRADE_TYPES overrides the whole list.
 ALL_TRADE_TYPES: Final[tuple[str, ...]] = (
     "fixed",
     "auction",
@@ -46,6 +47,7 @@ ALL_TRADE_TYPES: Final[tuple[str, ...]] = (
     "finance",
     "pre_auth_type",
     "lazada",
+    "fenxiao",
 )
 
 # What the service stores for a trade (§5.2). `orders` asks for every sub-order field.

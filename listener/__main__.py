@@ -1,0 +1,5 @@
+import sys
+
+from listener.run_cmd import main
+
+sys.exit(main())

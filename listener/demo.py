@@ -1,0 +1,202 @@
+"""`order-sync demo`: the whole product on one machine with no Taobao account.
+
+It starts the Taobao stand-in (a seeded order market behind a TOP gateway and a TMC server), a
+PostgreSQL (an embedded one unless DATABASE_URL is set), and the daemon, and prints one line of
+progress a second: market changes, changes applied to the database, fullinfo calls, confirms, and the
+publish → NOTIFY lag. Ctrl-C (or --seconds) stops everything gracefully, then the demo compares the
+database with the stand-in's truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+import asyncpg
+
+from listener.app import compose, open_parts
+from listener.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
+from listener.logs import configure_logging
+from listener.service import Service, serve
+from listener.settings import Settings, load_settings
+from simulator.compare import compare_with_market
+from simulator.market import MarketChange
+from simulator.standin import StandIn, StandInConfig
+from simulator.tmc_server import TmcServerConfig
+from store.pg import PgStore
+from taobao.client import TopClient
+from taobao.errors import OrderSyncError
+from taobao.fields import TRADE_FULLINFO_GET
+
+DEMO_DATABASE = "order_sync_demo"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=None, help="stop after N seconds (default: Ctrl-C)")
+    parser.add_argument("--rate", type=float, default=20.0, help="market changes per second (default 20)")
+    parser.add_argument("--shops", type=int, default=3, help="number of shops (default 3)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the market (default 7)")
+    parser.add_argument("--api-latency-ms", type=float, default=0.0, help="stand-in TOP latency per call")
+    parser.add_argument("--http-port", type=int, default=0, help="daemon's /metrics port (default: any free)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    try:
+        with _database() as dsn:
+            return asyncio.run(_demo(args, dsn, out))
+    except (EmbeddedPostgresUnavailable, OrderSyncError) as exc:
+        print(f"order-sync demo: {exc}", file=sys.stderr)
+        return 1
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[str]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    print("starting an embedded PostgreSQL (set DATABASE_URL to use your own)…", flush=True)
+    with embedded_postgres() as admin_dsn:
+        asyncio.run(_recreate_database(admin_dsn))
+        yield _with_database(admin_dsn, DEMO_DATABASE)
+
+
+async def _recreate_database(admin_dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+    finally:
+        await conn.close()
+
+
+def _with_database(dsn: str, database: str) -> str:
+    head, sep, query = dsn.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + database + sep + query
+
+
+async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
+    standin = StandIn(
+        StandInConfig(
+            seed=args.seed,
+            shops=args.shops,
+            market_rate=args.rate,
+            history_trades=200,
+            tmc=TmcServerConfig(confirm_timeout=30.0, failed_redelivery_delay=10.0, seed=args.seed),
+        )
+    )
+    standin.faults.latency_ms = args.api_latency_ms
+    published_at: dict[int, float] = {}
+
+    def remember(change: MarketChange) -> None:
+        published_at[change.tid] = time.monotonic()
+
+    standin.add_change_listener(remember)
+    await standin.start()
+    print(f"stand-in: TOP {standin.api_url} · TMC {standin.tmc_url} · {len(standin.shops)} shops", file=out)
+    settings = load_settings(
+        env_file=None,
+        database_url=dsn,
+        taobao_app_key=standin.app_key,
+        taobao_app_secret=standin.app_secret,
+        taobao_api_url=standin.api_url,
+        taobao_tmc_url=standin.tmc_url,
+        taobao_shops=[{"nick": s.nick, "session": s.session} for s in standin.shops],
+        sync_api_rate=500,
+        http_port=args.http_port,
+        log_level="WARNING",
+        log_format="text",
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        async with open_parts(settings) as (store, client):
+            service = compose(settings, store, client)
+            lags: deque[float] = deque(maxlen=2000)
+            listener = await _listen_for_lag(dsn, settings, published_at, lags)
+            reporter = asyncio.create_task(
+                _report(service, standin, store, client, lags, out), name="demo-progress"
+            )
+            if args.seconds is not None:
+                asyncio.get_running_loop().call_later(args.seconds, service.request_stop, "demo time is up")
+            try:
+                code = await serve(service)
+            finally:
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
+                await listener.close()
+            standin.market.pause()
+            comparison = await compare_with_market(store.pool, standin.market)
+            print(file=out)
+            figures = _summary(service, standin, client, lags) | comparison.to_json()
+            print("summary: " + json.dumps(figures), file=out)
+            if not comparison.ok:
+                print(
+                    "some changes were still in flight when the demo stopped; the next start "
+                    "(or the reconciler) picks them up",
+                    file=out,
+                )
+            return code
+    finally:
+        await standin.stop()
+
+
+async def _listen_for_lag(
+    dsn: str, settings: Settings, published_at: dict[int, float], lags: deque[float]
+) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+
+    def on_doorbell(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+        sent = published_at.get(int(json.loads(str(payload))["tid"]))
+        if sent is not None:
+            lags.append(time.monotonic() - sent)
+
+    await conn.add_listener(settings.notify_channel, on_doorbell)
+    return conn
+
+
+def _summary(service: Service, standin: StandIn, client: TopClient, lags: deque[float]) -> dict[str, Any]:
+    tmc = standin.tmc.stats
+    fullinfo = sum(n for (method, _), n in client.stats.calls.items() if method == TRADE_FULLINFO_GET)
+    return {
+        "market_changes": tmc.published,
+        "confirmed": tmc.confirmed,
+        "fullinfo_calls": fullinfo,
+        "pending_on_tmc": standin.tmc.pending(standin.app_key),
+        "lag_p50_ms": round(statistics.median(lags) * 1000, 1) if lags else None,
+        "lag_p99_ms": round(_p99(lags) * 1000, 1) if lags else None,
+    }
+
+
+def _p99(values: deque[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+async def _report(
+    service: Service, standin: StandIn, store: PgStore, client: TopClient, lags: deque[float], out: TextIO
+) -> None:
+    tty = out.isatty()
+    announced = False
+    while True:
+        await asyncio.sleep(1.0)
+        if not announced and service.http_port is not None:
+            print(f"daemon: metrics at http://127.0.0.1:{service.http_port}/metrics · Ctrl-C stops", file=out)
+            announced = True
+        s = _summary(service, standin, client, lags)
+        applied = await store.last_position()
+        line = (
+            f"market changes {s['market_changes']:>6} · applied {applied:>6}"
+            f" · fullinfo {s['fullinfo_calls']:>6}"
+            f" · confirmed {s['confirmed']:>6} · pending {s['pending_on_tmc']:>4}"
+            f" · lag p50 {s['lag_p50_ms']} ms p99 {s['lag_p99_ms']} ms"
+        )
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=out, flush=True)

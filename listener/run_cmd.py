@@ -1,0 +1,35 @@
+"""`order-sync run` and `python -m listener`: the daemon, configured from the environment and `.env`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from listener.app import build
+from listener.service import run_daemon
+from taobao.errors import OrderSyncError
+
+EPILOG = (
+    "Settings come from the environment and .env: DATABASE_URL, TAOBAO_APP_KEY, TAOBAO_APP_SECRET, "
+    "TAOBAO_SHOPS, TAOBAO_API_URL, TAOBAO_TMC_URL, TAOBAO_TMC_GROUP, TAOBAO_SIGN_METHOD, SYNC_API_RATE, "
+    "SYNC_OVERLAP_SECONDS, SYNC_SWEEP_SECONDS, NOTIFY_CHANNEL (see .env.example)."
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return run_daemon(build, env_file=args.env_file)
+    except OrderSyncError as exc:
+        print(f"order-sync run: {exc}", file=sys.stderr)
+        return 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m listener", description="Run the order-sync daemon.")
+    configure(parser)
+    return run(parser.parse_args())
