@@ -7,9 +7,12 @@ protocols of `listener.ports`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 
+from listener.health import ping_pool
+from listener.metrics import ListenerMetrics
 from listener.ports import MessageHandler
 from listener.service import Service, SideTask
 from listener.session import TmcSession
@@ -50,12 +53,15 @@ def compose(
     side_tasks: Mapping[str, SideTask] | None = None,
 ) -> Service:
     """The service over an open store and client, with the TMC session as its channel."""
+    metrics = ListenerMetrics()
+    metrics.watch_top_client(client.stats)
 
     async def quarantine(payload: bytes, reason: str) -> None:
         await store.dead_letter(source="tmc", reason=reason, payload=payload)
+        metrics.dead_letters.inc(reason="malformed_frame")
 
     def channel_factory(handler: MessageHandler) -> TmcSession:
-        return TmcSession(
+        session = TmcSession(
             url=settings.taobao_tmc_url,
             app_key=settings.taobao_app_key,
             app_secret=settings.taobao_app_secret,
@@ -63,9 +69,17 @@ def compose(
             handler=handler,
             quarantine=quarantine,
         )
+        metrics.watch_tmc_session(session)
+        return session
 
     return Service(
-        settings, fetcher=client, store=store, channel_factory=channel_factory, side_tasks=side_tasks
+        settings,
+        fetcher=client,
+        store=store,
+        channel_factory=channel_factory,
+        side_tasks=side_tasks,
+        metrics=metrics,
+        db_ping=functools.partial(ping_pool, store.pool),
     )
 
 

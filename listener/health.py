@@ -1,23 +1,101 @@
 """The daemon's HTTP port: `/healthz` (the process answers), `/readyz` (it is syncing), `/metrics`.
 
 Bound to HTTP_HOST (127.0.0.1 by default): these pages show shop nicks and counts, nothing secret,
-but they are for the operator's network, not the internet.
+but they are for the operator's network, not the internet. No access log: a scraper every few seconds
+would drown the service's own lines.
+
+`/readyz` answers 200 or 503 with a JSON body that names every check and why it failed:
+
+    {"ready": false, "state": "running", "problems": ["postgres: unreachable (ConnectionRefusedError)"],
+     "checks": {"postgres": {"ok": false, "detail": "unreachable (ConnectionRefusedError)"}, ...},
+     "shops": {"shop-a": "active"}, "held_messages": 0}
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import asyncpg
 from aiohttp import web
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+Ping = Callable[[], Awaitable[None]]
+
 
 class HealthSource(Protocol):
-    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+    async def readiness(self) -> tuple[bool, dict[str, Any]]: ...
 
     def metrics_text(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One readiness condition: whether it holds and, in words, what was seen."""
+
+    ok: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail}
+
+
+async def ping_pool(pool: asyncpg.Pool) -> None:
+    """`SELECT 1` on a pooled connection: the pool reconnects a connection the server closed, so
+    this fails while the database is gone and succeeds again once it is back."""
+    async with pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+
+
+async def check_postgres(ping: Ping, limit_seconds: float) -> Check:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit_seconds):
+            await ping()
+    except TimeoutError:
+        return Check(False, f"no answer within {limit_seconds:g} s")
+    except Exception as exc:  # any driver or socket error means: not reachable now
+        # The type only: driver messages can quote the DSN's user and database.
+        return Check(False, f"unreachable ({type(exc).__name__})")
+    return Check(True, f"reachable ({(time.perf_counter() - started) * 1000:.1f} ms)")
+
+
+def check_stream(*, connected: bool, connects: int, refusals: int, down_for: float, grace: float) -> Check:
+    """Up, or down for at most `grace` seconds after having been up. A stream that never came up is
+    not ready: a new replica with a wrong secret must not take over from a working one."""
+    if connected:
+        return Check(True, "connected")
+    if connects == 0:
+        refused = f", {refusals} CONNECT(s) refused" if refusals else ""
+        return Check(False, f"not connected yet ({down_for:.0f} s since start{refused})")
+    if down_for <= grace:
+        return Check(True, f"reconnecting for {down_for:.1f} s (grace {grace:g} s)")
+    return Check(False, f"disconnected for {down_for:.0f} s (grace {grace:g} s)")
+
+
+def check_channel(channel: object, grace: float) -> Check | None:
+    """The stream check for a push channel that reports its state (`TmcSession` does: `connected`,
+    `down_since`, `counters`); a channel that only says `connected` gets the plain up/down check,
+    one that says nothing gets none."""
+    connected = getattr(channel, "connected", None)
+    if not isinstance(connected, bool):
+        return None
+    down_since = getattr(channel, "down_since", None)
+    counters = getattr(channel, "counters", None)
+    if not isinstance(down_since, float) or counters is None:
+        return Check(connected, "connected" if connected else "TMC channel is not connected")
+    return check_stream(
+        connected=connected,
+        connects=int(getattr(counters, "connects", 0)),
+        refusals=int(getattr(counters, "refusals", 0)),
+        down_for=max(0.0, time.monotonic() - down_since),
+        grace=grace,
+    )
 
 
 def build_app(source: HealthSource) -> web.Application:
@@ -25,7 +103,7 @@ def build_app(source: HealthSource) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(request: web.Request) -> web.Response:
-        ready, details = source.readiness()
+        ready, details = await source.readiness()
         return web.Response(
             text=json.dumps(details, ensure_ascii=False, default=str) + "\n",
             status=200 if ready else 503,
@@ -53,7 +131,11 @@ class HttpServer:
     async def start(self) -> int:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self._port
         return self.port

@@ -23,9 +23,9 @@ from typing import Any
 from listener.batcher import Backoff, CommitBatcher
 from listener.dispatcher import Dispatcher
 from listener.events import TmcMessage
-from listener.health import HttpServer
+from listener.health import Check, HttpServer, Ping, check_channel, check_postgres
 from listener.logs import configure_logging
-from listener.metrics import ListenerMetrics
+from listener.metrics import ListenerMetrics, MeasuredStore
 from listener.ports import MessageChannel, MessageHandler, TradeFetcher, TradeStore
 from listener.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
 from listener.supervisor import Supervisor, TaskFailure, stop_signals
@@ -58,9 +58,12 @@ class Service:
         side_tasks: Mapping[str, SideTask] | None = None,
         metrics: ListenerMetrics | None = None,
         store_backoff: Backoff | None = None,
+        db_ping: Ping | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or ListenerMetrics()
+        self._db_ping = db_ping  # for /readyz; None: no database check
+        store = MeasuredStore(store, self.metrics)
         self.channel = channel_factory(self._on_message)
         self.dispatcher = Dispatcher(
             sessions=settings.shop_sessions(),
@@ -132,7 +135,14 @@ class Service:
         settings = self.settings
         supervisor = self._supervisor
         self._http = HttpServer(self, settings.http_host, settings.http_port)
-        await self._http.start()
+        try:
+            await self._http.start()
+        except OSError as exc:
+            self.state = "stopped"
+            raise ServiceFailed(
+                f"cannot listen on {settings.http_host}:{settings.http_port} ({exc.strerror or exc}); "
+                "set HTTP_HOST/HTTP_PORT"
+            ) from None
         log.info(
             "listener running: %d shops, %d fetch workers, http on %s:%s",
             len(settings.taobao_shops),
@@ -235,28 +245,38 @@ class Service:
 
     # ------------------------------------------------------------------------------ health
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready while running with every shop's session accepted, store commits succeeding and (when
-        the channel reports it) the TMC connection up. Not ready is an alert, not a restart reason."""
-        problems: list[str] = []
-        if self.state != "running":
-            problems.append(f"service is {self.state}")
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready while running, PostgreSQL answers a ping, the TMC stream is up (or reconnecting
+        within READY_STREAM_GRACE_SECONDS), store commits succeed and no shop is paused for a rejected
+        session. Each check and each problem is in the details. Not ready is an alert, not a restart
+        reason."""
+        settings = self.settings
         paused = self.dispatcher.paused_shops
-        if paused:
-            problems.append(f"{len(paused)} shop(s) paused: session rejected")
-        if self.batcher.failing:
-            problems.append("store commits are failing")
-        # The concrete session exposes `connected`; the protocol does not require it.
-        if getattr(self.channel, "connected", None) is False:
-            problems.append("TMC channel is not connected")
-        shops = {
-            shop.nick: ("paused" if shop.nick in paused else "active") for shop in self.settings.taobao_shops
-        }
+        checks: dict[str, Check] = {"service": Check(self.state == "running", f"service is {self.state}")}
+        if self._db_ping is not None:
+            checks["postgres"] = await check_postgres(self._db_ping, settings.ready_db_timeout_seconds)
+        stream = check_channel(self.channel, settings.ready_stream_grace_seconds)
+        if stream is not None:
+            checks["stream"] = stream
+        checks["shops"] = Check(
+            not paused, f"{len(paused)} shop(s) paused: session rejected" if paused else "all active"
+        )
+        checks["store_commits"] = Check(
+            not self.batcher.failing, "store commits are failing" if self.batcher.failing else "succeeding"
+        )
+        problems = [
+            check.detail if name in ("service", "shops", "store_commits") else f"{name}: {check.detail}"
+            for name, check in checks.items()
+            if not check.ok
+        ]
+        shops = {shop.nick: ("paused" if shop.nick in paused else "active") for shop in settings.taobao_shops}
         details = {
             "ready": not problems,
             "state": self.state,
             "problems": problems,
+            "checks": {name: check.to_json() for name, check in checks.items()},
             "shops": shops,
+            "paused": paused,
             "held_messages": self.dispatcher.held_count,
         }
         return not problems, details
@@ -290,7 +310,7 @@ def run_daemon(
     try:
         settings = load_settings(env_file)
     except SettingsError as exc:
-        print(exc, file=sys.stderr)
+        print(f"{exc}\nhint: every setting is described in .env.example", file=sys.stderr)
         return EXIT_BAD_SETTINGS
     configure_logging(settings.log_level, settings.log_format)
 

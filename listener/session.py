@@ -154,6 +154,9 @@ class TmcSession:
         self._handling = False
         self._running = False
         self.counters = SessionCounters()
+        # time.monotonic() when the last connection ended (before the first one: when this session
+        # was made); /readyz and the metrics read how long the stream has been down from it.
+        self.down_since = time.monotonic()
 
     def __repr__(self) -> str:
         return (
@@ -168,6 +171,13 @@ class TmcSession:
     def stop(self) -> None:
         """Ask `run()` to close the connection and return. Safe to call before or during `run()`."""
         self._stop.set()
+
+    async def open_and_close(self) -> None:
+        """One CONNECT/CONNECTACK, then close at once without pulling (`order-sync check`): proves the
+        URL, app key, secret and group. Raises TmcConnectRefused, TmcProtocolError or the transport's
+        error (OSError, TimeoutError, InvalidHandshake)."""
+        conn, _token = await self._open()
+        await conn.close(code=1000, reason=CLOSE_REASON)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -315,6 +325,7 @@ class TmcSession:
                 reason = ended or _close_reason(conn)
         finally:
             self._conn = None
+            self.down_since = time.monotonic()
             await conn.close(code=1000, reason=CLOSE_REASON)
             uptime = time.monotonic() - started
             logger.info(
