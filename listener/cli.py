@@ -10,6 +10,7 @@ from collections.abc import Sequence
 # subcommand → module with `configure(parser)` and `run(args) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("listener.run_cmd", "run the daemon: TMC stream → fullinfo → PostgreSQL"),
+    "check": ("listener.check_cmd", "check settings, PostgreSQL, shop sessions and the TMC login"),
     "migrate": ("store.cli", "bring the database schema up to date (safe from several replicas at once)"),
     "simulate": ("simulator.cli", "run the Taobao stand-in (TOP gateway + TMC server), print its endpoints"),
     "demo": ("listener.demo", "run the stand-in, a database and the daemon together, printing progress"),

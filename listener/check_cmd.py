@@ -1,0 +1,306 @@
+"""`order-sync check`: is this configuration ready to run? A checklist an operator reads top to bottom.
+
+    ✓ settings   2 shops, sign method hmac-sha256
+    ✓ postgres   PostgreSQL 16.4, schema at version 3 of 3
+    ✓ shop 店A   signed call accepted (probe trade not found, as expected)
+    ✗ shop 店B   session rejected (code 27, invalid-sessionkey)
+                 hint: re-authorise the shop and put its new session in TAOBAO_SHOPS
+    ✓ tmc        CONNECT accepted by ws://mc.api.taobao.com/ (group default)
+
+Every check is harmless: the database is only read; each shop makes one
+`taobao.trade.fullinfo.get` of a trade that does not exist (an `isv.trade-not-exist` answer proves the
+signature and the session; it costs one call of the quota); the TMC check completes CONNECT/CONNECTACK
+and closes without pulling. A push that reaches that connection in its instant of life is not lost:
+unconfirmed, the server delivers it again later. Nothing secret is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, TextIO
+
+import asyncpg
+import websockets.exceptions
+
+from listener.ports import Priority
+from listener.session import TmcConnectRefused, TmcProtocolError, TmcSession
+from listener.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
+from store.migrate import load_migrations
+from taobao.client import RetryPolicy, TopClient
+from taobao.errors import (
+    PermanentTopError,
+    RateLimited,
+    RetryableTopError,
+    SessionExpired,
+    TopError,
+    TradeNotFound,
+)
+from taobao.fields import TRADE_FULLINFO_GET
+from taobao.limiter import TopRateLimiter
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+# A tid no shop has: TOP answers isv.trade-not-exist after checking signature and session.
+PROBE_TID: Final = 1
+SERVER_VERSION_SQL: Final = "SHOW server_version"
+MIGRATIONS_TABLE_SQL: Final = "SELECT to_regclass('schema_migrations') IS NOT NULL"
+SCHEMA_VERSION_SQL: Final = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+
+# TOP codes that concern the whole app, not one shop: checking the other shops would only repeat them.
+_APP_CODES = {25: "signature", 28: "app key", 29: "app key"}
+
+EPILOG = (
+    "Exit status: 0 when every check passes, 1 when one fails, 2 when the settings are invalid. "
+    "Settings come from the environment and the --env-file (see .env.example)."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    ok: bool
+    name: str
+    detail: str
+    hint: str | None = None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds each check may take (default 10)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    _quiet_logs()
+    try:
+        settings = load_settings(args.env_file)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            _print(out, Item(False, "settings", problem))
+        _print_hint(out, "every setting is described in .env.example")
+        return EXIT_BAD_SETTINGS
+    items = asyncio.run(run_checks(settings, args.timeout, out))
+    failed = sum(1 for item in items if not item.ok)
+    print(f"{len(items) - failed} of {len(items)} checks passed", file=out)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _quiet_logs() -> None:
+    """The checklist is the output; library warnings (a retry given up) would only repeat it."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
+
+
+async def run_checks(settings: Settings, limit: float, out: TextIO) -> list[Item]:
+    """Run every check in order, printing each result as it comes."""
+    items: list[Item] = []
+
+    def report(item: Item) -> None:
+        items.append(item)
+        _print(out, item)
+
+    report(
+        Item(
+            True,
+            "settings",
+            f"{len(settings.taobao_shops)} shop(s), sign method {settings.taobao_sign_method.value}, "
+            f"API {settings.taobao_api_url}",
+        )
+    )
+    report(await _bounded(check_postgres(settings, limit), "postgres", limit))
+    for item in await check_shops(settings, limit):
+        report(item)
+    report(await _bounded(check_tmc(settings, limit), "tmc", limit))
+    return items
+
+
+async def _bounded(check: Awaitable[Item], name: str, limit: float) -> Item:
+    try:
+        async with asyncio.timeout(limit + 1):
+            return await check
+    except TimeoutError:
+        return Item(False, name, f"no answer within {limit:g} s", "check the address and the network path")
+
+
+async def check_postgres(settings: Settings, limit: float) -> Item:
+    if settings.database_url is None:
+        return Item(
+            False, "postgres", "DATABASE_URL is not set", "point DATABASE_URL at the ERP's PostgreSQL"
+        )
+    try:
+        conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=limit)
+    except (OSError, TimeoutError) as exc:
+        return Item(
+            False,
+            "postgres",
+            f"cannot connect ({type(exc).__name__}: {exc.strerror or exc})"
+            if isinstance(exc, OSError)
+            else f"no answer within {limit:g} s",
+            "is PostgreSQL running, and do DATABASE_URL's host and port reach it?",
+        )
+    except asyncpg.InvalidPasswordError:
+        return Item(False, "postgres", "password rejected", "check the user and password in DATABASE_URL")
+    except asyncpg.InvalidCatalogNameError:
+        return Item(
+            False, "postgres", "database does not exist", "create it, or fix the name in DATABASE_URL"
+        )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        # ValueError: a malformed DSN. The text names the problem, never the DSN's password.
+        return Item(False, "postgres", f"cannot connect ({type(exc).__name__}: {exc})", "check DATABASE_URL")
+    try:
+        version = await conn.fetchval(SERVER_VERSION_SQL)
+        known = max((m.version for m in load_migrations()), default=0)
+        if await conn.fetchval(MIGRATIONS_TABLE_SQL):
+            at = int(await conn.fetchval(SCHEMA_VERSION_SQL))
+            schema = f"schema at version {at} of {known}" + (" (run applies the rest)" if at < known else "")
+        else:
+            schema = "no schema yet (run creates it)"
+    finally:
+        await conn.close()
+    return Item(True, "postgres", f"PostgreSQL {version}, {schema}")
+
+
+async def check_shops(settings: Settings, limit: float) -> list[Item]:
+    """One signed fullinfo call per shop. An error about the app itself (signature, app key, the
+    network) ends the round: the other shops would only repeat it."""
+    client = TopClient(
+        app_key=settings.taobao_app_key,
+        app_secret=settings.taobao_app_secret,
+        api_url=settings.taobao_api_url,
+        limiter=TopRateLimiter(settings.sync_api_rate),
+        sign_method=settings.taobao_sign_method.value,
+        connect_timeout=limit,
+        read_timeout=limit,
+        retry=RetryPolicy(max_tries=1, max_time=limit, max_ban_wait=0.0),
+    )
+    items: list[Item] = []
+    async with client:
+        for shop in settings.taobao_shops:
+            name = f"shop {shop.nick}"
+            probe = functools.partial(_probe, client, shop.session.get_secret_value())
+            item, app_wide = await _bounded_shop(probe, name, limit)
+            items.append(item)
+            if app_wide:
+                skipped = len(settings.taobao_shops) - len(items)
+                if skipped:
+                    items.append(Item(False, "shops", f"{skipped} more shop(s) not checked", item.hint))
+                break
+    return items
+
+
+async def _bounded_shop(call: Callable[[], Awaitable[None]], name: str, limit: float) -> tuple[Item, bool]:
+    try:
+        async with asyncio.timeout(limit + 1):
+            await call()
+    except TimeoutError:
+        return Item(False, name, f"no answer within {limit:g} s", "check TAOBAO_API_URL"), True
+    except TradeNotFound:
+        return Item(True, name, "signed call accepted (probe trade not found, as expected)"), False
+    except SessionExpired as exc:
+        return (
+            Item(
+                False,
+                name,
+                f"session rejected ({_codes(exc)})",
+                "re-authorise the shop and put its new session in TAOBAO_SHOPS",
+            ),
+            False,
+        )
+    except RateLimited as exc:
+        return Item(False, name, f"rate limited for {exc.ban_seconds:g} s", "try again after the ban"), True
+    except RetryableTopError as exc:
+        return Item(
+            False, name, f"API not usable now: {exc.msg}", "check TAOBAO_API_URL and the network"
+        ), True
+    except PermanentTopError as exc:
+        what = _APP_CODES.get(exc.code or 0)
+        if what == "signature":
+            hint = "check TAOBAO_APP_SECRET and TAOBAO_SIGN_METHOD"
+            return Item(False, name, f"signature rejected ({_codes(exc)})", hint), True
+        if what == "app key":
+            return Item(False, name, f"app key rejected ({_codes(exc)})", "check TAOBAO_APP_KEY"), True
+        hint = "the app may lack the trade API permission for this shop"
+        return Item(False, name, f"call refused: {exc.msg} ({_codes(exc)})", hint), False
+    except TopError as exc:
+        return Item(False, name, f"call failed: {exc.msg} ({_codes(exc)})"), False
+    return Item(True, name, "signed call accepted"), False
+
+
+async def _probe(client: TopClient, session: str) -> None:
+    await client.call(
+        TRADE_FULLINFO_GET, {"fields": "tid", "tid": PROBE_TID}, session=session, priority=Priority.STREAM
+    )
+
+
+def _codes(exc: TopError) -> str:
+    parts = [f"code {exc.code}" if exc.code is not None else "no code"]
+    if exc.sub_code:
+        parts.append(exc.sub_code)
+    return ", ".join(parts)
+
+
+async def check_tmc(settings: Settings, limit: float) -> Item:
+    async def ignore(_message: object) -> None:
+        return None
+
+    where = f"{settings.taobao_tmc_url} (group {settings.taobao_tmc_group})"
+    hint = "check TAOBAO_TMC_URL and the network"
+    try:
+        session = TmcSession(
+            url=settings.taobao_tmc_url,
+            app_key=settings.taobao_app_key,
+            app_secret=settings.taobao_app_secret,
+            group_name=settings.taobao_tmc_group,
+            handler=ignore,
+        )
+        async with asyncio.timeout(limit):
+            await session.open_and_close()
+    except TmcConnectRefused as exc:
+        detail = f"CONNECT refused by {where}: status {exc.status_code}, {exc.status_phrase!r}"
+        hint = "check TAOBAO_APP_KEY, TAOBAO_APP_SECRET and TAOBAO_TMC_GROUP, and that the app may use TMC"
+        return Item(False, "tmc", detail, hint)
+    except websockets.exceptions.InvalidURI:
+        return Item(False, "tmc", "TAOBAO_TMC_URL is not a ws:// or wss:// URL", "fix TAOBAO_TMC_URL")
+    except websockets.exceptions.InvalidStatus as exc:
+        return Item(False, "tmc", f"{where} answered HTTP {exc.response.status_code} to the upgrade", hint)
+    except (websockets.exceptions.InvalidHandshake, TmcProtocolError) as exc:
+        return Item(False, "tmc", f"{where} broke the handshake ({type(exc).__name__}: {exc})", hint)
+    except TimeoutError:
+        return Item(False, "tmc", f"no CONNECTACK from {where} within {limit:g} s", hint)
+    except OSError as exc:
+        return Item(False, "tmc", f"cannot reach {where} ({exc.strerror or exc})", hint)
+    except websockets.exceptions.ConnectionClosed as exc:
+        return Item(False, "tmc", f"{where} closed the connection during the handshake ({exc})", hint)
+    return Item(True, "tmc", f"CONNECT accepted by {where}")
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def _marks(out: TextIO) -> tuple[str, str]:
+    try:
+        "✓✗".encode(out.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "OK  ", "FAIL"
+    return "✓", "✗"
+
+
+def _print(out: TextIO, item: Item) -> None:
+    good, bad = _marks(out)
+    print(f"{good if item.ok else bad} {item.name:<10} {item.detail}", file=out)
+    if item.hint and not item.ok:
+        _print_hint(out, item.hint)
+
+
+def _print_hint(out: TextIO, hint: str) -> None:
+    print(f"  {'':<10} hint: {hint}", file=out)
