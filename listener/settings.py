@@ -102,6 +102,32 @@ class Settings(BaseSettings):
     sync_workers: int = Field(default=0, ge=0)  # fetch concurrency; 0 sizes it from the rate
     sync_api_latency_seconds: float = Field(default=0.15, gt=0)  # expected fullinfo latency, for sizing
 
+    # Reconciler (see reconciler/__init__.py for how these fit together).
+    # Increment windows end at least this far in the past, so no row can enter a list while its pages
+    # are walked; a list read proves only what is older than max(this, the overlap).
+    sync_safety_lag_seconds: float = Field(default=30.0, ge=0)
+    # A shop that normally trades and sends no message for this long is re-read through the lists.
+    sync_silence_seconds: float = Field(default=900.0, gt=0)
+    # Concurrent backfill fullinfo calls; 0 sizes it from SYNC_API_RATE like the stream's workers.
+    sync_backfill_concurrency: int = Field(default=0, ge=0)
+    # false (default): after a disconnect or restart the gap is backfilled before the stream resumes.
+    # true: the stream resumes at once and the backfill runs beside it (fresher during long outages).
+    sync_stream_during_backfill: bool = False
+    # Overrides the explicit list of trade types sent with every list call (taobao.fields.ALL_TRADE_TYPES).
+    sync_trade_types: Annotated[list[str] | None, NoDecode] = None
+    # Days of history a new shop's initial load fetches (0: none; the shop is followed from now on).
+    sync_initial_load_days: int = Field(default=90, ge=0, le=90)
+    # The longest increment window (the API allows a day; its doc recommends 30 minutes or less).
+    sync_backfill_window_seconds: int = Field(default=3600, ge=60, le=86399)
+    # How long to wait after isv.trade-service-rejection before the narrowed window is tried (3 min).
+    sync_rejection_retry_seconds: float = Field(default=180.0, ge=0)
+    # Margin behind now before the stream counts as having proven a moment (pushes still in transit).
+    sync_stream_settle_seconds: float = Field(default=5.0, ge=0)
+    # How often the reconciler flushes stream coverage, checks for silence and retries open gaps.
+    sync_reconcile_seconds: float = Field(default=10.0, gt=0)
+    # Names this replica in gap reports; empty: host name and process id.
+    sync_replica_id: str = ""
+
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
     # /readyz: how long the database ping may take, and how long the TMC stream may be down
@@ -125,6 +151,25 @@ class Settings(BaseSettings):
                 raise ValueError(f"not valid JSON ({exc.msg} at {where})") from None
         if not isinstance(value, list):
             raise ValueError('expected a JSON list of {"nick", "session"} objects')
+        return value
+
+    @field_validator("sync_trade_types", mode="before")
+    @classmethod
+    def _parse_trade_types(cls, value: Any) -> Any:
+        # A JSON list or a comma-separated list; blank means "use the full default list".
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return None
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not valid JSON ({exc.msg})") from None
+            else:
+                value = [part.strip() for part in text.split(",") if part.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("list at least one trade type, or leave it unset for the full list")
         return value
 
     @field_validator("taobao_shops")
