@@ -193,7 +193,7 @@ async def check_shops(settings: Settings, limit: float) -> list[Item]:
             if app_wide:
                 skipped = len(settings.taobao_shops) - len(items)
                 if skipped:
-                    items.append(Item(False, "shops", f"{skipped} more shop(s) not checked", item.hint))
+                    items.append(Item(False, "shops", f"{skipped} more shop(s) not checked (same error)"))
                 break
     return items
 
