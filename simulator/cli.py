@@ -41,21 +41,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=5.0, help="market changes per second (0: frozen)")
     parser.add_argument("--history", type=int, default=1000, help="trades created before the start")
     parser.add_argument("--history-days", type=int, default=90, help="days the history spreads over")
-    parser.add_argument("--app-key", default="12345678")
+    parser.add_argument("--app-key", default="12345678", help="app key clients must use (default 12345678)")
     parser.add_argument("--app-secret", default=None, help="default: derived from the seed")
     faults = parser.add_argument_group("fault knobs (all off by default)")
     faults.add_argument("--rate-limit", type=int, default=0, help="calls per second before a code-7 ban")
-    faults.add_argument("--rate-limit-scope", choices=sorted(RATE_LIMIT_SUB_CODES), default="app")
-    faults.add_argument("--ban-seconds", type=int, default=1)
-    faults.add_argument("--isp-error-rate", type=float, default=0.0)
+    faults.add_argument(
+        "--rate-limit-scope",
+        choices=sorted(RATE_LIMIT_SUB_CODES),
+        default="app",
+        help="whose quota a ban names",
+    )
+    faults.add_argument("--ban-seconds", type=int, default=1, help="length of a code-7 ban")
+    faults.add_argument("--isp-error-rate", type=float, default=0.0, help="share of calls failing with isp.*")
     faults.add_argument("--isp-error-code", type=int, default=15, help="15, or the older 520")
     faults.add_argument("--rejection-rate", type=float, default=0.0, help="isv.trade-service-rejection share")
     faults.add_argument("--list-lag", type=float, default=0.0, help="seconds before a change shows in lists")
     faults.add_argument("--peak-mode", action="store_true", help="list answers without orders")
-    faults.add_argument("--non-200-rate", type=float, default=0.0)
-    faults.add_argument("--non-200-status", type=int, default=502)
-    faults.add_argument("--garbled-rate", type=float, default=0.0)
-    faults.add_argument("--latency-ms", type=float, default=0.0)
+    faults.add_argument("--non-200-rate", type=float, default=0.0, help="share of calls answered non-200")
+    faults.add_argument("--non-200-status", type=int, default=502, help="HTTP status of those answers")
+    faults.add_argument("--garbled-rate", type=float, default=0.0, help="share of bodies cut short")
+    faults.add_argument("--latency-ms", type=float, default=0.0, help="added latency per call")
     faults.add_argument(
         "--escaped-control-chars", action="store_true", help="escape TAB/LF/CR in JSON (TOP sends them raw)"
     )
