@@ -1,0 +1,434 @@
+"""The whole product end to end: stand-in market → TMC → daemon → fullinfo → PostgreSQL → NOTIFY.
+
+    .venv/bin/python -m bench.bench_e2e [--quick] [--admin-url postgresql://postgres@127.0.0.1:5432/test]
+
+Prints a readable table on stderr and one JSON object on stdout. Timings are goals, never CI asserts.
+
+Processes: the daemon runs as `python -m listener` (settings from the environment), so its CPU time and
+memory are its own (/proc/<pid>); this process runs the stand-in (TOP gateway, TMC server, market),
+drives the load and LISTENs for the daemon's NOTIFYs. PostgreSQL is a third party on the same machine.
+A throwaway database is created on the server of --admin-url and dropped afterwards.
+
+Phases (the daemon keeps running between the first ones):
+  throughput_0ms / throughput_20ms  N market changes published at once with the stand-in's API latency
+      at 0 and 20 ms; changes/s from the first publish until every message is confirmed, and the
+      daemon's CPU seconds over that interval (per 10k changes and per change).
+  latency_0ms / latency_20ms  the market runs at half the measured throughput; publish → NOTIFY lag of
+      every change, matched by tid and `modified` (a NOTIFY covers the changes of its tid up to its
+      `modified`).
+  burst / burst_at_quota  new trades that each change 3-4 times within 2 s (bench/burst.py); fullinfo
+      calls per change, once with the API quota far away and once with SYNC_API_RATE below the burst's
+      rate (a Double-11 minute: the quota is the limit).
+  backlog  100k trade messages published while the daemon is stopped, then the daemon starts: its
+      peak RSS (VmHWM) while it works through the backlog for a bounded time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.burst import run_burst
+from bench.daemon_proc import DaemonProcess, daemon_env
+from simulator.market import MarketChange
+from simulator.standin import StandIn, StandInConfig
+from simulator.tmc_server import TmcServerConfig
+from taobao.fields import TRADE_FULLINFO_GET
+
+DEFAULT_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+CHANNEL = "trade_changed"
+# Far above what the stand-in serves on this machine: the quota is not the limit unless a phase says so.
+FREE_API_RATE = 5000
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: int  # per throughput phase
+    latency_seconds: float  # per latency phase
+    burst_trades: int
+    backlog: int
+    backlog_watch_seconds: float
+    quota: float  # SYNC_API_RATE for the quota-bound burst
+    history: int = 20_000
+
+    @classmethod
+    def of(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(
+                changes=2500, latency_seconds=4, burst_trades=400, backlog=100_000, backlog_watch_seconds=5,
+                quota=200,
+            )  # fmt: skip
+        return cls(
+            changes=10_000, latency_seconds=12, burst_trades=1500, backlog=100_000, backlog_watch_seconds=20,
+            quota=300,
+        )  # fmt: skip
+
+
+@dataclass
+class LagProbe:
+    """Publish times per tid, matched against the daemon's NOTIFYs while armed."""
+
+    armed: bool = False
+    pending: dict[int, deque[tuple[int, float]]] = field(default_factory=lambda: defaultdict(deque))
+    lags: list[float] = field(default_factory=list)
+
+    def on_change(self, change: MarketChange) -> None:
+        if self.armed:
+            self.pending[change.tid].append((int(change.modified.timestamp()), time.monotonic()))
+
+    def on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        received = time.monotonic()
+        if not self.armed:
+            return
+        body = json.loads(str(payload))
+        waiting = self.pending.get(int(body["tid"]))
+        if not waiting:
+            return
+        modified = int(datetime.fromisoformat(body["modified"]).timestamp())
+        while waiting and waiting[0][0] <= modified:
+            self.lags.append(received - waiting.popleft()[1])
+
+    def arm(self) -> None:
+        self.pending.clear()
+        self.lags.clear()
+        self.armed = True
+
+    def unmatched(self) -> int:
+        return sum(len(queue) for queue in self.pending.values())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+class Bench:
+    def __init__(
+        self, plan: Plan, dsn: str, workdir: Path, daemon_settings: dict[str, str] | None = None
+    ) -> None:
+        self.plan = plan
+        self.daemon_settings = dict(daemon_settings or {})
+        self.dsn = dsn
+        self.workdir = workdir
+        self.standin = StandIn(
+            StandInConfig(
+                seed=5,
+                shops=3,
+                market_rate=0,
+                history_trades=plan.history,
+                tmc=TmcServerConfig(confirm_timeout=120.0, failed_redelivery_delay=5.0, seed=5),
+            )
+        )
+        self.probe = LagProbe()
+        self.standin.add_change_listener(self.probe.on_change)
+        self.daemon: DaemonProcess | None = None
+        self._daemons = 0
+
+    # ----------------------------------------------------------------------------- plumbing
+
+    @property
+    def market_changes(self) -> int:
+        return self.standin.tmc.stats.published
+
+    def fullinfo_calls(self) -> int:
+        return self.standin.stats.calls[TRADE_FULLINFO_GET]
+
+    async def start_daemon(self, api_rate: float) -> DaemonProcess:
+        standin = self.standin
+        self._daemons += 1
+        values: dict[str, Any] = {
+            "database_url": self.dsn,
+            "taobao_app_key": standin.app_key,
+            "taobao_app_secret": standin.app_secret,
+            "taobao_api_url": standin.api_url,
+            "taobao_tmc_url": standin.tmc_url,
+            "taobao_shops": [{"nick": s.nick, "session": s.session} for s in standin.shops],
+            "sync_api_rate": api_rate,
+            "http_port": 0,
+            "log_level": "WARNING",
+        }
+        values.update(self.daemon_settings)
+        daemon = DaemonProcess(daemon_env(values), self.workdir / f"daemon-{self._daemons}.log")
+        connections = standin.tmc.stats.connections
+        await daemon.start()
+        await self.until(lambda: standin.tmc.stats.connections > connections, 60, "the daemon to connect")
+        self.daemon = daemon
+        return daemon
+
+    async def stop_daemon(self) -> None:
+        if self.daemon is not None:
+            code = await self.daemon.stop()
+            if code not in (0, None):
+                print(f"daemon exited with {code}:\n{self.daemon.log_tail()}", file=sys.stderr)
+            self.daemon = None
+
+    async def until(self, condition: Callable[[], bool], within: float, what: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not condition():
+            if loop.time() > deadline:
+                raise TimeoutError(f"gave up after {within:g} s waiting for {what}")
+            if self.daemon is not None and self.daemon.process and self.daemon.process.returncode is not None:
+                raise RuntimeError(f"the daemon died:\n{self.daemon.log_tail()}")
+            await asyncio.sleep(0.005)
+
+    async def drained(self, within: float = 300) -> None:
+        tmc, key = self.standin.tmc, self.standin.app_key
+        await self.until(lambda: tmc.pending(key) == 0, within, "every message to be confirmed")
+
+    def _run_market(self, rate: float) -> None:
+        market = self.standin.market
+        if market.running:
+            market.set_rate(rate)
+            market.resume()
+        else:
+            market.start(rate)
+
+    # ----------------------------------------------------------------------------- phases
+
+    async def throughput(self, latency_ms: float) -> dict[str, Any]:
+        assert self.daemon is not None
+        self.standin.faults.latency_ms = latency_ms
+        await self.drained()
+        n = self.plan.changes
+        cpu0, calls0 = self.daemon.cpu_seconds(), self.fullinfo_calls()
+        started = time.monotonic()
+        left = n
+        while left:
+            chunk = min(250, left)
+            self.standin.market.step(chunk)
+            left -= chunk
+            await asyncio.sleep(0)  # let the TMC server push while the rest is published
+        await self.drained()
+        seconds = time.monotonic() - started
+        cpu = self.daemon.cpu_seconds() - cpu0
+        calls = self.fullinfo_calls() - calls0
+        return {
+            "api_latency_ms": latency_ms,
+            "changes": n,
+            "seconds": round(seconds, 2),
+            "changes_per_s": round(n / seconds, 1),
+            "fullinfo_calls": calls,
+            "daemon_cpu_s": round(cpu, 2),
+            "daemon_cpu_s_per_10k": round(cpu / n * 10_000, 2),
+            "daemon_cpu_ms_per_change": round(cpu / n * 1000, 3),
+            "daemon_cpu_ms_per_fullinfo": round(cpu / max(calls, 1) * 1000, 3),
+        }
+
+    async def latency(self, latency_ms: float, rate: float) -> dict[str, Any]:
+        self.standin.faults.latency_ms = latency_ms
+        await self.drained()
+        self.probe.arm()
+        published0 = self.market_changes
+        self._run_market(rate)
+        await asyncio.sleep(self.plan.latency_seconds)  # the length of the measurement
+        self.standin.market.pause()
+        await self.drained()
+        await self.until(lambda: self.probe.unmatched() == 0, 5, "the last NOTIFYs")
+        self.probe.armed = False
+        lags = [lag * 1000 for lag in self.probe.lags]
+        p99 = _percentile(lags, 0.99) if lags else None
+        return {
+            "api_latency_ms": latency_ms,
+            "rate_per_s": round(rate, 1),
+            "changes": self.market_changes - published0,
+            "matched": len(lags),
+            "p50_ms": round(statistics.median(lags), 1) if lags else None,
+            "p99_ms": round(p99, 1) if p99 is not None else None,
+            "max_ms": round(max(lags), 1) if lags else None,
+            "target_p99_ms": latency_ms + 25,
+            "meets_target": p99 is not None and p99 <= latency_ms + 25,
+        }
+
+    async def burst(self, latency_ms: float, api_rate: float) -> dict[str, Any]:
+        self.standin.faults.latency_ms = latency_ms
+        await self.drained()
+        calls0, published0 = self.fullinfo_calls(), self.market_changes
+        started = time.monotonic()
+        trades = self.plan.burst_trades
+        made = await run_burst(self.standin.market, trades=trades, create_window=1.0, span=2.0)
+        await self.drained()
+        calls = self.fullinfo_calls() - calls0
+        assert self.market_changes - published0 == made
+        return {
+            "api_latency_ms": latency_ms,
+            "sync_api_rate": api_rate,
+            "trades": trades,
+            "changes": made,
+            "seconds": round(time.monotonic() - started, 2),
+            "fullinfo_calls": calls,
+            "calls_per_change": round(calls / made, 3),
+            "calls_per_trade": round(calls / trades, 2),
+            "meets_target": calls / made <= 0.35,
+        }
+
+    async def backlog(self) -> dict[str, Any]:
+        """Publish the backlog straight onto the TMC queue (the market needs ~180 µs per change; these are
+        trade messages for existing trades, which the daemon handles exactly like market changes)."""
+        await self.stop_daemon()
+        standin = self.standin
+        tmc, market = standin.tmc, standin.market
+        rng = random.Random(3)
+        records = list(market.records())
+        now = datetime.now(UTC)
+        for _ in range(self.plan.backlog):
+            record = records[rng.randrange(len(records))]
+            shop = market.shops[record.shop]
+            tmc.publish(
+                standin.app_key,
+                topic="taobao_trade_TradeMemoModified",
+                content=json.dumps({"tid": record.tid, "seller_nick": shop.nick, "status": record.status}),
+                nick=shop.nick,
+                user_id=shop.user_id,
+                time=now,
+            )
+        confirmed0 = tmc.stats.confirmed
+        daemon = await self.start_daemon(FREE_API_RATE)
+        started = time.monotonic()
+        peak_rss = 0
+        while time.monotonic() - started < self.plan.backlog_watch_seconds:
+            rss, hwm = daemon.memory_kib()
+            peak_rss = max(peak_rss, hwm, rss)
+            await asyncio.sleep(0.05)  # sampling interval
+        confirmed = tmc.stats.confirmed - confirmed0
+        seconds = time.monotonic() - started
+        rss_now, hwm = daemon.memory_kib()
+        peak_rss = max(peak_rss, hwm)
+        await self.stop_daemon()
+        return {
+            "backlog": self.plan.backlog,
+            "watched_s": round(seconds, 1),
+            "confirmed_while_watched": confirmed,
+            "drain_per_s": round(confirmed / seconds, 1),
+            "peak_rss_mb": round(peak_rss / 1024, 1),
+            "rss_at_end_mb": round(rss_now / 1024, 1),
+            "target_mb": 200,
+            "meets_target": peak_rss / 1024 <= 200,
+        }
+
+    async def run(self) -> dict[str, Any]:
+        standin = self.standin
+        await standin.start()
+        listener: asyncpg.Connection = await asyncpg.connect(self.dsn)
+        results: dict[str, Any] = {"benchmark": "e2e", "cpus": os.cpu_count(), "plan": self.plan.__dict__}
+        try:
+            daemon = await self.start_daemon(FREE_API_RATE)
+            await listener.add_listener(CHANNEL, self.probe.on_notify)
+            standin.market.step(300)  # warm up: connections, prepared statements, caches
+            await self.drained()
+            results["idle_rss_mb"] = round(daemon.memory_kib()[0] / 1024, 1)
+            own_cpu0 = time.process_time()
+            results["throughput_0ms"] = await self.throughput(0)
+            results["throughput_20ms"] = await self.throughput(20)
+            results["latency_0ms"] = await self.latency(0, results["throughput_0ms"]["changes_per_s"] / 2)
+            results["latency_20ms"] = await self.latency(20, results["throughput_20ms"]["changes_per_s"] / 2)
+            results["burst"] = await self.burst(20, FREE_API_RATE)
+            results["standin_cpu_s"] = round(time.process_time() - own_cpu0, 1)
+            await self.stop_daemon()
+            await self.start_daemon(self.plan.quota)
+            results["burst_at_quota"] = await self.burst(20, self.plan.quota)
+            results["backlog"] = await self.backlog()
+        finally:
+            await self.stop_daemon()
+            await listener.close()
+            await standin.stop()
+        thr = results["throughput_0ms"]
+        results["targets"] = {
+            "cpu_ms_per_change<=0.5": thr["daemon_cpu_ms_per_change"] <= 0.5,
+            "p99_0ms<=25": results["latency_0ms"]["meets_target"],
+            "p99_20ms<=45": results["latency_20ms"]["meets_target"],
+            "burst_calls_per_change<=0.35": results["burst"]["meets_target"],
+            "burst_at_quota_calls_per_change<=0.35": results["burst_at_quota"]["meets_target"],
+            "backlog_rss<=200MB": results["backlog"]["meets_target"],
+        }
+        return results
+
+
+def table(results: dict[str, Any]) -> str:
+    t0, t20 = results["throughput_0ms"], results["throughput_20ms"]
+    l0, l20 = results["latency_0ms"], results["latency_20ms"]
+    b, bq, bl = results["burst"], results["burst_at_quota"], results["backlog"]
+    rows = [
+        ("changes/s end to end, API 0 ms", f"{t0['changes_per_s']}", ""),
+        ("changes/s end to end, API 20 ms", f"{t20['changes_per_s']}", ""),
+        ("daemon CPU s per 10k changes (API 0 ms)", f"{t0['daemon_cpu_s_per_10k']}", "≤ 5.0"),
+        ("daemon CPU ms per change (API 0 / 20 ms)",
+         f"{t0['daemon_cpu_ms_per_change']} / {t20['daemon_cpu_ms_per_change']}", "≤ 0.5"),
+        (f"publish→NOTIFY p50/p99 ms, API 0 ms @ {l0['rate_per_s']}/s",
+         f"{l0['p50_ms']} / {l0['p99_ms']}", "p99 ≤ 25"),
+        (f"publish→NOTIFY p50/p99 ms, API 20 ms @ {l20['rate_per_s']}/s",
+         f"{l20['p50_ms']} / {l20['p99_ms']}", "p99 ≤ 45"),
+        ("fullinfo calls per change, burst (quota free)", f"{b['calls_per_change']}", "≤ 0.35"),
+        (f"fullinfo calls per change, burst at quota {bq['sync_api_rate']}/s",
+         f"{bq['calls_per_change']}", "≤ 0.35"),
+        (f"daemon peak RSS MB, {bl['backlog']} backlog", f"{bl['peak_rss_mb']}", "≤ 200"),
+        ("daemon RSS MB when idle", f"{results['idle_rss_mb']}", ""),
+        ("stand-in + load CPU s (first phases)", f"{results['standin_cpu_s']}", ""),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'figure':<{width}}  {'measured':>16}  target"]
+    lines += [f"{name:<{width}}  {value:>16}  {target}" for name, value, target in rows]
+    return "\n".join(lines)
+
+
+async def _with_database(admin_url: str, plan: Plan, daemon_settings: dict[str, str]) -> dict[str, Any]:
+    name = f"bench_e2e_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = admin_url.rpartition("/")[0] + "/" + name
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as workdir:
+            return await Bench(plan, dsn, Path(workdir), daemon_settings).run()
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_e2e", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller phases; the whole run in under a minute"
+    )
+    parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a daemon setting for every phase, e.g. --set SYNC_BATCH_MS=20 (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    daemon_settings = dict(item.split("=", 1) for item in args.set)
+    started = time.monotonic()
+    results = asyncio.run(_with_database(args.admin_url, Plan.of(args.quick), daemon_settings))
+    results["daemon_settings"] = daemon_settings
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    print(table(results), file=sys.stderr)
+    print(json.dumps(results, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
