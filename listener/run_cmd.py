@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         return run_daemon(build, env_file=args.env_file)
     except OrderSyncError as exc:
         print(f"order-sync run: {exc}", file=sys.stderr)
+        print("hint: `order-sync check` tests each part of the configuration", file=sys.stderr)
         return 1
 
 
