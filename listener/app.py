@@ -10,13 +10,17 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 
+from listener.backoff_policy import BackoffPolicy
 from listener.health import ping_pool
 from listener.metrics import ListenerMetrics
-from listener.ports import MessageHandler
+from listener.ports import MessageChannel, MessageHandler
 from listener.service import Service, SideTask
-from listener.session import TmcSession
+from listener.session import SessionTiming, TmcSession
 from listener.settings import Settings
+from reconciler.reconciler import Reconciler, ReconcilerConfig
+from reconciler.stream_watch import WatchedChannel
 from store.migrate import migrate
 from store.pg import PgStore
 from taobao.client import TopClient
@@ -46,41 +50,86 @@ def database_dsn(settings: Settings) -> str:
     return settings.database_url.get_secret_value()
 
 
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """The service and, when reconciling, the reconciler hooked into its TMC session."""
+
+    service: Service
+    reconciler: Reconciler | None
+
+
+def assemble(
+    settings: Settings,
+    store: PgStore,
+    client: TopClient,
+    side_tasks: Mapping[str, SideTask] | None = None,
+    *,
+    reconcile: bool = True,
+    session_timing: SessionTiming | None = None,
+    session_backoff: BackoffPolicy | None = None,
+    reconciler_config: ReconcilerConfig | None = None,
+) -> Daemon:
+    """The service over an open store and client, with the TMC session as its channel. With
+    `reconcile`, the reconciler gates every (re)connect of the session (backfill before resume), hears
+    its connects and disconnects, watches which messages are committed, and runs as a side task."""
+    metrics = ListenerMetrics()
+    metrics.watch_top_client(client.stats)
+    reconciler = (
+        Reconciler(
+            config=reconciler_config or ReconcilerConfig.from_settings(settings),
+            client=client,
+            store=store,
+            shops=settings.shop_sessions(),
+            registry=metrics.registry,
+            coverage_metrics=metrics.coverage,
+        )
+        if reconcile
+        else None
+    )
+
+    async def quarantine(payload: bytes, reason: str) -> None:
+        await store.dead_letter(source="tmc", reason=reason, payload=payload)
+        metrics.dead_letters.inc(reason="malformed_frame")
+
+    def channel_factory(handler: MessageHandler) -> MessageChannel:
+        session = TmcSession(
+            url=settings.taobao_tmc_url,
+            app_key=settings.taobao_app_key,
+            app_secret=settings.taobao_app_secret,
+            group_name=settings.taobao_tmc_group,
+            handler=handler if reconciler is None else WatchedChannel.wrap_handler(handler, reconciler.watch),
+            quarantine=quarantine,
+            timing=session_timing,
+            backoff=session_backoff,
+            gate=None if reconciler is None else reconciler.gate,
+            on_state=None if reconciler is None else reconciler.on_state,
+        )
+        metrics.watch_tmc_session(session)
+        return session if reconciler is None else WatchedChannel(session, reconciler.watch)
+
+    tasks = dict(side_tasks or {})
+    if reconciler is not None:
+        tasks["reconciler"] = reconciler.run
+    service = Service(
+        settings,
+        fetcher=client,
+        store=store,
+        channel_factory=channel_factory,
+        side_tasks=tasks,
+        metrics=metrics,
+        db_ping=functools.partial(ping_pool, store.pool),
+    )
+    return Daemon(service, reconciler)
+
+
 def compose(
     settings: Settings,
     store: PgStore,
     client: TopClient,
     side_tasks: Mapping[str, SideTask] | None = None,
 ) -> Service:
-    """The service over an open store and client, with the TMC session as its channel."""
-    metrics = ListenerMetrics()
-    metrics.watch_top_client(client.stats)
-
-    async def quarantine(payload: bytes, reason: str) -> None:
-        await store.dead_letter(source="tmc", reason=reason, payload=payload)
-        metrics.dead_letters.inc(reason="malformed_frame")
-
-    def channel_factory(handler: MessageHandler) -> TmcSession:
-        session = TmcSession(
-            url=settings.taobao_tmc_url,
-            app_key=settings.taobao_app_key,
-            app_secret=settings.taobao_app_secret,
-            group_name=settings.taobao_tmc_group,
-            handler=handler,
-            quarantine=quarantine,
-        )
-        metrics.watch_tmc_session(session)
-        return session
-
-    return Service(
-        settings,
-        fetcher=client,
-        store=store,
-        channel_factory=channel_factory,
-        side_tasks=side_tasks,
-        metrics=metrics,
-        db_ping=functools.partial(ping_pool, store.pool),
-    )
+    """The stream alone (no reconciler): what burst-mode runs and the stream tests drive."""
+    return assemble(settings, store, client, side_tasks, reconcile=False).service
 
 
 @contextlib.asynccontextmanager
@@ -103,4 +152,4 @@ async def open_parts(settings: Settings) -> AsyncIterator[tuple[PgStore, TopClie
 @contextlib.asynccontextmanager
 async def build(settings: Settings) -> AsyncIterator[Service]:
     async with open_parts(settings) as (store, client):
-        yield compose(settings, store, client)
+        yield assemble(settings, store, client).service

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -42,7 +43,7 @@ def seconds_of(intervals: list[Interval]) -> set[int]:
 def test_normalize_is_sorted_disjoint_and_keeps_every_moment(intervals: list[Interval]) -> None:
     merged = normalize(intervals)
     assert seconds_of(merged) == seconds_of(intervals)
-    for left, right in zip(merged, merged[1:], strict=False):
+    for left, right in itertools.pairwise(merged):
         assert left.end < right.start  # neither overlapping nor touching
     assert normalize(merged) == merged
 
@@ -71,7 +72,7 @@ def test_covered_end_and_empty_intervals() -> None:
     with pytest.raises(ValueError, match="empty"):
         Interval(at(3), at(3))
     with pytest.raises(ValueError, match="aware"):
-        Interval(datetime(2026, 1, 1), datetime(2026, 1, 2))  # noqa: DTZ001
+        Interval(datetime(2026, 1, 1), datetime(2026, 1, 2))
 
 
 def test_touching_intervals_merge() -> None:
@@ -103,9 +104,10 @@ def test_plan_covers_the_stretch_with_touching_windows_that_never_straddle_the_h
     newest = floor_second(now - timedelta(seconds=safety))
     for w in windows:
         assert w.span <= timedelta(seconds=max_span) <= MAX_INCREMENT_SPAN
-        assert floor_second(w.start) == w.start and floor_second(w.end) == w.end
+        assert floor_second(w.start) == w.start
+        assert floor_second(w.end) == w.end
         assert w.end <= horizon if w.proof else (w.start >= horizon and w.end <= newest)
-    for left, right in zip(windows, windows[1:], strict=False):
+    for left, right in itertools.pairwise(windows):
         assert left.end == right.start  # touching: no second left out between two windows
         assert left.proof or not right.proof  # proof windows come first
     proofs = [w for w in windows if w.proof]
@@ -115,7 +117,9 @@ def test_plan_covers_the_stretch_with_touching_windows_that_never_straddle_the_h
     readable_end = min(ceil_second(stretch.end), newest)
     first = floor_second(stretch.start - timedelta(seconds=overlap))
     if first < readable_end:
-        assert windows and windows[0].start == first and windows[-1].end == readable_end
+        assert windows
+        assert windows[0].start == first
+        assert windows[-1].end == readable_end
     provable_end = min(ceil_second(stretch.end), horizon)
     if first < provable_end:
         assert proofs[-1].end == provable_end
@@ -129,14 +133,22 @@ def test_fresh_windows_can_be_left_out_and_can_start_later() -> None:
     only_proof = plan_windows(stretch, max_span=timedelta(hours=1), fresh=False, **kwargs)  # type: ignore[arg-type]
     assert [(w.start, w.end, w.proof) for w in only_proof] == [(at(-100), at(900), True)]
     later = plan_windows(stretch, max_span=timedelta(hours=1), fresh_from=at(950), **kwargs)  # type: ignore[arg-type]
-    assert [(w.start, w.end, w.proof) for w in later] == [(at(-100), at(900), True), (at(950), at(990), False)]
+    assert [(w.start, w.end, w.proof) for w in later] == [
+        (at(-100), at(900), True),
+        (at(950), at(990), False),
+    ]
 
 
 def test_window_halves_and_limits() -> None:
     window = Window(at(0), at(601), proof=True)
     halves = window.halves(timedelta(seconds=60))
     assert halves is not None
-    assert (halves[0].start, halves[0].end, halves[1].start, halves[1].end) == (at(0), at(300), at(300), at(601))
+    assert (halves[0].start, halves[0].end, halves[1].start, halves[1].end) == (
+        at(0),
+        at(300),
+        at(300),
+        at(601),
+    )
     assert Window(at(0), at(100), proof=True).halves(timedelta(seconds=60)) is None
     with pytest.raises(ValueError, match="23:59:59"):
         Window(at(0), at(86400), proof=True)

@@ -1,0 +1,456 @@
+"""A new shop's initial load (seed plans 2 and 3): its history by *created* time up to yesterday 23:59:59
+(GMT+8), then the increment API by *modified* time from today 00:00:00 on.
+
+History comes from `taobao.topats.trades.sold.get` (top_api.md §6): one task per part of at most
+`days_per_task` days (the doc asks big sellers to split three months), polled through
+`taobao.topats.result.get`, downloaded, checked against `check_code`, and streamed line by line into
+the store in batches (parsing runs in a worker thread, one batch ahead of the writes). When TOPATS
+is not available (the API is retired on today's platform), each day is read through
+`taobao.trades.sold.get` with `use_has_next=true` and `fields=tid`, walked forward (created time never
+changes, seed rule P1), and every tid fetched through fullinfo.
+
+Progress is kept per part in `initial_load_parts`, so an interrupted load resumes where it stopped:
+finished parts are skipped, a part whose task was created polls that task again, and re-applying a
+part is harmless (the store's upsert is idempotent). When every part is done the ledger records
+`[since, until)` as proven by the initial load, and the shop's gap report carries on with the
+increment windows from `until` (today 00:00:00) on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from listener.ports import Priority
+from reconciler import sql
+from reconciler.backfill import WindowReader
+from reconciler.intervals import Interval
+from reconciler.ledger import Ledger, ProvenBy, guarded
+from reconciler.progress import Progress
+from reconciler.reports import Cause, GapReport, PassCounts, ReportStore
+from store.pg import PgStore
+from taobao.client import TopClient
+from taobao.errors import OrderSyncError, PermanentTopError, SessionExpired, TopatsDownloadError
+from taobao.fields import FULLINFO_FIELDS, LIST_FIELDS
+from taobao.models import RejectedItem, TopatsTask, Trade
+from taobao.timefmt import GMT8
+from taobao.topats import iter_trades
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "initial_load"
+TOPATS = "topats"
+SOLD_GET = "sold_get"
+DAY = timedelta(days=1)
+
+
+class InitialLoadFailed(OrderSyncError):
+    """A part of the initial load could not be completed now; the load resumes from that part later."""
+
+
+@dataclass(frozen=True, slots=True)
+class InitialLoadConfig:
+    days_per_task: int = 30
+    poll_seconds: float = 30.0  # between taobao.topats.result.get calls
+    max_wait_seconds: float = 6 * 3600.0  # tasks "usually finish in 30-60 minutes"
+    batch: int = 2000  # trades per store transaction
+    download_attempts: int = 3  # each with a fresh single-use URL
+    workdir: Path | None = None  # where downloads go (default: the system's temporary directory)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadState:
+    shop: str
+    since: datetime
+    until: datetime
+    method: str
+    state: str
+    trades: int
+    report_id: int | None
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    start: datetime
+    end: datetime  # exclusive
+    method: str
+    task_id: int | None
+    state: str
+    trades: int
+
+
+def local_midnight(moment: datetime) -> datetime:
+    """The GMT+8 midnight that starts `moment`'s day on Taobao's calendar."""
+    local = moment.astimezone(GMT8)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class InitialLoader:
+    def __init__(
+        self,
+        client: TopClient,
+        store: PgStore,
+        ledger: Ledger,
+        reports: ReportStore,
+        reader: Callable[[], WindowReader],
+        config: InitialLoadConfig,
+        *,
+        now: Callable[[], datetime],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        progress: Callable[[str], Progress] | None = None,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._ledger = ledger
+        self._reports = reports
+        self._reader = reader
+        self.config = config
+        self._now = now
+        self._sleep = sleep
+        self._progress = progress or (lambda shop: Progress(f"initial load of {shop}", shop=shop))
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        return self._store.pool
+
+    async def state(self, shop: str) -> LoadState | None:
+        row = await guarded(
+            "reading an initial load", lambda: self._pool.fetchrow(sql.SELECT_INITIAL_LOAD, shop)
+        )
+        if row is None:
+            return None
+        return LoadState(
+            row["shop"],
+            row["since"],
+            row["until"],
+            row["method"],
+            row["state"],
+            row["trades"],
+            row["report_id"],
+        )
+
+    async def begin(self, shop: str, days: int) -> LoadState:
+        """Plan a load of `days` days before today for `shop` (idempotent: an existing load is kept).
+        The shop's ledger starts at the first day; its gap report opens now."""
+        existing = await self.state(shop)
+        if existing is not None:
+            return existing
+        if not 1 <= days <= 90:
+            raise ValueError("an initial load covers 1 to 90 days (the online window is three months)")
+        now = self._now()
+        until = local_midnight(now)
+        since = until - days * DAY
+
+        async def write() -> None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                report = await conn.fetchrow(
+                    sql.INSERT_REPORT,
+                    shop,
+                    Cause.INITIAL_LOAD.value,
+                    since,
+                    now,
+                    now,
+                    self._reports.replica,
+                    None,
+                )
+                assert report is not None
+                await conn.execute(sql.INSERT_INITIAL_LOAD, shop, since, until, TOPATS, report["id"])
+                await self._insert_parts(conn, shop, since, until, TOPATS)
+                await conn.execute(sql.INSERT_SYNC_SHOP, shop, since)
+
+        await guarded("planning an initial load", write)
+        logger.info(
+            "initial load planned: %d days from %s",
+            days,
+            since.date().isoformat(),
+            extra={"action": "initial_load_planned", "shop": shop},
+        )
+        state = await self.state(shop)
+        assert state is not None
+        return state
+
+    async def _insert_parts(
+        self, conn: Any, shop: str, since: datetime, until: datetime, method: str
+    ) -> None:
+        step = self.config.days_per_task * DAY if method == TOPATS else DAY
+        cursor = since
+        while cursor < until:
+            end = min(cursor + step, until)
+            await conn.execute(sql.INSERT_PART, shop, cursor, end, method)
+            cursor = end
+
+    async def parts(self, shop: str) -> list[Part]:
+        rows = await guarded("reading initial load parts", lambda: self._pool.fetch(sql.SELECT_PARTS, shop))
+        return [
+            Part(r["part_start"], r["part_end"], r["method"], r["task_id"], r["state"], r["trades"])
+            for r in rows
+        ]
+
+    async def run(self, shop: str, session: str, *, progress: Progress | None = None) -> LoadState:
+        """Load every part not done yet; then record the history as proven. Raises InitialLoadFailed
+        (resumable), SessionExpired."""
+        state = await self.state(shop)
+        if state is None:
+            raise LookupError(f"no initial load planned for {shop}")
+        if state.done:
+            return state
+        report_id = state.report_id
+        shown = progress or self._progress(shop)
+        all_parts = await self.parts(shop)
+        shown.parts_total = len(all_parts)
+        shown.parts_done = sum(1 for p in all_parts if p.state == "done")
+        for part in all_parts:
+            if part.state == "done":
+                continue
+            counts = PassCounts(keep_trades=False)
+            started = self._now()
+            try:
+                if part.method == TOPATS:
+                    loaded = await self._topats_part(shop, session, part, counts, shown)
+                else:
+                    loaded = await self._sold_get_part(shop, session, part, counts, shown)
+            except SessionExpired:
+                raise
+            except PermanentTopError as exc:
+                if part.method != TOPATS:
+                    raise InitialLoadFailed(f"sold.get: {exc}") from exc
+                logger.warning(
+                    "TOPATS is not available (%s); loading day by day through sold.get instead",
+                    exc,
+                    extra={"action": "initial_load_fallback", "shop": shop},
+                )
+                await self._switch_to_sold_get(shop)
+                return await self.run(shop, session, progress=shown)
+            finally:
+                if report_id is not None and (counts.list_calls or counts.found or counts.fullinfo_calls):
+                    await self._reports.add_pass(
+                        report_id,
+                        counts,
+                        started_at=started,
+                        progress_until=None,
+                        fresh_until=None,
+                        overlap_seconds=None,
+                    )
+            await guarded(
+                "recording an initial load part",
+                lambda part=part, loaded=loaded: self._pool.execute(
+                    sql.FINISH_PART, shop, part.start, loaded
+                ),  # type: ignore[misc]
+            )
+            shown.parts_done += 1
+            shown.update(force=True)
+        await self._ledger.prove(shop, Interval(state.since, state.until), ProvenBy.INITIAL_LOAD)
+        await guarded("finishing an initial load", lambda: self._pool.execute(sql.FINISH_INITIAL_LOAD, shop))
+        if report_id is not None:
+            await self._reports.add_pass(
+                report_id,
+                PassCounts(),
+                started_at=self._now(),
+                progress_until=state.until,
+                fresh_until=None,
+                overlap_seconds=None,
+            )
+        shown.update(stage="history loaded", force=True)
+        final = await self.state(shop)
+        assert final is not None
+        logger.info(
+            "initial load of %s done: %d trades by %s",
+            shop,
+            final.trades,
+            final.method,
+            extra={"action": "initial_load_done", "shop": shop},
+        )
+        return final
+
+    async def _switch_to_sold_get(self, shop: str) -> None:
+        state = await self.state(shop)
+        assert state is not None
+        done = [p for p in await self.parts(shop) if p.state == "done"]
+
+        async def write() -> None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(sql.DELETE_UNFINISHED_PARTS, shop)
+                await conn.execute(sql.SET_INITIAL_LOAD_METHOD, shop, SOLD_GET)
+                cursor = state.since
+                for part in [*done, None]:
+                    stop = state.until if part is None else part.start
+                    if cursor < stop:
+                        await self._insert_parts(conn, shop, cursor, stop, SOLD_GET)
+                    if part is not None:
+                        cursor = max(cursor, part.end)
+
+        await guarded("switching an initial load to sold.get", write)
+
+    # ---- TOPATS ---------------------------------------------------------------------------------------
+
+    async def _topats_part(
+        self, shop: str, session: str, part: Part, counts: PassCounts, progress: Progress
+    ) -> int:
+        task_id = part.task_id
+        task: TopatsTask | None = None
+        if task_id is not None:
+            try:
+                task = await self._wait_done(session, task_id, progress)
+            except PermanentTopError as exc:
+                # The task is gone (tasks are kept a limited time): start it again.
+                logger.info(
+                    "TOPATS task %d is gone (%s); creating a new one",
+                    task_id,
+                    exc,
+                    extra={"action": "topats_task_recreated", "shop": shop},
+                )
+                task = None
+        if task is None:
+            progress.update(stage="creating the export task", force=True)
+            task_id = await self._client.topats_trades_sold_get(
+                session,
+                start_date=part.start.astimezone(GMT8).date(),
+                end_date=(part.end - DAY).astimezone(GMT8).date(),
+                fields=FULLINFO_FIELDS,
+                priority=Priority.BACKFILL,
+            )
+            counts.list_calls += 1
+            await guarded(
+                "recording a TOPATS task",
+                lambda: self._pool.execute(sql.START_PART, shop, part.start, task_id),
+            )
+            task = await self._wait_done(session, task_id, progress)
+        return await self._download_and_load(shop, session, task, counts, progress)
+
+    async def _wait_done(self, session: str, task_id: int, progress: Progress) -> TopatsTask:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.max_wait_seconds
+        while True:
+            task = await self._client.topats_result_get(task_id, session=session, priority=Priority.BACKFILL)
+            if task.done and task.download_url:
+                return task
+            if loop.time() > deadline:
+                raise InitialLoadFailed(
+                    f"TOPATS task {task_id} not done after {self.config.max_wait_seconds:.0f} s"
+                )
+            progress.update(stage=f"export task {task.status or 'pending'}", force=True)
+            await self._sleep(self.config.poll_seconds)
+
+    async def _download_and_load(
+        self, shop: str, session: str, task: TopatsTask, counts: PassCounts, progress: Progress
+    ) -> int:
+        workdir = self.config.workdir or Path(tempfile.gettempdir())
+        path = workdir / f"order-sync-topats-{task.task_id}.zip"
+        try:
+            for attempt in range(1, self.config.download_attempts + 1):
+                progress.update(stage="downloading", force=True)
+                try:
+                    assert task.download_url is not None
+                    await self._client.download_topats_result(
+                        task.download_url, path, check_code=task.check_code
+                    )
+                    break
+                except TopatsDownloadError as exc:
+                    if attempt == self.config.download_attempts:
+                        raise InitialLoadFailed(f"TOPATS download: {exc}") from exc
+                    logger.warning(
+                        "TOPATS download failed (%s); asking for a fresh URL",
+                        exc,
+                        extra={"action": "topats_download_retry", "shop": shop, "attempt": attempt},
+                    )
+                    task = await self._wait_done(session, task.task_id, progress)
+            progress.update(stage="loading", force=True)
+            return await self._load_file(shop, path, counts, progress)
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def _load_file(self, shop: str, path: Path, counts: PassCounts, progress: Progress) -> int:
+        """Stream the result file into the store: the next batch is parsed in a thread while this one
+        is written."""
+        items: Iterator[Trade | RejectedItem] = iter_trades(path)
+        size = self.config.batch
+
+        def next_batch() -> list[Trade | RejectedItem]:
+            return list(itertools.islice(items, size))
+
+        reader = self._reader()
+        loaded = 0
+        try:
+            upcoming = asyncio.ensure_future(asyncio.to_thread(next_batch))
+            while True:
+                batch = await upcoming
+                if not batch:
+                    break
+                upcoming = asyncio.ensure_future(asyncio.to_thread(next_batch))
+                trades = [t for t in batch if isinstance(t, Trade)]
+                for item in batch:
+                    if isinstance(item, RejectedItem):
+                        await reader.dead_letter(
+                            SOURCE, f"TOPATS line: {item.reason}", item.raw, None, shop, counts
+                        )
+                counts.found += len(trades)
+                await reader.apply(shop, trades, SOURCE, counts)
+                loaded += len(trades)
+                progress.update(trades=len(trades))
+        finally:
+            if "upcoming" in locals() and not upcoming.done():
+                await asyncio.gather(upcoming, return_exceptions=True)
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        return loaded
+
+    # ---- sold.get, one day at a time -------------------------------------------------------------------
+
+    async def _sold_get_part(
+        self, shop: str, session: str, part: Part, counts: PassCounts, progress: Progress
+    ) -> int:
+        reader = self._reader()
+        day_end = part.end - timedelta(seconds=1)
+        tids: dict[int, None] = {}
+        page_no = 1
+        progress.update(stage=f"day {part.start.astimezone(GMT8).date().isoformat()}")
+        while True:
+            counts.list_calls += 1
+            page = await self._client.trades_sold_get(
+                session,
+                start_created=part.start,
+                end_created=day_end,
+                page_no=page_no,
+                fields=LIST_FIELDS,
+                types=reader.config.types,
+                use_has_next=True,
+                priority=Priority.BACKFILL,
+            )
+            tids.update(dict.fromkeys(t.tid for t in page.trades))
+            for item in page.rejected:
+                await reader.dead_letter(SOURCE, f"list entry: {item.reason}", item.raw, None, shop, counts)
+            if not page.has_next:
+                break
+            page_no += 1
+        counts.found += len(tids)
+        before = counts.new + counts.changed + counts.unchanged
+        failure = await reader.fetch_and_apply(shop, session, list(tids), Priority.BACKFILL, SOURCE, counts)
+        if failure is not None:
+            raise InitialLoadFailed(failure.reason)
+        loaded = counts.new + counts.changed + counts.unchanged - before
+        progress.update(trades=loaded)
+        return loaded
+
+
+async def plan_and_run(
+    loader: InitialLoader, shop: str, session: str, days: int, *, progress: Progress | None = None
+) -> tuple[LoadState, GapReport | None]:
+    """Plan (if needed) and run `shop`'s initial load; the load's state and its gap report."""
+    await loader.begin(shop, days)
+    state = await loader.run(shop, session, progress=progress)
+    report = None if state.report_id is None else await loader._reports.get(state.report_id)
+    return state, report

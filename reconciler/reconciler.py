@@ -1,0 +1,614 @@
+"""The reconciler: keeps each shop's coverage ledger, detects gaps, and backfills them.
+
+Gap detection (each opens a gap report, see `reconciler.reports`):
+* restart: at the first gate, the time from the ledger's end to now (the process was down); a new
+  shop gets its initial load instead;
+* disconnect: on every TMC disconnect, from where the stream's proof ends to the reconnect;
+* silence: a connected shop that normally trades and sends nothing for SYNC_SILENCE_SECONDS;
+* sweep: every SYNC_SWEEP_SECONDS the recent proof windows are re-read at the lowest priority, which
+  measures push loss (changes the stream claimed but never delivered); holes left between proven
+  stretches are opened as reports too.
+
+Backfill before resume (the default): the TMC session awaits `gate()` before every (re)connect, and
+the gate reads every open outage report before returning: proof windows up to the lag horizon, fresh
+windows up to `now - SYNC_SAFETY_LAG_SECONDS`. The part of an outage younger than the horizon is read
+again, as proof, once the horizon has passed it (the side task does that). With
+SYNC_STREAM_DURING_BACKFILL=true the gate returns at once and the side task backfills while the stream
+consumes; that is correct because the store never lets an older state overwrite a newer one
+(invariant 2), whoever writes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pydantic import SecretStr
+
+from listener.metrics import CoverageMetrics, Registry
+from listener.ports import Priority
+from listener.session import Connected, Disconnected, SessionEvent
+from listener.settings import Settings
+from reconciler.backfill import BackfillConfig, Failure, WindowReader
+from reconciler.initial_load import InitialLoadConfig, InitialLoader, InitialLoadFailed
+from reconciler.intervals import Interval, gaps, normalize
+from reconciler.lag import LagMeter
+from reconciler.ledger import Ledger, ProvenBy
+from reconciler.plan import Window, lag_horizon, plan_windows
+from reconciler.reports import Cause, GapReport, Outcome, PassCounts, ReportStore
+from reconciler.stream_watch import StreamWatch
+from store.pg import PgStore
+from taobao.client import TopClient
+from taobao.errors import OrderSyncError, SessionExpired
+from taobao.fields import ALL_TRADE_TYPES
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+OUTAGE_CAUSES = (Cause.RESTART, Cause.DISCONNECT, Cause.INITIAL_LOAD)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_replica() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerConfig:
+    overlap: timedelta = timedelta(seconds=600)
+    safety_lag: timedelta = timedelta(seconds=30)
+    max_span: timedelta = timedelta(hours=1)
+    sweep_every: timedelta = timedelta(seconds=300)
+    silence: timedelta = timedelta(seconds=900)
+    silence_min_expected: float = 5.0  # messages a shop's usual rate predicts before a silence counts
+    stream_settle: timedelta = timedelta(seconds=5)
+    tick_seconds: float = 10.0
+    retry_cap_seconds: float = 300.0  # longest wait before a partial report is tried again
+    stream_during_backfill: bool = False
+    initial_load_days: int = 90
+    replica: str = field(default_factory=default_replica)
+    backfill: BackfillConfig = field(default_factory=BackfillConfig)
+    initial_load: InitialLoadConfig = field(default_factory=InitialLoadConfig)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReconcilerConfig:
+        concurrency = settings.sync_backfill_concurrency or settings.worker_count()
+        types = tuple(settings.sync_trade_types) if settings.sync_trade_types else ALL_TRADE_TYPES
+        return cls(
+            overlap=timedelta(seconds=settings.sync_overlap_seconds),
+            safety_lag=timedelta(seconds=settings.sync_safety_lag_seconds),
+            max_span=timedelta(seconds=settings.sync_backfill_window_seconds),
+            sweep_every=timedelta(seconds=settings.sync_sweep_seconds),
+            silence=timedelta(seconds=settings.sync_silence_seconds),
+            stream_settle=timedelta(seconds=settings.sync_stream_settle_seconds),
+            tick_seconds=settings.sync_reconcile_seconds,
+            stream_during_backfill=settings.sync_stream_during_backfill,
+            initial_load_days=settings.sync_initial_load_days,
+            replica=settings.sync_replica_id or default_replica(),
+            backfill=BackfillConfig(
+                types=types,
+                concurrency=concurrency,
+                rejection_retry_seconds=settings.sync_rejection_retry_seconds,
+            ),
+        )
+
+
+class ReconcilerMetrics:
+    def __init__(self, registry: Registry, coverage: CoverageMetrics | None) -> None:
+        self.coverage = coverage or CoverageMetrics(registry)
+        self.recovered = registry.counter(
+            "reconciler_trades_recovered_total",
+            "Trades a backfill brought in or up to date, by shop and cause",
+        )
+        self.list_calls = registry.counter(
+            "reconciler_list_calls_total", "Increment/sold.get calls, by purpose"
+        )
+        self.fullinfo_calls = registry.counter(
+            "reconciler_fullinfo_calls_total", "Fullinfo calls made by backfills and sweeps, by purpose"
+        )
+        self.windows_failed = registry.counter(
+            "reconciler_windows_failed_total", "Windows not read completely (they stay gaps), by shop"
+        )
+        self.gaps_opened = registry.counter("reconciler_gaps_opened_total", "Gap reports opened, by cause")
+        self.gate_seconds = registry.histogram(
+            "reconciler_gate_seconds",
+            "How long the stream waited for the backfill before (re)connecting",
+            (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+        )
+
+
+class Reconciler:
+    """One per daemon. Hooks for the TMC session (`gate`, `on_state`, `watch`), a side task (`run`) and
+    the operations the CLI uses (`backfill`, `process`, `sweep`)."""
+
+    def __init__(
+        self,
+        *,
+        config: ReconcilerConfig,
+        client: TopClient,
+        store: PgStore,
+        shops: Mapping[str, SecretStr],
+        registry: Registry | None = None,
+        coverage_metrics: CoverageMetrics | None = None,
+        now: Clock = utc_now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self._client = client
+        self._store = store
+        self._shops = dict(shops)
+        self._now = now
+        self._sleep = sleep
+        self.ledger = Ledger(store.pool)
+        self.reports = ReportStore(store.pool, config.replica)
+        self.watch = StreamWatch(self._shops, settle=config.stream_settle, now=now)
+        self.lag = LagMeter(config.overlap)
+        self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics)
+        self.loader = InitialLoader(
+            client,
+            store,
+            self.ledger,
+            self.reports,
+            lambda: self.reader(),
+            config.initial_load,
+            now=now,
+            sleep=sleep,
+        )
+        self._locks = {shop: asyncio.Lock() for shop in self._shops}
+        self._outage: dict[str, int] = {}  # shop → the report of the outage going on (or just over)
+        self._connection_id: int | None = None
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._fresh_wanted = False
+        self._retry_at: dict[int, tuple[float, int]] = {}  # report id → (monotonic time, attempts)
+        self._next_sweep = time.monotonic() + config.sweep_every.total_seconds()
+        self.last_gate_seconds: float | None = None
+
+    def reader(self) -> WindowReader:
+        return WindowReader(
+            self._client, self._store, self.config.backfill, lag=self.lag, now=self._now, sleep=self._sleep
+        )
+
+    def session_of(self, shop: str) -> str:
+        return self._shops[shop].get_secret_value()
+
+    # ---- hooks for the TMC session -------------------------------------------------------------------------
+
+    async def gate(self) -> None:
+        """Before every (re)connect: detect what was missed and (by default) backfill it first."""
+        started = time.monotonic()
+        now = self._now()
+        await self.start()
+        for report_id in self._outage.values():
+            await self.reports.extend(report_id, now)
+        if self.config.stream_during_backfill:
+            self._fresh_wanted = True
+            self._wake.set()
+            return
+        await self.recover(fresh=True)
+        elapsed = time.monotonic() - started
+        self.last_gate_seconds = elapsed
+        self.metrics.gate_seconds.observe(elapsed)
+        logger.info("backfill before resume took %.1f s", elapsed, extra={"action": "reconciler_gate_done"})
+
+    async def on_state(self, event: SessionEvent) -> None:
+        if isinstance(event, Connected):
+            await self._on_connected(event.at)
+        elif isinstance(event, Disconnected):
+            await self._on_disconnected(event.at, event.reason)
+
+    async def _on_connected(self, at: datetime) -> None:
+        self.watch.connected_at(at)
+        self._connection_id = await self.reports.connection_opened(at)
+        for report_id in self._outage.values():
+            await self.reports.extend(report_id, at)
+        self._outage.clear()
+
+    async def _on_disconnected(self, at: datetime, reason: str) -> None:
+        segment_start = self.watch.segment_start or at
+        for shop, interval in self.watch.disconnected_at(at).items():
+            await self._prove_stream(shop, interval)
+        if self._connection_id is not None:
+            await self.reports.connection_closed(self._connection_id, at, reason)
+            self._connection_id = None
+        for shop in self._shops:
+            start = min(self.watch.proven_end(shop) or segment_start, at)
+            if start >= at:
+                continue
+            report = await self._open(shop, Cause.DISCONNECT, Interval(start, at))
+            self._outage[shop] = report.id
+
+    # ---- the side task
+
+    async def run(self) -> None:
+        """Every SYNC_RECONCILE_SECONDS (or when the gate asks): record what the stream proved, look for
+        silence, retry open reports whose windows became provable, and sweep when it is due. Database
+        and TOP errors are logged and retried on the next round; defects end the daemon."""
+        await self.start()
+        while True:
+            try:
+                async with asyncio.timeout(self.config.tick_seconds):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            fresh, self._fresh_wanted = self._fresh_wanted, False
+            try:
+                await self.tick(fresh=fresh)
+            except OrderSyncError as exc:
+                logger.error(
+                    "reconciler round failed: %s; trying again next round",
+                    exc,
+                    extra={"action": "reconciler_round_failed"},
+                )
+
+    async def tick(self, *, fresh: bool = False) -> None:
+        now = self._now()
+        await self.flush_stream(now)
+        await self._check_silence(now)
+        await self.recover(fresh=fresh)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.config.sweep_every.total_seconds()
+            for shop in self._shops:
+                await self.sweep(shop)
+                await self._scan_ledger(shop)
+        await self._update_gauges()
+
+    # ---- start
+
+    async def start(self) -> None:
+        """Once per process: new shops get an initial load planned (or start now); known shops get a
+        restart report from where their ledger ends."""
+        async with self._start_lock:
+            if self._started:
+                return
+            now = self._now()
+            for shop in self._shops:
+                report = await self._detect_at_start(shop, now)
+                if report is not None:
+                    self._outage[shop] = report.id
+            self._started = True
+
+    async def _detect_at_start(self, shop: str, now: datetime) -> GapReport | None:
+        sync_from = await self.ledger.sync_from(shop)
+        load = await self.loader.state(shop)
+        if sync_from is None:
+            if self.config.initial_load_days > 0:
+                state = await self.loader.begin(shop, self.config.initial_load_days)
+                self.metrics.gaps_opened.inc(cause=Cause.INITIAL_LOAD.value)
+                return None if state.report_id is None else await self.reports.get(state.report_id)
+            await self.ledger.register_shop(shop, now)
+            logger.info(
+                "shop followed from now on (no initial load)",
+                extra={"action": "shop_registered", "shop": shop},
+            )
+            return None
+        if load is not None and not load.done and load.report_id is not None:
+            return await self.reports.get(load.report_id)
+        end = await self.ledger.covered_end(shop) or sync_from
+        for report in await self.reports.open_reports(shop):
+            end = max(end, report.window_end)
+        if end >= now:
+            return None
+        return await self._open(shop, Cause.RESTART, Interval(end, now), detected_at=now)
+
+    # ---- recovery
+
+    async def recover(self, *, fresh: bool) -> None:
+        """Work on every shop's open reports (shops in parallel, each shop's reports in order)."""
+        await asyncio.gather(*(self._recover_shop(shop, fresh=fresh) for shop in self._shops))
+
+    async def _recover_shop(self, shop: str, *, fresh: bool) -> None:
+        async with self._locks[shop]:
+            load = await self.loader.state(shop)
+            if load is not None and not load.done:
+                try:
+                    await self.loader.run(shop, self.session_of(shop))
+                except InitialLoadFailed as exc:
+                    logger.error(
+                        "initial load stopped: %s; it resumes on the next round",
+                        exc,
+                        extra={"action": "initial_load_failed", "shop": shop},
+                    )
+                    return
+                except SessionExpired as exc:
+                    logger.error(
+                        "initial load stopped: the shop's session was rejected (%s)",
+                        exc,
+                        extra={"action": "initial_load_failed", "shop": shop},
+                    )
+                    return
+            for report in await self.reports.open_reports(shop):
+                if not self._due(report):
+                    continue
+                await self._process_locked(report, fresh=fresh)
+
+    def _due(self, report: GapReport) -> bool:
+        retry = self._retry_at.get(report.id)
+        return retry is None or time.monotonic() >= retry[0]
+
+    async def process(self, report: GapReport, *, fresh: bool) -> GapReport:
+        async with self._locks[report.shop]:
+            return await self._process_locked(report, fresh=fresh)
+
+    async def _process_locked(
+        self,
+        report: GapReport,
+        *,
+        fresh: bool,
+        priority: Priority = Priority.BACKFILL,
+        source: str = "backfill",
+    ) -> GapReport:
+        """One pass over what is left of `report`'s window; closes it when all of it is proven."""
+        shop = report.shop
+        now = self._now()
+        overlap = self.lag.overlap(now)
+        if report.cause == Cause.INITIAL_LOAD.value and report.progress_until is None:
+            return report  # the history is still loading; the increment starts where it ends
+        if report.proven_from >= report.window_end:
+            await self.reports.finish(report.id, Outcome.RECOVERED, None, now)
+            return await self.reports.get(report.id)
+        windows = plan_windows(
+            Interval(report.proven_from, report.window_end),
+            now=now,
+            safety_lag=self.config.safety_lag,
+            overlap=overlap,
+            max_span=self.config.max_span,
+            fresh=fresh,
+            fresh_from=report.fresh_until,
+        )
+        if not windows:
+            return report
+        stream_cover = await self.ledger.intervals(
+            shop, windows[0].start, windows[-1].end, kinds=[ProvenBy.STREAM]
+        )
+        counts = PassCounts()
+        failure_reason: str | None = None
+        retryable = True
+        try:
+            result = await self.reader().read(
+                shop,
+                self.session_of(shop),
+                windows,
+                priority=priority,
+                source=source,
+                counts=counts,
+                stream_cover=stream_cover,
+            )
+            read = result.read
+            if result.failure is not None:
+                failure_reason, retryable = result.failure.reason, result.failure.retryable
+        except SessionExpired as exc:
+            read = []
+            failure_reason, retryable = f"session rejected: {exc}", False
+            logger.error(
+                "backfill stopped: the shop's session was rejected; configure a new one",
+                extra={"action": "backfill_session_rejected", "shop": shop},
+            )
+        progress: datetime | None = None
+        fresh_until: datetime | None = None
+        for window in read:
+            if window.proof:
+                await self.ledger.prove(shop, window.proves, ProvenBy.BACKFILL)
+                progress = window.end
+                self.metrics.coverage.set_proven_until(shop, window.end)
+            else:
+                fresh_until = window.end
+        await self.reports.add_pass(
+            report.id,
+            counts,
+            started_at=now,
+            progress_until=progress,
+            fresh_until=fresh_until,
+            overlap_seconds=overlap.total_seconds(),
+        )
+        self._count(shop, report.cause, counts, purpose="backfill")
+        updated = await self.reports.get(report.id)
+        finished = self._now()
+        if failure_reason is not None:
+            outcome = Outcome.PARTIAL if retryable else Outcome.FAILED
+            await self.reports.finish(report.id, outcome, failure_reason, finished)
+            if retryable:
+                self._schedule_retry(report.id)
+        elif updated.proven_from >= updated.window_end:
+            await self.reports.finish(report.id, Outcome.RECOVERED, None, finished)
+            self._retry_at.pop(report.id, None)
+            logger.info(
+                "gap recovered: %d new, %d changed, %d unchanged, %d pushes lost",
+                updated.trades_new,
+                updated.trades_changed,
+                updated.trades_unchanged,
+                updated.push_loss,
+                extra={"action": "gap_recovered", "shop": shop},
+            )
+        return await self.reports.get(report.id)
+
+    def _schedule_retry(self, report_id: int) -> None:
+        _, attempts = self._retry_at.get(report_id, (0.0, 0))
+        delay = min(self.config.retry_cap_seconds, self.config.tick_seconds * 2**attempts)
+        self._retry_at[report_id] = (time.monotonic() + delay, attempts + 1)
+
+    def _count(self, shop: str, cause: str, counts: PassCounts, *, purpose: str) -> None:
+        if counts.brought_in:
+            self.metrics.recovered.inc(counts.brought_in, shop=shop, cause=cause)
+        if counts.push_loss:
+            self.metrics.coverage.add_push_loss(shop, counts.push_loss)
+        self.metrics.list_calls.inc(counts.list_calls, purpose=purpose)
+        self.metrics.fullinfo_calls.inc(counts.fullinfo_calls, purpose=purpose)
+        if counts.windows_failed:
+            self.metrics.windows_failed.inc(counts.windows_failed, shop=shop)
+
+    async def _open(
+        self, shop: str, cause: Cause, window: Interval, *, detected_at: datetime | None = None
+    ) -> GapReport:
+        report = await self.reports.create(shop, cause, window, detected_at=detected_at or self._now())
+        self.metrics.gaps_opened.inc(cause=cause.value)
+        logger.warning(
+            "gap detected (%s): %s .. %s",
+            cause.value,
+            window.start.isoformat(),
+            window.end.isoformat(),
+            extra={"action": "gap_detected", "shop": shop},
+        )
+        return report
+
+    # ---- manual backfill
+
+    async def backfill(self, shop: str, window: Interval) -> GapReport:
+        """`order-sync backfill`: read `window` now, as proof where the lag horizon allows and fresh
+        beyond it; returns the report (left open when part of the window is not provable yet)."""
+        if shop not in self._shops:
+            raise KeyError(shop)
+        sync_from = await self.ledger.sync_from(shop)
+        if sync_from is None:
+            await self.ledger.register_shop(shop, window.start)
+        report = await self._open(shop, Cause.MANUAL, window)
+        return await self.process(report, fresh=True)
+
+    # ---- the stream's coverage
+
+    async def flush_stream(self, now: datetime) -> None:
+        """Record in the ledger what the connected stream has proven so far."""
+        for shop, interval in self.watch.provable(now).items():
+            await self._prove_stream(shop, interval)
+
+    async def _prove_stream(self, shop: str, interval: Interval) -> None:
+        await self.ledger.prove(shop, interval, ProvenBy.STREAM)
+        self.watch.recorded(shop, interval.end)
+        self.metrics.coverage.set_proven_until(shop, interval.end)
+
+    async def _check_silence(self, now: datetime) -> None:
+        if not self.watch.connected:
+            return
+        silence = self.config.silence
+        for shop in self._shops:
+            quiet = self.watch.silent_for(shop, now)
+            if quiet is None or quiet < silence:
+                continue
+            if self.watch.expected_messages(shop, quiet, now) < self.config.silence_min_expected:
+                continue
+            last = self.watch.last_message.get(shop, now - quiet)
+            self.watch.reset_silence(shop, now)
+            logger.warning(
+                "shop silent for %.0f s although it normally trades; re-reading the lists",
+                quiet.total_seconds(),
+                extra={"action": "stream_silence", "shop": shop},
+            )
+            await self._open(shop, Cause.SILENCE, Interval(last, now))
+
+    # ---- sweep
+
+    async def sweep(self, shop: str) -> PassCounts:
+        """Re-read the recent proof windows at the lowest priority. Trades that come back changed had
+        changes the stream never delivered; those inside stretches the stream claimed are push loss."""
+        async with self._locks[shop]:
+            now = self._now()
+            overlap = self.lag.overlap(now)
+            sync_from = await self.ledger.sync_from(shop) or now
+            since = await self.ledger.covered_end(shop, ProvenBy.SWEEP)
+            if since is None:
+                since = max(sync_from, now - self.config.sweep_every - overlap)
+            horizon = lag_horizon(now, safety_lag=self.config.safety_lag, overlap=overlap)
+            if since >= horizon:
+                return PassCounts()
+            windows = plan_windows(
+                Interval(since, horizon),
+                now=now,
+                safety_lag=self.config.safety_lag,
+                overlap=overlap,
+                max_span=self.config.max_span,
+                fresh=False,
+            )
+            if not windows:
+                return PassCounts()
+            stream_cover = await self.ledger.intervals(
+                shop, windows[0].start, windows[-1].end, kinds=[ProvenBy.STREAM]
+            )
+            counts = PassCounts()
+            try:
+                result = await self.reader().read(
+                    shop,
+                    self.session_of(shop),
+                    windows,
+                    priority=Priority.SWEEP,
+                    source="sweep",
+                    counts=counts,
+                    stream_cover=stream_cover,
+                )
+            except SessionExpired as exc:
+                logger.error(
+                    "sweep stopped: %s", exc, extra={"action": "sweep_session_rejected", "shop": shop}
+                )
+                return counts
+            for window in result.read:
+                await self.ledger.prove(shop, window.proves, ProvenBy.SWEEP)
+            self._count(shop, Cause.SWEEP.value, counts, purpose="sweep")
+            logger.info(
+                "sweep read %d window(s): %d trades, %d brought in, %d pushes lost",
+                len(result.read),
+                counts.found,
+                counts.brought_in,
+                counts.push_loss,
+                extra={"action": "sweep_done", "shop": shop},
+            )
+            if counts.brought_in or result.failure is not None:
+                await self._sweep_report(shop, windows, result.read, counts, result.failure, now)
+            return counts
+
+    async def _sweep_report(
+        self,
+        shop: str,
+        windows: list[Window],
+        read: list[Window],
+        counts: PassCounts,
+        failure: Failure | None,
+        now: datetime,
+    ) -> None:
+        """A sweep that found something leaves a report: what it brought in, and (when a window
+        failed) the rest of its stretch, left open for the next rounds."""
+        start, end = windows[0].start, windows[-1].end
+        report = await self._open(shop, Cause.SWEEP, Interval(start, end), detected_at=now)
+        progress = read[-1].end if read else None
+        await self.reports.add_pass(
+            report.id,
+            counts,
+            started_at=now,
+            progress_until=progress,
+            fresh_until=None,
+            overlap_seconds=self.lag.overlap(now).total_seconds(),
+        )
+        if failure is None:
+            await self.reports.finish(report.id, Outcome.RECOVERED, None, self._now())
+        else:
+            outcome = Outcome.PARTIAL if failure.retryable else Outcome.FAILED
+            await self.reports.finish(report.id, outcome, failure.reason, self._now())
+
+    async def _scan_ledger(self, shop: str) -> None:
+        """Holes between proven stretches that no report covers (a safety net: they should not exist)."""
+        sync_from = await self.ledger.sync_from(shop)
+        end = await self.ledger.covered_end(shop)
+        if sync_from is None or end is None or end <= sync_from:
+            return
+        known = await self.reports.unrecovered_windows(shop)
+        holes = await self.ledger.gaps(shop, sync_from, end)
+        for hole in holes:
+            for left in gaps(normalize(known), hole.start, hole.end):
+                await self._open(shop, Cause.SWEEP, left)
+        self.metrics.coverage.set_gaps_open(shop, len(await self.reports.open_reports(shop)))
+
+    async def _update_gauges(self) -> None:
+        for shop in self._shops:
+            end = await self.ledger.covered_end(shop)
+            if end is not None:
+                self.metrics.coverage.set_proven_until(shop, end)
+            self.metrics.coverage.set_gaps_open(shop, len(await self.reports.open_reports(shop)))

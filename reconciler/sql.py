@@ -1,0 +1,197 @@
+"""Every SQL statement the reconciler runs, in one place (STYLE.md §13). Tables: store/migrations/001 and
+010 (coverage, gap_reports, gap_report_trades, stream_connections, sync_shops, initial_loads,
+initial_load_parts)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- the coverage ledger -----------------------------------------------------------------------------
+
+# Serialises ledger writes per shop across replicas (released at commit).
+LOCK_SHOP: Final = "SELECT pg_advisory_xact_lock(hashtextextended('coverage:' || $1, 0))"
+
+# Rows of the same kind that overlap or touch the new interval are folded into it.
+TAKE_MERGEABLE: Final = """
+DELETE FROM coverage
+WHERE shop = $1 AND proven_by = $2 AND interval_start <= $4 AND interval_end >= $3
+RETURNING interval_start, interval_end
+"""
+
+INSERT_COVERAGE: Final = """
+INSERT INTO coverage (shop, interval_start, interval_end, proven_by) VALUES ($1, $2, $3, $4)
+"""
+
+SELECT_COVERAGE: Final = """
+SELECT interval_start, interval_end, proven_by
+FROM coverage
+WHERE shop = $1 AND interval_end > $2 AND interval_start < $3
+ORDER BY interval_start
+"""
+
+SELECT_COVERAGE_END: Final = """
+SELECT max(interval_end) FROM coverage WHERE shop = $1 AND ($2::text IS NULL OR proven_by = $2)
+"""
+
+# -- shops ---------------------------------------------------------------------------------------------
+
+SELECT_SYNC_SHOP: Final = "SELECT sync_from FROM sync_shops WHERE shop = $1"
+
+INSERT_SYNC_SHOP: Final = """
+INSERT INTO sync_shops (shop, sync_from) VALUES ($1, $2) ON CONFLICT (shop) DO NOTHING
+"""
+
+# -- gap reports ---------------------------------------------------------------------------------------
+
+REPORT_COLUMNS: Final = """
+id, shop, cause, window_start, window_end, detected_at, started_at, finished_at, list_calls,
+fullinfo_calls, trades_found, trades_new, trades_changed, trades_unchanged, dead_letters, push_loss,
+outcome, reason, replica, progress_until, fresh_until, windows_read, windows_failed, rejections,
+not_found, overlap_seconds, list_lag_seconds, updated_at
+"""
+
+INSERT_REPORT: Final = f"""
+INSERT INTO gap_reports (shop, cause, window_start, window_end, detected_at, replica, progress_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING {REPORT_COLUMNS}
+"""
+
+SELECT_REPORT: Final = f"SELECT {REPORT_COLUMNS} FROM gap_reports WHERE id = $1"
+
+SELECT_OPEN_REPORTS: Final = f"""
+SELECT {REPORT_COLUMNS} FROM gap_reports
+WHERE shop = $1 AND (outcome IS NULL OR outcome = 'partial')
+ORDER BY id
+"""
+
+# Windows of reports not recovered (open, or failed for good): a ledger scan leaves these alone.
+SELECT_UNRECOVERED_WINDOWS: Final = """
+SELECT window_start, window_end FROM gap_reports
+WHERE shop = $1 AND (outcome IS NULL OR outcome <> 'recovered')
+"""
+
+SELECT_RECENT_REPORTS: Final = f"""
+SELECT {REPORT_COLUMNS} FROM gap_reports
+WHERE ($2::text IS NULL OR shop = $2)
+ORDER BY id DESC
+LIMIT $1
+"""
+
+EXTEND_REPORT: Final = """
+UPDATE gap_reports SET window_end = greatest(window_end, $2), updated_at = now() WHERE id = $1
+"""
+
+# One pass over a report's windows: counters add up, progress only moves forward.
+ADD_TO_REPORT: Final = """
+UPDATE gap_reports SET
+    started_at = coalesce(started_at, $2),
+    list_calls = list_calls + $3,
+    fullinfo_calls = fullinfo_calls + $4,
+    trades_found = trades_found + $5,
+    trades_new = trades_new + $6,
+    trades_changed = trades_changed + $7,
+    trades_unchanged = trades_unchanged + $8,
+    dead_letters = dead_letters + $9,
+    push_loss = push_loss + $10,
+    windows_read = windows_read + $11,
+    windows_failed = windows_failed + $12,
+    rejections = rejections + $13,
+    not_found = not_found + $14,
+    progress_until = CASE WHEN $15::timestamptz IS NULL THEN progress_until
+                          ELSE greatest(coalesce(progress_until, $15), $15) END,
+    fresh_until = CASE WHEN $16::timestamptz IS NULL THEN fresh_until
+                       ELSE greatest(coalesce(fresh_until, $16), $16) END,
+    overlap_seconds = coalesce($17, overlap_seconds),
+    list_lag_seconds = greatest(list_lag_seconds, $18),
+    updated_at = now()
+WHERE id = $1
+"""
+
+FINISH_REPORT: Final = """
+UPDATE gap_reports
+SET outcome = $2, reason = $3,
+    finished_at = CASE WHEN $2::text = 'partial' THEN NULL ELSE $4::timestamptz END,
+    updated_at = now()
+WHERE id = $1
+"""
+
+# A trade recorded again (a later pass of the same report) keeps its first kind.
+INSERT_REPORT_TRADES: Final = """
+INSERT INTO gap_report_trades (report_id, tid, modified, kind, push_loss)
+SELECT $1, t.tid, t.modified, t.kind, t.push_loss
+FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::boolean[]) AS t(tid, modified, kind, push_loss)
+ON CONFLICT (report_id, tid) DO UPDATE SET modified = greatest(gap_report_trades.modified, EXCLUDED.modified)
+"""
+
+SELECT_REPORT_TRADES: Final = """
+SELECT tid, modified, kind, push_loss FROM gap_report_trades WHERE report_id = $1 ORDER BY tid
+"""
+
+# -- stream connections --------------------------------------------------------------------------------
+
+INSERT_CONNECTION: Final = """
+INSERT INTO stream_connections (replica, connected_at) VALUES ($1, $2) RETURNING id
+"""
+
+CLOSE_CONNECTION: Final = """
+UPDATE stream_connections SET disconnected_at = $2, reason = $3 WHERE id = $1
+"""
+
+SELECT_CONNECTIONS: Final = """
+SELECT replica, connected_at, disconnected_at, reason FROM stream_connections
+WHERE coalesce(disconnected_at, 'infinity') > $1
+ORDER BY connected_at
+"""
+
+# -- what the database already holds -------------------------------------------------------------------
+
+SELECT_EXISTING_TIDS: Final = "SELECT tid FROM trades WHERE tid = ANY($1::bigint[])"
+
+# Trades stored with a `modified` inside a window: any the list did not return hints at list lag.
+SELECT_STORED_IN_WINDOW: Final = """
+SELECT tid, modified FROM trades
+WHERE seller_nick = $1 AND modified >= $2 AND modified <= $3 AND created >= $4
+  AND ($5::text[] IS NULL OR type = ANY($5::text[]))
+ORDER BY modified DESC
+LIMIT $6
+"""
+
+# -- initial loads ---------------------------------------------------------------------------------------
+
+SELECT_INITIAL_LOAD: Final = """
+SELECT shop, since, until, method, state, trades, report_id FROM initial_loads WHERE shop = $1
+"""
+
+INSERT_INITIAL_LOAD: Final = """
+INSERT INTO initial_loads (shop, since, until, method, state, report_id)
+VALUES ($1, $2, $3, $4, 'running', $5)
+"""
+
+SET_INITIAL_LOAD_METHOD: Final = "UPDATE initial_loads SET method = $2 WHERE shop = $1"
+
+FINISH_INITIAL_LOAD: Final = """
+UPDATE initial_loads SET state = 'done', finished_at = now(),
+    trades = (SELECT coalesce(sum(trades), 0) FROM initial_load_parts WHERE shop = $1)
+WHERE shop = $1
+"""
+
+SELECT_PARTS: Final = """
+SELECT part_start, part_end, method, task_id, state, trades FROM initial_load_parts
+WHERE shop = $1 ORDER BY part_start
+"""
+
+INSERT_PART: Final = """
+INSERT INTO initial_load_parts (shop, part_start, part_end, method, state) VALUES ($1, $2, $3, $4, 'pending')
+"""
+
+DELETE_UNFINISHED_PARTS: Final = "DELETE FROM initial_load_parts WHERE shop = $1 AND state <> 'done'"
+
+START_PART: Final = """
+UPDATE initial_load_parts SET state = 'started', task_id = $3, updated_at = now()
+WHERE shop = $1 AND part_start = $2
+"""
+
+FINISH_PART: Final = """
+UPDATE initial_load_parts SET state = 'done', trades = $3, updated_at = now()
+WHERE shop = $1 AND part_start = $2
+"""

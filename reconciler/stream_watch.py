@@ -1,0 +1,191 @@
+"""What the TMC stream has proven, per shop, watched from the side of the channel.
+
+The stream proves a stretch of `modified` time for a shop when the connection was up all through it
+and every message received for the shop with a time in it has been committed (ARCHITECTURE.md
+invariant 4). Conservatively:
+
+* a segment starts when a connection is made (`Connected.at`): what was published while we were away
+  is a gap, even though TMC normally keeps it for us (pushes do get lost, seed rule M4);
+* it reaches `min(now - settle, the oldest message still not committed)`: a message counts from the
+  moment it is received until the dispatcher confirms it (it only does so after the commit); a
+  message handed back (Failed) stays open, since its trade is not committed; `settle` covers pushes
+  still in transit;
+* it ends at the disconnect, at the same bound.
+
+`WatchedChannel` wraps the session so the watch sees every message handed to the dispatcher and every
+confirm; it is the channel the service drives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from listener.events import TmcMessage
+from listener.ports import MessageHandler
+from listener.session import TmcSession
+from reconciler.intervals import Interval
+
+logger = logging.getLogger(__name__)
+
+ANY_SHOP = ""  # messages that name no shop hold back every shop's proof
+
+
+class StreamWatch:
+    def __init__(
+        self,
+        shops: Iterable[str],
+        *,
+        settle: timedelta,
+        now: Callable[[], datetime],
+        rate_window: timedelta = timedelta(hours=1),
+    ) -> None:
+        self.shops = list(shops)
+        self.settle = settle
+        self._now = now
+        self._rate_window = rate_window
+        self._pending: dict[int, tuple[str, datetime]] = {}
+        self.segment_start: datetime | None = None  # None while disconnected
+        self._recorded: dict[str, datetime] = {}  # how far each shop's current segment was proven
+        self.last_message: dict[str, datetime] = {}
+        self._recent: dict[str, deque[datetime]] = {shop: deque() for shop in self.shops}
+        self.received_count = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.segment_start is not None
+
+    # ---- what the channel reports ------------------------------------------------------------------
+
+    def received(self, message: TmcMessage) -> None:
+        now = self._now()
+        shop = message.nick if message.nick in self._recent else ANY_SHOP
+        at = now if message.time is None else min(message.time, now)
+        known = self._pending.get(message.id)
+        if known is None or at < known[1]:
+            self._pending[message.id] = (shop, at)
+        self.received_count += 1
+        if shop != ANY_SHOP:
+            self.last_message[shop] = now
+            recent = self._recent[shop]
+            recent.append(now)
+            while recent and recent[0] < now - self._rate_window:
+                recent.popleft()
+
+    def settled(self, message_id: int) -> None:
+        """The message's trade state (or a newer one) is committed, or it was quarantined."""
+        self._pending.pop(message_id, None)
+
+    def connected_at(self, at: datetime) -> None:
+        self.segment_start = at
+        self._recorded = {}
+        for shop in self.shops:
+            # Silence is measured from the connect when nothing came yet.
+            self.last_message.setdefault(shop, at)
+            self.last_message[shop] = max(self.last_message[shop], at)
+
+    def disconnected_at(self, at: datetime) -> dict[str, Interval]:
+        """Close the segment; returns what it proved per shop that was not recorded yet."""
+        provable = self.provable(at)
+        self.segment_start = None
+        self._pending.clear()  # unconfirmed messages come back on the next connection, if at all
+        return provable
+
+    # ---- what the reconciler asks ------------------------------------------------------------------
+
+    def watermark(self, shop: str, now: datetime) -> datetime:
+        """How far the stream has proven `shop` by `now` (ignoring whether it is connected)."""
+        bound = now - self.settle
+        for pending_shop, at in self._pending.values():
+            if pending_shop in (shop, ANY_SHOP) and at < bound:
+                bound = at
+        return bound
+
+    def provable(self, now: datetime) -> dict[str, Interval]:
+        """Per shop, the part of the current segment proven since it was last recorded."""
+        start = self.segment_start
+        if start is None:
+            return {}
+        out: dict[str, Interval] = {}
+        for shop in self.shops:
+            end = self.watermark(shop, now)
+            begin = max(start, self._recorded.get(shop, start))
+            if end > begin:
+                out[shop] = Interval(start, end)
+        return out
+
+    def recorded(self, shop: str, end: datetime) -> None:
+        self._recorded[shop] = max(end, self._recorded.get(shop, end))
+
+    def proven_end(self, shop: str) -> datetime | None:
+        """Where the current (or just closed) segment's recorded proof for `shop` ends."""
+        return self._recorded.get(shop)
+
+    def silent_for(self, shop: str, now: datetime) -> timedelta | None:
+        last = self.last_message.get(shop)
+        return None if last is None else now - last
+
+    def expected_messages(self, shop: str, span: timedelta, now: datetime) -> float:
+        """Messages `shop` would normally send in `span`, from its rate over the last hour (before the
+        current silence: a silence does not lower its own expectation)."""
+        recent = self._recent.get(shop)
+        if not recent:
+            return 0.0
+        while recent and recent[0] < now - self._rate_window:
+            recent.popleft()
+        if not recent:
+            return 0.0
+        observed = max((recent[-1] - recent[0]).total_seconds(), 1.0)
+        return len(recent) / observed * span.total_seconds()
+
+    def reset_silence(self, shop: str, now: datetime) -> None:
+        self.last_message[shop] = now
+
+
+class WatchedChannel:
+    """The TMC session as the service drives it, reporting to a `StreamWatch` on the way."""
+
+    def __init__(self, session: TmcSession, watch: StreamWatch) -> None:
+        self.session = session
+        self.watch = watch
+
+    @staticmethod
+    def wrap_handler(handler: MessageHandler, watch: StreamWatch) -> Callable[[TmcMessage], Awaitable[None]]:
+        async def watched(message: TmcMessage) -> None:
+            watch.received(message)
+            await handler(message)
+
+        return watched
+
+    async def run(self) -> None:
+        await self.session.run()
+
+    def stop(self) -> None:
+        self.session.stop()
+
+    async def confirm(self, message_id: int) -> None:
+        # Committed is what counts for coverage; a confirm that cannot be sent changes nothing there.
+        self.watch.settled(message_id)
+        await self.session.confirm(message_id)
+
+    async def fail(self, message_id: int, reason: str) -> None:
+        await self.session.fail(message_id, reason)
+
+    # What readiness and metrics read from a channel.
+    @property
+    def connected(self) -> bool:
+        return self.session.connected
+
+    @property
+    def down_since(self) -> float:
+        return self.session.down_since
+
+    @property
+    def counters(self) -> Any:
+        return self.session.counters
+
+    def __repr__(self) -> str:
+        return f"WatchedChannel({self.session!r})"
