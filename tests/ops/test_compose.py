@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import re
 import shutil
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from listener.check_cmd import run_checks
 from listener.settings import Settings, load_settings
 from simulator import cli as simulator_cli
 from simulator.standin import StandIn
@@ -149,6 +151,31 @@ def test_demo_order_sync_gets_the_standins_credentials_and_addresses(project: Pa
     assert daemon["depends_on"]["postgres-demo"]["condition"] == "service_healthy"
     assert f"127.0.0.1:{args.port}/" in " ".join(simulator["healthcheck"]["test"])
     assert "volumes" not in services["postgres-demo"]  # demo data never lands in the live volume
+
+
+async def test_demo_order_sync_passes_check_against_the_simulator_its_compose_file_runs(
+    project: Path, fresh_database: str
+) -> None:
+    """The demo pair for real: the simulator's compose command served on 127.0.0.1, and `order-sync
+    check` with the demo service's environment, only the addresses swapped for where things run here."""
+    services = resolved(project, "--profile", "demo")["services"]
+    parser = argparse.ArgumentParser()
+    simulator_cli.configure(parser)
+    args = parser.parse_args(services["simulator"]["command"][1:])
+    standin = StandIn(simulator_cli.config_from_args(args))
+    await standin.start(host="127.0.0.1")  # any free ports, not the container's fixed ones
+    try:
+        environment = dict(services["order-sync-demo"]["environment"])
+        environment["TAOBAO_API_URL"] = standin.api_url
+        environment["TAOBAO_TMC_URL"] = str(standin.tmc_url)
+        environment["DATABASE_URL"] = fresh_database
+        settings = load_settings(env_file=None, **{k.lower(): v for k, v in environment.items()})
+        out = io.StringIO()
+        items = await run_checks(settings, 5.0, out)
+    finally:
+        await standin.stop()
+    assert [item.name for item in items if not item.ok] == [], out.getvalue()
+    assert len(items) == 2 + len(standin.shops) + 1
 
 
 def example_lines() -> dict[str, str]:
