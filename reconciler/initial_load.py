@@ -60,7 +60,8 @@ class InitialLoadFailed(OrderSyncError):
 @dataclass(frozen=True, slots=True)
 class InitialLoadConfig:
     days_per_task: int = 30
-    poll_seconds: float = 30.0  # between taobao.topats.result.get calls
+    poll_seconds: float = 30.0  # the longest wait between taobao.topats.result.get calls
+    first_poll_seconds: float = 1.0  # the first wait; it doubles up to poll_seconds
     max_wait_seconds: float = 6 * 3600.0  # tasks "usually finish in 30-60 minutes"
     batch: int = 2000  # trades per store transaction
     download_attempts: int = 3  # each with a fresh single-use URL
@@ -212,6 +213,13 @@ class InitialLoader:
         all_parts = await self.parts(shop)
         shown.parts_total = len(all_parts)
         shown.parts_done = sum(1 for p in all_parts if p.state == "done")
+        try:
+            # Every export task is created first: the platform prepares them side by side.
+            all_parts = await self._start_tasks(shop, session, all_parts, shown)
+        except SessionExpired:
+            raise
+        except PermanentTopError as exc:
+            return await self._fall_back(shop, session, exc, shown)
         for part in all_parts:
             if part.state == "done":
                 continue
@@ -227,13 +235,7 @@ class InitialLoader:
             except PermanentTopError as exc:
                 if part.method != TOPATS:
                     raise InitialLoadFailed(f"sold.get: {exc}") from exc
-                logger.warning(
-                    "TOPATS is not available (%s); loading day by day through sold.get instead",
-                    exc,
-                    extra={"action": "initial_load_fallback", "shop": shop},
-                )
-                await self._switch_to_sold_get(shop)
-                return await self.run(shop, session, progress=shown)
+                return await self._fall_back(shop, session, exc, shown)
             finally:
                 if report_id is not None and (counts.list_calls or counts.found or counts.fullinfo_calls):
                     await self._reports.add_pass(
@@ -244,12 +246,7 @@ class InitialLoader:
                         fresh_until=None,
                         overlap_seconds=None,
                     )
-            await guarded(
-                "recording an initial load part",
-                lambda part=part, loaded=loaded: self._pool.execute(
-                    sql.FINISH_PART, shop, part.start, loaded
-                ),  # type: ignore[misc]
-            )
+            await self._finish_part(shop, part, loaded)
             shown.parts_done += 1
             shown.update(force=True)
         await self._ledger.prove(shop, Interval(state.since, state.until), ProvenBy.INITIAL_LOAD)
@@ -275,6 +272,21 @@ class InitialLoader:
         )
         return final
 
+    async def _finish_part(self, shop: str, part: Part, loaded: int) -> None:
+        await guarded(
+            "recording an initial load part",
+            lambda: self._pool.execute(sql.FINISH_PART, shop, part.start, loaded),
+        )
+
+    async def _fall_back(self, shop: str, session: str, exc: Exception, progress: Progress) -> LoadState:
+        logger.warning(
+            "TOPATS is not available (%s); loading day by day through sold.get instead",
+            exc,
+            extra={"action": "initial_load_fallback", "shop": shop},
+        )
+        await self._switch_to_sold_get(shop)
+        return await self.run(shop, session, progress=progress)
+
     async def _switch_to_sold_get(self, shop: str) -> None:
         state = await self.state(shop)
         assert state is not None
@@ -296,6 +308,31 @@ class InitialLoader:
 
     # ---- TOPATS ---------------------------------------------------------------------------------------
 
+    async def _start_tasks(
+        self, shop: str, session: str, parts: list[Part], progress: Progress
+    ) -> list[Part]:
+        started: list[Part] = []
+        for part in parts:
+            if part.method == TOPATS and part.state == "pending":
+                progress.update(stage="creating export tasks", force=True)
+                task_id = await self._create_task(shop, session, part)
+                part = Part(part.start, part.end, part.method, task_id, "started", part.trades)
+            started.append(part)
+        return started
+
+    async def _create_task(self, shop: str, session: str, part: Part) -> int:
+        task_id = await self._client.topats_trades_sold_get(
+            session,
+            start_date=part.start.astimezone(GMT8).date(),
+            end_date=(part.end - DAY).astimezone(GMT8).date(),
+            fields=FULLINFO_FIELDS,
+            priority=Priority.BACKFILL,
+        )
+        await guarded(
+            "recording a TOPATS task", lambda: self._pool.execute(sql.START_PART, shop, part.start, task_id)
+        )
+        return task_id
+
     async def _topats_part(
         self, shop: str, session: str, part: Part, counts: PassCounts, progress: Progress
     ) -> int:
@@ -315,24 +352,14 @@ class InitialLoader:
                 task = None
         if task is None:
             progress.update(stage="creating the export task", force=True)
-            task_id = await self._client.topats_trades_sold_get(
-                session,
-                start_date=part.start.astimezone(GMT8).date(),
-                end_date=(part.end - DAY).astimezone(GMT8).date(),
-                fields=FULLINFO_FIELDS,
-                priority=Priority.BACKFILL,
-            )
-            counts.list_calls += 1
-            await guarded(
-                "recording a TOPATS task",
-                lambda: self._pool.execute(sql.START_PART, shop, part.start, task_id),
-            )
+            task_id = await self._create_task(shop, session, part)
             task = await self._wait_done(session, task_id, progress)
         return await self._download_and_load(shop, session, task, counts, progress)
 
     async def _wait_done(self, session: str, task_id: int, progress: Progress) -> TopatsTask:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.max_wait_seconds
+        wait = min(self.config.first_poll_seconds, self.config.poll_seconds)
         while True:
             task = await self._client.topats_result_get(task_id, session=session, priority=Priority.BACKFILL)
             if task.done and task.download_url:
@@ -342,7 +369,8 @@ class InitialLoader:
                     f"TOPATS task {task_id} not done after {self.config.max_wait_seconds:.0f} s"
                 )
             progress.update(stage=f"export task {task.status or 'pending'}", force=True)
-            await self._sleep(self.config.poll_seconds)
+            await self._sleep(wait)
+            wait = min(wait * 2, self.config.poll_seconds)
 
     async def _download_and_load(
         self, shop: str, session: str, task: TopatsTask, counts: PassCounts, progress: Progress
