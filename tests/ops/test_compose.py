@@ -110,6 +110,8 @@ def test_live_services_are_wired_as_documented(project: Path) -> None:
 
 
 def test_every_published_port_binds_to_loopback(project: Path) -> None:
+    # Outside a container the daemon itself listens on loopback only, unless told otherwise.
+    assert Settings.model_fields["http_host"].default == "127.0.0.1"
     shutil.copy(ROOT / ".env.example", project / ".env")
     for profile in ("live", "demo"):
         for name, service in resolved(project, "--profile", profile)["services"].items():
