@@ -300,7 +300,9 @@ class Scenario:
         tmc = await self.standin.tmc()
         stats = await self.standin.stats()
         withheld = [Withheld(int(w["id"]), w.get("tid"), str(w["reason"])) for w in tmc["withheld"]]
-        needing, unmatched = withheld_needing_recovery(withheld, changes, FIRST_MESSAGE_ID)
+        needing, unmatched = withheld_needing_recovery(
+            withheld, changes, FIRST_MESSAGE_ID, result.delivered_by
+        )
         reports = [dict(r) for r in await conn.fetch("SELECT * FROM gap_reports ORDER BY id")]
         report_trades = [
             ReportTrade(int(r["report_id"]), int(r["tid"]), bool(r["push_loss"]))

@@ -15,7 +15,8 @@ Definitions (the figures a scenario prints):
 * lag: from the instant the stand-in published a change on its TMC queue to the instant the consumer
   received the first feed row that delivers it (both wall-clock epoch seconds on one machine).
 * withheld: TMC messages the stand-in accepted but never pushed. One "needs recovery" when no later
-  pushed message announced a newer change of its trade: only reconciliation can bring that change in.
+  pushed message announced a newer change of its trade and no stream fetch happened to return it (a
+  fetch for an earlier push can already see the newer state): only reconciliation brings it in.
   The gap reports match the stand-in when every such trade appears among the reports' trades.
 """
 
@@ -27,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+STREAM_SOURCE = "stream"  # trade_changes.source of rows the TMC stream brought in
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,7 @@ class Delivery:
     lags: list[float]  # seconds, one per delivered change with a known publish time
     stream_lags: list[float]  # the same, delivered by a stream (push) row
     consumer_stale: list[int]  # tids whose last received version differs from the truth
+    delivered_by: dict[int, str]  # seq → `source` of the feed row that first delivered it
 
 
 def delivery(
@@ -137,6 +141,7 @@ def delivery(
     unseen: list[int] = []
     lags: list[float] = []
     stream_lags: list[float] = []
+    delivered_by: dict[int, str] = {}
     for change in changes:
         want_status = end_of_second[(change.tid, change.modified)]
         hit = next(
@@ -150,11 +155,12 @@ def delivery(
         if hit is None:
             unseen.append(change.seq)
             continue
+        delivered_by[change.seq] = hit.source
         sent = published.get(change.seq)
         if sent is not None:
             lag = max(0.0, hit.at - sent)
             lags.append(lag)
-            if hit.source == "stream":
+            if hit.source == STREAM_SOURCE:
                 stream_lags.append(lag)
     consumer_stale: list[int] = []
     for tid in {c.tid for c in changes}:
@@ -165,7 +171,7 @@ def delivery(
         last = seen[-1] if seen else None
         if last is None or last.modified != want.modified or last.status != want.status:
             consumer_stale.append(tid)
-    return Delivery(unseen, lags, stream_lags, sorted(consumer_stale))
+    return Delivery(unseen, lags, stream_lags, sorted(consumer_stale), delivered_by)
 
 
 def lag_figures(result: Delivery) -> dict[str, Any]:
@@ -180,10 +186,14 @@ def lag_figures(result: Delivery) -> dict[str, Any]:
 
 
 def withheld_needing_recovery(
-    withheld: Sequence[Withheld], changes: Sequence[TruthChange], first_message_id: int
+    withheld: Sequence[Withheld],
+    changes: Sequence[TruthChange],
+    first_message_id: int,
+    delivered_by: Mapping[int, str],
 ) -> tuple[set[int], int]:
-    """Trades whose newest withheld change no later pushed message covers, and how many withheld
-    messages could not be matched to a market change.
+    """Trades with a withheld change that neither a later pushed message nor a stream fetch covered
+    (a fetch for an earlier push can return the newer state), and how many withheld messages could not
+    be matched to a market change.
 
     The stand-in publishes exactly one TMC message per market change, in order, with ids counting up
     from `first_message_id`; so message id ↔ change seq is `seq = id - first_message_id + 1`."""
@@ -202,7 +212,9 @@ def withheld_needing_recovery(
         if change.seq not in withheld_seqs:
             last_pushed[change.tid] = max(last_pushed.get(change.tid, 0), change.seq)
     needing = {
-        by_seq[seq].tid for seq in withheld_seqs if last_pushed.get(by_seq[seq].tid, 0) < seq
+        by_seq[seq].tid
+        for seq in withheld_seqs
+        if last_pushed.get(by_seq[seq].tid, 0) < seq and delivered_by.get(seq) != STREAM_SOURCE
     }
     return needing, unmatched
 
