@@ -11,7 +11,8 @@ so the same preset runs small in CI and long on a workstation.
   every connection is dropped) + one SIGKILL of the daemon and a restart + one kill of the daemon's
   PostgreSQL connections (pg_terminate_backend).
 * peak: a Double-11 hour scaled down: a steady market plus a burst every 6 s (new trades each changed
-  3-4 times within 2 s), list lag of 30 s (minutes in production) with peak-mode list answers.
+  3-4 times within 2 s), list lag of 30 s (minutes in production) with peak-mode list answers, 20 ms
+  API latency, and an API quota (SYNC_API_RATE) at the steady rate, below the bursts' event rate.
 """
 
 from __future__ import annotations
@@ -134,11 +135,13 @@ def plan(preset: str, size: str = "small", duration: float | None = None, rate: 
                     list_lag=list_lag, outage_seconds=outage_seconds)  # fmt: skip
     # peak
     list_lag = 30.0
-    settings |= {"sync_sweep_seconds": 30, "sync_overlap_seconds": 60}
+    # The quota binds during the bursts (about 3.5 events per new trade within 2 s): the figure that
+    # matters is fullinfo calls per event when events outrun the quota.
+    settings |= {"sync_sweep_seconds": 30, "sync_overlap_seconds": 60, "sync_api_rate": max(5, int(r))}
     bursts = []
     at = 2.0
     while at + 3 <= d:
         bursts.append(Action(at, "burst", {"trades": max(10, int(r * 2)), "create_window": 1.0, "span": 2.0}))
         at += 6.0
-    peak_flags: tuple[str, ...] = ("--list-lag", f"{list_lag:g}", "--peak-mode")
+    peak_flags: tuple[str, ...] = ("--list-lag", f"{list_lag:g}", "--peak-mode", "--latency-ms", "20")
     return Plan(preset, d, r / 3, peak_flags, settings, tuple(bursts), list_lag=list_lag)

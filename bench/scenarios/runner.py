@@ -227,6 +227,10 @@ class Scenario:
                 return False, time.monotonic() - started
             await asyncio.sleep(0.5)  # polling interval while the system catches up
 
+    @property
+    def api_rate(self) -> float:
+        return float(self.plan.daemon_settings.get("sync_api_rate", self.options.api_rate))
+
     def settle_budget(self) -> float:
         if self.options.settle_timeout is not None:
             return self.options.settle_timeout
@@ -259,9 +263,28 @@ class Scenario:
                 await self.recorder.stop()
             await self.standin.stop()
 
+    async def _warm_up(self, conn: asyncpg.Connection, changes: int = 3, within: float = 120) -> float:
+        """A few changes before the market opens, awaited at the database and the consumer: the daemon
+        has finished its start-up (the reconciler reads the time it was down before the stream is
+        consumed)."""
+        started = time.monotonic()
+        made = (await self.standin.market(action="step", n=changes))["changes"]
+        want = {int(c["tid"]): parse_top_time(c["modified"]) for c in made}
+        while True:
+            stored = await self._database_state(conn, list(want))
+            last = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM trade_changes"))
+            done = all(tid in stored and stored[tid].modified >= m for tid, m in want.items())
+            if done and self.recorder.cursor >= last:
+                return time.monotonic() - started
+            if time.monotonic() - started > within:
+                raise TimeoutError(f"the warm-up changes did not reach the consumer within {within:g} s")
+            await asyncio.sleep(0.1)  # polling the database and the consumer's cursor
+
     async def _drive(self, conn: asyncpg.Connection) -> dict[str, Any]:
         plan = self.plan
         loop = asyncio.get_running_loop()
+        warm_up_s = await self._warm_up(conn)
+        warm_up_seqs = (await self.standin.truth())["change_count"]
         load_before = machine()
         await self.standin.market(action="resume", rate=plan.rate)
         opened = loop.time()
@@ -295,7 +318,7 @@ class Scenario:
         }
         db = compare_database(truth, changed, stored_all)
         published = await self.standin.published()
-        result = delivery(changes, published, self.recorder.arrivals, truth)
+        result = delivery(changes, published, self.recorder.arrivals, truth, lag_after_seq=warm_up_seqs)
         self.evidence = (changes, published, list(self.recorder.arrivals))
         tmc = await self.standin.tmc()
         stats = await self.standin.stats()
@@ -327,6 +350,7 @@ class Scenario:
             "consumer_stale": len(result.consumer_stale),
             "settled": settled,
             "settle_s": round(settle_s, 1),
+            "warm_up_s": round(warm_up_s, 1),
             **lag_figures(result),
             "fullinfo_calls": fullinfo,
             "list_calls": sum(int(calls.get(m, 0)) for m in LIST_METHODS),
@@ -345,12 +369,12 @@ class Scenario:
                 "list_lag_s": plan.list_lag,
                 **self.counters,
             },
-            **report_figures(reports, report_trades, needing, self.options.api_rate),
+            **report_figures(reports, report_trades, needing, self.api_rate),
             "burst_share_2s": burst_shape(changes, published),
             "daemon_cpu_s": round(daemon_cpu, 2),
             "daemon_cpu_ms_per_change": round(daemon_cpu / n * 1000, 3) if n else None,
             "plan": {"duration_s": plan.duration, "rate": plan.rate, "shops": self.options.shops,
-                     "seed": self.options.seed, "api_rate": self.options.api_rate, **plan.faults_summary()},
+                     "seed": self.options.seed, "api_rate": self.api_rate, **plan.faults_summary()},
             "machine": load_before | {"load_1m_after": machine()["load_1m"]},
         }  # fmt: skip
         figures["ok"] = (

@@ -129,8 +129,10 @@ def delivery(
     published: Mapping[int, float],
     arrivals: Sequence[Arrival],
     truth: Mapping[int, TradeState],
+    lag_after_seq: int = 0,
 ) -> Delivery:
-    """Match every truth change with the first consumer arrival that delivers it."""
+    """Match every truth change with the first consumer arrival that delivers it. Lags are kept for
+    changes after `lag_after_seq` (the warm-up changes before the market opens are not measured)."""
     by_tid: dict[int, list[Arrival]] = defaultdict(list)
     for arrival in dedupe_arrivals(arrivals):
         by_tid[arrival.tid].append(arrival)
@@ -157,7 +159,7 @@ def delivery(
             continue
         delivered_by[change.seq] = hit.source
         sent = published.get(change.seq)
-        if sent is not None:
+        if sent is not None and change.seq > lag_after_seq:
             lag = max(0.0, hit.at - sent)
             lags.append(lag)
             if hit.source == STREAM_SOURCE:

@@ -1,0 +1,179 @@
+"""How long the daemon takes to recover a gap of N changes after a restart, against the quota-bound
+minimum (every call the recovery needs, made back to back at SYNC_API_RATE).
+
+    .venv/bin/python -m bench.bench_gap_recovery [--gaps 200,1000] [--api-rate 50] [--latency-ms 20]
+        [--admin-url postgresql://postgres@127.0.0.1:5432/test]
+
+For each N: the daemon runs and follows the stream; it is stopped (SIGTERM); N market changes are made
+while it is down, with the stand-in's TMC server dropping whatever is published while no client is
+connected (the old stream's behaviour), so only the reconciler's increment backfill can bring them in;
+the daemon starts again. Recovery time: from the daemon's start until the database holds every changed
+trade at its truth `modified`. Minimum: (distinct trades to fetch + list calls the reconciler made) ÷
+SYNC_API_RATE. The difference is start-up, the safety lag (increment windows end SYNC_SAFETY_LAG_SECONDS
+in the past) and the commit path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.daemon_proc import DaemonProcess, daemon_env
+from bench.machine import machine
+from bench.scenarios.database import throwaway_database
+from simulator.standin import StandIn, StandInConfig
+from simulator.tmc_server import TmcServerConfig
+from taobao.fields import TRADE_FULLINFO_GET
+
+DEFAULT_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+LIST_METHODS = ("taobao.trades.sold.increment.get", "taobao.trades.sold.get")
+SAFETY_LAG_SECONDS = 2
+
+
+async def _until(condition: Any, within: float, what: str, daemon: DaemonProcess | None = None) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {within:g} s waiting for {what}")
+        if daemon is not None and daemon.process is not None and daemon.process.returncode is not None:
+            raise RuntimeError(f"the daemon exited:\n{daemon.log_tail()}")
+        await asyncio.sleep(0.05)  # polling interval
+
+
+async def measure(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    standin = StandIn(
+        StandInConfig(seed=13, shops=3, market_rate=0, history_trades=3000,
+                      tmc=TmcServerConfig(confirm_timeout=120.0, seed=13))
+    )  # fmt: skip
+    standin.faults.latency_ms = args.latency_ms
+    await standin.start()
+    try:
+        async with throwaway_database(args.admin_url, "bench_gap") as (dsn, _):
+            values: dict[str, Any] = {
+                "database_url": dsn, "taobao_app_key": standin.app_key,
+                "taobao_app_secret": standin.app_secret, "taobao_api_url": standin.api_url,
+                "taobao_tmc_url": standin.tmc_url,
+                "taobao_shops": [{"nick": s.nick, "session": s.session} for s in standin.shops],
+                "sync_api_rate": args.api_rate, "sync_initial_load_days": 0, "http_port": 0,
+                "log_level": "WARNING", "sync_safety_lag_seconds": SAFETY_LAG_SECONDS,
+                "sync_reconcile_seconds": 1, "sync_stream_settle_seconds": 1,
+            }  # fmt: skip
+            conn = await asyncpg.connect(dsn)
+            try:
+                return await _run(n, args, standin, conn, values, workdir)
+            finally:
+                await conn.close()
+    finally:
+        await standin.stop()
+
+
+async def _run(n: int, args: argparse.Namespace, standin: StandIn, conn: asyncpg.Connection,
+               values: dict[str, Any], workdir: Path) -> dict[str, Any]:  # fmt: skip
+    tmc, key = standin.tmc, standin.app_key
+    first = DaemonProcess(daemon_env(values), workdir / f"daemon-{n}-a.log")
+    await first.start()
+
+    async def connected() -> bool:
+        return tmc.stats.connections >= 1
+
+    async def drained() -> bool:
+        return tmc.pending(key) == 0
+
+    await _until(connected, 60, "the daemon to connect", first)
+    standin.market.step(3)
+    await _until(drained, 60, "the warm-up changes", first)
+    await first.stop()
+    tmc.faults.lose_while_disconnected = True
+    changes = standin.market.step(n)
+    tmc.faults.lose_while_disconnected = False
+    withheld = sum(1 for m in tmc.withheld if m.reason == "disconnected")
+    want = {c.tid: c.modified for c in changes}
+    tids = list(want)
+    calls = standin.stats.calls
+    fullinfo0 = calls[TRADE_FULLINFO_GET]
+    lists0 = sum(calls[m] for m in LIST_METHODS)
+
+    async def recovered() -> bool:
+        rows = await conn.fetch("SELECT tid, modified FROM trades WHERE tid = ANY($1::bigint[])", tids)
+        return len(rows) == len(want) and all(r["modified"] >= want[r["tid"]] for r in rows)
+
+    second = DaemonProcess(daemon_env(values), workdir / f"daemon-{n}-b.log")
+    started = time.monotonic()
+    await second.start()
+    try:
+        await _until(recovered, 600, f"the {n} changes to be recovered", second)
+        seconds = time.monotonic() - started
+    finally:
+        await second.stop()
+    fullinfo = calls[TRADE_FULLINFO_GET] - fullinfo0
+    lists = sum(calls[m] for m in LIST_METHODS) - lists0
+    minimum = (len(want) + lists) / args.api_rate
+    reports = await conn.fetch(
+        "SELECT cause, started_at, finished_at, list_calls, fullinfo_calls, trades_found FROM gap_reports"
+    )
+    return {
+        "changes": n,
+        "withheld": withheld,
+        "trades": len(want),
+        "recovery_s": round(seconds, 2),
+        "fullinfo_calls": fullinfo,
+        "list_calls": lists,
+        "quota_bound_s": round(minimum, 2),
+        "recovery_over_bound": round(seconds / minimum, 2),
+        "excess_s": round(seconds - minimum, 2),
+        "reports": [
+            {"cause": r["cause"], "list_calls": r["list_calls"], "fullinfo_calls": r["fullinfo_calls"],
+             "trades_found": r["trades_found"],
+             "seconds": round((r["finished_at"] - r["started_at"]).total_seconds(), 2)
+             if r["finished_at"] and r["started_at"] else None}
+            for r in reports
+        ],
+    }  # fmt: skip
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "benchmark": "gap_recovery", "machine": machine(), "api_rate": args.api_rate,
+        "api_latency_ms": args.latency_ms, "safety_lag_s": SAFETY_LAG_SECONDS, "runs": [],
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-gap-") as workdir:
+        for n in args.gaps:
+            results["runs"].append(await measure(n, args, Path(workdir)))
+    results["machine"]["load_1m_after"] = machine()["load_1m"]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_gap_recovery", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--gaps", type=lambda s: [int(x) for x in s.split(",")], default=[200, 1000])
+    parser.add_argument("--api-rate", type=float, default=50.0, help="SYNC_API_RATE")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="the stand-in's API latency")
+    parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    results = asyncio.run(_main(args))
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    for run in results["runs"]:
+        print(
+            f"gap of {run['changes']} changes ({run['trades']} trades): recovered in {run['recovery_s']} s; "
+            f"quota-bound minimum {run['quota_bound_s']} s ({run['fullinfo_calls']} fullinfo + "
+            f"{run['list_calls']} list calls at {args.api_rate:g}/s)",
+            file=sys.stderr,
+        )
+    print(json.dumps(results, ensure_ascii=False, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
