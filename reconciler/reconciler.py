@@ -40,7 +40,7 @@ from reconciler.initial_load import InitialLoadConfig, InitialLoader, InitialLoa
 from reconciler.intervals import Interval, gaps, normalize
 from reconciler.lag import LagMeter
 from reconciler.ledger import Ledger, ProvenBy
-from reconciler.plan import Window, lag_horizon, plan_windows
+from reconciler.plan import Window, floor_second, lag_horizon, plan_windows
 from reconciler.reports import Cause, GapReport, Outcome, PassCounts, ReportStore
 from reconciler.stream_watch import StreamWatch
 from store.pg import PgStore
@@ -165,7 +165,9 @@ class Reconciler:
         )
         self._locks = {shop: asyncio.Lock() for shop in self._shops}
         self._outage: dict[str, int] = {}  # shop → the report of the outage going on (or just over)
+        self._unregistered: set[str] = set()  # new shops without an initial load, until the stream is up
         self._connection_id: int | None = None
+        self._first_connected_at: datetime | None = None
         self._started = False
         self._start_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -209,6 +211,15 @@ class Reconciler:
 
     async def _on_connected(self, at: datetime) -> None:
         self.watch.connected_at(at)
+        if self._first_connected_at is None:
+            self._first_connected_at = at
+        for shop in sorted(self._unregistered):
+            await self.ledger.register_shop(shop, at)
+            logger.info(
+                "shop followed from now on (no initial load)",
+                extra={"action": "shop_registered", "shop": shop},
+            )
+        self._unregistered.clear()
         self._connection_id = await self.reports.connection_opened(at)
         for report_id in self._outage.values():
             await self.reports.extend(report_id, at)
@@ -287,11 +298,8 @@ class Reconciler:
                 state = await self.loader.begin(shop, self.config.initial_load_days)
                 self.metrics.gaps_opened.inc(cause=Cause.INITIAL_LOAD.value)
                 return None if state.report_id is None else await self.reports.get(state.report_id)
-            await self.ledger.register_shop(shop, now)
-            logger.info(
-                "shop followed from now on (no initial load)",
-                extra={"action": "shop_registered", "shop": shop},
-            )
+            # Followed from the first connection on: its ledger starts when the stream does.
+            self._unregistered.add(shop)
             return None
         if load is not None and not load.done and load.report_id is not None:
             return await self.reports.get(load.report_id)
@@ -512,17 +520,32 @@ class Reconciler:
         """Re-read the recent proof windows at the lowest priority. Trades that come back changed had
         changes the stream never delivered; those inside stretches the stream claimed are push loss."""
         async with self._locks[shop]:
+            if not self.watch.connected:
+                # Nothing to measure while the stream is away, and the outage's report is reading.
+                return PassCounts()
             now = self._now()
             overlap = self.lag.overlap(now)
             sync_from = await self.ledger.sync_from(shop) or now
-            since = await self.ledger.covered_end(shop, ProvenBy.SWEEP)
+            # From where the last sweep ended; the first sweep of a shop starts where this process's
+            # stream started (the time before that belongs to initial-load and restart reports).
+            since = await self.ledger.covered_end(shop, ProvenBy.SWEEP) or self._first_connected_at
             if since is None:
-                since = max(sync_from, now - self.config.sweep_every - overlap)
-            horizon = lag_horizon(now, safety_lag=self.config.safety_lag, overlap=overlap)
-            if since >= horizon:
+                return PassCounts()
+            since = max(since, sync_from)
+            upper = lag_horizon(now, safety_lag=self.config.safety_lag, overlap=overlap)
+            # The sweep checks what the stream claimed; stretches it did not claim are the gap reports'.
+            stream_end = await self.ledger.covered_end(shop, ProvenBy.STREAM)
+            if stream_end is None:
+                return PassCounts()
+            upper = min(upper, stream_end)
+            # An open gap report owns its window: the sweep waits behind it rather than racing it.
+            for report in await self.reports.open_reports(shop):
+                upper = min(upper, report.window_start)
+            upper = floor_second(upper)
+            if since >= upper:
                 return PassCounts()
             windows = plan_windows(
-                Interval(since, horizon),
+                Interval(since, upper),
                 now=now,
                 safety_lag=self.config.safety_lag,
                 overlap=overlap,

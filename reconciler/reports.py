@@ -224,6 +224,15 @@ class ReportStore:
 
         async def write() -> None:
             async with self._pool.acquire() as conn, conn.transaction():
+                new, changed = counts.new, counts.changed
+                if counts.recovered:
+                    # A trade brought in by an earlier pass of this report is counted once.
+                    rows = await conn.fetch(
+                        sql.SELECT_KNOWN_REPORT_TRADES, report_id, [t.tid for t in counts.recovered]
+                    )
+                    known = {r["tid"] for r in rows}
+                    new -= sum(1 for t in counts.recovered if t.tid in known and t.kind == "new")
+                    changed -= sum(1 for t in counts.recovered if t.tid in known and t.kind == "changed")
                 await conn.execute(
                     sql.ADD_TO_REPORT,
                     report_id,
@@ -231,8 +240,8 @@ class ReportStore:
                     counts.list_calls,
                     counts.fullinfo_calls,
                     counts.found,
-                    counts.new,
-                    counts.changed,
+                    new,
+                    changed,
                     counts.unchanged,
                     counts.dead_letters,
                     counts.push_loss,

@@ -123,6 +123,10 @@ FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::boolean[]) AS t(tid
 ON CONFLICT (report_id, tid) DO UPDATE SET modified = greatest(gap_report_trades.modified, EXCLUDED.modified)
 """
 
+SELECT_KNOWN_REPORT_TRADES: Final = """
+SELECT tid FROM gap_report_trades WHERE report_id = $1 AND tid = ANY($2::bigint[])
+"""
+
 SELECT_REPORT_TRADES: Final = """
 SELECT tid, modified, kind, push_loss FROM gap_report_trades WHERE report_id = $1 ORDER BY tid
 """

@@ -63,7 +63,7 @@ def small_config(**changes: Any) -> ReconcilerConfig:
         max_span=timedelta(hours=12),
         sweep_every=timedelta(hours=1),
         silence=timedelta(hours=1),
-        stream_settle=timedelta(seconds=0.3),
+        stream_settle=timedelta(seconds=1.5),  # TOP times are whole seconds: more than 1 s
         tick_seconds=0.2,
         retry_cap_seconds=1.0,
         initial_load_days=0,
