@@ -66,6 +66,7 @@ async def measure(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, 
                 "sync_api_rate": args.api_rate, "sync_initial_load_days": 0, "http_port": 0,
                 "log_level": "WARNING", "sync_safety_lag_seconds": SAFETY_LAG_SECONDS,
                 "sync_reconcile_seconds": 1, "sync_stream_settle_seconds": 1,
+                "sync_overlap_seconds": args.overlap,
             }  # fmt: skip
             conn = await asyncpg.connect(dsn)
             try:
@@ -110,7 +111,11 @@ async def _run(n: int, args: argparse.Namespace, standin: StandIn, conn: asyncpg
     started = time.monotonic()
     await second.start()
     try:
-        await _until(recovered, 600, f"the {n} changes to be recovered", second)
+        try:
+            await _until(recovered, args.within, f"the {n} changes to be recovered", second)
+            done = True
+        except TimeoutError:
+            done = False
         seconds = time.monotonic() - started
     finally:
         await second.stop()
@@ -122,6 +127,7 @@ async def _run(n: int, args: argparse.Namespace, standin: StandIn, conn: asyncpg
     )
     return {
         "changes": n,
+        "recovered": done,
         "withheld": withheld,
         "trades": len(want),
         "recovery_s": round(seconds, 2),
@@ -143,7 +149,8 @@ async def _run(n: int, args: argparse.Namespace, standin: StandIn, conn: asyncpg
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "benchmark": "gap_recovery", "machine": machine(), "api_rate": args.api_rate,
-        "api_latency_ms": args.latency_ms, "safety_lag_s": SAFETY_LAG_SECONDS, "runs": [],
+        "api_latency_ms": args.latency_ms, "safety_lag_s": SAFETY_LAG_SECONDS, "overlap_s": args.overlap,
+        "runs": [],
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-gap-") as workdir:
         for n in args.gaps:
@@ -159,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gaps", type=lambda s: [int(x) for x in s.split(",")], default=[200, 1000])
     parser.add_argument("--api-rate", type=float, default=50.0, help="SYNC_API_RATE")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="the stand-in's API latency")
+    parser.add_argument("--overlap", type=int, default=600, help="SYNC_OVERLAP_SECONDS (default 600)")
+    parser.add_argument("--within", type=float, default=300.0, help="give up on a gap after S seconds")
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -166,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_s"] = round(time.monotonic() - started, 1)
     for run in results["runs"]:
         print(
-            f"gap of {run['changes']} changes ({run['trades']} trades): recovered in {run['recovery_s']} s; "
+            f"gap of {run['changes']} changes ({run['trades']} trades): "
+            f"{'recovered' if run['recovered'] else 'NOT recovered'} in {run['recovery_s']} s; "
             f"quota-bound minimum {run['quota_bound_s']} s ({run['fullinfo_calls']} fullinfo + "
             f"{run['list_calls']} list calls at {args.api_rate:g}/s)",
             file=sys.stderr,

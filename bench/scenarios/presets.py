@@ -45,10 +45,10 @@ SIZES: dict[str, dict[str, Size]] = {
         "peak": Size(30, 20),
     },
     "standard": {
-        "none": Size(120, 100),
-        "flaky": Size(180, 60),
-        "lossy": Size(240, 60),
-        "peak": Size(120, 40),
+        "none": Size(90, 100),
+        "flaky": Size(120, 60),
+        "lossy": Size(150, 60),
+        "peak": Size(90, 40),
     },
 }
 
