@@ -12,6 +12,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("listener.run_cmd", "run the daemon: TMC stream → fullinfo → PostgreSQL"),
     "check": ("listener.check_cmd", "check settings, PostgreSQL, shop sessions and the TMC login"),
     "migrate": ("store.cli", "bring the database schema up to date (safe from several replicas at once)"),
+    "backfill": ("reconciler.backfill_cmd", "backfill one shop's window through the increment API now"),
+    "initial-load": ("reconciler.initial_load_cmd", "load a shop's three-month history, then the increment"),
+    "report": ("reconciler.report_cmd", "gap-recovery reports: a table, --json, or an --html timeline"),
     "simulate": ("simulator.cli", "run the Taobao stand-in (TOP gateway + TMC server), print its endpoints"),
     "demo": ("listener.demo", "run the stand-in, a database and the daemon together, printing progress"),
 }

@@ -63,7 +63,8 @@ async def test_top_level_help_lists_every_command(tmp_path: Path) -> None:
     code, out, _ = await order_sync("--help", env=clean_env(), cwd=tmp_path)
     assert code == 0
     for name in COMMANDS:
-        assert f"    {name} " in out, name
+        # A long name (initial-load) gets its help text on the next line.
+        assert f"    {name} " in out or f"    {name}\n" in out, name
 
 
 async def test_run_with_bad_settings_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
