@@ -1,7 +1,11 @@
 """Commit batching: fetched trades are written to the store together, then their messages confirmed.
 
-One `apply_trades` per flush, when `max_size` trades are waiting or the first has waited `max_delay`.
-Flushes run one at a time, so the store sees the stream's writes in the order they were fetched.
+One `apply_trades` per flush. Flushes run one at a time, so the store sees the stream's writes in the
+order they were fetched, and trades that arrive while a flush runs go together into the next one (group
+commit): at low load a trade is written as soon as the store is free, at high load batches grow by
+themselves. Only when the fetch side is saturated (`backlog()` says tids are waiting for a worker) does
+a batch linger for company, until `max_size` trades are waiting or the first has waited `max_delay`:
+latency is then dominated by the queue anyway, and bigger batches cost less per trade.
 Only after a flush returns are the messages it covers confirmed (invariant 1). A failed flush confirms
 nothing and is retried with a jittered, capped backoff until it succeeds or the service stops.
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,6 +55,10 @@ class _Entry:
     message_ids: list[int] = field(default_factory=list)
 
 
+def _no_backlog() -> bool:
+    return False
+
+
 def _newer_or_same(candidate: Trade, current: Trade) -> bool:
     """Whether `candidate` should replace `current` for the same tid within one batch. A later fetch
     wins unless it is visibly older (invariant 2 is enforced again by the store's guarded upsert)."""
@@ -82,11 +90,16 @@ class CommitBatcher:
         self._pending: dict[int, _Entry] = {}
         self._first_at = 0.0
         self._has_items = asyncio.Event()
-        self._full = asyncio.Event()
         self._closing = asyncio.Event()
         self._last_write: asyncio.Future[ApplyResult] | None = None
         self.failing = False  # the last flush failed; cleared by the next success (for /readyz)
         self.committing = 0  # trades in the flush being written right now
+        self._backlog: Callable[[], bool] = _no_backlog
+
+    def set_backlog_probe(self, backlog: Callable[[], bool]) -> None:
+        """`backlog()` is true while more fetched trades are sure to follow soon (tids are queued for a
+        worker); only then does a batch wait for company."""
+        self._backlog = backlog
 
     def add(self, trade: Trade, message_ids: Sequence[int]) -> None:
         entry = self._pending.get(trade.tid)
@@ -99,8 +112,6 @@ class CommitBatcher:
             if _newer_or_same(trade, entry.trade):
                 entry.trade = trade
         self._has_items.set()
-        if len(self._pending) >= self._max_size:
-            self._full.set()
 
     @property
     def pending_count(self) -> int:
@@ -129,8 +140,7 @@ class CommitBatcher:
     def close(self) -> None:
         """Flush what is pending at once, without retrying failures, and let `run()` return."""
         self._closing.set()
-        self._has_items.set()
-        self._full.set()  # cut short a batch that is waiting for company
+        self._has_items.set()  # also cuts short a batch that is waiting for company
 
     async def _wait_for_batch(self) -> bool:
         while not self._pending:
@@ -140,14 +150,15 @@ class CommitBatcher:
             await self._has_items.wait()
         loop = asyncio.get_running_loop()
         deadline = self._first_at + self._max_delay
-        while len(self._pending) < self._max_size and not self._closing.is_set():
+        while len(self._pending) < self._max_size and not self._closing.is_set() and self._backlog():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            self._full.clear()
+            # Woken by every add (to look at the backlog again) and by close().
+            self._has_items.clear()
             try:
                 async with asyncio.timeout(remaining):
-                    await self._full.wait()
+                    await self._has_items.wait()
             except TimeoutError:
                 break
         return True

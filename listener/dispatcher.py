@@ -208,12 +208,13 @@ class Dispatcher:
         state.waiting.append(message.id)
         if not state.queued and not state.fetching:
             self._enqueue(tid, state)
-        log.debug(
-            "held message for tid %d (%s)",
-            tid,
-            message.topic,
-            extra={"action": "message_held", "tid": tid, "shop": shop, "message_id": message.id},
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "held message for tid %d (%s)",
+                tid,
+                message.topic,
+                extra={"action": "message_held", "tid": tid, "shop": shop, "message_id": message.id},
+            )
 
     def _duplicate(self, message: TmcMessage) -> None:
         # The first delivery is confirmed when its fetch commits; confirming one copy is enough.
@@ -441,6 +442,10 @@ class Dispatcher:
     @property
     def in_flight_count(self) -> int:
         return sum(1 for state in self._tids.values() if state.fetching)
+
+    def has_backlog(self) -> bool:
+        """Tids are waiting for a worker: every worker is busy and more fetches are sure to follow."""
+        return bool(self._rotation)
 
     @property
     def queued_count(self) -> int:

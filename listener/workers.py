@@ -41,6 +41,8 @@ class WorkerPool:
         self._batcher = batcher
         self._metrics = metrics
         self.size = size
+        # Batches wait for company only while fetched trades are sure to keep coming.
+        batcher.set_backlog_probe(dispatcher.has_backlog)
 
     async def run(self) -> None:
         """Run `size` workers until cancelled. A worker never dies of a fetch error; if one dies of a

@@ -110,3 +110,84 @@ async def test_a_write_in_progress_survives_cancellation_and_is_confirmed() -> N
     assert task.cancelled()
     assert store.committed_tids == [1]
     assert settler.confirmed == [7]
+
+
+async def yield_a_few_times() -> None:
+    """Let every ready task run a step (the batcher decides whether to flush within a step or two)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_without_a_backlog_a_trade_is_written_at_once_despite_a_long_delay() -> None:
+    batcher, store, settler = make(max_size=10, max_delay=60.0)
+    task = asyncio.create_task(batcher.run())
+    batcher.add(trade(1, 1), [1])
+    async with asyncio.timeout(5):  # the old rule would have waited the whole 60 s for company
+        await settler.first_confirm.wait()
+    assert [[t.tid for t in b] for b in store.batches] == [[1]]
+    await finish(batcher, task)
+
+
+async def test_trades_that_arrive_during_a_commit_go_together_into_the_next_one() -> None:
+    batcher, store, settler = make(max_size=10, max_delay=60.0)
+    store.gate = asyncio.Event()
+    task = asyncio.create_task(batcher.run())
+    batcher.add(trade(1, 1), [1])
+    async with asyncio.timeout(5):
+        await store.apply_started.wait()
+    batcher.add(trade(2, 1), [2])
+    batcher.add(trade(3, 1), [3])
+    store.gate.set()
+    await finish(batcher, task)
+    assert [[t.tid for t in b] for b in store.batches] == [[1], [2, 3]]
+    assert settler.confirmed == [1, 2, 3]
+
+
+async def test_with_a_backlog_a_batch_waits_for_company_until_it_is_full() -> None:
+    batcher, store, settler = make(max_size=3, max_delay=60.0)
+    batcher.set_backlog_probe(lambda: True)
+    task = asyncio.create_task(batcher.run())
+    batcher.add(trade(1, 1), [1])
+    batcher.add(trade(2, 1), [2])
+    await yield_a_few_times()
+    assert store.apply_calls == 0
+    batcher.add(trade(3, 1), [3])
+    async with asyncio.timeout(5):
+        await settler.first_confirm.wait()
+    assert [[t.tid for t in b] for b in store.batches] == [[1, 2, 3]]
+    await finish(batcher, task)
+
+
+async def test_a_waiting_batch_goes_out_when_the_backlog_clears_or_the_delay_ends() -> None:
+    backlog = True
+    batcher, store, settler = make(max_size=10, max_delay=60.0)
+    batcher.set_backlog_probe(lambda: backlog)
+    task = asyncio.create_task(batcher.run())
+    batcher.add(trade(1, 1), [1])
+    await yield_a_few_times()
+    assert store.apply_calls == 0
+    backlog = False
+    batcher.add(trade(2, 1), [2])  # the last fetch of the backlog
+    async with asyncio.timeout(5):
+        await settler.first_confirm.wait()
+    assert [[t.tid for t in b] for b in store.batches] == [[1, 2]]
+    await finish(batcher, task)
+
+    short, store, settler = make(max_size=10, max_delay=0.02)
+    short.set_backlog_probe(lambda: True)
+    task = asyncio.create_task(short.run())
+    short.add(trade(1, 1), [1])
+    async with asyncio.timeout(5):  # a backlog that never clears delays a trade by max_delay only
+        await settler.first_confirm.wait()
+    await finish(short, task)
+
+
+async def test_closing_cuts_short_a_batch_that_waits_for_company() -> None:
+    batcher, store, settler = make(max_size=10, max_delay=60.0)
+    batcher.set_backlog_probe(lambda: True)
+    task = asyncio.create_task(batcher.run())
+    batcher.add(trade(1, 1), [1])
+    await yield_a_few_times()
+    assert store.apply_calls == 0
+    await finish(batcher, task)
+    assert settler.confirmed == [1]

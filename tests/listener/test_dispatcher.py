@@ -223,3 +223,23 @@ async def test_a_failed_dead_letter_write_leaves_the_message_unconfirmed() -> No
         await p.deliver(message(1, 5, shop="stranger"))
         assert p.journal.confirmed == []
         assert p.channel.failed_ids == [1]
+
+
+async def test_a_backlog_exists_only_while_tids_wait_for_a_worker() -> None:
+    async with pipeline(start=False, workers=1) as p:
+        assert not p.dispatcher.has_backlog()
+        await p.deliver(message(1, 1), message(2, 2))
+        assert p.dispatcher.has_backlog()
+        p.start()
+        await p.settled()
+        assert not p.dispatcher.has_backlog()
+
+
+async def test_a_batch_lingers_while_fetches_are_queued_and_goes_out_when_they_are_done() -> None:
+    # One worker, three tids: while tids wait for the worker, the fetched trades wait for company;
+    # the last fetch ends the backlog and the batch goes out at once, long before batch_ms.
+    async with pipeline(start=False, workers=1, batch_size=10, batch_ms=60_000) as p:
+        await p.deliver(message(1, 1), message(2, 2), message(3, 3))
+        p.start()
+        await p.settled()
+        assert [sorted(t.tid for t in b) for b in p.store.batches] == [[1, 2, 3]]
