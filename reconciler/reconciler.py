@@ -35,7 +35,7 @@ from listener.metrics import CoverageMetrics, Registry
 from listener.ports import Priority
 from listener.session import Connected, Disconnected, SessionEvent
 from listener.settings import Settings
-from reconciler.backfill import BackfillConfig, Failure, WindowReader
+from reconciler.backfill import BackfillConfig, Failure, ReadResult, WindowReader
 from reconciler.initial_load import InitialLoadConfig, InitialLoader, InitialLoadFailed
 from reconciler.intervals import Interval, gaps, normalize
 from reconciler.lag import LagMeter
@@ -380,46 +380,52 @@ class Reconciler:
         stream_cover = await self.ledger.intervals(
             shop, windows[0].start, windows[-1].end, kinds=[ProvenBy.STREAM]
         )
-        counts = PassCounts()
         failure_reason: str | None = None
         retryable = True
-        try:
-            result = await self.reader().read(
-                shop,
-                self.session_of(shop),
-                windows,
-                priority=priority,
-                source=source,
-                counts=counts,
-                stream_cover=stream_cover,
+        reader = self.reader()  # one reader per pass: a trade fetched once is not fetched again
+        total = PassCounts()
+        # Window by window, each recorded (ledger and report) as soon as it is read, so a pass that is
+        # interrupted keeps what it proved and the next one resumes after it.
+        for window in windows:
+            counts = PassCounts()
+            try:
+                result = await reader.read(
+                    shop,
+                    self.session_of(shop),
+                    [window],
+                    priority=priority,
+                    source=source,
+                    counts=counts,
+                    stream_cover=stream_cover,
+                )
+            except SessionExpired as exc:
+                result = ReadResult(failure=Failure(f"session rejected: {exc}", retryable=False))
+                logger.error(
+                    "backfill stopped: the shop's session was rejected; configure a new one",
+                    extra={"action": "backfill_session_rejected", "shop": shop},
+                )
+            progress: datetime | None = None
+            fresh_until: datetime | None = None
+            for part in result.read:
+                if part.proof:
+                    await self.ledger.prove(shop, part.proves, ProvenBy.BACKFILL)
+                    progress = part.end
+                    self.metrics.coverage.set_proven_until(shop, part.end)
+                else:
+                    fresh_until = part.end
+            await self.reports.add_pass(
+                report.id,
+                counts,
+                started_at=now,
+                progress_until=progress,
+                fresh_until=fresh_until,
+                overlap_seconds=overlap.total_seconds(),
             )
-            read = result.read
+            total.add(counts)
             if result.failure is not None:
                 failure_reason, retryable = result.failure.reason, result.failure.retryable
-        except SessionExpired as exc:
-            read = []
-            failure_reason, retryable = f"session rejected: {exc}", False
-            logger.error(
-                "backfill stopped: the shop's session was rejected; configure a new one",
-                extra={"action": "backfill_session_rejected", "shop": shop},
-            )
-        progress: datetime | None = None
-        fresh_until: datetime | None = None
-        for window in read:
-            if window.proof:
-                await self.ledger.prove(shop, window.proves, ProvenBy.BACKFILL)
-                progress = window.end
-                self.metrics.coverage.set_proven_until(shop, window.end)
-            else:
-                fresh_until = window.end
-        await self.reports.add_pass(
-            report.id,
-            counts,
-            started_at=now,
-            progress_until=progress,
-            fresh_until=fresh_until,
-            overlap_seconds=overlap.total_seconds(),
-        )
+                break
+        counts = total
         self._count(shop, report.cause, counts, purpose="backfill")
         updated = await self.reports.get(report.id)
         finished = self._now()
