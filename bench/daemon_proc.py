@@ -15,6 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, summed over all CPUs (/proc/stat)."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
 def daemon_env(values: dict[str, Any]) -> dict[str, str]:
     """The environment for `python -m listener`: ours without order-sync settings, plus `values`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAOBAO_", "SYNC_", "DATABASE_"))}
