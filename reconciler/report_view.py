@@ -141,7 +141,8 @@ PROOF_COLOURS = {
     ProvenBy.INITIAL_LOAD: "#b0bec5",
 }
 _CSS = """
-body{font:14px/1.45 -apple-system,"Segoe UI","PingFang SC","Noto Sans CJK SC",sans-serif;margin:0;
+body{font:14px/1.45 -apple-system,"Segoe UI","PingFang SC","Microsoft YaHei","Noto Sans CJK SC",
+  "WenQuanYi Micro Hei",sans-serif;margin:0;
   background:#f5f6f8;color:#1f2933}
 header{background:#1f2933;color:#fff;padding:18px 28px}
 header h1{margin:0;font-size:20px;font-weight:600}
@@ -249,11 +250,13 @@ def _timeline_svg(
             took = f"#{r.id} recovery {local(r.started_at)} → {local(r.finished_at)} ({r.outcome or 'open'})"
             rect(3, axis.bar(r.started_at, r.finished_at, now), colour, took, hollow=r.finished_at is None)
     base = top + lane_h * len(lanes) + 14
-    for tick in _ticks(span):
+    ticks = _ticks(span)
+    for n, tick in enumerate(ticks):
         x = axis.x(tick)
+        anchor = "start" if n == 0 else "end" if n == len(ticks) - 1 else "middle"  # labels stay inside
         parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{base - 10}" stroke="#d9dde2"/>')
         parts.append(
-            f'<text x="{x:.1f}" y="{base}" text-anchor="middle">{_esc(local(tick, seconds=False))}</text>'
+            f'<text x="{x:.1f}" y="{base}" text-anchor="{anchor}">{_esc(local(tick, seconds=False))}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
