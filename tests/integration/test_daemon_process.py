@@ -47,7 +47,15 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
 ) -> None:
     standin.faults.latency_ms = 40  # fetches are in flight at any instant, so the kill interrupts some
     market, tmc = standin.market, standin.tmc
-    env = daemon_env(standin, fresh_database, log_level="INFO", log_format="json", sync_drain_seconds=5)
+    env = daemon_env(
+        standin,
+        fresh_database,
+        log_level="INFO",
+        log_format="json",
+        sync_drain_seconds=5,
+        # The stream is under test: no 90-day initial load of the stand-in's history first.
+        sync_initial_load_days=0,
+    )
     first = DaemonProcess(env, tmp_path / "first.log")
     second = DaemonProcess(env, tmp_path / "second.log")
     try:
