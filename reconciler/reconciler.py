@@ -51,7 +51,8 @@ from taobao.fields import ALL_TRADE_TYPES
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-OUTAGE_CAUSES = (Cause.RESTART, Cause.DISCONNECT, Cause.INITIAL_LOAD)
+# What `listener.session` gives as the reason when the connection ended because the session was stopped.
+SESSION_STOPPED = "stopped"
 
 
 def utc_now() -> datetime:
@@ -232,6 +233,8 @@ class Reconciler:
         if self._connection_id is not None:
             await self.reports.connection_closed(self._connection_id, at, reason)
             self._connection_id = None
+        if reason == SESSION_STOPPED:
+            return  # the daemon is stopping: the next start opens a restart report from the ledger's end
         for shop in self._shops:
             start = min(self.watch.proven_end(shop) or segment_start, at)
             if start >= at:
