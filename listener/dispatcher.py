@@ -35,6 +35,9 @@ INT64_MAX = 2**63 - 1
 SOURCE = "stream"
 # TMC uploads at most 128 characters of a Failed reason (tmc.md §7).
 FAIL_REASON_MAX = 128
+# strict=False: control characters inside strings (seen in memo fields) are not a reason to drop.
+# One decoder for all messages: json.loads(strict=False) would build a new one per call.
+_CONTENT_DECODER = json.JSONDecoder(strict=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +57,7 @@ def parse_trade_event(message: TmcMessage) -> TradeEvent | Rejection:
     if not message.topic.startswith(TRADE_TOPIC_PREFIX):
         return Rejection("not_trade_topic", f"topic {message.topic!r} is not a trade topic")
     try:
-        # strict=False: control characters inside strings (seen in memo fields) are not a reason to drop.
-        body = json.loads(message.content, strict=False)
+        body = _CONTENT_DECODER.decode(message.content)
     except ValueError as exc:
         return Rejection("bad_content", f"content is not JSON: {exc}")
     if not isinstance(body, dict):
