@@ -18,7 +18,8 @@ from simulator.market import Market
 
 async def run_burst(market: Market, *, trades: int, create_window: float, span: float, seed: int = 11) -> int:
     """Create `trades` trades spread over `create_window` seconds; each then gets its follow-up changes
-    at random moments within `span` seconds of its creation. Returns how many changes were made."""
+    at random moments within `span` seconds of its creation (0: right after it, back to back). Returns
+    how many changes were made."""
     rng = random.Random(seed)
     loop = asyncio.get_running_loop()
     start = loop.time()
