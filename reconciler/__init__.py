@@ -1,0 +1,41 @@
+"""The reconciler: what turns "usually in sync" into "never misses an order" (ARCHITECTURE.md invariant 4).
+
+Modules, in the order data flows:
+
+* `intervals`, `plan` — pure: interval arithmetic of the coverage ledger; how a stretch of `modified`
+  time is cut into increment windows (whole seconds, at most 23:59:59, the first shifted back by the
+  overlap, proof windows below the lag horizon, fresh ones above it) and pages (last to first).
+* `ledger` — the coverage ledger in PostgreSQL: per shop, stretches proven complete and by what
+  (stream, backfill, sweep, initial load). The complement, up to the lag horizon, is the set of gaps.
+* `stream_watch` — what the TMC stream proves: from the connect to the oldest message not yet
+  committed, less a settle margin (`SYNC_STREAM_SETTLE_SECONDS`); the time it was away is a gap.
+* `backfill` — one increment window read completely: a counting call, pages from the last to the
+  first, the explicit type list, `fields=tid`, fullinfo per tid (below the stream's priority in the
+  shared limiter), the store's guarded upsert; `isv.trade-service-rejection` narrows the window and
+  waits; ISV errors are never retried; a failed window is never reported as read.
+* `lag` — list lag, measured from trades the lists leave out although fullinfo says they are in the
+  window; the overlap widens to 1.5 × the largest recent sample.
+* `initial_load` — a new shop's history through TOPATS (or sold.get day by day), resumable.
+* `reports` — one gap report per gap, which is also the unit of work; `report_view` formats them.
+* `reconciler` — the orchestration: gap detection (restart, disconnect, silence, sweep), the TMC
+  session's gate (backfill before resume), the side task, push-loss measurement.
+* `backfill_cmd`, `initial_load_cmd`, `report_cmd` — `order-sync backfill`, `initial-load`, `report`.
+
+Two ways to resume after an outage:
+
+* **Backfill before resume** (default, `SYNC_STREAM_DURING_BACKFILL=false`): the session's gate reads
+  the outage's windows before it reconnects, so when the stream resumes the database already holds
+  what was missed. The cost is freshness: changes made during the backfill wait for it (at a 50
+  calls/s quota, a 10 s outage with 1000 changes held the stream back about 11 s).
+* **Stream during backfill** (`true`): the stream reconnects at once and the backfill runs beside it,
+  its fullinfo calls queued behind the stream's. Correct because an older state never overwrites a
+  newer one (invariant 2). Choose it when outages can be long compared with the freshness the ERP
+  needs (a backfill of hours of changes at a small quota takes minutes), or when the TMC server is
+  known to keep messages while the service is away (production TMC does; the backfill is then a
+  safety net rather than the only way back).
+
+Proof is conservative everywhere: a stretch counts as proven only when the stream was connected and
+every message in it committed, or an increment window below the lag horizon was read completely. A
+list read above the horizon brings changes in early ("fresh") but proves nothing; the same stretch is
+read again once the horizon has passed it. That re-read is what the overlap costs (seed rule M3).
+"""

@@ -64,6 +64,7 @@ class InitialLoadConfig:
     first_poll_seconds: float = 1.0  # the first wait; it doubles up to poll_seconds
     max_wait_seconds: float = 6 * 3600.0  # tasks "usually finish in 30-60 minutes"
     batch: int = 2000  # trades per store transaction
+    writers: int = 2  # store transactions in flight at once
     download_attempts: int = 3  # each with a fresh single-use URL
     workdir: Path | None = None  # where downloads go (default: the system's temporary directory)
 
@@ -401,8 +402,8 @@ class InitialLoader:
             path.unlink(missing_ok=True)
 
     async def _load_file(self, shop: str, path: Path, counts: PassCounts, progress: Progress) -> int:
-        """Stream the result file into the store: the next batch is parsed in a thread while this one
-        is written."""
+        """Stream the result file into the store: the next batch is parsed in a thread while up to
+        `writers` batches are being written (the database works while Python parses)."""
         items: Iterator[Trade | RejectedItem] = iter_trades(path)
         size = self.config.batch
 
@@ -411,6 +412,8 @@ class InitialLoader:
 
         reader = self._reader()
         loaded = 0
+        writes: set[asyncio.Task[None]] = set()
+        upcoming: asyncio.Future[list[Trade | RejectedItem]] | None = None
         try:
             upcoming = asyncio.ensure_future(asyncio.to_thread(next_batch))
             while True:
@@ -425,11 +428,22 @@ class InitialLoader:
                             SOURCE, f"TOPATS line: {item.reason}", item.raw, None, shop, counts
                         )
                 counts.found += len(trades)
-                await reader.apply(shop, trades, SOURCE, counts)
+                while len(writes) >= self.config.writers:
+                    done, writes = await asyncio.wait(writes, return_when=asyncio.FIRST_COMPLETED)
+                    for finished in done:
+                        finished.result()
+                writes.add(asyncio.create_task(reader.apply(shop, trades, SOURCE, counts)))
                 loaded += len(trades)
                 progress.update(trades=len(trades))
+            for outcome in await asyncio.gather(*writes, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            writes.clear()
         finally:
-            if "upcoming" in locals() and not upcoming.done():
+            for task in writes:
+                task.cancel()
+            await asyncio.gather(*writes, return_exceptions=True)
+            if upcoming is not None and not upcoming.done():
                 await asyncio.gather(upcoming, return_exceptions=True)
             close = getattr(items, "close", None)
             if close is not None:
