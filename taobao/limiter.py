@@ -4,6 +4,10 @@ A leaky bucket (aiolimiter) sets the rate. In front of it sits a priority queue:
 time waits on the bucket, and whenever it gets through the most urgent waiter goes next, so stream
 fetches overtake waiting backfill and sweep calls. `pause` holds everyone while a code-7 ban lasts:
 a ban seen by any caller stops all of them, since every call made during a ban fails and is counted.
+
+Several replicas share one app quota: each takes its share through `set_rate`, and a ban one of them
+sees reaches the others through the pause listeners (`on_pause`), which hear the pauses this process
+decides on (`announce=True`) and not the ones it was told about.
 """
 
 from __future__ import annotations
@@ -13,12 +17,20 @@ import heapq
 import itertools
 import logging
 import time
+from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
 
 from listener.ports import Priority
 
 logger = logging.getLogger(__name__)
+
+PauseListener = Callable[[float], None]
+
+
+def _bucket(rate: float) -> AsyncLimiter:
+    # aiolimiter cannot hand out one unit when max_rate < 1; widen the period instead.
+    return AsyncLimiter(rate, 1.0) if rate >= 1 else AsyncLimiter(1, 1.0 / rate)
 
 
 class TopRateLimiter:
@@ -28,14 +40,14 @@ class TopRateLimiter:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
-        # aiolimiter cannot hand out one unit when max_rate < 1; widen the period instead.
-        self._bucket = AsyncLimiter(rate, 1.0) if rate >= 1 else AsyncLimiter(1, 1.0 / rate)
+        self._bucket = _bucket(rate)
         # The event loop's clock too (asyncio uses time.monotonic), so sleeps and deadlines agree.
         self._clock = time.monotonic
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._turn_taken = False
         self._paused_until = 0.0
+        self._pause_listeners: list[PauseListener] = []
 
     @property
     def waiting(self) -> int:
@@ -46,8 +58,9 @@ class TopRateLimiter:
         """Seconds until the current pause ends (0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
 
-    def pause(self, seconds: float) -> None:
-        """Hold every caller for `seconds` from now. Overlapping pauses extend, never shorten."""
+    def pause(self, seconds: float, *, announce: bool = True) -> None:
+        """Hold every caller for `seconds` from now. Overlapping pauses extend, never shorten.
+        `announce=False`: a pause learned from elsewhere (another replica's ban), not passed on again."""
         until = self._clock() + max(0.0, seconds)
         if until > self._paused_until:
             self._paused_until = until
@@ -56,6 +69,25 @@ class TopRateLimiter:
                 seconds,
                 extra={"action": "top_limiter_paused", "seconds": seconds},
             )
+        if announce and seconds > 0:
+            for listener in self._pause_listeners:
+                listener(seconds)
+
+    def on_pause(self, listener: PauseListener) -> None:
+        """Call `listener(seconds)` for every pause this process decides on (a ban it was answered)."""
+        self._pause_listeners.append(listener)
+
+    async def set_rate(self, rate: float) -> None:
+        """Change the rate (a replica's share of the app's quota moves as replicas come and go). The new
+        bucket starts full: a change never lets a burst through, calls go on at the new rate."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        if rate == self.rate:
+            return
+        bucket = _bucket(rate)
+        await bucket.acquire(bucket.max_rate)  # returns at once: a new bucket has room for its capacity
+        self.rate = rate
+        self._bucket = bucket
 
     async def acquire(self, priority: Priority = Priority.STREAM) -> None:
         """Wait for this caller's turn, any pause, and the bucket; then one call may go out."""
