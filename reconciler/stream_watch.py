@@ -12,6 +12,11 @@ invariant 4). Conservatively:
   still in transit;
 * it ends at the disconnect, at the same bound.
 
+With several replicas (`reconciler.replicas`), the other replicas' oldest uncommitted messages bound
+the proof too (`bound_by_peers`), and this replica publishes its own (`hold`), including, for a while
+after a disconnect, the messages it had not committed when the connection ended (TMC redelivers them
+to another connection).
+
 `WatchedChannel` wraps the session so the watch sees every message handed to the dispatcher and every
 confirm; it is the channel the service drives.
 """
@@ -32,6 +37,9 @@ from reconciler.intervals import Interval
 logger = logging.getLogger(__name__)
 
 ANY_SHOP = ""  # messages that name no shop hold back every shop's proof
+# How long messages left uncommitted at a disconnect keep holding the other replicas' proof: TMC
+# redelivers them at once when it sees the connection close, after its confirm timeout (~1 min) if not.
+RELEASED_HOLD = timedelta(seconds=120)
 
 
 class StreamWatch:
@@ -53,6 +61,8 @@ class StreamWatch:
         self.last_message: dict[str, datetime] = {}
         self._recent: dict[str, deque[datetime]] = {shop: deque() for shop in self.shops}
         self.received_count = 0
+        self._peer_bound: datetime | None = None
+        self._released: tuple[datetime, datetime] | None = None  # (oldest held at a disconnect, when)
 
     @property
     def connected(self) -> bool:
@@ -91,6 +101,8 @@ class StreamWatch:
         """Close the segment; returns what it proved per shop that was not recorded yet."""
         provable = self.provable(at)
         self.segment_start = None
+        if self._pending:
+            self._released = (min(t for _, t in self._pending.values()), at)
         self._pending.clear()  # unconfirmed messages come back on the next connection, if at all
         return provable
 
@@ -102,7 +114,24 @@ class StreamWatch:
         for pending_shop, at in self._pending.values():
             if pending_shop in (shop, ANY_SHOP) and at < bound:
                 bound = at
+        if self._peer_bound is not None and self._peer_bound < bound:
+            bound = self._peer_bound
         return bound
+
+    def hold(self) -> datetime | None:
+        """The oldest message time this replica holds uncommitted (any shop), for the other replicas."""
+        times = [at for _, at in self._pending.values()]
+        if self._released is not None:
+            oldest, released_at = self._released
+            if self._now() - released_at < RELEASED_HOLD:
+                times.append(oldest)
+            else:
+                self._released = None
+        return min(times) if times else None
+
+    def bound_by_peers(self, bound: datetime | None) -> None:
+        """The oldest message the other replicas hold uncommitted (None: none): no proof beyond it."""
+        self._peer_bound = bound
 
     def provable(self, now: datetime) -> dict[str, Interval]:
         """Per shop, the part of the current segment proven since it was last recorded."""
