@@ -125,8 +125,15 @@ class Settings(BaseSettings):
     sync_stream_settle_seconds: float = Field(default=5.0, ge=0)
     # How often the reconciler flushes stream coverage, checks for silence and retries open gaps.
     sync_reconcile_seconds: float = Field(default=10.0, gt=0)
-    # Names this replica in gap reports; empty: host name and process id.
-    sync_replica_id: str = ""
+    # Names this replica in gap reports, /readyz, metrics and its TOP calls' partner_id; empty: host
+    # name and process id. Each replica needs its own.
+    sync_replica_id: str = Field(default="", max_length=64)
+    # Several replicas on one database: how often each writes its heartbeat, re-reads who is live
+    # (its share of SYNC_API_RATE) and rebalances shop leadership. Keep SYNC_STREAM_SETTLE_SECONDS
+    # above twice this plus the pushes' transit time.
+    sync_heartbeat_seconds: float = Field(default=1.0, gt=0, le=60)
+    # How long a replica's TMC (re)connect waits for the shops other replicas lead to be backfilled.
+    sync_gate_peer_wait_seconds: float = Field(default=300.0, ge=0)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)

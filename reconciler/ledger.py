@@ -27,6 +27,9 @@ _FAR_PAST = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 _FAR_FUTURE = datetime.fromisoformat("9999-01-01T00:00:00+00:00")
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 T = TypeVar("T")
+# Raises (an OrderSyncError) inside a ledger transaction when this replica may not advance `shop`'s
+# ledger: with several replicas, only the shop's leader records backfills, sweeps and loads.
+Fence = Callable[[Any, str], Awaitable[None]]
 
 
 class ProvenBy(enum.StrEnum):
@@ -53,8 +56,9 @@ async def guarded(what: str, work: Callable[[], Awaitable[T]]) -> T:
 
 
 class Ledger:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, fence: Fence | None = None) -> None:
         self._pool = pool
+        self._fence = fence
 
     async def prove(self, shop: str, interval: Interval, proven_by: ProvenBy) -> None:
         """Record `interval` as proven complete for `shop` (merged with touching rows of its kind)."""
@@ -62,6 +66,8 @@ class Ledger:
         async def write() -> None:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(sql.LOCK_SHOP, shop)
+                if self._fence is not None and proven_by is not ProvenBy.STREAM:
+                    await self._fence(conn, shop)
                 rows = await conn.fetch(
                     sql.TAKE_MERGEABLE, shop, proven_by.value, interval.start, interval.end
                 )

@@ -16,6 +16,17 @@ again, as proof, once the horizon has passed it (the side task does that). With
 SYNC_STREAM_DURING_BACKFILL=true the gate returns at once and the side task backfills while the stream
 consumes; that is correct because the store never lets an older state overwrite a newer one
 (invariant 2), whoever writes first.
+
+Several replicas (`reconciler.replicas`, `Coordination` below): only a shop's leader detects its new
+shop's initial load, reads its reports' windows, sweeps it and looks for silence; the others skip the
+shop. A replica's gate backfills the shops it leads, then waits for the other leaders' first pass over
+the outages they know of (restart, disconnect, initial load) before it connects, so the group's stream
+resumes after the backfill as with one replica. The wait ends early when another replica is already
+connected (the group's queue is being consumed anyway: holding back would only remove capacity), and
+after SYNC_GATE_PEER_WAIT_SECONDS at the latest, so a slow or stuck leader (an initial load can take
+an hour) never keeps the stream down. A shop whose leader dies is taken over within a heartbeat round,
+in the gate's wait too. Outage windows already proven in the ledger (by another replica's stream, or
+by a duplicate report of the same restart) are not read again.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
@@ -39,8 +51,9 @@ from reconciler.backfill import BackfillConfig, Failure, ReadResult, WindowReade
 from reconciler.initial_load import InitialLoadConfig, InitialLoader, InitialLoadFailed
 from reconciler.intervals import Interval, gaps, normalize
 from reconciler.lag import LagMeter
+from reconciler.leadership import NotLeader
 from reconciler.ledger import Ledger, ProvenBy
-from reconciler.plan import Window, floor_second, lag_horizon, plan_windows
+from reconciler.plan import SECOND, Window, floor_second, lag_horizon, plan_windows
 from reconciler.reports import Cause, GapReport, Outcome, PassCounts, ReportStore
 from reconciler.stream_watch import StreamWatch
 from store.pg import PgStore
@@ -53,6 +66,9 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # What `listener.session` gives as the reason when the connection ended because the session was stopped.
 SESSION_STOPPED = "stopped"
+# Reports the gate waits for when another replica leads their shop; and that skip what is proven.
+OUTAGE_CAUSES = frozenset({Cause.RESTART.value, Cause.DISCONNECT.value, Cause.INITIAL_LOAD.value})
+TRIMMED_CAUSES = frozenset({Cause.RESTART.value, Cause.DISCONNECT.value})
 
 
 def utc_now() -> datetime:
@@ -77,6 +93,7 @@ class ReconcilerConfig:
     stream_during_backfill: bool = False
     initial_load_days: int = 90
     replica: str = field(default_factory=default_replica)
+    peer_wait_seconds: float = 300.0  # the gate's longest wait for other replicas' backfills
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
     initial_load: InitialLoadConfig = field(default_factory=InitialLoadConfig)
 
@@ -95,6 +112,7 @@ class ReconcilerConfig:
             stream_during_backfill=settings.sync_stream_during_backfill,
             initial_load_days=settings.sync_initial_load_days,
             replica=settings.sync_replica_id or default_replica(),
+            peer_wait_seconds=settings.sync_gate_peer_wait_seconds,
             backfill=BackfillConfig(
                 types=types,
                 concurrency=concurrency,
@@ -127,6 +145,44 @@ class ReconcilerMetrics:
         )
 
 
+class Coordination(Protocol):
+    """The other replicas, as the reconciler sees them (`reconciler.replicas.ReplicaSet`)."""
+
+    def attach(self, stream: StreamWatch, busy: Callable[[str], bool]) -> None: ...
+
+    def leads(self, shop: str) -> bool: ...
+
+    def peer_connected(self) -> bool: ...
+
+    async def ready(self) -> None: ...
+
+    async def changed(self, within: float) -> None: ...
+
+    async def fence(self, conn: Any, shop: str) -> None: ...
+
+
+class Alone:
+    """One replica: it leads every shop."""
+
+    def attach(self, stream: StreamWatch, busy: Callable[[str], bool]) -> None:
+        return None
+
+    def leads(self, shop: str) -> bool:
+        return True
+
+    def peer_connected(self) -> bool:
+        return False
+
+    async def ready(self) -> None:
+        return None
+
+    async def changed(self, within: float) -> None:
+        return None
+
+    async def fence(self, conn: Any, shop: str) -> None:
+        return None
+
+
 class Reconciler:
     """One per daemon. Hooks for the TMC session (`gate`, `on_state`, `watch`), a side task (`run`) and
     the operations the CLI uses (`backfill`, `process`, `sweep`)."""
@@ -142,6 +198,7 @@ class Reconciler:
         coverage_metrics: CoverageMetrics | None = None,
         now: Clock = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        coordination: Coordination | None = None,
     ) -> None:
         self.config = config
         self._client = client
@@ -149,7 +206,10 @@ class Reconciler:
         self._shops = dict(shops)
         self._now = now
         self._sleep = sleep
-        self.ledger = Ledger(store.pool)
+        self.coordination: Coordination = coordination or Alone()
+        self._shared = coordination is not None
+        # Several replicas: a backfill, sweep or load advances the ledger only while leading the shop.
+        self.ledger = Ledger(store.pool, fence=self.coordination.fence if self._shared else None)
         self.reports = ReportStore(store.pool, config.replica)
         self.watch = StreamWatch(self._shops, settle=config.stream_settle, now=now)
         self.lag = LagMeter(config.overlap)
@@ -165,6 +225,7 @@ class Reconciler:
             sleep=sleep,
         )
         self._locks = {shop: asyncio.Lock() for shop in self._shops}
+        self.coordination.attach(self.watch, lambda shop: self._locks[shop].locked())
         self._outage: dict[str, int] = {}  # shop → the report of the outage going on (or just over)
         self._unregistered: set[str] = set()  # new shops without an initial load, until the stream is up
         self._connection_id: int | None = None
@@ -199,10 +260,45 @@ class Reconciler:
             self._wake.set()
             return
         await self.recover(fresh=True)
+        if self._shared:
+            await self._await_other_leaders(now)
         elapsed = time.monotonic() - started
         self.last_gate_seconds = elapsed
         self.metrics.gate_seconds.observe(elapsed)
         logger.info("backfill before resume took %.1f s", elapsed, extra={"action": "reconciler_gate_done"})
+
+    async def _await_other_leaders(self, since: datetime) -> None:
+        """Several replicas: until the leaders of the shops this replica does not lead have read the
+        outages they know of, another replica is connected, or SYNC_GATE_PEER_WAIT_SECONDS have passed.
+        Shops taken over meanwhile (their leader died) are backfilled here."""
+        deadline = time.monotonic() + self.config.peer_wait_seconds
+        coordination = self.coordination
+        while not coordination.peer_connected():
+            behind = [s for s in self._shops if not coordination.leads(s) and await self._behind(s, since)]
+            if not behind:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning(
+                    "connecting although %d shop(s) led by other replicas are still backfilling: %s",
+                    len(behind),
+                    ", ".join(behind),
+                    extra={"action": "reconciler_gate_peer_timeout"},
+                )
+                return
+            await coordination.changed(min(left, self.config.tick_seconds))
+            await self.recover(fresh=True)
+
+    async def _behind(self, shop: str, since: datetime) -> bool:
+        """An outage report of `shop` opened by `since` has not been read up to `since` (less the safety
+        lag, as a fresh read does) and its leader has not given up on it yet."""
+        for report in await self.reports.open_reports(shop):
+            if report.cause not in OUTAGE_CAUSES or report.outcome is not None or report.detected_at > since:
+                continue
+            target = floor_second(min(report.window_end, since - self.config.safety_lag)) - SECOND
+            if max(report.proven_from, report.fresh_until or report.window_start) < target:
+                return True
+        return False
 
     async def on_state(self, event: SessionEvent) -> None:
         if isinstance(event, Connected):
@@ -225,6 +321,13 @@ class Reconciler:
         for report_id in self._outage.values():
             await self.reports.extend(report_id, at)
         self._outage.clear()
+        if self._shared and not self.coordination.peer_connected():
+            # This connection resumes the group's stream: every outage lasted until now, whichever
+            # replica saw it begin (its leader may connect later, or never).
+            for shop in self._shops:
+                for report in await self.reports.open_reports(shop):
+                    if report.cause in OUTAGE_CAUSES and report.window_end < at:
+                        await self.reports.extend(report.id, at)
 
     async def _on_disconnected(self, at: datetime, reason: str) -> None:
         segment_start = self.watch.segment_start or at
@@ -274,8 +377,13 @@ class Reconciler:
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.config.sweep_every.total_seconds()
             for shop in self._shops:
-                await self.sweep(shop)
-                await self._scan_ledger(shop)
+                if not self.coordination.leads(shop):
+                    continue  # its leader sweeps it
+                try:
+                    await self.sweep(shop)
+                    await self._scan_ledger(shop)
+                except NotLeader:
+                    continue  # handed over mid-sweep: nothing was recorded
         await self._update_gauges()
 
     # ---- start
@@ -286,6 +394,7 @@ class Reconciler:
         async with self._start_lock:
             if self._started:
                 return
+            await self.coordination.ready()  # this replica's quota share and shops are known
             now = self._now()
             for shop in self._shops:
                 report = await self._detect_at_start(shop, now)
@@ -298,6 +407,8 @@ class Reconciler:
         load = await self.loader.state(shop)
         if sync_from is None:
             if self.config.initial_load_days > 0:
+                if not self.coordination.leads(shop):
+                    return None  # its leader plans the load (see _recover_shop)
                 state = await self.loader.begin(shop, self.config.initial_load_days)
                 self.metrics.gaps_opened.inc(cause=Cause.INITIAL_LOAD.value)
                 return None if state.report_id is None else await self.reports.get(state.report_id)
@@ -321,28 +432,46 @@ class Reconciler:
 
     async def _recover_shop(self, shop: str, *, fresh: bool) -> None:
         async with self._locks[shop]:
-            load = await self.loader.state(shop)
-            if load is not None and not load.done:
-                try:
-                    await self.loader.run(shop, self.session_of(shop))
-                except InitialLoadFailed as exc:
-                    logger.error(
-                        "initial load stopped: %s; it resumes on the next round",
-                        exc,
-                        extra={"action": "initial_load_failed", "shop": shop},
-                    )
-                    return
-                except SessionExpired as exc:
-                    logger.error(
-                        "initial load stopped: the shop's session was rejected (%s)",
-                        exc,
-                        extra={"action": "initial_load_failed", "shop": shop},
-                    )
-                    return
-            for report in await self.reports.open_reports(shop):
-                if not self._due(report):
-                    continue
-                await self._process_locked(report, fresh=fresh)
+            if not self.coordination.leads(shop):
+                return  # another replica reconciles it
+            try:
+                await self._recover_led_shop(shop, fresh=fresh)
+            except NotLeader:
+                logger.info(
+                    "stopped reconciling the shop: another replica leads it now",
+                    extra={"action": "reconciler_shop_handed_over", "shop": shop},
+                )
+
+    async def _recover_led_shop(self, shop: str, *, fresh: bool) -> None:
+        load = await self.loader.state(shop)
+        new_shop = load is None and self._shared and self.config.initial_load_days > 0
+        if new_shop and await self.ledger.sync_from(shop) is None:
+            # A new shop whose load nobody planned yet (its leader at start died, or it was not led).
+            load = await self.loader.begin(shop, self.config.initial_load_days)
+            self.metrics.gaps_opened.inc(cause=Cause.INITIAL_LOAD.value)
+            if load.report_id is not None and not self.watch.connected:
+                self._outage[shop] = load.report_id
+        if load is not None and not load.done:
+            try:
+                await self.loader.run(shop, self.session_of(shop))
+            except InitialLoadFailed as exc:
+                logger.error(
+                    "initial load stopped: %s; it resumes on the next round",
+                    exc,
+                    extra={"action": "initial_load_failed", "shop": shop},
+                )
+                return
+            except SessionExpired as exc:
+                logger.error(
+                    "initial load stopped: the shop's session was rejected (%s)",
+                    exc,
+                    extra={"action": "initial_load_failed", "shop": shop},
+                )
+                return
+        for report in await self.reports.open_reports(shop):
+            if not self._due(report):
+                continue
+            await self._process_locked(report, fresh=fresh)
 
     def _due(self, report: GapReport) -> bool:
         retry = self._retry_at.get(report.id)
@@ -366,11 +495,14 @@ class Reconciler:
         overlap = self.lag.overlap(now)
         if report.cause == Cause.INITIAL_LOAD.value and report.progress_until is None:
             return report  # the history is still loading; the increment starts where it ends
-        if report.proven_from >= report.window_end:
+        proven_from = report.proven_from
+        if report.cause in TRIMMED_CAUSES:
+            proven_from = await self._proven_until(shop, proven_from, report.window_end)
+        if proven_from >= report.window_end:
             await self.reports.finish(report.id, Outcome.RECOVERED, None, now)
             return await self.reports.get(report.id)
         windows = plan_windows(
-            Interval(report.proven_from, report.window_end),
+            Interval(proven_from, report.window_end),
             now=now,
             safety_lag=self.config.safety_lag,
             overlap=overlap,
@@ -390,6 +522,8 @@ class Reconciler:
         # Window by window, each recorded (ledger and report) as soon as it is read, so a pass that is
         # interrupted keeps what it proved and the next one resumes after it.
         for window in windows:
+            if not self.coordination.leads(shop):
+                raise NotLeader(shop)  # handed over: the new leader resumes after the last window recorded
             counts = PassCounts()
             try:
                 result = await reader.read(
@@ -450,6 +584,14 @@ class Reconciler:
             )
         return await self.reports.get(report.id)
 
+    async def _proven_until(self, shop: str, start: datetime, end: datetime) -> datetime:
+        """How far the ledger already proves `shop` from `start` on without a hole (another replica's
+        stream proved an outage of this one; a duplicate report of one restart was read already)."""
+        for interval in await self.ledger.intervals(shop, start, end):
+            if interval.start <= start < interval.end:
+                start = interval.end
+        return start
+
     def _schedule_retry(self, report_id: int) -> None:
         _, attempts = self._retry_at.get(report_id, (0.0, 0))
         delay = min(self.config.retry_cap_seconds, self.config.tick_seconds * 2**attempts)
@@ -509,6 +651,8 @@ class Reconciler:
             return
         silence = self.config.silence
         for shop in self._shops:
+            if not self.coordination.leads(shop):
+                continue  # its leader watches it (every replica sees its share of the shop's pushes)
             quiet = self.watch.silent_for(shop, now)
             if quiet is None or quiet < silence:
                 continue
@@ -529,7 +673,7 @@ class Reconciler:
         """Re-read the recent proof windows at the lowest priority. Trades that come back changed had
         changes the stream never delivered; those inside stretches the stream claimed are push loss."""
         async with self._locks[shop]:
-            if not self.watch.connected:
+            if not self.watch.connected or not self.coordination.leads(shop):
                 # Nothing to measure while the stream is away, and the outage's report is reading.
                 return PassCounts()
             now = self._now()

@@ -113,10 +113,14 @@ class GapReport:
     overlap_seconds: float | None
     list_lag_seconds: float | None
     updated_at: datetime
+    detected_by: str | None  # the replica that opened it; `replica` is the one that worked on it last
+    replicas: tuple[str, ...]  # every replica that worked on it, in turn
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> GapReport:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["replicas"] = tuple(values["replicas"] or ())
+        return cls(**values)
 
     @property
     def is_open(self) -> bool:
@@ -253,6 +257,7 @@ class ReportStore:
                     fresh_until,
                     overlap_seconds,
                     counts.max_lag_seconds,
+                    self.replica,
                 )
                 if counts.recovered:
                     await self._insert_trades(conn, report_id, counts.recovered)
@@ -273,7 +278,7 @@ class ReportStore:
     async def finish(self, report_id: int, outcome: Outcome, reason: str | None, at: datetime) -> None:
         await guarded(
             "closing a gap report",
-            lambda: self._pool.execute(sql.FINISH_REPORT, report_id, outcome.value, reason, at),
+            lambda: self._pool.execute(sql.FINISH_REPORT, report_id, outcome.value, reason, at, self.replica),
         )
 
     async def trades(self, report_id: int) -> list[RecoveredTrade]:

@@ -47,12 +47,13 @@ REPORT_COLUMNS: Final = """
 id, shop, cause, window_start, window_end, detected_at, started_at, finished_at, list_calls,
 fullinfo_calls, trades_found, trades_new, trades_changed, trades_unchanged, dead_letters, push_loss,
 outcome, reason, replica, progress_until, fresh_until, windows_read, windows_failed, rejections,
-not_found, overlap_seconds, list_lag_seconds, updated_at
+not_found, overlap_seconds, list_lag_seconds, updated_at, detected_by, replicas
 """
 
 INSERT_REPORT: Final = f"""
-INSERT INTO gap_reports (shop, cause, window_start, window_end, detected_at, replica, progress_until)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO gap_reports (shop, cause, window_start, window_end, detected_at, replica, progress_until,
+                         detected_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $6)
 RETURNING {REPORT_COLUMNS}
 """
 
@@ -81,7 +82,13 @@ EXTEND_REPORT: Final = """
 UPDATE gap_reports SET window_end = greatest(window_end, $2), updated_at = now() WHERE id = $1
 """
 
-# One pass over a report's windows: counters add up, progress only moves forward.
+# One pass over a report's windows: counters add up, progress only moves forward; `replica` is who
+# made it, appended to `replicas` when the work moved to another replica.
+_WORKED_BY: Final = """
+    replica = $REPLICA,
+    replicas = CASE WHEN replicas[cardinality(replicas)] IS NOT DISTINCT FROM $REPLICA THEN replicas
+                    ELSE replicas || $REPLICA END"""
+
 ADD_TO_REPORT: Final = """
 UPDATE gap_reports SET
     started_at = coalesce(started_at, $2),
@@ -102,18 +109,18 @@ UPDATE gap_reports SET
     fresh_until = CASE WHEN $16::timestamptz IS NULL THEN fresh_until
                        ELSE greatest(coalesce(fresh_until, $16), $16) END,
     overlap_seconds = coalesce($17, overlap_seconds),
-    list_lag_seconds = greatest(list_lag_seconds, $18),
+    list_lag_seconds = greatest(list_lag_seconds, $18),{worked_by},
     updated_at = now()
 WHERE id = $1
-"""
+""".format(worked_by=_WORKED_BY.replace("$REPLICA", "$19::text"))
 
 FINISH_REPORT: Final = """
 UPDATE gap_reports
 SET outcome = $2, reason = $3,
-    finished_at = CASE WHEN $2::text = 'partial' THEN NULL ELSE $4::timestamptz END,
+    finished_at = CASE WHEN $2::text = 'partial' THEN NULL ELSE $4::timestamptz END,{worked_by},
     updated_at = now()
 WHERE id = $1
-"""
+""".format(worked_by=_WORKED_BY.replace("$REPLICA", "$5::text"))
 
 # A trade recorded again (a later pass of the same report) keeps its first kind.
 INSERT_REPORT_TRADES: Final = """
