@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -19,11 +20,12 @@ from listener.ports import MessageChannel, MessageHandler
 from listener.service import Service, SideTask
 from listener.session import SessionTiming, TmcSession
 from listener.settings import Settings
-from reconciler.reconciler import Reconciler, ReconcilerConfig
+from reconciler.reconciler import Reconciler, ReconcilerConfig, default_replica
+from reconciler.replicas import ReplicaConfig, ReplicaSet
 from reconciler.stream_watch import WatchedChannel
 from store.migrate import migrate
 from store.pg import PgStore
-from taobao.client import TopClient
+from taobao.client import PARTNER_ID, TopClient
 from taobao.errors import OrderSyncError
 from taobao.limiter import TopRateLimiter
 
@@ -34,13 +36,20 @@ class MissingDatabase(OrderSyncError):
     """`run` needs DATABASE_URL; only `demo` provides a database of its own."""
 
 
+def replica_id(settings: Settings) -> str:
+    return settings.sync_replica_id or default_replica()
+
+
 def make_client(settings: Settings, limiter: TopRateLimiter | None = None) -> TopClient:
+    # partner_id is TOP's free-form caller tag: naming the replica lets a call log attribute each call.
+    tag = re.sub(r"[^A-Za-z0-9._:-]", "-", replica_id(settings))
     return TopClient(
         app_key=settings.taobao_app_key,
         app_secret=settings.taobao_app_secret,
         api_url=settings.taobao_api_url,
         limiter=limiter or TopRateLimiter(settings.sync_api_rate),
         sign_method=settings.taobao_sign_method.value,
+        partner_id=f"{PARTNER_ID}/{tag}",
     )
 
 
@@ -52,10 +61,12 @@ def database_dsn(settings: Settings) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Daemon:
-    """The service and, when reconciling, the reconciler hooked into its TMC session."""
+    """The service and, when reconciling, the reconciler hooked into its TMC session and the replica
+    set it coordinates with."""
 
     service: Service
     reconciler: Reconciler | None
+    replicas: ReplicaSet | None = None
 
 
 def assemble(
@@ -71,21 +82,25 @@ def assemble(
 ) -> Daemon:
     """The service over an open store and client, with the TMC session as its channel. With
     `reconcile`, the reconciler gates every (re)connect of the session (backfill before resume), hears
-    its connects and disconnects, watches which messages are committed, and runs as a side task."""
+    its connects and disconnects, watches which messages are committed, and runs as a side task; so
+    does the replica set, which shares the TOP quota and the shops' reconciliation with any other
+    replica on the same database (see reconciler/replicas.py)."""
     metrics = ListenerMetrics()
     metrics.watch_top_client(client.stats)
-    reconciler = (
-        Reconciler(
-            config=reconciler_config or ReconcilerConfig.from_settings(settings),
+    reconciler: Reconciler | None = None
+    replicas: ReplicaSet | None = None
+    if reconcile:
+        config = reconciler_config or ReconcilerConfig.from_settings(settings)
+        replicas = make_replica_set(settings, client.limiter, config.replica, metrics)
+        reconciler = Reconciler(
+            config=config,
             client=client,
             store=store,
             shops=settings.shop_sessions(),
             registry=metrics.registry,
             coverage_metrics=metrics.coverage,
+            coordination=replicas,
         )
-        if reconcile
-        else None
-    )
 
     async def quarantine(payload: bytes, reason: str) -> None:
         await store.dead_letter(source="tmc", reason=reason, payload=payload)
@@ -110,6 +125,8 @@ def assemble(
     tasks = dict(side_tasks or {})
     if reconciler is not None:
         tasks["reconciler"] = reconciler.run
+    if replicas is not None:
+        tasks["replicas"] = replicas.run
     service = Service(
         settings,
         fetcher=client,
@@ -118,8 +135,27 @@ def assemble(
         side_tasks=tasks,
         metrics=metrics,
         db_ping=functools.partial(ping_pool, store.pool),
+        extra_checks={} if replicas is None else {"replica": replicas.readiness},
     )
-    return Daemon(service, reconciler)
+    return Daemon(service, reconciler, replicas)
+
+
+def make_replica_set(
+    settings: Settings, limiter: TopRateLimiter, replica: str, metrics: ListenerMetrics
+) -> ReplicaSet:
+    config = ReplicaConfig(
+        replica=replica,
+        app_key=settings.taobao_app_key,
+        api_rate=settings.sync_api_rate,
+        heartbeat_seconds=settings.sync_heartbeat_seconds,
+    )
+    return ReplicaSet(
+        config,
+        dsn=database_dsn(settings),
+        shops=[shop.nick for shop in settings.taobao_shops],
+        limiter=limiter,
+        registry=metrics.registry,
+    )
 
 
 def compose(

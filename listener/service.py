@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 ChannelFactory = Callable[[MessageHandler], MessageChannel]
 SideTask = Callable[[], Coroutine[Any, Any, None]]
+# A readiness check kept by another part (the replica set): its verdict and what /readyz shows of it.
+ExtraCheck = Callable[[], tuple[Check, dict[str, Any]]]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,10 +61,12 @@ class Service:
         metrics: ListenerMetrics | None = None,
         store_backoff: Backoff | None = None,
         db_ping: Ping | None = None,
+        extra_checks: Mapping[str, ExtraCheck] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or ListenerMetrics()
         self._db_ping = db_ping  # for /readyz; None: no database check
+        self._extra_checks = dict(extra_checks or {})
         store = MeasuredStore(store, self.metrics)
         self.channel = channel_factory(self._on_message)
         self.dispatcher = Dispatcher(
@@ -264,6 +268,9 @@ class Service:
         checks["store_commits"] = Check(
             not self.batcher.failing, "store commits are failing" if self.batcher.failing else "succeeding"
         )
+        extra_details: dict[str, Any] = {}
+        for name, extra in self._extra_checks.items():
+            checks[name], extra_details[name] = extra()
         problems = [
             check.detail if name in ("service", "shops", "store_commits") else f"{name}: {check.detail}"
             for name, check in checks.items()
@@ -278,6 +285,7 @@ class Service:
             "shops": shops,
             "paused": paused,
             "held_messages": self.dispatcher.held_count,
+            **extra_details,
         }
         return not problems, details
 
