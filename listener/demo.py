@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from listener.app import compose, open_parts
+from listener.app import assemble, open_parts
 from listener.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
 from listener.logs import configure_logging
 from listener.service import Service, serve
@@ -119,19 +119,23 @@ async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         async with open_parts(settings) as (store, client):
-            service = compose(settings, store, client)
+            service = assemble(settings, store, client).service
             lags: deque[float] = deque(maxlen=2000)
             listener = await _listen_for_lag(dsn, settings, published_at, lags)
             reporter = asyncio.create_task(
                 _report(service, standin, store, client, lags, out), name="demo-progress"
             )
+            background = [reporter]
             if args.seconds is not None:
-                asyncio.get_running_loop().call_later(args.seconds, service.request_stop, "demo time is up")
+                background.append(
+                    asyncio.create_task(_finish_after(args.seconds, service, standin), name="demo-timer")
+                )
             try:
                 code = await serve(service)
             finally:
-                reporter.cancel()
-                await asyncio.gather(reporter, return_exceptions=True)
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
                 await listener.close()
             standin.market.pause()
             comparison = await compare_with_market(store.pool, standin.market)
@@ -147,6 +151,16 @@ async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
             return code
     finally:
         await standin.stop()
+
+
+async def _finish_after(seconds: float, service: Service, standin: StandIn) -> None:
+    """Close the market, give the daemon a few seconds to confirm what is still in flight, then stop:
+    a timed demo ends with the database equal to the truth."""
+    await asyncio.sleep(seconds)
+    standin.market.pause()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(standin.tmc.wait_drained(standin.app_key), timeout=10.0)
+    service.request_stop("demo time is up")
 
 
 async def _listen_for_lag(
