@@ -101,7 +101,9 @@ async def test_migrate_on_an_open_connection_leaves_it_open_and_unlocked(empty_d
     try:
         await migrate(conn, migrations=[Migration(1, "one", "CREATE TABLE a (x int)")])
         assert not conn.is_closed()
-        held = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
         assert held == 0
     finally:
         await conn.close()
