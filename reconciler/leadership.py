@@ -156,10 +156,11 @@ class ShopLeadership:
         self._draining = draining
         for shop in sorted(self._draining):
             if not self._busy(shop):
-                await link.fetchval(replica_sql.STOP_LEADING, shop)
+                # Noted before the unlock: nothing of this replica runs for the shop any more.
                 self._held.discard(shop)
                 self._draining.discard(shop)
                 self._note("released", shop)
+                await link.fetchval(replica_sql.STOP_LEADING, shop)
         if len(self._held) < share:
             for shop in self._candidates(holder, members):
                 if await link.fetchval(replica_sql.TRY_LEAD, shop):
