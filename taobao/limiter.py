@@ -1,6 +1,9 @@
 """The app's one TOP call quota, shared by every caller (ARCHITECTURE.md invariant 7).
 
-A leaky bucket (aiolimiter) sets the rate. In front of it sits a priority queue: only one caller at a
+A leaky bucket (aiolimiter) of capacity one paces the calls 1/rate apart, so no one-second window
+ever sees more than `rate` calls: a bucket holding a whole second of calls would let them out at once
+after any idle moment or ban, and TOP answers the excess with code-7 bans that lock the app out
+(seed rule E1). In front of it sits a priority queue: only one caller at a
 time waits on the bucket, and whenever it gets through the most urgent waiter goes next, so stream
 fetches overtake waiting backfill and sweep calls. `pause` holds everyone while a code-7 ban lasts:
 a ban seen by any caller stops all of them, since every call made during a ban fails and is counted.
@@ -28,9 +31,13 @@ logger = logging.getLogger(__name__)
 PauseListener = Callable[[float], None]
 
 
+# Calls leave a little under the configured rate: the request reaches TOP some jittery milliseconds
+# after the limiter lets it go, and two calls squeezed together at a second's edge cost a ban.
+PACING_MARGIN = 0.99
+
+
 def _bucket(rate: float) -> AsyncLimiter:
-    # aiolimiter cannot hand out one unit when max_rate < 1; widen the period instead.
-    return AsyncLimiter(rate, 1.0) if rate >= 1 else AsyncLimiter(1, 1.0 / rate)
+    return AsyncLimiter(1, 1.0 / (rate * PACING_MARGIN))
 
 
 class TopRateLimiter:
@@ -85,7 +92,7 @@ class TopRateLimiter:
         if rate == self.rate:
             return
         bucket = _bucket(rate)
-        await bucket.acquire(bucket.max_rate)  # returns at once: a new bucket has room for its capacity
+        await bucket.acquire()  # returns at once: the new bucket starts full, so no burst follows
         self.rate = rate
         self._bucket = bucket
 
