@@ -1,7 +1,7 @@
 """The app's one TOP call quota, shared by every caller (ARCHITECTURE.md invariant 7).
 
-A leaky bucket (aiolimiter) of capacity one paces the calls 1/rate apart, so no one-second window
-ever sees more than `rate` calls: a bucket holding a whole second of calls would let them out at once
+A leaky bucket (aiolimiter) of at most 20 ms of calls paces them, so no one-second window ever sees
+more than `rate` calls: a bucket holding a whole second of calls would let them out at once
 after any idle moment or ban, and TOP answers the excess with code-7 bans that lock the app out
 (seed rule E1). In front of it sits a priority queue: only one caller at a
 time waits on the bucket, and whenever it gets through the most urgent waiter goes next, so stream
@@ -36,8 +36,16 @@ PauseListener = Callable[[float], None]
 PACING_MARGIN = 0.99
 
 
+# At high rates a bucket of one starves: the loop wakes a sleeper a few milliseconds late and the slot
+# is gone. A bucket of 20 ms of calls absorbs that lateness; its leak rate is lowered by the same
+# amount, so a full bucket plus one second of leaking still stays within the rate.
+SLACK_SECONDS = 0.02
+
+
 def _bucket(rate: float) -> AsyncLimiter:
-    return AsyncLimiter(1, 1.0 / (rate * PACING_MARGIN))
+    capacity = max(1, int(rate * SLACK_SECONDS))
+    leak = rate * PACING_MARGIN - (capacity - 1)
+    return AsyncLimiter(capacity, capacity / leak)
 
 
 class TopRateLimiter:
