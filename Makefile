@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test scenarios clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The fault scenarios CI runs at small size: no loss with no faults, and none under `lossy`
+# (drops, duplicates, lost pushes, a 20 s outage, bans, a SIGKILL, killed database connections).
+scenarios: $(VENV)/.installed
+	scripts/ensure-postgres
+	$(BIN)/python -m bench.scenario --preset none --size small
+	$(BIN)/python -m bench.scenario --preset lossy --size small
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
