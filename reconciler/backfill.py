@@ -382,7 +382,8 @@ class WindowReader:
             "reading stored tids", lambda: self._store.pool.fetch(sql.SELECT_EXISTING_TIDS, tids)
         )
         existed = {r["tid"] for r in rows}
-        result = await self._store.apply_trades(trades, source=source)
+        # guarded: the store passes some errors of a killed connection on unwrapped.
+        result = await guarded("applying trades", lambda: self._store.apply_trades(trades, source=source))
         changed = set(result.changed)
         newest: dict[int, Trade] = {}
         for trade in trades:

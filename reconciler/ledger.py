@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 _FAR_PAST = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 _FAR_FUTURE = datetime.fromisoformat("9999-01-01T00:00:00+00:00")
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# InternalClientError: what a connection killed in the middle of an operation (pg_terminate_backend)
+# raises when the pool resets it or the next query starts.
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 T = TypeVar("T")
 # Raises (an OrderSyncError) inside a ledger transaction when this replica may not advance `shop`'s
 # ledger: with several replicas, only the shop's leader records backfills, sweeps and loads.

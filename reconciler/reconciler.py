@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import asyncpg
 from pydantic import SecretStr
 
 from listener.metrics import CoverageMetrics, Registry
@@ -56,12 +57,22 @@ from reconciler.ledger import Ledger, ProvenBy
 from reconciler.plan import SECOND, Window, floor_second, lag_horizon, plan_windows
 from reconciler.reports import Cause, GapReport, Outcome, PassCounts, ReportStore
 from reconciler.stream_watch import StreamWatch
+from store.errors import StoreError
 from store.pg import PgStore
 from taobao.client import TopClient
 from taobao.errors import OrderSyncError, SessionExpired
 from taobao.fields import ALL_TRADE_TYPES
 
 logger = logging.getLogger(__name__)
+
+# A lost database connection that reached the round unwrapped (pg_terminate_backend, a restart): the
+# next round opens new connections, so it is retried like a StoreError, never allowed to end the daemon.
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
 
 Clock = Callable[[], datetime]
 # What `listener.session` gives as the reason when the connection ended because the session was stopped.
@@ -249,7 +260,30 @@ class Reconciler:
     # ---- hooks for the TMC session -------------------------------------------------------------------------
 
     async def gate(self) -> None:
-        """Before every (re)connect: detect what was missed and (by default) backfill it first."""
+        """Before every (re)connect: detect what was missed and (by default) backfill it first. A lost
+        database connection is retried with backoff: a failing gate would end the TMC session, and with
+        it the daemon."""
+        await self._retrying_db("reconciler_gate_failed", self._gate_once)
+
+    async def _retrying_db(self, action: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` until it gets past database errors (StoreError), waiting longer after each."""
+        attempt = 0
+        while True:
+            try:
+                await work()
+                return
+            except StoreError as exc:
+                attempt += 1
+                delay = min(self.config.retry_cap_seconds, 0.1 * 2 ** min(attempt, 10), 5.0)
+                logger.warning(
+                    "database error: %s; retrying in %.1f s",
+                    exc,
+                    delay,
+                    extra={"action": action, "attempt": attempt},
+                )
+                await self._sleep(delay)
+
+    async def _gate_once(self) -> None:
         started = time.monotonic()
         now = self._now()
         await self.start()
@@ -261,8 +295,7 @@ class Reconciler:
             return
         await self.recover(fresh=True)
         if self._shared:
-            # From after start(): this replica's own restart reports are among those waited for.
-            await self._await_other_leaders(self._now())
+            await self._await_other_leaders(now)
         elapsed = time.monotonic() - started
         self.last_gate_seconds = elapsed
         self.metrics.gate_seconds.observe(elapsed)
@@ -302,23 +335,34 @@ class Reconciler:
         return False
 
     async def on_state(self, event: SessionEvent) -> None:
+        """The session's connects and disconnects. The stream watch hears them once; what they write to
+        the database is retried past lost connections (a failure here would end the TMC session)."""
         if isinstance(event, Connected):
-            await self._on_connected(event.at)
+            at = event.at
+            self.watch.connected_at(at)
+            if self._first_connected_at is None:
+                self._first_connected_at = at
+            await self._retrying_db("reconciler_connect_record_failed", lambda: self._on_connected(at))
         elif isinstance(event, Disconnected):
-            await self._on_disconnected(event.at, event.reason)
+            at, reason = event.at, event.reason
+            segment_start = self.watch.segment_start or at
+            stream = self.watch.disconnected_at(at)
+            opened: set[str] = set()
+            await self._retrying_db(
+                "reconciler_disconnect_record_failed",
+                lambda: self._on_disconnected(at, reason, segment_start, stream, opened),
+            )
 
     async def _on_connected(self, at: datetime) -> None:
-        self.watch.connected_at(at)
-        if self._first_connected_at is None:
-            self._first_connected_at = at
         for shop in sorted(self._unregistered):
             await self.ledger.register_shop(shop, at)
+            self._unregistered.discard(shop)
             logger.info(
                 "shop followed from now on (no initial load)",
                 extra={"action": "shop_registered", "shop": shop},
             )
-        self._unregistered.clear()
-        self._connection_id = await self.reports.connection_opened(at)
+        if self._connection_id is None:
+            self._connection_id = await self.reports.connection_opened(at)
         for report_id in self._outage.values():
             await self.reports.extend(report_id, at)
         self._outage.clear()
@@ -330,9 +374,17 @@ class Reconciler:
                     if report.cause in OUTAGE_CAUSES and report.window_end < at:
                         await self.reports.extend(report.id, at)
 
-    async def _on_disconnected(self, at: datetime, reason: str) -> None:
-        segment_start = self.watch.segment_start or at
-        for shop, interval in self.watch.disconnected_at(at).items():
+    async def _on_disconnected(
+        self,
+        at: datetime,
+        reason: str,
+        segment_start: datetime,
+        stream: Mapping[str, Interval],
+        opened: set[str],
+    ) -> None:
+        """Record what the stream proved and open the outage reports; `opened` keeps the shops done, so
+        a retry after a lost database connection opens no report twice."""
+        for shop, interval in stream.items():
             await self._prove_stream(shop, interval)
         if self._connection_id is not None:
             await self.reports.connection_closed(self._connection_id, at, reason)
@@ -341,10 +393,11 @@ class Reconciler:
             return  # the daemon is stopping: the next start opens a restart report from the ledger's end
         for shop in self._shops:
             start = min(self.watch.proven_end(shop) or segment_start, at)
-            if start >= at:
+            if start >= at or shop in opened:
                 continue
             report = await self._open(shop, Cause.DISCONNECT, Interval(start, at))
             self._outage[shop] = report.id
+            opened.add(shop)
 
     # ---- the side task
 
@@ -363,7 +416,7 @@ class Reconciler:
             fresh, self._fresh_wanted = self._fresh_wanted, False
             try:
                 await self.tick(fresh=fresh)
-            except OrderSyncError as exc:
+            except (OrderSyncError, *_CONNECTION_ERRORS) as exc:
                 logger.error(
                     "reconciler round failed: %s; trying again next round",
                     exc,

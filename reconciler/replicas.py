@@ -47,7 +47,15 @@ from taobao.limiter import TopRateLimiter
 
 logger = logging.getLogger(__name__)
 
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: what a connection killed in the middle of an operation (pg_terminate_backend)
+# raises when the pool resets it or the next query starts.
+_DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 # Same name as the pool's connections: operators (and scenarios) see every connection of the daemon.
 _SERVER_SETTINGS = {"timezone": "UTC", "application_name": "order-sync"}
 
