@@ -38,4 +38,10 @@ Proof is conservative everywhere: a stretch counts as proven only when the strea
 every message in it committed, or an increment window below the lag horizon was read completely. A
 list read above the horizon brings changes in early ("fresh") but proves nothing; the same stretch is
 read again once the horizon has passed it. That re-read is what the overlap costs (seed rule M3).
+
+A gap report therefore stays open (`outcome` NULL) after its changes are in the database, until the
+horizon has passed its end: with the default overlap of 600 s, for about ten minutes after the gap. That
+is by design, not a report left behind; `order-sync report` shows such a report as open with the time it
+becomes provable (`GapReport.provable_at`, also in `--json`), and any replica leading the shop then
+proves it, after a restart or a handover too (open reports are the shop's, not the replica's).
 """

@@ -58,6 +58,12 @@ def window_text(report: GapReport) -> str:
     return f"{start.strftime('%m-%d %H:%M:%S')} → {tail}"
 
 
+def open_reason(report: GapReport) -> str:
+    """Why a report without an outcome is still open: its window can be proven only once the lag horizon
+    (now - max(safety lag, overlap)) has passed its end; what it found was brought in meanwhile."""
+    return f"open: provable after {local(report.provable_at)}, when the lag horizon passes its end"
+
+
 def _cell(text: str, width: int) -> str:
     # East Asian wide characters take two columns; shop nicks are mostly Chinese.
     shown, used = "", 0
@@ -96,6 +102,8 @@ def table(reports: Sequence[GapReport]) -> str:
         lines.append(" ".join(_cell(v, w) for v, (_, w) in zip(values, COLUMNS, strict=True)))
         if r.reason:
             lines.append(f"      ↳ {r.reason[:150]}")
+        elif r.provable_at is not None:
+            lines.append(f"      ↳ {open_reason(r)}")
     if not reports:
         lines.append("(no gap reports yet)")
     return "\n".join(lines)
@@ -275,7 +283,7 @@ def _report_rows(reports: Iterable[GapReport]) -> str:
             f"<td>{r.dead_letters}</td><td>{r.push_loss}</td>"
             f'<td class=l><span class=pill style="background:{colour}">'
             f"{_esc(r.outcome or 'open')}</span></td>"
-            f"<td class=reason>{_esc(r.reason or '')}</td>"
+            f"<td class=reason>{_esc(r.reason or (open_reason(r) if r.provable_at else ''))}</td>"
             "</tr>"
         )
     return "".join(rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -132,6 +132,15 @@ class GapReport:
         return self.progress_until or self.window_start
 
     @property
+    def provable_at(self) -> datetime | None:
+        """An open report read as far as it can be for now (its proof waits for the lag horizon,
+        now - max(safety lag, overlap), to pass its end): when that will be, from the overlap its last
+        pass used. None once it has an outcome, or before its first pass."""
+        if self.outcome is not None or self.overlap_seconds is None:
+            return None
+        return self.window_end + timedelta(seconds=self.overlap_seconds)
+
+    @property
     def duration_seconds(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
@@ -143,6 +152,8 @@ class GapReport:
             value = getattr(self, f.name)
             out[f.name] = value.isoformat() if isinstance(value, datetime) else value
         out["duration_seconds"] = self.duration_seconds
+        provable = self.provable_at
+        out["provable_at"] = None if provable is None else provable.isoformat()
         return out
 
 

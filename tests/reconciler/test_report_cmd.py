@@ -18,6 +18,7 @@ from reconciler.intervals import Interval
 from reconciler.ledger import Ledger, ProvenBy
 from reconciler.reports import Cause, Outcome, PassCounts, RecoveredTrade, ReportStore
 from store.pg import PgStore
+from taobao.timefmt import GMT8
 
 SHOP_A, SHOP_B = "南山优品旗舰店", "江南布衣小铺"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -149,3 +150,36 @@ async def test_the_html_page_renders_in_headless_chromium(pg: PgStore, dsn: str,
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 30_000  # a blank page compresses to a few kB; this one has tables and timelines
+
+
+async def test_a_report_waiting_for_the_lag_horizon_shows_when_it_will_be_provable(
+    pg: PgStore, dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    reports = ReportStore(pg.pool, replica="erp-sync-1")
+    window = Interval(now - timedelta(seconds=40), now - timedelta(seconds=5))
+    created = await reports.create(SHOP_A, Cause.RESTART, window, detected_at=now)
+    waiting = await reports.get(created.id)
+    assert waiting.provable_at is None  # not worked on yet: nothing to say
+    await reports.add_pass(
+        created.id,
+        PassCounts(list_calls=1, fullinfo_calls=7, found=7, new=7),
+        started_at=now,
+        progress_until=None,
+        fresh_until=window.end,
+        overlap_seconds=600,
+    )
+    provable = window.end + timedelta(seconds=600)
+
+    assert await run(dsn) == 0
+    out = capsys.readouterr().out
+    assert "open" in out
+    assert f"↳ open: provable after {provable.astimezone(GMT8).strftime('%m-%d %H:%M:%S')}" in out
+
+    assert await run(dsn, "--json") == 0
+    [shown] = json.loads(capsys.readouterr().out)["reports"]
+    assert shown["outcome"] is None
+    assert shown["provable_at"] == provable.isoformat()
+
+    await reports.finish(created.id, Outcome.RECOVERED, None, provable)
+    assert (await reports.get(created.id)).provable_at is None
