@@ -232,6 +232,7 @@ class ReplicaSet:
         self.view = RoundView()
         self._stream: StreamHolds | None = None
         self._ready = asyncio.Event()
+        self._good_rounds = 0
         self._changes: dict[tuple[str, str], int] = {}
         self.failures = 0
         if registry is not None:
@@ -255,7 +256,7 @@ class ReplicaSet:
         return any(m.live and m.stream_connected for m in self.view.members if m.replica != self.replica)
 
     async def ready(self) -> None:
-        """Until the first round has taken this replica's quota share and its shops."""
+        """Until this replica has its quota share and its shops (and the others have made room)."""
         await self._ready.wait()
 
     async def changed(self, within: float) -> None:
@@ -334,7 +335,10 @@ class ReplicaSet:
         if stream is not None:
             holds = [m.hold for m in members if m.replica != self.replica and m.hold is not None]
             stream.bound_by_peers(min(holds) if holds else None)
-        if not self._ready.is_set():
+        self._good_rounds += 1
+        # Joining others: their shares shrink on their next round, so this one waits a round before
+        # its first call; the app never goes above SYNC_API_RATE, not even while a replica joins.
+        if not self._ready.is_set() and (len(live) == 1 or self._good_rounds >= 2):
             await link.fetch(replica_sql.FORGET_OLD)
             self._ready.set()
             logger.info(
