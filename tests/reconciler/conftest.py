@@ -3,9 +3,8 @@ stand-in names its shops alike), a stand-in on real sockets, a fast TOP client, 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +20,8 @@ from store.pg import PgStore
 from taobao.client import RetryPolicy, TopClient
 from taobao.limiter import TopRateLimiter
 from tests.conftest import create_database, drop_database
+from tests.integration.harness import wait_for as wait_for
+from tests.integration.harness import wait_for_async as wait_for_async
 
 FAST_RETRY = RetryPolicy(max_tries=6, max_time=20.0, base_delay=0.01, max_delay=0.05, max_ban_wait=5.0)
 
@@ -86,19 +87,3 @@ def make_reconciler(
     )
 
 
-async def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def wait_for_async(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(0.05)
