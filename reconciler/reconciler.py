@@ -32,6 +32,7 @@ by a duplicate report of the same restart) are not read again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -67,6 +68,8 @@ logger = logging.getLogger(__name__)
 
 # A lost database connection that reached the round unwrapped (pg_terminate_backend, a restart): the
 # next round opens new connections, so it is retried like a StoreError, never allowed to end the daemon.
+# Tries of a backfill's bookkeeping (ledger proof, report counts) before the pass gives up (about 6 s).
+_RECORD_ATTEMPTS = 6
 _CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
@@ -265,8 +268,11 @@ class Reconciler:
         it the daemon."""
         await self._retrying_db("reconciler_gate_failed", self._gate_once)
 
-    async def _retrying_db(self, action: str, work: Callable[[], Awaitable[None]]) -> None:
-        """Run `work` until it gets past database errors (StoreError), waiting longer after each."""
+    async def _retrying_db(
+        self, action: str, work: Callable[[], Awaitable[None]], *, attempts: int | None = None
+    ) -> None:
+        """Run `work` until it gets past database errors (StoreError), waiting longer after each; with
+        `attempts`, the last error is raised after that many."""
         attempt = 0
         while True:
             try:
@@ -274,6 +280,8 @@ class Reconciler:
                 return
             except StoreError as exc:
                 attempt += 1
+                if attempts is not None and attempt >= attempts:
+                    raise
                 delay = min(self.config.retry_cap_seconds, 0.1 * 2 ** min(attempt, 10), 5.0)
                 logger.warning(
                     "database error: %s; retrying in %.1f s",
@@ -564,7 +572,7 @@ class Reconciler:
             fresh=fresh,
             fresh_from=report.fresh_until,
         )
-        if not windows:
+        if not windows or self._wait_for_horizon(report, proven_from, windows, fresh=fresh):
             return report
         stream_cover = await self.ledger.intervals(
             shop, windows[0].start, windows[-1].end, kinds=[ProvenBy.STREAM]
@@ -595,23 +603,25 @@ class Reconciler:
                     "backfill stopped: the shop's session was rejected; configure a new one",
                     extra={"action": "backfill_session_rejected", "shop": shop},
                 )
+            except StoreError:
+                # The batches applied before the database failed are in: they are this report's finds
+                # (the next pass sees them unchanged and would not list them).
+                await self._record_pass(report, counts, now, overlap, None, None)
+                raise
             progress: datetime | None = None
             fresh_until: datetime | None = None
             for part in result.read:
                 if part.proof:
-                    await self.ledger.prove(shop, part.proves, ProvenBy.BACKFILL)
+                    await self._retrying_db(
+                        "backfill_record_failed",
+                        functools.partial(self.ledger.prove, shop, part.proves, ProvenBy.BACKFILL),
+                        attempts=_RECORD_ATTEMPTS,
+                    )
                     progress = part.end
                     self.metrics.coverage.set_proven_until(shop, part.end)
                 else:
                     fresh_until = part.end
-            await self.reports.add_pass(
-                report.id,
-                counts,
-                started_at=now,
-                progress_until=progress,
-                fresh_until=fresh_until,
-                overlap_seconds=overlap.total_seconds(),
-            )
+            await self._record_pass(report, counts, now, overlap, progress, fresh_until)
             total.add(counts)
             if result.failure is not None:
                 failure_reason, retryable = result.failure.reason, result.failure.retryable
@@ -637,6 +647,48 @@ class Reconciler:
                 extra={"action": "gap_recovered", "shop": shop},
             )
         return await self.reports.get(report.id)
+
+    async def _record_pass(
+        self,
+        report: GapReport,
+        counts: PassCounts,
+        started_at: datetime,
+        overlap: timedelta,
+        progress: datetime | None,
+        fresh_until: datetime | None,
+    ) -> None:
+        """Add a window's counts and trades to the report, retried past a lost connection: trades
+        applied but not recorded would be missing from the report for good."""
+        await self._retrying_db(
+            "backfill_record_failed",
+            lambda: self.reports.add_pass(
+                report.id,
+                counts,
+                started_at=started_at,
+                progress_until=progress,
+                fresh_until=fresh_until,
+                overlap_seconds=overlap.total_seconds(),
+            ),
+            attempts=_RECORD_ATTEMPTS,
+        )
+
+    def _wait_for_horizon(
+        self, report: GapReport, proven_from: datetime, windows: list[Window], *, fresh: bool
+    ) -> bool:
+        """Leave a report that was read ahead alone until the lag horizon passes its end (or a full
+        window is provable): proving it a few seconds per round as the horizon creeps forward costs a
+        list call per round and fetches nothing new."""
+        if fresh or not all(w.proof for w in windows):
+            return False
+        end = windows[-1].end
+        if end <= proven_from:
+            return True  # the horizon has not passed what is proven: the window would prove nothing new
+        return (
+            report.fresh_until is not None
+            and end < report.window_end
+            and end <= report.fresh_until
+            and end - windows[0].start < self.config.max_span
+        )
 
     async def _proven_until(self, shop: str, start: datetime, end: datetime) -> datetime:
         """How far the ledger already proves `shop` from `start` on without a hole (another replica's
