@@ -303,7 +303,8 @@ class Reconciler:
             return
         await self.recover(fresh=True)
         if self._shared:
-            await self._await_other_leaders(now)
+            # From after start(): this replica's own restart reports are among those waited for.
+            await self._await_other_leaders(self._now())
         elapsed = time.monotonic() - started
         self.last_gate_seconds = elapsed
         self.metrics.gate_seconds.observe(elapsed)
