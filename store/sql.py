@@ -27,24 +27,26 @@ INSERT_MIGRATION: Final = "INSERT INTO schema_migrations (version, name, checksu
 
 # One row per tid (the caller keeps the newest of duplicates: ON CONFLICT cannot touch a row twice),
 # sorted by tid so concurrent batches lock rows in the same order and cannot deadlock.
-# ON CONFLICT ... WHERE: an older `modified` never wins; an equal one wins only with different content.
+# ON CONFLICT ... WHERE: an older `modified` never wins; an equal one wins only with different content
+# read no earlier than the stored one (`fetched_at`; a state without a read time never displaces one
+# with it), so two readers racing within one second of `modified` cannot leave the older read stored.
 # RETURNING yields exactly the rows that were inserted or changed; `xmax = 0` marks a fresh insert.
 UPSERT_TRADES: Final = """
 INSERT INTO trades AS t (
     tid, seller_nick, buyer_nick, buyer_open_uid, status, type, created, modified, pay_time,
-    consign_time, end_time, payment, total_fee, post_fee, raw, content_hash, source
+    consign_time, end_time, payment, total_fee, post_fee, raw, content_hash, fetched_at, source
 )
 SELECT
     i.tid, i.seller_nick, i.buyer_nick, i.buyer_open_uid, i.status, i.type, i.created, i.modified,
     i.pay_time, i.consign_time, i.end_time, i.payment, i.total_fee, i.post_fee, i.raw::jsonb,
-    i.content_hash, $17
+    i.content_hash, i.fetched_at, $18
 FROM unnest(
     $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
     $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::numeric[],
-    $13::numeric[], $14::numeric[], $15::text[], $16::bytea[]
+    $13::numeric[], $14::numeric[], $15::text[], $16::bytea[], $17::timestamptz[]
 ) AS i(
     tid, seller_nick, buyer_nick, buyer_open_uid, status, type, created, modified, pay_time,
-    consign_time, end_time, payment, total_fee, post_fee, raw, content_hash
+    consign_time, end_time, payment, total_fee, post_fee, raw, content_hash, fetched_at
 )
 ORDER BY i.tid
 ON CONFLICT (tid) DO UPDATE SET
@@ -63,10 +65,12 @@ ON CONFLICT (tid) DO UPDATE SET
     post_fee = EXCLUDED.post_fee,
     raw = EXCLUDED.raw,
     content_hash = EXCLUDED.content_hash,
+    fetched_at = EXCLUDED.fetched_at,
     source = EXCLUDED.source,
     synced_at = now()
 WHERE t.modified < EXCLUDED.modified
-   OR (t.modified = EXCLUDED.modified AND t.content_hash <> EXCLUDED.content_hash)
+   OR (t.modified = EXCLUDED.modified AND t.content_hash <> EXCLUDED.content_hash
+       AND (t.fetched_at IS NULL OR EXCLUDED.fetched_at >= t.fetched_at))
 RETURNING t.tid, t.seller_nick, t.status, t.modified, (t.xmax = 0) AS inserted
 """
 

@@ -94,7 +94,7 @@ async def _quarantine(conn: AnyConnection, rejected: Sequence[Rejection], source
 
 
 def _trade_columns(prepared: Sequence[PreparedTrade]) -> list[list[Any]]:
-    columns: list[list[Any]] = [[] for _ in range(16)]
+    columns: list[list[Any]] = [[] for _ in range(17)]
     for p in prepared:
         t = p.trade
         values: tuple[Any, ...] = (
@@ -114,6 +114,7 @@ def _trade_columns(prepared: Sequence[PreparedTrade]) -> list[list[Any]]:
             t.post_fee,
             p.raw_json,
             p.content_hash,
+            t.fetched_at,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -101,10 +101,18 @@ def check_trade(trade: Trade) -> None:
     prepare_trade(trade)
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _read_time(trade: Trade) -> datetime:
+    return trade.fetched_at or _NEVER
+
+
 def prepare_batch(trades: Iterable[Trade]) -> tuple[list[PreparedTrade], list[Rejection]]:
     """Split a batch into storable trades (one per tid, the newest; sorted by tid) and rejections.
 
-    Among duplicates the greater `modified` wins; on a tie the later one in the batch (fetched later)."""
+    Among duplicates the greater `modified` wins; on a tie the later read (`fetched_at`), then the later
+    one in the batch."""
     newest: dict[int, PreparedTrade] = {}
     rejected: list[Rejection] = []
     for trade in trades:
@@ -115,7 +123,7 @@ def prepare_batch(trades: Iterable[Trade]) -> tuple[list[PreparedTrade], list[Re
             rejected.append(Rejection(trade.tid, shop, storable_text(exc.reason), dead_letter_payload(trade)))
             continue
         kept = newest.get(trade.tid)
-        if kept is None or prepared.modified >= kept.modified:
+        if kept is None or (prepared.modified, _read_time(trade)) >= (kept.modified, _read_time(kept.trade)):
             newest[trade.tid] = prepared
     return [newest[tid] for tid in sorted(newest)], rejected
 

@@ -267,7 +267,7 @@ class TopClient:
                 method=TRADE_FULLINFO_GET,
                 tid=tid,
             )
-        return trade
+        return trade.model_copy(update={"fetched_at": datetime.now(UTC)})
 
     async def trades_sold_get(
         self,

@@ -100,6 +100,10 @@ class Trade(BaseModel):
     post_fee: Money | None = None
     orders: list[Order] = Field(default_factory=list)
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+    # When this state was read from TOP (set by the client, never by TOP). `modified` has one-second
+    # resolution: two fetches of one trade within a second can carry different content at an equal
+    # `modified`, and only the later read may win (invariant 2), whichever commits last.
+    fetched_at: datetime | None = None
 
     @model_validator(mode="before")
     @classmethod

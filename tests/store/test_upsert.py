@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -95,6 +96,32 @@ async def test_equal_modified_different_content_is_a_change(store: PgStore) -> N
     assert result.changed == (tid,)
     assert json.loads((await _row(store, tid))["raw"])["seller_memo"] == "seller memo"
     assert len(await _feed(store, tid)) == 2
+
+
+async def test_at_an_equal_modified_an_earlier_read_committed_later_does_not_win(store: PgStore) -> None:
+    # Two readers (replicas, or the stream and a backfill) fetch one trade around an edit made within
+    # the same second: the later read commits first, the earlier one last. The later read must stay.
+    [tid] = fresh_tids(1)
+    read_before_edit = make_trade(tid, 0).model_copy(
+        update={"fetched_at": datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)}
+    )
+    read_after_edit = make_trade(tid, 0, note="seller memo").model_copy(
+        update={"fetched_at": datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC)}
+    )
+    await store.apply_trades([read_after_edit], source="stream")
+    result = await store.apply_trades([read_before_edit], source="backfill")
+    assert result.changed == ()
+    assert json.loads((await _row(store, tid))["raw"])["seller_memo"] == "seller memo"
+    # In one batch the later read wins too, whatever the order.
+    [other] = fresh_tids(1)
+    early, late = (
+        make_trade(other, 0, note=n).model_copy(
+            update={"fetched_at": datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC)}
+        )
+        for n, s in (("early", 1), ("late", 2))
+    )
+    await store.apply_trades([late, early], source="stream")
+    assert json.loads((await _row(store, other))["raw"])["seller_memo"] == "late"
 
 
 async def test_duplicates_in_one_batch_keep_the_newest(store: PgStore) -> None:
