@@ -36,6 +36,9 @@ from taobao.errors import OrderSyncError
 
 logger = logging.getLogger(__name__)
 
+# The reason given when a replica lets its shops go because it is shutting down.
+STOPPING = "stopping"
+
 ChangeListener = Callable[[str, str], None]  # (change, shop): acquired, released, lost
 
 
@@ -192,8 +195,12 @@ class ShopLeadership:
             return
         self._held.discard(shop)
         self._draining.discard(shop)
-        logger.warning(
-            "no longer leading the shop (%s)", reason, extra={"action": "leadership_lost", "shop": shop}
+        # Letting go on a clean stop is routine; losing a lock while running is worth a warning.
+        logger.log(
+            logging.INFO if reason == STOPPING else logging.WARNING,
+            "no longer leading the shop (%s)",
+            reason,
+            extra={"action": "leadership_lost", "shop": shop},
         )
         self._note("lost", shop)
 

@@ -39,7 +39,7 @@ import asyncpg
 from listener.health import Check
 from listener.metrics import Registry
 from reconciler import replica_sql
-from reconciler.leadership import ShopLeadership
+from reconciler.leadership import STOPPING, ShopLeadership
 from reconciler.quota import SharedQuota
 from store.errors import StoreError
 from taobao.errors import OrderSyncError
@@ -363,7 +363,7 @@ class ReplicaSet:
 
     async def _leave(self) -> None:
         """A graceful stop: out of the share and the leadership now, not after the liveness timeout."""
-        self.leadership.lose_all("stopping")
+        self.leadership.lose_all(STOPPING)
         stream = self._stream
         hold = stream.hold() if stream is not None else None
         try:
