@@ -283,24 +283,12 @@ class TopClient:
         priority: Priority = Priority.BACKFILL,
     ) -> TradePage:
         """`taobao.trades.sold.get`: one page of trades created in the window, newest first."""
-        _check_paging(page_no, page_size, types)
         if end_created < start_created:
             raise ValueError("end_created is before start_created")
-        payload = await self.call(
-            TRADES_SOLD_GET,
-            {
-                "fields": fields,
-                "start_created": start_created,
-                "end_created": end_created,
-                "type": list(types),
-                "page_no": page_no,
-                "page_size": page_size,
-                "use_has_next": use_has_next,
-            },
-            session=session,
-            priority=priority,
+        window = {"start_created": start_created, "end_created": end_created}
+        return await self._trade_page(
+            TRADES_SOLD_GET, session, window, page_no, page_size, fields, types, use_has_next, priority
         )
-        return TradePage.from_payload(payload)
 
     async def trades_sold_increment_get(
         self,
@@ -317,7 +305,6 @@ class TopClient:
     ) -> TradePage:
         """`taobao.trades.sold.increment.get`: one page of trades modified in the window, most recently
         modified first. The window must be shorter than a day (`fields.MAX_INCREMENT_SPAN`)."""
-        _check_paging(page_no, page_size, types)
         span = end_modified - start_modified
         if span.total_seconds() <= 0:
             raise ValueError("end_modified must be after start_modified")
@@ -326,12 +313,38 @@ class TopClient:
                 f"increment window of {span} is longer than {MAX_INCREMENT_SPAN}; "
                 "TOP allows at most one day per call, split the window"
             )
-        payload = await self.call(
+        window = {"start_modified": start_modified, "end_modified": end_modified}
+        return await self._trade_page(
             TRADES_SOLD_INCREMENT_GET,
+            session,
+            window,
+            page_no,
+            page_size,
+            fields,
+            types,
+            use_has_next,
+            priority,
+        )
+
+    async def _trade_page(
+        self,
+        method: str,
+        session: str,
+        window: dict[str, datetime],
+        page_no: int,
+        page_size: int,
+        fields: str,
+        types: Sequence[str],
+        use_has_next: bool,
+        priority: Priority,
+    ) -> TradePage:
+        """One page of a list call; `type` is always sent in full (seed rule M1)."""
+        _check_paging(page_no, page_size, types)
+        payload = await self.call(
+            method,
             {
                 "fields": fields,
-                "start_modified": start_modified,
-                "end_modified": end_modified,
+                **window,
                 "type": list(types),
                 "page_no": page_no,
                 "page_size": page_size,
