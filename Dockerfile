@@ -11,10 +11,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv --without-pip /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY listener ./listener
-COPY reconciler ./reconciler
+COPY common ./common
 COPY taobao ./taobao
 COPY store ./store
+COPY listener ./listener
+COPY reconciler ./reconciler
+COPY replicas ./replicas
+COPY daemon ./daemon
 COPY simulator ./simulator
 # asyncpg and the other compiled dependencies come as manylinux wheels for amd64 and arm64.
 RUN pip --python /opt/venv/bin/python install --no-cache-dir .

@@ -19,6 +19,7 @@ test: $(VENV)/.installed
 	scripts/ensure-postgres
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 # The fault scenarios CI runs at small size: no loss with no faults, and none under `lossy`

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic import SecretStr
 
-from listener.events import TmcMessage
 from listener.session import SessionTiming, TmcSession
 from simulator.tmc_server import TmcServer, TmcServerConfig
+from taobao.tmc.events import TmcMessage
 
 APP_KEY, APP_SECRET = "bench-app", "bench-secret"
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
-from listener.events import TmcMessage
 from listener.metrics import ListenerMetrics
 from listener.ports import MessageAcker, TradeStore
+from taobao.tmc.events import TmcMessage
 
 log = logging.getLogger(__name__)
 

@@ -7,21 +7,13 @@ in-memory fakes.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from listener.events import TmcMessage
 from store.types import ApplyResult
+from taobao.limiter import Priority
 from taobao.models import Trade
-
-
-class Priority(enum.IntEnum):
-    """Who gets the app's API quota first (ARCHITECTURE.md invariant 7). Lower goes first."""
-
-    STREAM = 0
-    BACKFILL = 1
-    SWEEP = 2
+from taobao.tmc.events import TmcMessage
 
 
 class TradeFetcher(Protocol):
@@ -72,7 +64,6 @@ __all__ = [
     "MessageAcker",
     "MessageChannel",
     "MessageHandler",
-    "Priority",
     "TradeFetcher",
     "TradeStore",
 ]

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import websockets.asyncio.client
@@ -22,10 +22,10 @@ from pydantic import SecretStr
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.uri import parse_uri
 
-from listener import tmc_codec as codec
-from listener.backoff_policy import Backoff, BackoffPolicy
-from listener.events import TmcMessage
-from taobao.errors import OrderSyncError
+from common.backoff import Backoff, BackoffPolicy
+from common.errors import OrderSyncError
+from taobao.tmc import codec
+from taobao.tmc.events import Connected, Disconnected, Refused, SessionEvent, TmcMessage
 
 logger = logging.getLogger(__name__)
 
@@ -56,30 +56,6 @@ class SessionTiming:
     connect_timeout: float = 5.0  # top-link's WebSocket connect timeout (tmc.md §2)
     ack_timeout: float = 5.0  # top-link's wait for CONNECTACK (tmc.md §2)
     close_timeout: float = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    at: datetime
-    token: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnected:
-    at: datetime
-    reason: str
-    uptime: float  # seconds the connection was up
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    at: datetime
-    status_code: int | None
-    status_phrase: str | None
-    consecutive: int  # refusals in a row, reset by a successful CONNECTACK
-
-
-SessionEvent = Connected | Disconnected | Refused
 
 
 @dataclass(slots=True)

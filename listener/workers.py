@@ -18,8 +18,9 @@ import logging
 from listener.batcher import CommitBatcher
 from listener.dispatcher import Dispatcher, WorkItem
 from listener.metrics import ListenerMetrics
-from listener.ports import Priority, TradeFetcher
+from listener.ports import TradeFetcher
 from taobao.errors import PermanentTopError, SessionExpired, TopError
+from taobao.limiter import Priority
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,10 @@ Modules, in the order data flows:
 * `reports` — one gap report per gap, which is also the unit of work; `report_view` formats them.
 * `reconciler` — the orchestration: gap detection (restart, disconnect, silence, sweep), the TMC
   session's gate (backfill before resume), the side task, push-loss measurement.
-* `backfill_cmd`, `initial_load_cmd`, `report_cmd` — `order-sync backfill`, `initial-load`, `report`.
+* `metrics` — coverage and backfill series.
+
+The commands that drive it (`order-sync backfill`, `initial-load`, `report`) live in `daemon/`; the
+replica coordination it may be given (`Coordination`) lives in `replicas/`.
 
 Two ways to resume after an outage:
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from listener.ports import Priority
 from reconciler import sql
 from reconciler.intervals import Interval, covers
 from reconciler.lag import LagMeter
@@ -44,6 +43,7 @@ from taobao.errors import (
     TradeNotFound,
 )
 from taobao.fields import ALL_TRADE_TYPES, LIST_FIELDS, MAX_PAGE_SIZE
+from taobao.limiter import Priority
 from taobao.models import RejectedItem, Trade, TradePage
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from listener.ports import Priority
+from common.errors import OrderSyncError
 from reconciler import sql
 from reconciler.backfill import WindowReader
 from reconciler.intervals import Interval
@@ -39,8 +39,9 @@ from reconciler.progress import Progress
 from reconciler.reports import Cause, GapReport, PassCounts, ReportStore
 from store.pg import PgStore
 from taobao.client import TopClient
-from taobao.errors import OrderSyncError, PermanentTopError, SessionExpired, TopatsDownloadError
+from taobao.errors import PermanentTopError, SessionExpired, TopatsDownloadError
 from taobao.fields import FULLINFO_FIELDS, LIST_FIELDS
+from taobao.limiter import Priority
 from taobao.models import RejectedItem, TopatsTask, Trade
 from taobao.timefmt import GMT8
 from taobao.topats import iter_trades

@@ -17,7 +17,7 @@ SYNC_STREAM_DURING_BACKFILL=true the gate returns at once and the side task back
 consumes; that is correct because the store never lets an older state overwrite a newer one
 (invariant 2), whoever writes first.
 
-Several replicas (`reconciler.replicas`, `Coordination` below): only a shop's leader detects its new
+Several replicas (`replicas.replica_set`, `Coordination` below): only a shop's leader detects its new
 shop's initial load, reads its reports' windows, sweeps it and looks for silence; the others skip the
 shop. A replica's gate backfills the shops it leads, then waits for the other leaders' first pass over
 the outages they know of (restart, disconnect, initial load) before it connects, so the group's stream
@@ -34,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,24 +43,24 @@ from typing import Any, Protocol
 import asyncpg
 from pydantic import SecretStr
 
-from listener.metrics import CoverageMetrics, Registry
-from listener.ports import Priority
-from listener.session import Connected, Disconnected, SessionEvent
-from listener.settings import Settings
+from common.errors import OrderSyncError
+from common.identity import default_replica
+from common.metrics import Registry
 from reconciler.backfill import BackfillConfig, Failure, ReadResult, WindowReader
 from reconciler.initial_load import InitialLoadConfig, InitialLoader, InitialLoadFailed
 from reconciler.intervals import Interval, gaps, normalize
 from reconciler.lag import LagMeter
-from reconciler.leadership import NotLeader
 from reconciler.ledger import Ledger, ProvenBy
+from reconciler.metrics import CoverageMetrics, ReconcilerMetrics
 from reconciler.plan import SECOND, Window, floor_second, lag_horizon, plan_windows
 from reconciler.reports import Cause, GapReport, Outcome, PassCounts, ReportStore
 from reconciler.stream_watch import StreamWatch
-from store.errors import StoreError
+from store.errors import NotLeader, StoreError
 from store.pg import PgStore
 from taobao.client import TopClient
-from taobao.errors import OrderSyncError, SessionExpired
-from taobao.fields import ALL_TRADE_TYPES
+from taobao.errors import SessionExpired
+from taobao.limiter import Priority
+from taobao.tmc.events import Connected, Disconnected, SessionEvent
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +87,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def default_replica() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 @dataclass(frozen=True, slots=True)
 class ReconcilerConfig:
     overlap: timedelta = timedelta(seconds=600)
@@ -111,56 +105,10 @@ class ReconcilerConfig:
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
     initial_load: InitialLoadConfig = field(default_factory=InitialLoadConfig)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ReconcilerConfig:
-        concurrency = settings.sync_backfill_concurrency or settings.worker_count()
-        types = tuple(settings.sync_trade_types) if settings.sync_trade_types else ALL_TRADE_TYPES
-        return cls(
-            overlap=timedelta(seconds=settings.sync_overlap_seconds),
-            safety_lag=timedelta(seconds=settings.sync_safety_lag_seconds),
-            max_span=timedelta(seconds=settings.sync_backfill_window_seconds),
-            sweep_every=timedelta(seconds=settings.sync_sweep_seconds),
-            silence=timedelta(seconds=settings.sync_silence_seconds),
-            stream_settle=timedelta(seconds=settings.sync_stream_settle_seconds),
-            tick_seconds=settings.sync_reconcile_seconds,
-            stream_during_backfill=settings.sync_stream_during_backfill,
-            initial_load_days=settings.sync_initial_load_days,
-            replica=settings.sync_replica_id or default_replica(),
-            peer_wait_seconds=settings.sync_gate_peer_wait_seconds,
-            backfill=BackfillConfig(
-                types=types,
-                concurrency=concurrency,
-                rejection_retry_seconds=settings.sync_rejection_retry_seconds,
-            ),
-        )
-
-
-class ReconcilerMetrics:
-    def __init__(self, registry: Registry, coverage: CoverageMetrics | None) -> None:
-        self.coverage = coverage or CoverageMetrics(registry)
-        self.recovered = registry.counter(
-            "reconciler_trades_recovered_total",
-            "Trades a backfill brought in or up to date, by shop and cause",
-        )
-        self.list_calls = registry.counter(
-            "reconciler_list_calls_total", "Increment/sold.get calls, by purpose"
-        )
-        self.fullinfo_calls = registry.counter(
-            "reconciler_fullinfo_calls_total", "Fullinfo calls made by backfills and sweeps, by purpose"
-        )
-        self.windows_failed = registry.counter(
-            "reconciler_windows_failed_total", "Windows not read completely (they stay gaps), by shop"
-        )
-        self.gaps_opened = registry.counter("reconciler_gaps_opened_total", "Gap reports opened, by cause")
-        self.gate_seconds = registry.histogram(
-            "reconciler_gate_seconds",
-            "How long the stream waited for the backfill before (re)connecting",
-            (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
-        )
 
 
 class Coordination(Protocol):
-    """The other replicas, as the reconciler sees them (`reconciler.replicas.ReplicaSet`)."""
+    """The other replicas, as the reconciler sees them (`replicas.replica_set.ReplicaSet`)."""
 
     def attach(self, stream: StreamWatch, busy: Callable[[str], bool]) -> None: ...
 

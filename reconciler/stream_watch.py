@@ -12,27 +12,21 @@ invariant 4). Conservatively:
   still in transit;
 * it ends at the disconnect, at the same bound.
 
-With several replicas (`reconciler.replicas`), the other replicas' oldest uncommitted messages bound
+With several replicas (`replicas.replica_set`), the other replicas' oldest uncommitted messages bound
 the proof too (`bound_by_peers`), and this replica publishes its own (`hold`), including, for a while
 after a disconnect, the messages it had not committed when the connection ended (TMC redelivers them
 to another connection).
-
-`WatchedChannel` wraps the session so the watch sees every message handed to the dispatcher and every
-confirm; it is the channel the service drives.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
-from listener.events import TmcMessage
-from listener.ports import MessageHandler
-from listener.session import TmcSession
 from reconciler.intervals import Interval
+from taobao.tmc.events import TmcMessage
 
 logger = logging.getLogger(__name__)
 
@@ -173,48 +167,3 @@ class StreamWatch:
     def reset_silence(self, shop: str, now: datetime) -> None:
         self.last_message[shop] = now
 
-
-class WatchedChannel:
-    """The TMC session as the service drives it, reporting to a `StreamWatch` on the way."""
-
-    def __init__(self, session: TmcSession, watch: StreamWatch) -> None:
-        self.session = session
-        self.watch = watch
-
-    @staticmethod
-    def wrap_handler(handler: MessageHandler, watch: StreamWatch) -> Callable[[TmcMessage], Awaitable[None]]:
-        async def watched(message: TmcMessage) -> None:
-            watch.received(message)
-            await handler(message)
-
-        return watched
-
-    async def run(self) -> None:
-        await self.session.run()
-
-    def stop(self) -> None:
-        self.session.stop()
-
-    async def confirm(self, message_id: int) -> None:
-        # Committed is what counts for coverage; a confirm that cannot be sent changes nothing there.
-        self.watch.settled(message_id)
-        await self.session.confirm(message_id)
-
-    async def fail(self, message_id: int, reason: str) -> None:
-        await self.session.fail(message_id, reason)
-
-    # What readiness and metrics read from a channel.
-    @property
-    def connected(self) -> bool:
-        return self.session.connected
-
-    @property
-    def down_since(self) -> float:
-        return self.session.down_since
-
-    @property
-    def counters(self) -> Any:
-        return self.session.counters
-
-    def __repr__(self) -> str:
-        return f"WatchedChannel({self.session!r})"

@@ -39,7 +39,7 @@ ONLINE_WINDOW_DAYS = 90
 LOGGED_PARAMS = (
     "tid", "fields", "start_created", "end_created", "start_modified", "end_modified", "status", "type",
     "page_no", "page_size", "use_has_next", "task_id", "start_time", "end_time", "timestamp", "sign_method",
-    "partner_id",  # the caller's tag: a replica's name (listener/app.py), so calls can be attributed
+    "partner_id",  # the caller's tag: a replica's name (daemon/app.py), so calls can be attributed
 )  # fmt: skip
 
 Handler = Callable[[CallContext, Mapping[str, str], web.Request], dict[str, Any]]

@@ -28,9 +28,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from listener import tmc_codec as codec
 from simulator.tmc_faults import TmcFaults
 from taobao.signing import sign
+from taobao.tmc import codec
 
 logger = logging.getLogger(__name__)
 

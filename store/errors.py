@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taobao.errors import OrderSyncError
+from common.errors import OrderSyncError
 
 
 class StoreError(OrderSyncError):
@@ -23,3 +23,11 @@ class InvalidTradeError(StoreError):
         super().__init__(reason if tid is None else f"trade {tid}: {reason}")
         self.reason = reason
         self.tid = tid
+
+
+class NotLeader(OrderSyncError):
+    """This replica does not (or no longer) lead the shop: its reconciliation is another replica's."""
+
+    def __init__(self, shop: str) -> None:
+        self.shop = shop
+        super().__init__(f"this replica does not lead shop {shop!r}")

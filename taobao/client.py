@@ -29,7 +29,6 @@ import backoff
 from pydantic import SecretStr, ValidationError
 from yarl import URL
 
-from listener.ports import Priority
 from taobao.envelope import parse_response
 from taobao.errors import (
     MalformedResponse,
@@ -50,7 +49,7 @@ from taobao.fields import (
     TRADES_SOLD_GET,
     TRADES_SOLD_INCREMENT_GET,
 )
-from taobao.limiter import TopRateLimiter
+from taobao.limiter import Priority, TopRateLimiter
 from taobao.models import TopatsTask, Trade, TradePage
 from taobao.signing import SignMethod, sign
 from taobao.timefmt import format_top_time

@@ -1,4 +1,4 @@
-"""The service's exception root and the TOP error classes (ARCHITECTURE.md invariant 6).
+"""The TOP error classes (ARCHITECTURE.md invariant 6).
 
 Every class of `taobao.taxonomy.ErrorKind` has one exception class here; `error_from_response` builds the
 right one from an `error_response` object. No exception carries a session key, the app secret or a
@@ -10,11 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from common.errors import OrderSyncError
 from taobao.taxonomy import ErrorKind, classify, parse_ban_seconds
-
-
-class OrderSyncError(Exception):
-    """Base of every error the service raises on purpose."""
 
 
 class TopError(OrderSyncError):

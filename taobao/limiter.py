@@ -16,6 +16,7 @@ decides on (`announce=True`) and not the ones it was told about.
 from __future__ import annotations
 
 import asyncio
+import enum
 import heapq
 import itertools
 import logging
@@ -24,9 +25,16 @@ from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
 
-from listener.ports import Priority
-
 logger = logging.getLogger(__name__)
+
+
+class Priority(enum.IntEnum):
+    """Who gets the app's API quota first: the stream's fetches, then gap backfills, then routine
+    sweeps. Lower goes first."""
+
+    STREAM = 0
+    BACKFILL = 1
+    SWEEP = 2
 
 PauseListener = Callable[[float], None]
 

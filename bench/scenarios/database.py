@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from listener.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
+from daemon.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
 
 logger = logging.getLogger(__name__)
 

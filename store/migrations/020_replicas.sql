@@ -1,4 +1,4 @@
--- 020: several replicas of the daemon on one database (reconciler/replicas.py, leadership.py, quota.py).
+-- 020: several replicas of the daemon on one database (replicas/replica_set.py, leadership.py, quota.py).
 
 -- One row per replica, written every SYNC_HEARTBEAT_SECONDS on its coordination connection (the one
 -- that holds its shop leadership locks). A replica is live while its row is fresh and that connection

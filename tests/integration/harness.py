@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from listener.settings import Settings, load_settings
+from daemon.settings import Settings, load_settings
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn
 

@@ -1,7 +1,7 @@
 """The whole stream path over real sockets and a real PostgreSQL: stand-in market → TMC server → daemon
 (session, dispatcher, workers, TOP client, store) → `trades` / `trade_changes` → confirms.
 
-The daemon runs in this process (`Service` from `listener.app`), so the tests can look inside it; the
+The daemon runs in this process (`Service` from `daemon.app`), so the tests can look inside it; the
 process-level crash test is in `test_daemon_process.py`."""
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from typing import Any
 
 import pytest
 
-from listener.app import compose, open_parts
-from listener.events import TmcMessage
+from daemon.app import compose, open_parts
+from daemon.service import EXIT_OK, Service, serve
+from daemon.settings import Settings
 from listener.ports import MessageHandler
-from listener.service import EXIT_OK, Service, serve
 from listener.session import TmcSession
-from listener.settings import Settings
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from store.pg import PgStore
 from store.types import ApplyResult
 from taobao.client import TopClient
 from taobao.models import Trade
+from taobao.tmc.events import TmcMessage
 from tests.integration.harness import assert_in_sync, daemon_settings, wait_for
 
 
@@ -173,8 +173,8 @@ async def test_market_changes_across_three_shops_arrive_equal_to_the_truth(
         count = await assert_in_sync(pg.pool, standin)
     assert count >= 400
     assert acks.early == []
-    assert service.metrics.coalesced.total() > 0
-    assert service.metrics.confirmed.total() == standin.tmc.stats.confirmed
+    assert service.metrics.stream.coalesced.total() > 0
+    assert service.metrics.stream.confirmed.total() == standin.tmc.stats.confirmed
     # Nothing was lost, duplicated or retried on the way: every delivery was a first delivery.
     assert standin.tmc.stats.redelivered == 0
 

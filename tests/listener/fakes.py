@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from listener.events import TmcMessage
-from listener.ports import MessageHandler, Priority
+from common.errors import OrderSyncError
+from listener.ports import MessageHandler
 from store.types import ApplyResult
-from taobao.errors import OrderSyncError
+from taobao.limiter import Priority
 from taobao.models import Trade
+from taobao.tmc.events import TmcMessage
 
 EPOCH = datetime(2024, 11, 11, tzinfo=UTC)
 

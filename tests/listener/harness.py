@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from listener.batcher import Backoff, CommitBatcher
 from listener.dispatcher import Dispatcher
-from listener.events import TmcMessage
 from listener.metrics import ListenerMetrics
 from listener.workers import WorkerPool
+from taobao.tmc.events import TmcMessage
 from tests.listener.fakes import FakeChannel, FakeFetcher, FakeStore, Journal
 
 FAST_BACKOFF = Backoff(base=0.001, cap=0.005)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from listener.logs import JsonFormatter, TextFormatter, configure_logging
+from daemon.logs import JsonFormatter, TextFormatter, configure_logging
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from listener.events import TmcMessage
+from daemon.service import EXIT_FAILED, EXIT_OK, Service, ServiceFailed, SideTask, run_daemon, serve
+from daemon.settings import Settings
 from listener.ports import MessageHandler
-from listener.service import EXIT_FAILED, EXIT_OK, Service, ServiceFailed, SideTask, run_daemon, serve
-from listener.settings import Settings
 from taobao.errors import SessionExpired
+from taobao.tmc.events import TmcMessage
 from tests.listener.fakes import FakeChannel, FakeFetcher, FakeStore, Journal, message
 from tests.listener.harness import FAST_BACKOFF
 

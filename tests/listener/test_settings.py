@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.settings import Settings, SettingsError, SignMethod, load_settings
+from daemon.settings import Settings, SettingsError, SignMethod, load_settings
 
 SECRET = "app-secret-7f3a"
 SESSION = "6100e2f9sessionkeyZZ"

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from listener.supervisor import Supervisor, TaskFailure, stop_signals
+from daemon.supervisor import Supervisor, TaskFailure, stop_signals
 
 
 async def test_a_task_that_dies_is_reported_once_with_its_name() -> None:

@@ -6,8 +6,6 @@ import asyncio
 
 import pytest
 
-from listener.events import TmcMessage
-from listener.ports import Priority
 from taobao.errors import (
     MalformedResponse,
     PermanentTopError,
@@ -17,6 +15,8 @@ from taobao.errors import (
     SessionExpired,
     TradeNotFound,
 )
+from taobao.limiter import Priority
+from taobao.tmc.events import TmcMessage
 from tests.listener.fakes import Journal, message
 from tests.listener.harness import pipeline
 

@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener.app import compose, open_parts
-from listener.service import Service
-from listener.settings import Settings
+from daemon.app import compose, open_parts
+from daemon.service import Service
+from daemon.settings import Settings
 from tests.integration.harness import wait_for
 
 

@@ -45,7 +45,7 @@ async def order_sync_check(env: dict[str, str], cwd: Path) -> Outcome:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "listener.cli",
+        "daemon.cli",
         "check",
         "--timeout",
         "5",

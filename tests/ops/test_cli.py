@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from listener.cli import COMMANDS, build_parser
-from listener.service import Service, ServiceFailed
-from listener.settings import Settings
+from daemon.cli import COMMANDS, build_parser
+from daemon.service import Service, ServiceFailed
+from daemon.settings import Settings
 from tests.integration.harness import ROOT
 from tests.listener.fakes import FakeChannel, FakeFetcher, FakeStore, Journal
 
@@ -45,7 +45,7 @@ async def order_sync(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, s
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "listener.cli",
+        "daemon.cli",
         *args,
         cwd=cwd,
         env=env,

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from listener.check_cmd import run_checks
-from listener.settings import Settings, load_settings
+from daemon.check_cmd import run_checks
+from daemon.settings import Settings, load_settings
 from simulator import cli as simulator_cli
 from simulator.standin import StandIn
 from tests.integration.harness import ROOT

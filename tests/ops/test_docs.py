@@ -7,10 +7,10 @@ from collections import Counter
 
 from pydantic import SecretStr
 
+from daemon.metrics import DaemonMetrics
+from daemon.settings import Settings
 from listener.dispatcher import Dispatcher
-from listener.metrics import ListenerMetrics
 from listener.session import TmcSession
-from listener.settings import Settings
 from tests.integration.harness import ROOT
 from tests.listener.fakes import FakeChannel, FakeStore, Journal
 
@@ -24,7 +24,7 @@ def test_every_setting_is_in_the_settings_table() -> None:
 
 
 async def test_every_listener_metric_is_documented() -> None:
-    metrics = ListenerMetrics()
+    metrics = DaemonMetrics()
     metrics.watch_top_client(_Stats())
 
     async def ignore(_message: object) -> None:
@@ -36,7 +36,7 @@ async def test_every_listener_metric_is_documented() -> None:
     journal = Journal()
     store = FakeStore(journal)
     Dispatcher(
-        sessions={}, store=store, acker=FakeChannel(ignore, journal, ()), max_events=1, metrics=metrics
+        sessions={}, store=store, acker=FakeChannel(ignore, journal, ()), max_events=1, metrics=metrics.stream
     )
     text = DOC.read_text(encoding="utf-8")
     names = [line.split()[2] for line in metrics.registry.render().splitlines() if line.startswith("# TYPE")]

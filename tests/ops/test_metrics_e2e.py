@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from listener.metrics import ListenerMetrics
+from daemon.metrics import DaemonMetrics
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from taobao.client import RetryPolicy, TopClient
@@ -103,7 +103,7 @@ async def test_bans_and_their_seconds_equal_the_gateways(standin: StandIn) -> No
             limiter=TopRateLimiter(500),
             retry=RetryPolicy(max_tries=1, max_ban_wait=0),  # a ban goes back to the caller at once
         )
-        metrics = ListenerMetrics()
+        metrics = DaemonMetrics()
         metrics.watch_top_client(client.stats)
         async with client:
             # All sent before the first answer, so at most one per wall-clock second gets through.

@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener.metrics import ListenerMetrics, MeasuredStore, Registry, format_value
+from common.metrics import Registry, format_value
+from daemon.metrics import DaemonMetrics
+from listener.metrics import ListenerMetrics, MeasuredStore
 from store.types import ApplyResult
 from taobao.models import Trade
 from tests.ops.helpers import metric, parse_metrics
@@ -28,16 +30,16 @@ class CallStats:
 
 
 def test_every_listener_family_parses_with_help_and_type() -> None:
-    metrics = ListenerMetrics()
+    metrics = DaemonMetrics()
     stats = CallStats()
     stats.calls[("taobao.trade.fullinfo.get", "ok")] += 3
     stats.calls[("taobao.trade.fullinfo.get", "rate_limited")] += 1
     stats.bans, stats.ban_seconds = 1, 7.0
     metrics.watch_top_client(stats)
-    metrics.received.inc(5)
-    metrics.dead_letters.inc(reason='bad "frame"\nwith \\ escapes')
+    metrics.stream.received.inc(5)
+    metrics.stream.dead_letters.inc(reason='bad "frame"\nwith \\ escapes')
     metrics.coverage.set_proven_until("店铺-a", datetime.now(UTC))
-    metrics.apply_seconds.observe(0.02)
+    metrics.stream.apply_seconds.observe(0.02)
     text = metrics.registry.render()
 
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -105,7 +107,7 @@ def test_registry_refuses_what_prometheus_would_reject() -> None:
 
 def test_coverage_series_follow_what_the_reconciler_sets() -> None:
     now = datetime(2024, 11, 11, 12, 0, tzinfo=UTC)
-    metrics = ListenerMetrics()
+    metrics = DaemonMetrics()
     coverage = metrics.coverage
     coverage._clock = lambda: now
     text = metrics.registry.render()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from listener.health import check_channel, check_postgres, check_stream, ping_pool
+from daemon.health import check_channel, check_postgres, check_stream, ping_pool
 
 
 def test_stream_connected_is_ready() -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from listener.ports import Priority
 from reconciler.backfill import BackfillConfig, WindowReader
 from reconciler.intervals import Interval
 from reconciler.ledger import ProvenBy
@@ -24,6 +23,7 @@ from simulator.standin import StandIn, StandInConfig
 from store.pg import PgStore
 from taobao.client import TopClient
 from taobao.fields import ALL_TRADE_TYPES, TRADES_SOLD_INCREMENT_GET
+from taobao.limiter import Priority
 from taobao.models import TradePage
 from taobao.timefmt import parse_top_time
 from tests.reconciler.conftest import make_reconciler, small_config, top_client, wait_for_async

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from listener.app import assemble, open_parts
-from listener.service import Service
+from daemon.app import assemble, open_parts
+from daemon.service import Service
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig

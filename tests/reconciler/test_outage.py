@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from listener.app import Daemon, assemble
-from listener.backoff_policy import BackoffPolicy
+from common.backoff import BackoffPolicy
+from daemon.app import Daemon, assemble
+from daemon.settings import load_settings
 from listener.session import SessionTiming
-from listener.settings import load_settings
 from reconciler.ledger import ProvenBy
 from reconciler.reports import Cause, GapReport, Outcome
 from simulator.compare import compare_with_market

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import report_cmd
+from daemon import report_cmd
 from reconciler.intervals import Interval
 from reconciler.ledger import Ledger, ProvenBy
 from reconciler.reports import Cause, Outcome, PassCounts, RecoveredTrade, ReportStore

@@ -79,7 +79,7 @@ async def test_a_backfill_killed_half_way_leaves_no_false_proof_and_resumes(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "listener.cli",
+        "daemon.cli",
         "backfill",
         "--shop",
         shop,

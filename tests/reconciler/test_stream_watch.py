@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from listener.events import TmcMessage
 from reconciler.intervals import Interval
 from reconciler.lag import LagMeter
 from reconciler.reports import Cause
 from reconciler.stream_watch import StreamWatch
 from simulator.standin import StandIn, StandInConfig
 from store.pg import PgStore
+from taobao.tmc.events import TmcMessage
 from tests.reconciler.conftest import make_reconciler, small_config, top_client
 
 T0 = datetime(2026, 11, 11, 12, 0, tzinfo=UTC)

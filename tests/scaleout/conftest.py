@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.replicas import ReplicaConfig, ReplicaSet
+from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
 from taobao.limiter import TopRateLimiter
 from tests.conftest import create_database, drop_database

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from reconciler.reconciler import Reconciler
-from reconciler.replicas import ReplicaConfig, ReplicaSet
+from replicas.replica_set import ReplicaConfig, ReplicaSet
 from simulator.standin import StandIn, StandInConfig
 from store.pg import PgStore
 from taobao.client import TopClient

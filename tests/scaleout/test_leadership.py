@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from reconciler import replica_sql
 from reconciler.intervals import Interval
-from reconciler.leadership import NotLeader, fair_share, rank
 from reconciler.ledger import Ledger, ProvenBy
-from reconciler.replicas import ReplicaIdInUse, ReplicaSet
+from replicas import sql as replica_sql
+from replicas.leadership import fair_share, rank
+from replicas.replica_set import ReplicaIdInUse, ReplicaSet
+from store.errors import NotLeader
 from tests.scaleout.conftest import SHOPS, eventually, leaders, replica_set, running
 
 

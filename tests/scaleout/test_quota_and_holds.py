@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from listener.events import TmcMessage
-from listener.ports import Priority
 from reconciler.stream_watch import StreamWatch
-from taobao.limiter import TopRateLimiter
+from taobao.limiter import Priority, TopRateLimiter
+from taobao.tmc.events import TmcMessage
 from tests.scaleout.conftest import RATE, SHOPS, eventually, replica_set, running
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from store import cli
+from daemon import migrate_cmd as cli
 from store.errors import MigrationError
 from store.migrate import Migration, load_migrations, migrate
 from tests.conftest import create_database, drop_database

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from listener.ports import Priority, TradeFetcher
+from listener.ports import TradeFetcher
 from taobao.client import RetryPolicy, TopClient, render_param
 from taobao.errors import (
     MalformedResponse,
@@ -21,7 +21,7 @@ from taobao.errors import (
     TradeNotFound,
 )
 from taobao.fields import ALL_TRADE_TYPES, FULLINFO_FIELDS, MAX_INCREMENT_SPAN
-from taobao.limiter import TopRateLimiter
+from taobao.limiter import Priority, TopRateLimiter
 from taobao.timefmt import GMT8, parse_top_time
 from tests.taobao.conftest import FAST_RETRY, ClientFactory
 from tests.taobao.gateway import (

@@ -9,8 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from listener.ports import Priority
-from taobao.limiter import TopRateLimiter
+from taobao.limiter import Priority, TopRateLimiter
 
 DEADLINE = 5.0
 

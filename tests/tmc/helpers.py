@@ -11,11 +11,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from listener.backoff_policy import BackoffPolicy
-from listener.events import TmcMessage
-from listener.session import SessionEvent, SessionTiming, TmcSession
+from common.backoff import BackoffPolicy
+from listener.session import SessionTiming, TmcSession
 from simulator.tmc_faults import TmcFaults
 from simulator.tmc_server import TmcServer, TmcServerConfig
+from taobao.tmc.events import SessionEvent, TmcMessage
 
 APP_KEY = "12345678"
 APP_SECRET = "s3cr3t-for-tmc-tests"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from listener import tmc_codec as codec
-from listener.tmc_codec import Byte, Int16, Int32, Int64, Message, MessageType, TmcDecodeError, TmcEncodeError
-from taobao.errors import OrderSyncError
+from common.errors import OrderSyncError
+from taobao.tmc import codec
+from taobao.tmc.codec import Byte, Int16, Int32, Int64, Message, MessageType, TmcDecodeError, TmcEncodeError
 
 TOKEN = "32e88d28-20b1-40dd-8e2d-abec197277fe"
 # tmc.md §3.2, spaced as the spec writes them.

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listener import tmc_codec as codec
-from listener.tmc_codec import Byte, Int16, Int32, Int64, Message, MessageType, TmcDecodeError
+from taobao.tmc import codec
+from taobao.tmc.codec import Byte, Int16, Int32, Int64, Message, MessageType, TmcDecodeError
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 DATES = st.datetimes(

@@ -11,20 +11,12 @@ import pytest
 from pydantic import SecretStr
 from websockets.asyncio.server import ServerConnection, serve
 
-from listener import tmc_codec as codec
-from listener.backoff_policy import BackoffPolicy
-from listener.events import TmcMessage
-from listener.session import (
-    Connected,
-    Disconnected,
-    Refused,
-    SessionEvent,
-    SessionTiming,
-    TmcConnectRefused,
-    TmcSession,
-)
+from common.backoff import BackoffPolicy
+from listener.session import SessionTiming, TmcConnectRefused, TmcSession
 from simulator.tmc_faults import TmcFaults
 from simulator.tmc_server import TmcServerConfig
+from taobao.tmc import codec
+from taobao.tmc.events import Connected, Disconnected, Refused, SessionEvent, TmcMessage
 from tests.tmc.helpers import (
     APP_KEY,
     APP_SECRET,

@@ -11,10 +11,10 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from listener import tmc_codec as codec
-from listener.backoff_policy import Backoff, BackoffPolicy
+from common.backoff import Backoff, BackoffPolicy
 from simulator.tmc_faults import TmcFaults
 from simulator.tmc_server import TmcServer, TmcServerConfig
+from taobao.tmc import codec
 from tests.tmc.helpers import (
     APP_KEY,
     APP_SECRET,

@@ -13,8 +13,8 @@ import asyncio
 import json
 import sys
 
-from listener.logs import configure_logging
-from reconciler.cli_common import (
+from common.errors import OrderSyncError
+from daemon.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -23,10 +23,10 @@ from reconciler.cli_common import (
     settings_or_exit,
     standalone,
 )
+from daemon.logs import configure_logging
 from reconciler.intervals import Interval
 from reconciler.report_view import table
 from reconciler.reports import GapReport, Outcome
-from taobao.errors import OrderSyncError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -12,21 +12,25 @@ import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
-from listener.backoff_policy import BackoffPolicy
-from listener.health import ping_pool
-from listener.metrics import ListenerMetrics
+from common.backoff import BackoffPolicy
+from common.errors import OrderSyncError
+from common.identity import default_replica
+from daemon.health import ping_pool
+from daemon.metrics import DaemonMetrics
+from daemon.service import Service, SideTask
+from daemon.settings import Settings
+from daemon.watched_channel import WatchedChannel
 from listener.ports import MessageChannel, MessageHandler
-from listener.service import Service, SideTask
 from listener.session import SessionTiming, TmcSession
-from listener.settings import Settings
-from reconciler.reconciler import Reconciler, ReconcilerConfig, default_replica
-from reconciler.replicas import ReplicaConfig, ReplicaSet
-from reconciler.stream_watch import WatchedChannel
+from reconciler.backfill import BackfillConfig
+from reconciler.reconciler import Reconciler, ReconcilerConfig
+from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
 from store.pg import PgStore
 from taobao.client import PARTNER_ID, TopClient
-from taobao.errors import OrderSyncError
+from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import TopRateLimiter
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,29 @@ class MissingDatabase(OrderSyncError):
 
 def replica_id(settings: Settings) -> str:
     return settings.sync_replica_id or default_replica()
+
+
+def make_reconciler_config(settings: Settings) -> ReconcilerConfig:
+    concurrency = settings.sync_backfill_concurrency or settings.worker_count()
+    types = tuple(settings.sync_trade_types) if settings.sync_trade_types else ALL_TRADE_TYPES
+    return ReconcilerConfig(
+        overlap=timedelta(seconds=settings.sync_overlap_seconds),
+        safety_lag=timedelta(seconds=settings.sync_safety_lag_seconds),
+        max_span=timedelta(seconds=settings.sync_backfill_window_seconds),
+        sweep_every=timedelta(seconds=settings.sync_sweep_seconds),
+        silence=timedelta(seconds=settings.sync_silence_seconds),
+        stream_settle=timedelta(seconds=settings.sync_stream_settle_seconds),
+        tick_seconds=settings.sync_reconcile_seconds,
+        stream_during_backfill=settings.sync_stream_during_backfill,
+        initial_load_days=settings.sync_initial_load_days,
+        replica=replica_id(settings),
+        peer_wait_seconds=settings.sync_gate_peer_wait_seconds,
+        backfill=BackfillConfig(
+            types=types,
+            concurrency=concurrency,
+            rejection_retry_seconds=settings.sync_rejection_retry_seconds,
+        ),
+    )
 
 
 def make_client(settings: Settings, limiter: TopRateLimiter | None = None) -> TopClient:
@@ -84,13 +111,13 @@ def assemble(
     `reconcile`, the reconciler gates every (re)connect of the session (backfill before resume), hears
     its connects and disconnects, watches which messages are committed, and runs as a side task; so
     does the replica set, which shares the TOP quota and the shops' reconciliation with any other
-    replica on the same database (see reconciler/replicas.py)."""
-    metrics = ListenerMetrics()
+    replica on the same database (see replicas/replica_set.py)."""
+    metrics = DaemonMetrics()
     metrics.watch_top_client(client.stats)
     reconciler: Reconciler | None = None
     replicas: ReplicaSet | None = None
     if reconcile:
-        config = reconciler_config or ReconcilerConfig.from_settings(settings)
+        config = reconciler_config or make_reconciler_config(settings)
         replicas = make_replica_set(settings, client.limiter, config.replica, metrics)
         reconciler = Reconciler(
             config=config,
@@ -104,7 +131,7 @@ def assemble(
 
     async def quarantine(payload: bytes, reason: str) -> None:
         await store.dead_letter(source="tmc", reason=reason, payload=payload)
-        metrics.dead_letters.inc(reason="malformed_frame")
+        metrics.stream.dead_letters.inc(reason="malformed_frame")
 
     def channel_factory(handler: MessageHandler) -> MessageChannel:
         session = TmcSession(
@@ -141,7 +168,7 @@ def assemble(
 
 
 def make_replica_set(
-    settings: Settings, limiter: TopRateLimiter, replica: str, metrics: ListenerMetrics
+    settings: Settings, limiter: TopRateLimiter, replica: str, metrics: DaemonMetrics
 ) -> ReplicaSet:
     config = ReplicaConfig(
         replica=replica,

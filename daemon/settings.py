@@ -17,7 +17,7 @@ import pydantic_settings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from taobao.errors import OrderSyncError
+from common.errors import OrderSyncError
 
 # The exit code of a daemon that cannot start because its settings are wrong (a usage error).
 EXIT_BAD_SETTINGS = 2

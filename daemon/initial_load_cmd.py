@@ -12,12 +12,12 @@ import asyncio
 import json
 import sys
 
-from listener.logs import configure_logging
-from reconciler.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, settings_or_exit, standalone
+from common.errors import OrderSyncError
+from daemon.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, settings_or_exit, standalone
+from daemon.logs import configure_logging
 from reconciler.progress import Progress
 from reconciler.report_view import table
 from reconciler.reports import GapReport, Outcome
-from taobao.errors import OrderSyncError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -28,9 +28,8 @@ from typing import Final, TextIO
 import asyncpg
 import websockets.exceptions
 
-from listener.ports import Priority
+from daemon.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
 from listener.session import TmcConnectRefused, TmcProtocolError, TmcSession
-from listener.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
 from store.migrate import load_migrations
 from taobao.client import RetryPolicy, TopClient
 from taobao.errors import (
@@ -42,7 +41,7 @@ from taobao.errors import (
     TradeNotFound,
 )
 from taobao.fields import TRADE_FULLINFO_GET
-from taobao.limiter import TopRateLimiter
+from taobao.limiter import Priority, TopRateLimiter
 
 EXIT_OK = 0
 EXIT_FAILED = 1

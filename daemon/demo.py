@@ -23,18 +23,18 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from listener.app import assemble, open_parts
-from listener.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
-from listener.logs import configure_logging
-from listener.service import Service, serve
-from listener.settings import Settings, load_settings
+from common.errors import OrderSyncError
+from daemon.app import assemble, open_parts
+from daemon.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
+from daemon.logs import configure_logging
+from daemon.service import Service, serve
+from daemon.settings import Settings, load_settings
 from simulator.compare import compare_with_market
 from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from store.pg import PgStore
 from taobao.client import TopClient
-from taobao.errors import OrderSyncError
 from taobao.fields import TRADE_FULLINFO_GET
 
 DEMO_DATABASE = "order_sync_demo"

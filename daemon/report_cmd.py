@@ -15,11 +15,11 @@ from pathlib import Path
 
 import asyncpg
 
-from reconciler.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from common.errors import OrderSyncError
+from daemon.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from reconciler.ledger import Ledger
 from reconciler.report_view import ShopTimeline, page, table, time_range, to_json
 from reconciler.reports import Cause, ReportStore
-from taobao.errors import OrderSyncError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

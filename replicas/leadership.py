@@ -1,7 +1,7 @@
 """Which replica reconciles which shop: one leader per shop, through PostgreSQL advisory locks.
 
 A replica leads a shop while it holds the shop's session-level advisory lock on its coordination
-connection (`reconciler.replicas.CoordinationLink`). Only the leader reads a shop's gap windows, sweeps
+connection (`replicas.replica_set.CoordinationLink`). Only the leader reads a shop's gap windows, sweeps
 it and loads its history; the other replicas consume the shop's pushes like any other (the TMC group
 spreads messages over every connection) and leave its reconciliation alone.
 
@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from reconciler import replica_sql
-from taobao.errors import OrderSyncError
+from replicas import sql as replica_sql
+from store.errors import NotLeader
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,6 @@ STOPPING = "stopping"
 
 ChangeListener = Callable[[str, str], None]  # (change, shop): acquired, released, lost
 
-
-class NotLeader(OrderSyncError):
-    """This replica does not (or no longer) lead the shop: its reconciliation is another replica's."""
-
-    def __init__(self, shop: str) -> None:
-        self.shop = shop
-        super().__init__(f"this replica does not lead shop {shop!r}")
 
 
 class LockLink(Protocol):

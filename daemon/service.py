@@ -20,17 +20,19 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from common.errors import OrderSyncError
+from common.health import Check
+from daemon.health import HttpServer, Ping, check_channel, check_postgres
+from daemon.logs import configure_logging
+from daemon.metrics import DaemonMetrics
+from daemon.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
+from daemon.supervisor import Supervisor, TaskFailure, stop_signals
 from listener.batcher import Backoff, CommitBatcher
 from listener.dispatcher import Dispatcher
-from listener.events import TmcMessage
-from listener.health import Check, HttpServer, Ping, check_channel, check_postgres
-from listener.logs import configure_logging
-from listener.metrics import ListenerMetrics, MeasuredStore
+from listener.metrics import MeasuredStore
 from listener.ports import MessageChannel, MessageHandler, TradeFetcher, TradeStore
-from listener.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
-from listener.supervisor import Supervisor, TaskFailure, stop_signals
 from listener.workers import WorkerPool
-from taobao.errors import OrderSyncError
+from taobao.tmc.events import TmcMessage
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +60,30 @@ class Service:
         store: TradeStore,
         channel_factory: ChannelFactory,
         side_tasks: Mapping[str, SideTask] | None = None,
-        metrics: ListenerMetrics | None = None,
+        metrics: DaemonMetrics | None = None,
         store_backoff: Backoff | None = None,
         db_ping: Ping | None = None,
         extra_checks: Mapping[str, ExtraCheck] | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or ListenerMetrics()
+        self.metrics = metrics or DaemonMetrics()
         self._db_ping = db_ping  # for /readyz; None: no database check
         self._extra_checks = dict(extra_checks or {})
-        store = MeasuredStore(store, self.metrics)
+        store = MeasuredStore(store, self.metrics.stream)
         self.channel = channel_factory(self._on_message)
         self.dispatcher = Dispatcher(
             sessions=settings.shop_sessions(),
             store=store,
             acker=self.channel,
             max_events=settings.sync_max_events,
-            metrics=self.metrics,
+            metrics=self.metrics.stream,
         )
         self.batcher = CommitBatcher(
             store=store,
             settler=self.dispatcher,
             max_size=settings.sync_batch_size,
             max_delay=settings.sync_batch_ms / 1000,
-            metrics=self.metrics,
+            metrics=self.metrics.stream,
             backoff=store_backoff,
         )
         self.pool = WorkerPool(
@@ -89,7 +91,7 @@ class Service:
             fetcher=fetcher,
             batcher=self.batcher,
             size=settings.worker_count(),
-            metrics=self.metrics,
+            metrics=self.metrics.stream,
         )
         self._side_tasks = dict(side_tasks or {})
         self._supervisor = Supervisor(self._task_failed)
@@ -290,7 +292,7 @@ class Service:
         return not problems, details
 
     def metrics_text(self) -> str:
-        return self.metrics.registry.render()
+        return self.metrics.render()
 
 
 async def serve(service: Service) -> int:

@@ -17,11 +17,12 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
 from aiohttp import web
+
+from common.health import Check
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,17 +33,6 @@ class HealthSource(Protocol):
     async def readiness(self) -> tuple[bool, dict[str, Any]]: ...
 
     def metrics_text(self) -> str: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One readiness condition: whether it holds and, in words, what was seen."""
-
-    ok: bool
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "detail": self.detail}
 
 
 async def ping_pool(pool: asyncpg.Pool) -> None:

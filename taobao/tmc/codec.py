@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Self
 
-from listener.events import TmcMessage
-from taobao.errors import OrderSyncError
+from common.errors import OrderSyncError
 from taobao.signing import sign
+from taobao.tmc.events import TmcMessage
 
 PROTOCOL_VERSION = 2
 # The JSDK uploads at most 128 characters of a failure reason ("错误信息上传128个字节到服务端").

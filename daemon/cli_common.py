@@ -9,9 +9,9 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from listener.app import open_parts
-from listener.settings import Settings, SettingsError, load_settings
-from reconciler.reconciler import Reconciler, ReconcilerConfig
+from daemon.app import make_reconciler_config, open_parts
+from daemon.settings import Settings, SettingsError, load_settings
+from reconciler.reconciler import Reconciler
 from taobao.timefmt import GMT8
 
 EXIT_OK = 0
@@ -49,7 +49,7 @@ async def standalone(settings: Settings) -> AsyncIterator[Reconciler]:
     """A reconciler over freshly opened parts (migrating first), for a one-off command."""
     async with open_parts(settings) as (store, client):
         yield Reconciler(
-            config=ReconcilerConfig.from_settings(settings),
+            config=make_reconciler_config(settings),
             client=client,
             store=store,
             shops=settings.shop_sessions(),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from listener.app import build
-from listener.service import run_daemon
-from taobao.errors import OrderSyncError
+from common.errors import OrderSyncError
+from daemon.app import build
+from daemon.service import run_daemon
 
 EPILOG = (
     "Settings come from the environment and .env: DATABASE_URL, TAOBAO_APP_KEY, TAOBAO_APP_SECRET, "

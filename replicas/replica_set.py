@@ -5,8 +5,8 @@ Each replica keeps one connection of its own to PostgreSQL (`CoordinationLink`, 
 SYNC_HEARTBEAT_SECONDS it writes its row in `replicas` over that connection and reads everyone's
 (`ReplicaSet.run`, a side task of the daemon); from that round follow:
 
-* the quota share (`reconciler.quota`): SYNC_API_RATE ÷ live replicas, and bans shared;
-* shop leadership (`reconciler.leadership`): advisory locks held on this very connection, so a replica
+* the quota share (`replicas.quota`): SYNC_API_RATE ÷ live replicas, and bans shared;
+* shop leadership (`replicas.leadership`): advisory locks held on this very connection, so a replica
   whose connection dies loses its shops at that instant, and one that cannot heartbeat stops claiming
   them;
 * the stream's proof across replicas. TMC spreads a group's messages over every connection, so a
@@ -36,13 +36,13 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from listener.health import Check
-from listener.metrics import Registry
-from reconciler import replica_sql
-from reconciler.leadership import STOPPING, ShopLeadership
-from reconciler.quota import SharedQuota
+from common.errors import OrderSyncError
+from common.health import Check
+from common.metrics import Registry
+from replicas import sql as replica_sql
+from replicas.leadership import STOPPING, ShopLeadership
+from replicas.quota import SharedQuota
 from store.errors import StoreError
-from taobao.errors import OrderSyncError
 from taobao.limiter import TopRateLimiter
 
 logger = logging.getLogger(__name__)

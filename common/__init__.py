@@ -1,0 +1,1 @@
+"""What every layer above may use: the error root, backoff, the metrics registry, health checks."""

@@ -1,0 +1,1 @@
+"""The daemon's composition root: settings, wiring, supervision, HTTP, the commands and the demo."""

@@ -1,0 +1,74 @@
+"""The reconciler's series: coverage (how far each shop is proven, open gaps, push loss) and the cost
+and outcome of its backfills and sweeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from common.metrics import Registry, Samples
+
+
+class CoverageMetrics:
+    """Series the reconciler keeps current; the listener only exposes them.
+
+    `set_proven_until(shop, t)` after each interval the ledger proves complete; `ledger_lag_seconds`
+    is then `now - t` at scrape time, so it keeps growing while nothing is proven. `set_gaps_open`
+    after each gap scan; `add_push_loss` for every trade a backfill found that the stream never
+    announced."""
+
+    def __init__(self, registry: Registry, clock: Callable[[], datetime] | None = None) -> None:
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._proven_until: dict[str, datetime] = {}
+        self._gaps_open: dict[str, int] = {}
+        self.push_lost = registry.counter(
+            "push_lost_total", "Trade changes found by reconciliation that the TMC stream never delivered"
+        )
+        registry.gauge(
+            "ledger_lag_seconds",
+            "Now minus the end of the last interval the coverage ledger proved complete, per shop",
+            self._lag_samples,
+        )
+        registry.gauge("gaps_open", "Coverage gaps not yet backfilled, per shop", self._gap_samples)
+
+    def set_proven_until(self, shop: str, until: datetime) -> None:
+        if until.tzinfo is None:
+            raise ValueError("until must be an aware datetime")
+        self._proven_until[shop] = until
+
+    def set_gaps_open(self, shop: str, count: int) -> None:
+        self._gaps_open[shop] = count
+
+    def add_push_loss(self, shop: str, count: int = 1) -> None:
+        self.push_lost.inc(count, shop=shop)
+
+    def _lag_samples(self) -> Samples:
+        now = self._clock()
+        return [({"shop": s}, max(0.0, (now - t).total_seconds())) for s, t in self._proven_until.items()]
+
+    def _gap_samples(self) -> Samples:
+        return [({"shop": shop}, float(n)) for shop, n in self._gaps_open.items()]
+
+
+class ReconcilerMetrics:
+    def __init__(self, registry: Registry, coverage: CoverageMetrics | None) -> None:
+        self.coverage = coverage or CoverageMetrics(registry)
+        self.recovered = registry.counter(
+            "reconciler_trades_recovered_total",
+            "Trades a backfill brought in or up to date, by shop and cause",
+        )
+        self.list_calls = registry.counter(
+            "reconciler_list_calls_total", "Increment/sold.get calls, by purpose"
+        )
+        self.fullinfo_calls = registry.counter(
+            "reconciler_fullinfo_calls_total", "Fullinfo calls made by backfills and sweeps, by purpose"
+        )
+        self.windows_failed = registry.counter(
+            "reconciler_windows_failed_total", "Windows not read completely (they stay gaps), by shop"
+        )
+        self.gaps_opened = registry.counter("reconciler_gaps_opened_total", "Gap reports opened, by cause")
+        self.gate_seconds = registry.histogram(
+            "reconciler_gate_seconds",
+            "How long the stream waited for the backfill before (re)connecting",
+            (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+        )

@@ -1,0 +1,1 @@
+"""Several replicas on one database: heartbeats, shop leadership, the TOP quota share."""

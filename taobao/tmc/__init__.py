@@ -1,0 +1,1 @@
+"""Taobao's TMC push protocol: the frame codec (pure) and what a session reports."""
