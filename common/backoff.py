@@ -1,13 +1,23 @@
-"""Reconnect delays for the TMC session: jittered, capped, and reset only by a connection that lasted.
+"""Waiting before trying again: one delay schedule and one retry loop for the whole service.
 
-A server that accepts and then drops at once must not cause a tight loop (STYLE.md §9), so a
-successful handshake alone does not reset the delay; the connection has to stay up `reset_after`.
+The schedule is the `backoff` library's exponential generator (base·factorⁿ, capped) with "equal
+jitter" (half fixed, half random), so many restarting daemons do not retry in step and no wait is
+shorter than half its step. `retrying` is the one loop that retries an async operation on chosen
+errors; the TMC session drives a `Backoff` itself, since only a connection that stayed up a while
+(`reset_after`) may reset its delay: an accept-then-drop server must not cause a tight reconnect loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import backoff
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,8 +27,8 @@ class BackoffPolicy:
     factor: float = 2.0
     # A connection must stay up this long before the next reconnect starts again from `base`.
     reset_after: float = 30.0
-    # The least wait after a refused CONNECT. The production refusal codes are unknown (tmc.md §15),
-    # so every refusal is treated as a possible credential problem and retried slowly.
+    # The least wait after a refused TMC CONNECT. The refusal codes are not documented, so every
+    # refusal is treated as a possible credential problem and retried slowly.
     refusal_floor: float = 30.0
 
     def __post_init__(self) -> None:
@@ -27,25 +37,54 @@ class BackoffPolicy:
 
 
 class Backoff:
-    """The delay sequence of one policy: base·factorⁿ capped, with "equal jitter" (half fixed, half
-    random), so no delay is ever shorter than half the un-jittered value."""
+    """The delay sequence of one policy. `attempts` counts the delays handed out since the last reset."""
 
     def __init__(self, policy: BackoffPolicy, rng: random.Random | None = None) -> None:
         self.policy = policy
         self.attempts = 0
         self._rng = rng or random.Random()
+        self._steps = self._schedule()
+
+    def _schedule(self) -> Generator[float, Any, None]:
+        policy = self.policy
+        steps = backoff.expo(base=policy.factor, factor=policy.base, max_value=policy.cap)
+        next(steps)  # the library's generators are primed before their first value
+        return steps
 
     def next_delay(self) -> float:
-        policy = self.policy
-        ceiling = policy.base
-        for _ in range(self.attempts):
-            ceiling *= policy.factor
-            if ceiling >= policy.cap:
-                ceiling = policy.cap
-                break
+        ceiling = min(next(self._steps), self.policy.cap)
         self.attempts += 1
-        half = min(ceiling, policy.cap) / 2
+        half = ceiling / 2
         return half + self._rng.uniform(0, half)
 
     def reset(self) -> None:
         self.attempts = 0
+        self._steps = self._schedule()
+
+
+RetryHook = Callable[[BaseException, int, float], None]
+
+
+async def retrying(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    policy: BackoffPolicy,
+    attempts: int | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_retry: RetryHook | None = None,
+) -> T:
+    """`await operation()` until it returns, waiting a `policy` delay after each `retry_on` error;
+    with `attempts`, the error of the last attempt is raised. `on_retry(error, attempt, delay)` is
+    called before each wait (for a log line)."""
+    delays = Backoff(policy)
+    while True:
+        try:
+            return await operation()
+        except retry_on as exc:
+            if attempts is not None and delays.attempts + 1 >= attempts:
+                raise
+            delay = delays.next_delay()
+            if on_retry is not None:
+                on_retry(exc, delays.attempts, delay)
+            await sleep(delay)

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+import asyncpg
+
 from common.errors import OrderSyncError
+
+# What a database operation that was refused, or whose connection was lost, raises from the driver:
+# a server error, a connection the pool closed or reset (InterfaceError, InternalClientError after
+# pg_terminate_backend), the socket itself (OSError) or a timeout. The one definition the service uses.
+DATABASE_ERRORS: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 class StoreError(OrderSyncError):
