@@ -45,7 +45,9 @@ async def test_retrying_retries_the_chosen_errors_and_gives_up_after_attempts() 
     )
     assert result == "done"
     assert seen == [("try 1", 1), ("try 2", 2)]
-    assert len(waits) == 2 and 0.05 <= waits[0] <= 0.1 and 0.1 <= waits[1] <= 0.2
+    assert len(waits) == 2
+    assert 0.05 <= waits[0] <= 0.1
+    assert 0.1 <= waits[1] <= 0.2
 
     calls = 0
     with pytest.raises(ConnectionError, match="try 2"):
