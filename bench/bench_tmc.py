@@ -42,7 +42,7 @@ async def _serve_async(
     server = TmcServer({APP_KEY: APP_SECRET}, config)
     await server.start()
     published = datetime.now(UTC)
-    # The shape of a real taobao_trade_TradeBuyerPay body (tmc.md §11).
+    # The shape of a real taobao_trade_TradeBuyerPay body (docs/tmc-protocol.md#trade-topics).
     body = (
         '{"buyer_nick":"b***","payment":"128.00","oid":%d,'
         '"status":"WAIT_SELLER_SEND_GOODS","tid":%d,"type":"fixed"}'

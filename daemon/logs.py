@@ -1,4 +1,5 @@
-"""Log output: one JSON object per line with stable keys (STYLE.md §11), or plain text for a terminal.
+"""Log output: one JSON object per line with stable keys (docs/design.md#structured-logs), or plain text for a
+terminal.
 
 Call sites log with `extra={"action": ..., "tid": ..., "shop": ..., "message_id": ..., "attempt": ...}`;
 these keys come out under the same names whenever they are present, so log queries never depend on the

@@ -1,4 +1,5 @@
-"""The daemon's one settings object (STYLE.md §14), read from the environment and `.env`.
+"""The daemon's one settings object (docs/design.md#one-settings-object), read from the environment and
+`.env`.
 
 Built once in the entry point by `load_settings()` and passed down; nothing here runs at import time.
 Secrets (the app secret, shop sessions, a database URL that may carry a password) are `SecretStr`, so

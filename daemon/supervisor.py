@@ -1,4 +1,5 @@
-"""Supervision of the daemon's long-lived tasks, and stop signals (STYLE.md §4, §6).
+"""Supervision of the daemon's long-lived tasks, and stop signals (docs/design.md#graceful-stop,
+docs/design.md#supervised-tasks).
 
 Every task is named. Until the supervisor is told the daemon is stopping, a task that ends (returns
 or raises) is a failure: it is logged with its name and reason and the daemon stops, so the process

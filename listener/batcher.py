@@ -6,8 +6,9 @@ commit): at low load a trade is written as soon as the store is free, at high lo
 themselves. Only when the fetch side is saturated (`backlog()` says tids are waiting for a worker) does
 a batch linger for company, until `max_size` trades are waiting or the first has waited `max_delay`:
 latency is then dominated by the queue anyway, and bigger batches cost less per trade.
-Only after a flush returns are the messages it covers confirmed (invariant 1). A failed flush confirms
-nothing and is retried with a jittered, capped backoff until it succeeds or the service stops.
+Only after a flush returns are the messages it covers confirmed (docs/design.md#confirm-after-commit). A
+failed flush confirms nothing and is retried with a jittered, capped backoff until it succeeds or the service
+stops.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def _no_backlog() -> bool:
 
 def _newer_or_same(candidate: Trade, current: Trade) -> bool:
     """Whether `candidate` should replace `current` for the same tid within one batch. A later fetch
-    wins unless it is visibly older (invariant 2 is enforced again by the store's guarded upsert)."""
+    wins unless it is visibly older (docs/design.md#modified-never-goes-backwards is enforced again by the
+    store's guarded upsert)."""
     if candidate.modified is None or current.modified is None:
         return current.modified is None
     return candidate.modified >= current.modified
@@ -173,7 +175,8 @@ class CommitBatcher:
         trades = [entry.trade for entry in batch]
         self.committing = len(trades)
         # The write runs as its own task: if this one is cancelled mid-write, the transaction still
-        # finishes and its messages are confirmed before the cancellation goes on (STYLE.md §7).
+        # finishes and its messages are confirmed before the cancellation goes on
+        # (docs/design.md#last-write-survives-cancellation).
         write = asyncio.ensure_future(self._store.apply_trades(trades, source=SOURCE))
         self._last_write = write
         try:

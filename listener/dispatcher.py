@@ -3,14 +3,15 @@
 Every TMC message the dispatcher accepts is *held* until it is settled in exactly one way:
 confirmed (after the commit that covers it, or after its dead-letter row is written), or left
 unconfirmed (the server redelivers it). Holding is bounded by `max_events`; when the bound is reached
-`submit()` waits, which stalls the session's read loop: that is the backpressure (STYLE.md §5).
+`submit()` waits, which stalls the session's read loop: that is the backpressure
+(docs/design.md#capacity-before-work).
 
-Coalescing (tmc.md §9.5: bursts per order are normal). For one tid:
+Coalescing (docs/tmc-protocol.md#duplicates: bursts per order are normal). For one tid:
   * queued, no fetch yet     → a new message joins the queued item; one fetch covers all of them;
   * a fetch is in flight     → the new message waits; when the fetch ends exactly one more fetch is
                                queued carrying every message that arrived meanwhile;
-so a message is only ever covered by a fetch that *started after it was received* (invariant 1:
-the committed state is then at least as new as the one it announced).
+so a message is only ever covered by a fetch that *started after it was received*
+(docs/design.md#confirm-after-commit: the committed state is then at least as new as the one it announced).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 TRADE_TOPIC_PREFIX = "taobao_trade_"
 INT64_MAX = 2**63 - 1
 SOURCE = "stream"
-# TMC uploads at most 128 characters of a Failed reason (tmc.md §7).
+# TMC uploads at most 128 characters of a Failed reason (docs/tmc-protocol.md#failed).
 FAIL_REASON_MAX = 128
 # strict=False: control characters inside strings (seen in memo fields) are not a reason to drop.
 # One decoder for all messages: json.loads(strict=False) would build a new one per call.
@@ -53,7 +54,8 @@ class Rejection:
 
 
 def parse_trade_event(message: TmcMessage) -> TradeEvent | Rejection:
-    """The tid and seller of a trade message (tmc.md §11), or why the message cannot be processed."""
+    """The tid and seller of a trade message (docs/tmc-protocol.md#trade-topics), or why the message cannot be
+    processed."""
     if not message.topic.startswith(TRADE_TOPIC_PREFIX):
         return Rejection("not_trade_topic", f"topic {message.topic!r} is not a trade topic")
     try:
@@ -184,7 +186,7 @@ class Dispatcher:
             await self._quarantine_message(message, "unknown_shop", reason, tid=parsed.tid, shop=shop)
             return False
 
-        # Take capacity before taking the work (STYLE.md §5).
+        # Take capacity before taking the work (docs/design.md#capacity-before-work).
         while len(self._held) >= self._max_events and not self._intake_closed:
             self._space.clear()
             await self._space.wait()
@@ -293,9 +295,9 @@ class Dispatcher:
 
         Why not park them in memory or confirm them: memory must stay bounded while the shop is paused
         for hours, and confirming would drop the server's copy before the change is committed
-        (invariant 1). The server redelivers them; once a new session is configured and the service
-        restarts, the reconciler backfills the paused window from the coverage ledger, which never
-        marked it proven (invariant 4)."""
+        (docs/design.md#confirm-after-commit). The server redelivers them; once a new session is configured
+        and the service restarts, the reconciler backfills the paused window from the coverage ledger, which
+        never marked it proven (docs/design.md#coverage-ledger)."""
         if shop in self._paused:
             return
         self._paused[shop] = reason
@@ -336,7 +338,7 @@ class Dispatcher:
 
     async def quarantine(self, message_ids: Iterable[int], kind: str, reason: str) -> None:
         """Dead-letter held messages that can never succeed, then confirm them so they are not resent
-        forever (tmc.md §9.2)."""
+        forever (docs/tmc-protocol.md#redelivery)."""
         for message_id in self._still_held(message_ids):
             held = self._held[message_id]
             await self._quarantine_message(held.message, kind, reason, tid=held.tid, shop=held.shop)

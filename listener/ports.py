@@ -1,4 +1,4 @@
-"""The narrow seams between the listener's parts (STYLE.md §10).
+"""The narrow seams between the listener's parts (docs/design.md#storage-seam).
 
 The dispatcher and worker pool depend only on these protocols; the real implementations are
 `taobao.client.TopClient`, `store.pg.PgStore` and `listener.session.TmcSession`, and unit tests pass

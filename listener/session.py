@@ -1,4 +1,6 @@
-"""The TMC client session: connect and sign, keep the token, pull, confirm, ping, reconnect (tmc.md §5–§8).
+"""The TMC client session: connect and sign, keep the token, pull, confirm, ping, reconnect
+(docs/tmc-protocol.md#connect, docs/tmc-protocol.md#confirm-fail-pull,
+docs/tmc-protocol.md#timers-heartbeat-reconnect).
 
 One `TmcSession` holds at most one WebSocket at a time. Each pushed message is decoded and handed to
 `handler`, which is awaited before the next frame is read: a slow handler therefore stops reading and
@@ -32,7 +34,8 @@ logger = logging.getLogger(__name__)
 SDK_NAME = "taobao-order-sync-0.1"
 # Server pushes are small JSON documents; a frame beyond this is refused by the WebSocket layer.
 MAX_FRAME_BYTES = 8 * 1024 * 1024
-CLOSE_REASON = "tmc client closed"  # what the Java client says when it closes (tmc.md §2)
+# what the Java client says when it closes (docs/tmc-protocol.md#transport)
+CLOSE_REASON = "tmc client closed"
 
 
 class TmcConnectRefused(OrderSyncError):
@@ -50,11 +53,12 @@ class TmcProtocolError(OrderSyncError):
 
 @dataclass(frozen=True, slots=True)
 class SessionTiming:
-    pull_interval: float = 5.0  # the official Node clients pull every 5 s (tmc.md §8)
+    # the official Node clients pull every 5 s (docs/tmc-protocol.md#timers-heartbeat-reconnect)
+    pull_interval: float = 5.0
     ping_interval: float | None = 30.0  # within the 45–60 s the official clients use
     ping_timeout: float | None = 15.0
-    connect_timeout: float = 5.0  # top-link's WebSocket connect timeout (tmc.md §2)
-    ack_timeout: float = 5.0  # top-link's wait for CONNECTACK (tmc.md §2)
+    connect_timeout: float = 5.0  # top-link's WebSocket connect timeout (docs/tmc-protocol.md#transport)
+    ack_timeout: float = 5.0  # top-link's wait for CONNECTACK (docs/tmc-protocol.md#transport)
     close_timeout: float = 2.0
 
 

@@ -1,6 +1,7 @@
 """The worker pool: take a tid from the dispatcher, fetch its current state, hand it to the batcher.
 
-What happens to the messages a fetch covers depends only on how the fetch ended (invariant 6):
+What happens to the messages a fetch covers depends only on how the fetch ended
+(docs/design.md#one-error-taxonomy-three-scopes):
 
   trade                → batcher: committed, then confirmed
   SessionExpired       → the shop is paused; messages left unconfirmed (the server redelivers them)

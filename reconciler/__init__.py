@@ -1,4 +1,4 @@
-"""The reconciler: what turns "usually in sync" into "never misses an order" (ARCHITECTURE.md invariant 4).
+"""The reconciler: what turns "usually in sync" into "never misses an order" (docs/design.md#coverage-ledger).
 
 Modules, in the order data flows:
 
@@ -32,15 +32,16 @@ Two ways to resume after an outage:
   calls/s quota, a 10 s outage with 1000 changes held the stream back about 11 s).
 * **Stream during backfill** (`true`): the stream reconnects at once and the backfill runs beside it,
   its fullinfo calls queued behind the stream's. Correct because an older state never overwrites a
-  newer one (invariant 2). Choose it when outages can be long compared with the freshness the ERP
-  needs (a backfill of hours of changes at a small quota takes minutes), or when the TMC server is
-  known to keep messages while the service is away (production TMC does; the backfill is then a
+  newer one (docs/design.md#modified-never-goes-backwards). Choose it when outages can be long compared with
+  the freshness the ERP needs (a backfill of hours of changes at a small quota takes minutes), or when the TMC
+  server is known to keep messages while the service is away (production TMC does; the backfill is then a
   safety net rather than the only way back).
 
 Proof is conservative everywhere: a stretch counts as proven only when the stream was connected and
 every message in it committed, or an increment window below the lag horizon was read completely. A
 list read above the horizon brings changes in early ("fresh") but proves nothing; the same stretch is
-read again once the horizon has passed it. That re-read is what the overlap costs (seed rule M3).
+read again once the horizon has passed it. That re-read is what the overlap costs
+(docs/sync-rules.md#overlap).
 
 A gap report therefore stays open (`outcome` NULL) after its changes are in the database, until the
 horizon has passed its end: with the default overlap of 600 s, for about ten minutes after the gap. That

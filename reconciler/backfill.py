@@ -1,18 +1,20 @@
-"""Reading one increment window completely: list the tids (seed rules M1, M2, P2, P3), fetch each trade
-through fullinfo, apply them to the store, and say which windows were read.
+"""Reading one increment window completely: list the tids (docs/sync-rules.md#explicit-type,
+docs/sync-rules.md#backward-paging, docs/sync-rules.md#count-then-walk-back, docs/sync-rules.md#page-size),
+fetch each trade through fullinfo, apply them to the store, and say which windows were read.
 
 Listing a window: one counting call (`use_has_next=false`, page 1), and when there is more than one
 page, every page from the last back to the first with `use_has_next=true`; `fields=tid`, page size 100,
 the explicit full type list. A tid seen twice (rows shift while pages are walked) is fetched once.
 
-Errors (ARCHITECTURE.md invariant 6):
+Errors (docs/design.md#one-error-taxonomy-three-scopes):
 * `isv.trade-service-rejection` → the window is split in two and retried after the configured delay
   (the platform says 3 minutes); a window that cannot be split further fails.
 * other `isv.*` and permanent errors of a list call → logged, never retried; the window fails.
 * retryable errors the client could not get past (it already retried) → the window fails for now.
 * a rejected session → `SessionExpired` is raised: nothing more can be done for the shop.
 * fullinfo: `isv.trade-not-exist` is counted and skipped; other permanent errors put the trade in
-  the dead-letter table and it is skipped (invariant 8); anything else fails the window.
+  the dead-letter table and it is skipped (docs/design.md#bad-input-never-crashes); anything else fails the
+  window.
 A failed window is never reported as read, so the ledger never advances over it.
 """
 
@@ -48,7 +50,8 @@ from taobao.models import RejectedItem, Trade, TradePage
 
 logger = logging.getLogger(__name__)
 
-# Increment and sold.get only see trades created within three months (top_api.md §8); a day of margin.
+# Increment and sold.get only see trades created within three months (docs/top-api.md#three-month-window); a
+# day of margin.
 ONLINE_WINDOW = timedelta(days=89)
 
 
@@ -87,7 +90,8 @@ class BackfillConfig:
 @dataclass(frozen=True, slots=True)
 class Failure:
     reason: str
-    retryable: bool  # False: an ISV error or another cause retrying cannot fix (E2)
+    # False: an ISV error or another cause retrying cannot fix (docs/sync-rules.md#retry-isp-never-isv)
+    retryable: bool
 
 
 @dataclass(slots=True)
@@ -226,8 +230,8 @@ class WindowReader:
         rejected = list(first.rejected)
         total = first.total_results if first.total_results is not None else len(first.trades)
         if total > page_size:
-            # Backward (M2): rows that leave the window while we walk shift towards page 1, which is
-            # read last; walking forward would skip them.
+            # Backward (docs/sync-rules.md#backward-paging): rows that leave the window while we walk shift
+            # towards page 1, which is read last; walking forward would skip them.
             for page_no in backward_pages(total, page_size):
                 counts.list_calls += 1
                 page = await self._client.trades_sold_increment_get(

@@ -1,13 +1,13 @@
-"""A new shop's initial load (seed plans 2 and 3): its history by *created* time up to yesterday 23:59:59
-(GMT+8), then the increment API by *modified* time from today 00:00:00 on.
+"""A new shop's initial load (docs/sync-rules.md#plan-2, docs/sync-rules.md#plan-3): its history by *created*
+time up to yesterday 23:59:59 (GMT+8), then the increment API by *modified* time from today 00:00:00 on.
 
-History comes from `taobao.topats.trades.sold.get` (top_api.md §6): one task per part of at most
+History comes from `taobao.topats.trades.sold.get` (docs/top-api.md#topats): one task per part of at most
 `days_per_task` days (the doc asks big sellers to split three months), polled through
 `taobao.topats.result.get`, downloaded, checked against `check_code`, and streamed line by line into
 the store in batches (parsing runs in a worker thread, one batch ahead of the writes). When TOPATS
 is not available (the API is retired on today's platform), each day is read through
 `taobao.trades.sold.get` with `use_has_next=true` and `fields=tid`, walked forward (created time never
-changes, seed rule P1), and every tid fetched through fullinfo.
+changes, docs/sync-rules.md#sold-get-paging), and every tid fetched through fullinfo.
 
 Progress is kept per part in `initial_load_parts`, so an interrupted load resumes where it stopped:
 finished parts are skipped, a part whose task was created polls that task again, and re-applying a

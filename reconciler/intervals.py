@@ -1,4 +1,4 @@
-"""Interval arithmetic for the coverage ledger (ARCHITECTURE.md invariant 4). Pure: no I/O, no clock.
+"""Interval arithmetic for the coverage ledger (docs/design.md#coverage-ledger). Pure: no I/O, no clock.
 
 Intervals are half-open, `[start, end)`, over aware datetimes of `modified` time. Two intervals that
 touch (`a.end == b.start`) leave nothing between them, so they merge.

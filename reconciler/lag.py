@@ -1,5 +1,5 @@
-"""List lag, measured: how late Taobao's list indexes show a change (top_api.md §8: about ten minutes at
-sale peaks). The overlap every window is shifted back by widens when the measured lag grows.
+"""List lag, measured: how late Taobao's list indexes show a change (docs/top-api.md#data-delay: about ten
+minutes at sale peaks). The overlap every window is shifted back by widens when the measured lag grows.
 
 A sample is taken when a trade stored here with `modified` m inside a window is not in that window's
 listing although fullinfo says it has not changed since: the list could not yet see a change that

@@ -1,4 +1,4 @@
-"""The coverage ledger in PostgreSQL (ARCHITECTURE.md invariant 4): per shop, the stretches of `modified`
+"""The coverage ledger in PostgreSQL (docs/design.md#coverage-ledger): per shop, the stretches of `modified`
 time proven complete, and what proved them.
 
 Rows of one kind (`proven_by`) that overlap or touch are merged as they are written, so the table

@@ -1,16 +1,20 @@
-"""How a stretch of `modified` time is read through `taobao.trades.sold.increment.get` (seed rules M2, M3,
-P2; top_api.md §4, §8). Pure: no I/O, no clock.
+"""How a stretch of `modified` time is read through `taobao.trades.sold.increment.get`. Pure: no I/O,
+no clock. The rules: docs/sync-rules.md#backward-paging, #overlap and #count-then-walk-back;
+docs/top-api.md#trades-sold-increment-get and #data-delay.
 
 * TOP times have one-second resolution, so every window boundary is a whole second; a window
   `[start, end]` is inclusive on both ends on the wire and proves the half-open `[start, end)`.
-* The first window of a stretch starts `overlap` before it (M3: Taobao can write changes late).
+* The first window of a stretch starts `overlap` before it (docs/sync-rules.md#overlap: Taobao can write
+  changes late).
 * No window spans more than `max_span` (the API allows one day; the client refuses more than 23:59:59).
 * Windows never straddle the lag horizon `now - max(safety lag, overlap)`. Below it a window is a
   *proof* window: every change in it is visible in the lists and none can enter while the pages are
-  walked, so reading it completely proves it (invariant 4). Above it a window is only a *fresh* read:
-  it brings changes in early but proves nothing, and is read again once the horizon has passed it.
-* Pages are walked from the last to the first (M2): a trade modified again during the walk leaves
-  the window and shifts older rows towards page 1, which backward paging sees twice instead of never.
+  walked, so reading it completely proves it (docs/design.md#coverage-ledger). Above it a window is only a
+  *fresh* read: it brings changes in early but proves nothing, and is read again once the horizon has passed
+  it.
+* Pages are walked from the last to the first (docs/sync-rules.md#backward-paging): a trade modified again
+  during the walk leaves the window and shifts older rows towards page 1, which backward paging sees twice
+  instead of never.
 """
 
 from __future__ import annotations
@@ -131,13 +135,13 @@ def page_count(total: int, page_size: int) -> int:
 
 
 def backward_pages(total: int, page_size: int) -> list[int]:
-    """Page numbers from the last to the first (M2)."""
+    """Page numbers from the last to the first (docs/sync-rules.md#backward-paging)."""
     return list(range(page_count(total, page_size), 0, -1))
 
 
 def day_windows(first_day_start: datetime, days: int) -> list[tuple[datetime, datetime]]:
     """`days` consecutive calendar days from `first_day_start` (a midnight), each as
-    `(00:00:00, 23:59:59)`: the slices of a created-time load (seed rule P1)."""
+    `(00:00:00, 23:59:59)`: the slices of a created-time load (docs/sync-rules.md#one-day-slices)."""
     return [
         (first_day_start + timedelta(days=i), first_day_start + timedelta(days=i + 1) - SECOND)
         for i in range(days)

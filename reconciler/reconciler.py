@@ -15,7 +15,7 @@ windows up to `now - SYNC_SAFETY_LAG_SECONDS`. The part of an outage younger tha
 again, as proof, once the horizon has passed it (the side task does that). With
 SYNC_STREAM_DURING_BACKFILL=true the gate returns at once and the side task backfills while the stream
 consumes; that is correct because the store never lets an older state overwrite a newer one
-(invariant 2), whoever writes first.
+(docs/design.md#modified-never-goes-backwards), whoever writes first.
 
 Several replicas (`replicas.replica_set`, `Coordination` below): only a shop's leader detects its new
 shop's initial load, reads its reports' windows, sweeps it and looks for silence; the others skip the

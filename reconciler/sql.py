@@ -1,6 +1,6 @@
-"""Every SQL statement the reconciler runs, in one place (STYLE.md §13). Tables: store/migrations/001 and
-010 (coverage, gap_reports, gap_report_trades, stream_connections, sync_shops, initial_loads,
-initial_load_parts)."""
+"""Every SQL statement the reconciler runs, in one place (docs/design.md#sql-in-one-place). Tables:
+store/migrations/001 and 010 (coverage, gap_reports, gap_report_trades, stream_connections, sync_shops,
+initial_loads, initial_load_parts)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """What the TMC stream has proven, per shop, watched from the side of the channel.
 
 The stream proves a stretch of `modified` time for a shop when the connection was up all through it
-and every message received for the shop with a time in it has been committed (ARCHITECTURE.md
-invariant 4). Conservatively:
+and every message received for the shop with a time in it has been committed
+(docs/design.md#coverage-ledger). Conservatively:
 
 * a segment starts when a connection is made (`Connected.at`): what was published while we were away
-  is a gap, even though TMC normally keeps it for us (pushes do get lost, seed rule M4);
+  is a gap, even though TMC normally keeps it for us (pushes do get lost, docs/sync-rules.md#push-loss);
 * it reaches `min(now - settle, the oldest message still not committed)`: a message counts from the
   moment it is received until the dispatcher confirms it (it only does so after the commit); a
   message handed back (Failed) stays open, since its trade is not committed; `settle` covers pushes

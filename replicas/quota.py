@@ -1,4 +1,4 @@
-"""One TOP quota for every replica of the app (ARCHITECTURE.md invariant 7 across processes).
+"""One TOP quota for every replica of the app (docs/design.md#one-quota across processes).
 
 * **Share.** Each replica's limiter runs at SYNC_API_RATE ÷ live replicas, re-evaluated on every
   heartbeat round, so the app's calls per second stay within SYNC_API_RATE however many replicas run.

@@ -10,13 +10,13 @@ SYNC_HEARTBEAT_SECONDS it writes its row in `replicas` over that connection and 
   whose connection dies loses its shops at that instant, and one that cannot heartbeat stops claiming
   them;
 * the stream's proof across replicas. TMC spreads a group's messages over every connection, so a
-  replica may call a moment proven (ledger invariant 4) only when no replica still holds an older
+  replica may call a moment proven (docs/design.md#coverage-ledger) only when no replica still holds an older
   message uncommitted. Each replica publishes its oldest uncommitted message time (`stream_hold`), and
   every replica's stream proof stops at the oldest hold of the others. That is sound while a hold is
   published and read within the settle margin: keep SYNC_STREAM_SETTLE_SECONDS above twice
   SYNC_HEARTBEAT_SECONDS plus the pushes' transit time. A dead replica's hold keeps counting for a
-  while (TMC redelivers what it held after about a minute, tmc.md §9.2); when the rounds fail, the
-  proof stops where the last good round left it.
+  while (TMC redelivers what it held after about a minute, docs/tmc-protocol.md#redelivery); when the rounds
+  fail, the proof stops where the last good round left it.
 
 A replica is live while its row is fresh (3 heartbeats) *and* its connection exists in
 pg_stat_activity: a SIGKILLed replica is out of the count, and its shops free, within one round.

@@ -1,5 +1,5 @@
-"""The SQL of replica coordination in one place (STYLE.md §13): heartbeats (table `replicas`), shop
-leadership (session-level advisory locks), shared bans (table `api_bans`, NOTIFY). Tables:
+"""The SQL of replica coordination in one place (docs/design.md#sql-in-one-place): heartbeats (table
+`replicas`), shop leadership (session-level advisory locks), shared bans (table `api_bans`, NOTIFY). Tables:
 store/migrations/020_replicas.sql."""
 
 from __future__ import annotations

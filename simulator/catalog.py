@@ -57,7 +57,8 @@ STREETS: tuple[str, ...] = ("文一西路", "世纪大道", "科技园南路", "
 SURNAMES: tuple[str, ...] = ("王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴")
 BUYER_PREFIXES: tuple[str, ...] = ("tb", "小", "快乐的", "cat_", "阿", "momo")
 
-# Buyer messages and seller memos; some carry raw TAB / CR / LF, as real ones do (top_api.md §1.2).
+# Buyer messages and seller memos; some carry raw TAB / CR / LF, as real ones do
+# (docs/top-api.md#http-request).
 BUYER_MESSAGES: tuple[str, ...] = (
     "请尽快发货，谢谢",
     "周末不在家\t请工作日送达",

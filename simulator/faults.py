@@ -1,5 +1,5 @@
-"""Fault knobs of the TOP gateway (top_api.md §9.10). `FaultKnobs` is plain mutable state read on every
-request, so tests and the admin endpoint can turn faults on and off while clients run. `FaultInjector`
+"""Fault knobs of the TOP gateway (docs/top-api.md#stand-in). `FaultKnobs` is plain mutable state read on
+every request, so tests and the admin endpoint can turn faults on and off while clients run. `FaultInjector`
 draws the dice with a seeded RNG and keeps the rate-limit windows and bans.
 """
 
@@ -46,9 +46,10 @@ class FaultKnobs:
     # Share of list calls answered code 520 isv.trade-service-rejection.
     trade_service_rejection_rate: float = 0.0
     # A change shows in sold.get / increment.get only this many seconds after its `modified`
-    # (Double 11 lag, top_api.md §8). fullinfo always shows the current trade.
+    # (Double 11 lag, docs/top-api.md#data-delay). fullinfo always shows the current trade.
     list_lag_seconds: float = 0.0
-    # Big-sale mode: list calls return no `orders` node and drop a few heavy fields (top_api.md §8).
+    # Big-sale mode: list calls return no `orders` node and drop a few heavy fields
+    # (docs/top-api.md#data-delay).
     peak_mode: bool = False
     # Share of calls answered with a non-200 HTTP status, and the status used.
     non_200_rate: float = 0.0
@@ -57,7 +58,7 @@ class FaultKnobs:
     garbled_rate: float = 0.0
     # Added to every call, in milliseconds.
     latency_ms: float = 0.0
-    # Send TAB/LF/CR inside strings unescaped, as TOP does (top_api.md §1.2).
+    # Send TAB/LF/CR inside strings unescaped, as TOP does (docs/top-api.md#http-request).
     raw_control_chars: bool = True
     # When not empty, the random faults and latency only hit these methods.
     methods: tuple[str, ...] = field(default_factory=tuple)

@@ -1,4 +1,5 @@
-"""The TOP gateway stand-in: `/router/rest` over GET and POST (top_api.md §1–§2, §9).
+"""The TOP gateway stand-in: `/router/rest` over GET and POST (docs/top-api.md#http-request,
+docs/top-api.md#response-envelope, docs/top-api.md#stand-in).
 
 A request goes through the same gates as on TOP: system parameters, timestamp within ±10 minutes
 (GMT+8 string or epoch milliseconds), signature (md5, hmac, hmac-sha256), session, then the fault

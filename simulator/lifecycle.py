@@ -1,6 +1,7 @@
 """Trade states, the legal moves between them and the TMC topic each move announces.
 
-Pure tables (top_api.md §7, tmc.md §11); the market follows them and the tests check against them.
+Pure tables (docs/top-api.md#trade-statuses, docs/top-api.md#state-machine,
+docs/tmc-protocol.md#trade-topics); the market follows them and the tests check against them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ UNPAID = frozenset({NO_CREATE_PAY, WAIT_BUYER_PAY})
 PAID_OPEN = frozenset({WAIT_SELLER_SEND, CONSIGNED_PART, WAIT_BUYER_CONFIRM, BUYER_SIGNED})
 TERMINAL = frozenset({FINISHED, CLOSED, CLOSED_BY_TAOBAO})
 
-# Query-only composites for the `status` parameter (top_api.md §7).
+# Query-only composites for the `status` parameter (docs/top-api.md#trade-statuses).
 STATUS_QUERY_GROUPS: dict[str, frozenset[str]] = {
     "ALL_WAIT_PAY": frozenset({WAIT_BUYER_PAY, NO_CREATE_PAY}),
     "ALL_CLOSED": frozenset({CLOSED, CLOSED_BY_TAOBAO}),
@@ -61,8 +62,8 @@ def is_legal_move(before: str, after: str) -> bool:
 
 TOPIC_PREFIX = "taobao_trade_"
 
-# TMC content keys per topic (tmc.md §11), in the order the table lists them. Optional keys the
-# market has no value for are left out.
+# TMC content keys per topic (docs/tmc-protocol.md#trade-topics), in the order the table lists them. Optional
+# keys the market has no value for are left out.
 _COMMON = ("buyer_nick", "buyer_open_uid", "oid", "payment", "seller_nick", "status", "tid", "type")
 TOPIC_FIELDS: dict[str, tuple[str, ...]] = {
     "TradeCreate": _COMMON,

@@ -5,8 +5,8 @@ It is the stand-in's ground truth. The gateway reads it (with list lag applied),
 changes into pushes, tests compare what the service stored with it.
 
 Every trade keeps a short history of versions so list calls can show what Taobao's lagging list
-indexes would show (top_api.md §8); a version is a raw dict, or for untouched history trades a small
-`Skeleton` rebuilt on demand.
+indexes would show (docs/top-api.md#data-delay); a version is a raw dict, or for untouched history trades a
+small `Skeleton` rebuilt on demand.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class MarketChange:
     seller_id: int
     topic: str  # full TMC topic, e.g. "taobao_trade_TradeBuyerPay"
     modified: datetime
-    content: dict[str, Any]  # the topic's TMC content fields (tmc.md §11)
+    content: dict[str, Any]  # the topic's TMC content fields (docs/tmc-protocol.md#trade-topics)
     status: str  # the trade's status after the change
 
 

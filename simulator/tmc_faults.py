@@ -21,7 +21,8 @@ class TmcFaults:
     # Fraction of published messages accepted but never delivered (recorded as withheld).
     lose_fraction: float = 0.0
     # Drop messages published while no connection of their group is up: the old stream's behaviour
-    # (tmc.md §10), which TMC's store-and-forward queue replaced. Recorded as withheld.
+    # (docs/tmc-protocol.md#legacy-stream), which TMC's store-and-forward queue replaced. Recorded as
+    # withheld.
     lose_while_disconnected: bool = False
 
     def refuse_connects_for(self, seconds: float) -> None:

@@ -1,8 +1,8 @@
 """Stand-in TMC server: the WebSocket side of Taobao's message channel, with ground truth and faults.
 
-Behaviour follows tmc.md §14: signed CONNECT, a token stable per (app_key, group), one queue per
-(app_key, group) shared by competing connections, immediate push plus PullRequest-served backlog,
-an in-flight cap per connection, Confirm deletes, Failed and confirm timeouts redeliver (same id,
+Behaviour follows docs/tmc-protocol.md#stand-in-model: signed CONNECT, a token stable per (app_key, group),
+one queue per (app_key, group) shared by competing connections, immediate push plus PullRequest-served
+backlog, an in-flight cap per connection, Confirm deletes, Failed and confirm timeouts redeliver (same id,
 `retried` incremented), a dropped connection's unconfirmed messages are redelivered at once.
 Values the public material does not give (refusal codes, timeouts) are configuration.
 """
@@ -37,25 +37,29 @@ logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class TmcServerConfig:
-    # "收到消息后若阻塞分钟级将导致确认超时": about one minute in production (tmc.md §9.2).
+    # "收到消息后若阻塞分钟级将导致确认超时": about one minute in production
+    # (docs/tmc-protocol.md#redelivery).
     confirm_timeout: float = 60.0
-    # "约6分钟后重新加入消费队列": about 5–6 minutes in production (tmc.md §9.2).
+    # "约6分钟后重新加入消费队列": about 5–6 minutes in production (docs/tmc-protocol.md#redelivery).
     failed_redelivery_delay: float = 330.0
-    # Unconfirmed messages per connection before the server holds the rest (top-push: 1000, §9.3).
+    # Unconfirmed messages per connection before the server holds the rest
+    # (docs/tmc-protocol.md#pull-flow-control).
     max_in_flight: int = 1000
     # Fraction of pushes whose content goes out as a gzip ByteArray (when production compresses is unknown).
     gzip_fraction: float = 0.0
-    # The production CONNECTACK refusal codes and phrases are unknown (tmc.md §15); these are ours.
+    # The production CONNECTACK refusal codes and phrases are unknown (docs/tmc-protocol.md#unknowns); these
+    # are ours.
     refusal_status_code: int = 401
     bad_sign_phrase: str = "invalid sign"
     unknown_app_phrase: str = "invalid app_key"
     # StatusCode of a SENDACK answering a malformed client SEND (also unknown in production).
     bad_request_status_code: int = 400
-    # Insist on Byte `__kind` and Int64 `id`, as the Java server's casts do (tmc.md §4, §7).
+    # Insist on Byte `__kind` and Int64 `id`, as the Java server's casts do
+    # (docs/tmc-protocol.md#message-kinds, docs/tmc-protocol.md#confirm).
     strict_types: bool = True
     # `publisher` of every push: the publishing app's key. Taobao's own key for trade topics is unknown.
     publisher: str = "stand-in"
-    # Real message ids exceed 2**53 (tmc.md §13.6); starting there keeps clients honest.
+    # Real message ids exceed 2**53 (docs/tmc-protocol.md#large-ids); starting there keeps clients honest.
     first_message_id: int = 2**53 + 1
     handshake_timeout: float = 10.0
     ping_interval: float | None = 20.0

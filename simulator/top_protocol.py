@@ -1,6 +1,6 @@
 """TOP response shapes and request-parameter rules the gateway shares between its methods
-(top_api.md §2): envelopes, double-wrapped lists, field selection, errors, request ids, JSON text.
-Pure functions; no I/O.
+(docs/top-api.md#response-envelope, docs/top-api.md#error-envelope): envelopes, double-wrapped lists, field
+selection, errors, request ids, JSON text. Pure functions; no I/O.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def invalid(name: str, detail: str = "", code: int = 41) -> TopError:
 
 
 def new_request_id(rng: random.Random) -> str:
-    """A lower-case base-36 token of 11–14 characters, like `16kksr4el1bs0` (top_api.md §2.3)."""
+    """A lower-case base-36 token of 11–14 characters, like `16kksr4el1bs0`
+    (docs/top-api.md#error-envelope)."""
     return "".join(rng.choice(_BASE36) for _ in range(rng.randint(11, 14)))
 
 
@@ -189,7 +190,8 @@ _CONTROL = {"t": "\t", "n": "\n", "r": "\r"}
 
 def dump_json(body: Mapping[str, Any], raw_control_chars: bool) -> str:
     """JSON text as TOP sends it. With `raw_control_chars`, TAB/LF/CR inside strings go out unescaped,
-    as real responses carrying buyer messages do (top_api.md §1.2): clients must decode leniently."""
+    as real responses carrying buyer messages do (docs/top-api.md#http-request): clients must decode
+    leniently."""
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     if raw_control_chars and ("\\t" in text or "\\n" in text or "\\r" in text):
         text = _ESCAPED_CONTROL.sub(lambda m: m.group(1) + _CONTROL[m.group(2)], text)

@@ -1,5 +1,5 @@
-"""The legacy asynchronous initial-load APIs (top_api.md §6): `taobao.topats.trades.sold.get` creates a
-task, `taobao.topats.result.get` reports new → doing → done and, when done, a single-use download URL
+"""The legacy asynchronous initial-load APIs (docs/top-api.md#topats): `taobao.topats.trades.sold.get` creates
+a task, `taobao.topats.result.get` reports new → doing → done and, when done, a single-use download URL
 and the lower-case MD5 of a zip holding one `{"trade_fullinfo_get_response":{"trade":{…}}}` line per
 trade created in the range.
 
@@ -34,7 +34,7 @@ from taobao.timefmt import GMT8
 logger = logging.getLogger(__name__)
 
 TOPATS_SOLD_GET = "taobao.topats.trades.sold.get"
-# The result file's name inside the zip is not documented (top_api.md §10).
+# The result file's name inside the zip is not documented (docs/top-api.md#unknowns).
 ENTRY_NAME = "trades.txt"
 
 
@@ -97,7 +97,7 @@ class TopatsService:
         start_day = _parse_day(params, "start_time")
         end_day = _parse_day(params, "end_time")
         today = datetime.fromtimestamp(now, GMT8).date()
-        # "previous 90 days … yesterday" (top_api.md §6).
+        # "previous 90 days … yesterday" (docs/top-api.md#topats).
         if start_day < today - timedelta(days=90):
             raise invalid("start_time", "start_time只能是前90天内")
         if end_day >= today:
@@ -167,7 +167,7 @@ class TopatsService:
         return self._tasks.get(task_id)
 
     def claim_download(self, token: str) -> TopatsTask | None:
-        """The task behind a download token; each token works once (top_api.md §6)."""
+        """The task behind a download token; each token works once (docs/top-api.md#topats)."""
         task_id = self._downloads.pop(token, None)
         return None if task_id is None else self._tasks.get(task_id)
 

@@ -1,4 +1,6 @@
-"""The trade APIs the gateway serves (top_api.md §3–§5), as functions of the market and the request.
+"""The trade APIs the gateway serves (docs/top-api.md#trades-sold-get,
+docs/top-api.md#trades-sold-increment-get, docs/top-api.md#trade-fullinfo-get), as functions of the market and
+the request.
 
 Each returns the response body with plain top-level lists; the gateway adds the envelope.
 """
@@ -23,11 +25,11 @@ from simulator.top_protocol import (
 )
 from simulator.tradegen import DEFAULT_QUERY_TYPES, KNOWN_TYPES, TYPE_QUERY_GROUPS, Skeleton
 
-# increment.get may cover at most one day (top_api.md §4).
+# increment.get may cover at most one day (docs/top-api.md#one-day-span).
 MAX_INCREMENT_SPAN_SECONDS = 86400
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 40
-# Fields big-sale list answers leave out besides `orders` (top_api.md §8).
+# Fields big-sale list answers leave out besides `orders` (docs/top-api.md#data-delay).
 PEAK_OMITTED_FIELDS = frozenset(
     {"oaid", "timeout_action_time", "commission_fee", "available_confirm_fee", "alipay_no"}
 )
@@ -138,7 +140,8 @@ def trades_sold_get(market: Market, ctx: CallContext, params: Mapping[str, str])
     statuses = parse_status(params)
     start_dt = parse_time(params, "start_created")
     end_dt = parse_time(params, "end_created")
-    # A start before the window is clamped, not refused: the real error for it is unknown (top_api.md §3).
+    # A start before the window is clamped, not refused: the real error for it is unknown
+    # (docs/top-api.md#trades-sold-get).
     start = ctx.window_start if start_dt is None else max(whole_seconds(start_dt), ctx.window_start)
     end = ctx.now if end_dt is None else whole_seconds(end_dt)
     cutoff = ctx.lag_cutoff
@@ -167,7 +170,8 @@ def trades_sold_increment_get(market: Market, ctx: CallContext, params: Mapping[
     if end <= start:
         raise invalid("end_modified", "end_modified必须大于start_modified")
     if end - start > MAX_INCREMENT_SPAN_SECONDS:
-        # The real error shape for a span over one day is unknown (top_api.md §4); this is a guess.
+        # The real error shape for a span over one day is unknown (docs/top-api.md#one-day-span); this is a
+        # guess.
         raise invalid("end_modified", "查询时间跨度不能超过一天", code=15)
     types = parse_types(params)
     statuses = parse_status(params)

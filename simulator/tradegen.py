@@ -1,5 +1,5 @@
-"""Builds fullinfo-shaped raw trades (top_api.md §5): money strings, GMT+8 time strings, int64 ids,
-orders double-wrapped as {"order": [...]}.
+"""Builds fullinfo-shaped raw trades (docs/top-api.md#value-formats): money strings, GMT+8 time strings, int64
+ids, orders double-wrapped as {"order": [...]}.
 
 A trade's look (buyer, items, address...) comes from its own seeded RNG, so a trade can be rebuilt
 identically from a small `Skeleton`. That is how a history of 100k trades stays small in memory: only
@@ -28,11 +28,11 @@ from simulator.lifecycle import (
     WAIT_BUYER_CONFIRM,
 )
 
-# Types the gateway returns when `type` is omitted (top_api.md §3: the simulator's choice among
-# conflicting sources).
+# Types the gateway returns when `type` is omitted (docs/top-api.md#default-type-subset: the simulator's
+# choice among conflicting sources).
 DEFAULT_QUERY_TYPES = frozenset({"fixed", "auction", "auto_delivery", "ec", "cod", "step"})
 
-# Every value the `type` parameter accepts (top_api.md §3) plus `fenxiao`, which trades carry.
+# Every value the `type` parameter accepts (docs/top-api.md#trade-types) plus `fenxiao`, which trades carry.
 KNOWN_TYPES = frozenset(
     {
         "fixed", "auction", "guarantee_trade", "step", "independent_simple_trade", "independent_shop_trade",
@@ -187,7 +187,7 @@ class TradeFactory:
             orders.append(order)
 
         if sk.n_orders == 1:
-            # Single-order trades: Order.payment includes postage (top_api.md §5).
+            # Single-order trades: Order.payment includes postage (docs/top-api.md#trade-fullinfo-get).
             orders[0]["payment"] = money(total - discount_total + post_fee)
         payment = total - discount_total + post_fee
 

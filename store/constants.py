@@ -1,10 +1,11 @@
-"""Names the database schema, the service and the ERP agree on, in one place (STYLE.md §13)."""
+"""Names the database schema, the service and the ERP agree on, in one place
+(docs/design.md#sql-in-one-place)."""
 
 from __future__ import annotations
 
 from typing import Final
 
-# NOTIFY channel (ARCHITECTURE.md public contract; `NOTIFY_CHANNEL` overrides it).
+# NOTIFY channel (docs/design.md#public-contract; `NOTIFY_CHANNEL` overrides it).
 DEFAULT_NOTIFY_CHANNEL: Final = "trade_changed"
 
 TRADES: Final = "trades"

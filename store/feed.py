@@ -1,4 +1,4 @@
-"""Reading the change feed: the ERP's side of invariant 3.
+"""Reading the change feed: the ERP's side of docs/design.md#commit-ordered-feed.
 
 The feed (`trade_changes`) is the truth; NOTIFY on `trade_changed` is only a doorbell. A reader keeps
 the last position it processed (its cursor) and, on every doorbell and after every (re)connect, runs

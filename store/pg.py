@@ -98,7 +98,8 @@ class PgStore:
         tid: int | None = None,
         shop: str | None = None,
     ) -> None:
-        """Quarantine input the service could not use (invariant 8). `payload` is kept byte for byte."""
+        """Quarantine input the service could not use (docs/design.md#bad-input-never-crashes). `payload` is
+        kept byte for byte."""
         data = payload.encode("utf-8", errors="surrogatepass") if isinstance(payload, str) else payload
         reason, shop = storable_text(reason), None if shop is None else storable_text(shop)
         try:

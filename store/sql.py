@@ -1,5 +1,5 @@
-"""Every SQL statement the store runs, in one place (STYLE.md §13). Table names match store/constants.py
-and store/migrations/."""
+"""Every SQL statement the store runs, in one place (docs/design.md#sql-in-one-place). Table names match
+store/constants.py and store/migrations/."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ SELECT_MIGRATIONS: Final = "SELECT version, checksum FROM schema_migrations ORDE
 
 INSERT_MIGRATION: Final = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
 
-# -- guarded upsert (invariant 2) ------------------------------------------------------------------
+# -- guarded upsert (docs/design.md#modified-never-goes-backwards)
+# ------------------------------------------------------------------
 
 # One row per tid (the caller keeps the newest of duplicates: ON CONFLICT cannot touch a row twice),
 # sorted by tid so concurrent batches lock rows in the same order and cannot deadlock.
@@ -88,7 +89,8 @@ SELECT * FROM unnest(
 )
 """
 
-# -- change feed + doorbell (invariant 3) ----------------------------------------------------------
+# -- change feed + doorbell (docs/design.md#commit-ordered-feed)
+# ----------------------------------------------------------
 
 # The LAST statement of a writing transaction (see the feed_counter comment in 001_initial.sql): take
 # n positions from the single counter row, whose lock is then held until COMMIT, so positions are
@@ -120,7 +122,8 @@ FROM appended
 ORDER BY position
 """
 
-# -- dead letters (invariant 8) --------------------------------------------------------------------
+# -- dead letters (docs/design.md#bad-input-never-crashes)
+# --------------------------------------------------------------------
 
 INSERT_DEAD_LETTER: Final = """
 INSERT INTO dead_letters (source, reason, payload, tid, shop) VALUES ($1, $2, $3, $4, $5)

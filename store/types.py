@@ -9,12 +9,14 @@ from datetime import datetime
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     """What one guarded upsert batch did: `changed` tids got a feed row; `unchanged` were already at
-    this state or newer (invariant 2), which still counts as committed for confirming.
+    this state or newer (docs/design.md#modified-never-goes-backwards), which still counts as committed for
+    confirming.
 
     `rejected` tids failed validation (e.g. no `modified`): each was quarantined as a dead-letter row
-    in the same transaction and the rest of the batch was applied (invariant 8). The quarantine is
-    committed, so a caller may confirm the message that announced them; the reconciler is the backstop.
-    A tid can be both rejected and changed/unchanged when the batch also held a valid version of it."""
+    in the same transaction and the rest of the batch was applied (docs/design.md#bad-input-never-crashes).
+    The quarantine is committed, so a caller may confirm the message that announced them; the reconciler is
+    the backstop. A tid can be both rejected and changed/unchanged when the batch also held a valid version of
+    it."""
 
     changed: tuple[int, ...]
     unchanged: tuple[int, ...]

@@ -1,9 +1,9 @@
 """Pure checks and shaping before a trade reaches the database (no I/O).
 
 Anything PostgreSQL would refuse must be caught here, per trade, so one bad trade is quarantined
-instead of failing its whole batch (invariant 8): a missing `modified`, NUL characters (text and jsonb
-refuse them), lone surrogates (not UTF-8), NaN/Infinity in `raw` (jsonb refuses them), amounts beyond
-numeric(14,2), counts beyond integer, an oid twice in one trade.
+instead of failing its whole batch (docs/design.md#bad-input-never-crashes): a missing `modified`, NUL
+characters (text and jsonb refuse them), lone surrogates (not UTF-8), NaN/Infinity in `raw` (jsonb refuses
+them), amounts beyond numeric(14,2), counts beyond integer, an oid twice in one trade.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""`TopClient`: signed, rate-limited, retrying calls to the TOP gateway (top_api.md §1–6).
+"""`TopClient`: signed, rate-limited, retrying calls to the TOP gateway (docs/top-api.md#http-request,
+docs/top-api.md#signature, docs/top-api.md#error-scopes).
 
-Every call takes the app-wide limiter first (invariant 7), is signed over all parameters, and is
-retried only when the taxonomy says so (invariant 6): transport failures and `isp.*` back off with
-full jitter; a ban pauses the limiter for everyone and the call tries again once it ends; every other
-error goes straight back to the caller. The session key is a call argument, never stored, and no
-log line, repr or exception carries it or the app secret.
+Every call takes the app-wide limiter first (docs/design.md#one-quota), is signed over all parameters, and is
+retried only when the taxonomy says so (docs/design.md#one-error-taxonomy-three-scopes): transport failures
+and `isp.*` back off with full jitter; a ban pauses the limiter for everyone and the call tries again once it
+ends; every other error goes straight back to the caller. The session key is a call argument, never stored,
+and no log line, repr or exception carries it or the app secret.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class RetryPolicy:
     # Longer bans still pause the limiter, but the call goes back to its caller instead of waiting:
     # an app-quota ban can last until midnight (31062 s was seen).
     max_ban_wait: float = 60.0
-    # "N more seconds" is rounded; waiting N + 1 avoids walking back into the ban (top_api.md §2.5).
+    # "N more seconds" is rounded; waiting N + 1 avoids walking back into the ban (docs/top-api.md#bans).
     ban_margin: float = 1.0
 
 
@@ -115,7 +116,8 @@ def encode_form(form: Mapping[str, str]) -> bytes:
 
 
 def render_param(value: ParamValue) -> str:
-    """A parameter value as TOP expects it (Java SDK rules, top_api.md §1.3); "" means "not sent"."""
+    """A parameter value as TOP expects it (Java SDK rules, docs/top-api.md#parameter-values); "" means "not
+    sent"."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -337,7 +339,7 @@ class TopClient:
         use_has_next: bool,
         priority: Priority,
     ) -> TradePage:
-        """One page of a list call; `type` is always sent in full (seed rule M1)."""
+        """One page of a list call; `type` is always sent in full (docs/sync-rules.md#explicit-type)."""
         _check_paging(page_no, page_size, types)
         payload = await self.call(
             method,
@@ -354,7 +356,7 @@ class TopClient:
         )
         return TradePage.from_payload(payload)
 
-    # ---- TOPATS (legacy asynchronous export, top_api.md §6) ---------------------------------------
+    # ---- TOPATS (legacy asynchronous export, docs/top-api.md#topats) ---------------------------------------
 
     async def topats_trades_sold_get(
         self,
@@ -502,7 +504,7 @@ class TopClient:
                 tid=tid,
             ) from None
         if status != 200:
-            # The official SDK treats any non-200 as a transport failure (top_api.md §1.2).
+            # The official SDK treats any non-200 as a transport failure (docs/top-api.md#http-request).
             self._count(method, "retryable")
             raise RetryableTopError(f"HTTP {status}", method=method, tid=tid)
         try:

@@ -1,5 +1,5 @@
-"""Decoding TOP response bodies (top_api.md §1.2, §2.1–2.3). Pure: bytes in, the payload dict or a
-`TopError` out.
+"""Decoding TOP response bodies (docs/top-api.md#http-request, docs/top-api.md#response-envelope,
+docs/top-api.md#error-envelope). Pure: bytes in, the payload dict or a `TopError` out.
 
 Shapes handled: `{"<method>_response": {...}}` (the documented default), simplified JSON without the
 wrapper, `{"error_response": {...}}` with or without sub-code, and raw control characters inside

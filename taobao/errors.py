@@ -1,4 +1,4 @@
-"""The TOP error classes (ARCHITECTURE.md invariant 6).
+"""The TOP error classes (docs/design.md#one-error-taxonomy-three-scopes).
 
 Every class of `taobao.taxonomy.ErrorKind` has one exception class here; `error_from_response` builds the
 right one from an `error_response` object. No exception carries a session key, the app secret or a
@@ -15,8 +15,8 @@ from taobao.taxonomy import ErrorKind, classify, parse_ban_seconds
 
 
 class TopError(OrderSyncError):
-    """A TOP call failed. Fields mirror `error_response` (top_api.md §2.3); `method` and `tid` say what
-    was being called. Transport failures have no `code`."""
+    """A TOP call failed. Fields mirror `error_response` (docs/top-api.md#error-envelope); `method` and `tid`
+    say what was being called. Transport failures have no `code`."""
 
     kind: ClassVar[ErrorKind] = ErrorKind.PERMANENT
 

@@ -1,4 +1,6 @@
-"""Constants of the TOP trade APIs: method names, trade types, field lists, limits (top_api.md §3–6)."""
+"""Constants of the TOP trade APIs: method names, trade types, field lists, limits
+(docs/top-api.md#trades-sold-get, docs/top-api.md#trades-sold-increment-get,
+docs/top-api.md#trade-fullinfo-get, docs/top-api.md#topats)."""
 
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ TRADE_FULLINFO_GET: Final = "taobao.trade.fullinfo.get"
 TOPATS_TRADES_SOLD_GET: Final = "taobao.topats.trades.sold.get"
 TOPATS_RESULT_GET: Final = "taobao.topats.result.get"
 
-# Every value of the `type` parameter the doc lists (§3), in the doc's order. Without `type` the list
-# APIs return only 4 or 5 default types (the sources disagree), silently missing the rest, so the client
-# always sends this list.
+# Every value of the `type` parameter the doc lists (docs/top-api.md#trade-types), in the doc's order. Without
+# `type` the list APIs return only 4 or 5 default types (the sources disagree), silently missing the rest, so
+# the client always sends this list.
 # - `guarantee_trade` is left out: it is a query-only combination of `fixed` and `auction`, both sent.
 # - `fenxiao` is sent although only the Trade.type *response* description lists it: trades carry it,
-#   and whether the parameter accepts it is unknown (top_api.md §3). A refused value fails loudly
-#   (an isv.invalid-parameter error in every reconciliation, logged and reported), while leaving it out
-#   would miss distribution orders silently. SYNC_TRADE_TYPES overrides the whole list.
+#   and whether the parameter accepts it is unknown (docs/top-api.md#default-type-subset). A refused value
+# fails loudly   (an isv.invalid-parameter error in every reconciliation, logged and reported), while leaving
+# it out   would miss distribution orders silently. SYNC_TRADE_TYPES overrides the whole list.
 ALL_TRADE_TYPES: Final[tuple[str, ...]] = (
     "fixed",
     "auction",
@@ -50,7 +52,7 @@ ALL_TRADE_TYPES: Final[tuple[str, ...]] = (
     "fenxiao",
 )
 
-# What the service stores for a trade (§5.2). `orders` asks for every sub-order field.
+# What the service stores for a trade (docs/top-api.md#trade-fields). `orders` asks for every sub-order field.
 FULLINFO_FIELDS: Final = ",".join(
     (
         "tid", "tid_str", "status", "type", "seller_nick", "buyer_nick", "buyer_open_uid", "title",
@@ -66,16 +68,17 @@ FULLINFO_FIELDS: Final = ",".join(
     )
 )  # fmt: skip
 
-# List calls only need to say which tids changed; details come from fullinfo (official sync guide).
+# List calls only need to say which tids changed; details come from fullinfo (docs/sync-rules.md#fields-tid).
 LIST_FIELDS: Final = "tid"
 
 MAX_PAGE_SIZE: Final = 100
 
 # "end_modified − start_modified ≤ 1 day"; an older doc version required strictly less than 24 h and
-# whether exactly 24 h passes is unknown (§4), so the client stays one second under a day.
+# whether exactly 24 h passes is unknown (docs/top-api.md#one-day-span), so the client stays one second under
+# a day.
 MAX_INCREMENT_SPAN: Final = timedelta(days=1) - timedelta(seconds=1)
 
-# taobao.topats.result.get task states (§6).
+# taobao.topats.result.get task states (docs/top-api.md#topats).
 TOPATS_NEW: Final = "new"
 TOPATS_DOING: Final = "doing"
 TOPATS_DONE: Final = "done"

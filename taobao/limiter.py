@@ -1,9 +1,9 @@
-"""The app's one TOP call quota, shared by every caller (ARCHITECTURE.md invariant 7).
+"""The app's one TOP call quota, shared by every caller (docs/design.md#one-quota).
 
 A leaky bucket (aiolimiter) of at most 20 ms of calls paces them, so no one-second window ever sees
 more than `rate` calls: a bucket holding a whole second of calls would let them out at once
 after any idle moment or ban, and TOP answers the excess with code-7 bans that lock the app out
-(seed rule E1). In front of it sits a priority queue: only one caller at a
+(docs/sync-rules.md#pool-size). In front of it sits a priority queue: only one caller at a
 time waits on the bucket, and whenever it gets through the most urgent waiter goes next, so stream
 fetches overtake waiting backfill and sweep calls. `pause` holds everyone while a code-7 ban lasts:
 a ban seen by any caller stops all of them, since every call made during a ban fails and is counted.

@@ -1,4 +1,4 @@
-"""Typed views of TOP's Trade and Order (top_api.md §5).
+"""Typed views of TOP's Trade and Order (docs/top-api.md#trade-fullinfo-get).
 
 Ids are int64 (modern tids have 19 digits, beyond a float's precision), money is Decimal, times are
 GMT+8 strings turned into aware datetimes here and nowhere else. The whole JSON object as received
@@ -102,7 +102,8 @@ class Trade(BaseModel):
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
     # When this state was read from TOP (set by the client, never by TOP). `modified` has one-second
     # resolution: two fetches of one trade within a second can carry different content at an equal
-    # `modified`, and only the later read may win (invariant 2), whichever commits last.
+    # `modified`, and only the later read may win (docs/design.md#modified-never-goes-backwards), whichever
+    # commits last.
     fetched_at: datetime | None = None
 
     @model_validator(mode="before")
@@ -143,11 +144,12 @@ class RejectedItem(BaseModel):
 
 
 class TradePage(BaseModel):
-    """One page of `taobao.trades.sold.get` / `taobao.trades.sold.increment.get` (top_api.md §3–4).
+    """One page of `taobao.trades.sold.get` / `taobao.trades.sold.increment.get`
+    (docs/top-api.md#trades-sold-get, docs/top-api.md#trades-sold-increment-get).
 
     `total_results` comes only with use_has_next=false and `has_next` only with use_has_next=true; an
     empty window sends neither the list nor, sometimes, the count. Entries that fail validation land in
-    `rejected` instead of failing the page (ARCHITECTURE.md invariant 8)."""
+    `rejected` instead of failing the page (docs/design.md#bad-input-never-crashes)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -176,7 +178,8 @@ class TradePage(BaseModel):
 
 
 class TopatsTask(BaseModel):
-    """`taobao.topats.result.get` → `task` (top_api.md §6). Unfinished tasks carry only id and status."""
+    """`taobao.topats.result.get` → `task` (docs/top-api.md#topats). Unfinished tasks carry only id and
+    status."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 

@@ -1,6 +1,7 @@
-"""TOP request signing (top_api.md §1.4). Pure functions, no I/O.
+"""TOP request signing (docs/top-api.md#signature). Pure functions, no I/O.
 
-The same rule, restricted to three parameters and md5, signs a TMC CONNECT (tmc.md §5.2).
+The same rule, restricted to three parameters and md5, signs a TMC CONNECT
+(docs/tmc-protocol.md#connect-signing).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""The one "retry or not?" decision for TOP errors (ARCHITECTURE.md invariant 6, top_api.md §2.4–2.5).
+"""The one "retry or not?" decision for TOP errors (docs/design.md#one-error-taxonomy-three-scopes,
+docs/top-api.md#error-codes, docs/top-api.md#sub-codes).
 
 Pure: a code, a sub-code and a sub-message in, an `ErrorKind` out. `taobao.errors` turns the kind into
 an exception; the client acts on it. Rules are checked in the order written below, and anything no rule
-recognises is permanent (the spec's default for unknown sub-codes).
+recognises is permanent (docs/top-api.md#sub-codes).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ class ErrorKind(enum.Enum):
     PERMANENT = "permanent"  # isv.*, bad request, permissions, unknown: log, quarantine, no retry
 
 
-# "This ban will last for 71 more seconds" (top_api.md §2.5).
+# "This ban will last for 71 more seconds" (docs/top-api.md#bans).
 _BAN_RE = re.compile(r"This ban will last for (\d+) more seconds")
 
-# Legacy per-user / per-session / per-partner / frequency limits (§2.4); today folded into code 7.
-# They say "too many calls", never "bad request", so they wait like code 7.
+# Legacy per-user / per-session / per-partner / frequency limits (docs/top-api.md#error-codes); today folded
+# into code 7. They say "too many calls", never "bad request", so they wait like code 7.
 _RATE_LIMIT_CODES = frozenset({4, 5, 6, 7, 8})
 
 # 26/27 missing/invalid session; 44 invalid access token (the session is the access token);
@@ -34,8 +35,8 @@ _SESSION_SUB_CODES = frozenset({"invalid-sessionkey", "session-expired"})
 
 # 10 "Service Currently Unavailable": the platform's own "retry later".
 _RETRYABLE_CODES = frozenset({10})
-# 15 and its older numeric form 520 wrap backend errors; the sub-code decides (§2.4). With no sub-code
-# at all nothing says the request was wrong, so a bounded retry is the cheaper mistake.
+# 15 and its older numeric form 520 wrap backend errors; the sub-code decides (docs/top-api.md#error-codes).
+# With no sub-code at all nothing says the request was wrong, so a bounded retry is the cheaper mistake.
 _REMOTE_WRAPPER_CODES = frozenset({15, 520})
 
 

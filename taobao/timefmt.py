@@ -1,6 +1,7 @@
-"""TOP's clock: wall-clock strings `yyyy-MM-dd HH:mm:ss` in GMT+8 (top_api.md §1.3, §5.1).
+"""TOP's clock: wall-clock strings `yyyy-MM-dd HH:mm:ss` in GMT+8 (docs/top-api.md#common-parameters,
+docs/top-api.md#value-formats).
 
-Converted once at the boundary (ARCHITECTURE.md invariant 5); everything inside is aware UTC.
+Converted once at the boundary (docs/design.md#time-at-the-boundary); everything inside is aware UTC.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Reading a TOPATS result file (top_api.md §6): a zip whose text entries hold one trade per line, each
-shaped like a fullinfo response (`{"trade_fullinfo_get_response": {"trade": {...}}}`).
+"""Reading a TOPATS result file (docs/top-api.md#topats): a zip whose text entries hold one trade per line,
+each shaped like a fullinfo response (`{"trade_fullinfo_get_response": {"trade": {...}}}`).
 
 Streams entry by entry and line by line, so an export of 100 000 trades never sits in memory at once.
 Lines that do not parse or validate come out as `RejectedItem`s for the dead-letter table.

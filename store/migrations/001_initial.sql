@@ -1,8 +1,8 @@
 -- 001: the order copy, its commit-ordered change feed, and the service's own bookkeeping.
 -- Every migration runs in one transaction (store/migrate.py): no CREATE INDEX CONCURRENTLY here.
--- All times are timestamptz (ARCHITECTURE.md invariant 5); money is numeric(14,2) yuan.
+-- All times are timestamptz (docs/design.md#time-at-the-boundary); money is numeric(14,2) yuan.
 
--- The current state of each trade. `modified` never goes backwards (invariant 2); `content_hash`
+-- The current state of each trade. `modified` never goes backwards (docs/design.md#modified-never-goes-backwards); `content_hash`
 -- (sha256 of the canonical JSON of `raw`) decides an update when two versions share one `modified`
 -- second.
 CREATE TABLE trades (
@@ -46,7 +46,7 @@ CREATE TABLE trade_orders (
 );
 CREATE INDEX trade_orders_oid ON trade_orders (oid);
 
--- The change feed (invariant 3). Positions are dense and handed out in commit order, so a reader that
+-- The change feed (docs/design.md#commit-ordered-feed). Positions are dense and handed out in commit order, so a reader that
 -- remembers the last position it saw never skips a committed row.
 --
 -- Why not a sequence: nextval() hands out numbers when a transaction *asks*, not when it commits.
@@ -91,7 +91,7 @@ CREATE TABLE shops (
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 
--- Quarantined input (invariant 8): the raw bytes as received and why they were refused.
+-- Quarantined input (docs/design.md#bad-input-never-crashes): the raw bytes as received and why they were refused.
 CREATE TABLE dead_letters (
     id          bigserial PRIMARY KEY,
     source      text NOT NULL,
@@ -103,7 +103,7 @@ CREATE TABLE dead_letters (
 );
 CREATE INDEX dead_letters_created_at ON dead_letters (created_at);
 
--- The reconciler's ledger (invariant 4), first version: intervals of `modified` time proven complete
+-- The reconciler's ledger (docs/design.md#coverage-ledger), first version: intervals of `modified` time proven complete
 -- for a shop, and what proved them (stream healthy, backfill drained, ...).
 CREATE TABLE coverage (
     id              bigserial PRIMARY KEY,

@@ -1,4 +1,6 @@
-"""TMC wire codec: top-link "endpoint" messages, protocol version 2 (tmc.md §3–§7). Pure, no I/O.
+"""TMC wire codec: top-link "endpoint" messages, protocol version 2 (docs/tmc-protocol.md#frame-layout,
+docs/tmc-protocol.md#message-types, docs/tmc-protocol.md#connect, docs/tmc-protocol.md#pushed-messages,
+docs/tmc-protocol.md#confirm-fail-pull). Pure, no I/O.
 
 One WebSocket binary frame carries one message:
 
@@ -60,7 +62,7 @@ class ValueFormat(enum.IntEnum):
 
 
 class MessageKind(enum.IntEnum):
-    """The `__kind` content value of a SEND (tmc.md §4)."""
+    """The `__kind` content value of a SEND (docs/tmc-protocol.md#message-kinds)."""
 
     NONE = 0
     PULL_REQUEST = 1
@@ -207,7 +209,8 @@ def _encode_value(value: Value, key: str) -> bytes:
             raise TmcEncodeError(f"value of {key!r} is too long for a ByteArray")
         return _FORMAT[ValueFormat.BYTE_ARRAY] + _I32.pack(len(raw)) + raw
     if isinstance(value, int):
-        # bool and plain int land here: the width must be chosen explicitly (tmc.md §13.5).
+        # bool and plain int land here: the width must be chosen explicitly
+        # (docs/tmc-protocol.md#codec-pitfalls).
         raise TmcEncodeError(
             f"value of {key!r} is a plain {type(value).__name__}; use Byte, Int16, Int32 or Int64"
         )
@@ -215,7 +218,7 @@ def _encode_value(value: Value, key: str) -> bytes:
 
 
 def encode(message: Message) -> bytes:
-    """Message → frame bytes, headers in the Java encoder's order (tmc.md §3.1)."""
+    """Message → frame bytes, headers in the Java encoder's order (docs/tmc-protocol.md#frame-layout)."""
     if message.protocol_version != PROTOCOL_VERSION:
         raise TmcEncodeError(f"only protocol version 2 can be encoded, not {message.protocol_version}")
     parts = [bytes((PROTOCOL_VERSION, MessageType(message.message_type)))]
@@ -366,7 +369,8 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
 
 
 def connect_sign(*, app_key: str, group_name: str, timestamp: str, secret: str) -> str:
-    """The CONNECT signature: TOP md5 over app_key, group_name and timestamp only (tmc.md §5.2)."""
+    """The CONNECT signature: TOP md5 over app_key, group_name and timestamp only
+    (docs/tmc-protocol.md#connect-signing)."""
     params = {"app_key": app_key, "group_name": group_name, "timestamp": timestamp}
     return sign(params, secret, "md5")
 
@@ -381,7 +385,8 @@ def connect_request(
     intranet_ip: str | None = None,
     flag: int = 1,
 ) -> Message:
-    """A signed CONNECT (tmc.md §5.1). `flag` is the per-connection request counter (starts at 1)."""
+    """A signed CONNECT (docs/tmc-protocol.md#connect). `flag` is the per-connection request counter (starts
+    at 1)."""
     timestamp = str(timestamp_ms)
     content: dict[str, Value] = {
         "app_key": app_key,
@@ -396,7 +401,8 @@ def connect_request(
 
 
 def connect_ack(request: Message, *, token: str) -> Message:
-    """Successful CONNECTACK: the request's version and flag echoed, the session token (tmc.md §5.3)."""
+    """Successful CONNECTACK: the request's version and flag echoed, the session token
+    (docs/tmc-protocol.md#connectack)."""
     return Message(
         protocol_version=request.protocol_version,
         message_type=MessageType.CONNECTACK,
@@ -406,7 +412,7 @@ def connect_ack(request: Message, *, token: str) -> Message:
 
 
 def connect_refusal(request: Message, *, status_code: int, status_phrase: str) -> Message:
-    """Failed CONNECTACK: status code and phrase, and no token (tmc.md §5.3)."""
+    """Failed CONNECTACK: status code and phrase, and no token (docs/tmc-protocol.md#connectack)."""
     return Message(
         protocol_version=request.protocol_version,
         message_type=MessageType.CONNECTACK,
@@ -471,7 +477,8 @@ def push(
     gzip_content: bool = False,
     retried: int | None = None,
 ) -> Message:
-    """A server → client data message (tmc.md §6); `content` optionally as a gzip ByteArray."""
+    """A server → client data message (docs/tmc-protocol.md#pushed-messages); `content` optionally as a gzip
+    ByteArray."""
     body: Value = gzip.compress(content.encode("utf-8"), mtime=0) if gzip_content else content
     fields: dict[str, Value] = {
         "id": Int64(message_id),

@@ -1,4 +1,5 @@
-"""In-memory stand-ins for the listener's ports, built to check invariant 1 by construction.
+"""In-memory stand-ins for the listener's ports, built to check docs/design.md#confirm-after-commit by
+construction.
 
 A `Journal` keeps one logical clock for everything that happens: a message received, a fetch started,
 a batch committed, a message confirmed. Each fetched trade carries its fetch's start tick in

@@ -1,4 +1,5 @@
-"""What happens to messages when a fetch fails, by error class (invariant 6)."""
+"""What happens to messages when a fetch fails, by error class
+(docs/design.md#one-error-taxonomy-three-scopes)."""
 
 from __future__ import annotations
 

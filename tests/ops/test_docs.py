@@ -3,7 +3,9 @@ listener registers is in its list."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -51,3 +53,36 @@ class _Stats:
         self.retries: Counter[str] = Counter()
         self.bans = 0
         self.ban_seconds = 0.0
+
+
+SOURCES = ("common", "taobao", "store", "listener", "reconciler", "replicas", "daemon", "simulator", "bench",
+           "examples", "tests", "scripts")  # fmt: skip
+DOC_LINK = re.compile(r"docs/([a-z-]+\.md)(#[a-z0-9-]+)?")
+OUTSIDE = re.compile(r"\b(tmc\.md|top_api\.md|STYLE\.md|ARCHITECTURE\.md|seed rules?)\b|§\s?\d")
+
+
+def _texts() -> list[tuple[Path, str]]:
+    files = [p for top in SOURCES for p in (ROOT / top).rglob("*") if p.suffix in (".py", ".sql", "")]
+    files += [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    return [(p, p.read_text(encoding="utf-8")) for p in files if p.is_file() and p != Path(__file__)]
+
+
+def test_comments_cite_only_documents_in_the_repository() -> None:
+    outside = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p, text in _texts() for m in OUTSIDE.finditer(text)]
+    assert outside == []
+
+
+def test_every_docs_link_in_the_code_lands_on_an_anchor() -> None:
+    anchors = {
+        doc.name: set(re.findall(r'<a id="([a-z0-9-]+)"></a>', doc.read_text(encoding="utf-8")))
+        for doc in (ROOT / "docs").glob("*.md")
+    }
+    links = [(path, match) for path, text in _texts() for match in DOC_LINK.finditer(text)]
+    assert len(links) > 100
+    broken = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path, match in links
+        if (match.group(2) or "#")[1:] not in anchors.get(match.group(1), set()) | {""}
+        or match.group(1) not in anchors
+    ]
+    assert broken == []

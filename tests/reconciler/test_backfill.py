@@ -1,7 +1,9 @@
-"""Increment backfill against the stand-in over real sockets and a real PostgreSQL: the seed's rules as
-the gateway saw them (M1 types, M2 pages last → first after one counting call, M3 overlap, P2/P3
-fields=tid and page size 100, windows ≤ 23:59:59), service rejections narrowing the window, ISV
-errors never retried, and the ledger never advancing over a failed window."""
+"""Increment backfill against the stand-in over real sockets and a real PostgreSQL:
+docs/sync-rules.md#rule-index as the gateway saw them (docs/sync-rules.md#explicit-type types,
+docs/sync-rules.md#backward-paging, docs/sync-rules.md#count-then-walk-back pages last → first after one
+counting call, docs/sync-rules.md#overlap overlap, docs/sync-rules.md#fields-tid, docs/sync-rules.md#page-size
+fields=tid and page size 100, windows ≤ 23:59:59), service rejections narrowing the window, ISV errors never
+retried, and the ledger never advancing over a failed window."""
 
 from __future__ import annotations
 
@@ -74,14 +76,16 @@ async def test_a_manual_backfill_follows_the_seed_rules_and_ends_equal_to_the_tr
     windows: dict[tuple[datetime, datetime], list[CallRecord]] = {}
     for call in calls:
         params = call.params
-        assert params["type"] == ",".join(ALL_TRADE_TYPES)  # M1: every type, explicitly
-        assert params["fields"] == "tid"  # P2/P3
+        # docs/sync-rules.md#explicit-type: every type, explicitly
+        assert params["type"] == ",".join(ALL_TRADE_TYPES)
+        assert params["fields"] == "tid"  # docs/sync-rules.md#fields-tid
         assert params["page_size"] == "100"
         start, end = window_of(call)
         assert timedelta(0) < end - start <= timedelta(hours=23, minutes=59, seconds=59)
         windows.setdefault((start, end), []).append(call)
     ordered = sorted(windows)
-    assert ordered[0][0] == since - timedelta(seconds=2)  # M3: shifted back by the overlap
+    # docs/sync-rules.md#overlap: shifted back by the overlap
+    assert ordered[0][0] == since - timedelta(seconds=2)
     assert ordered[-1][1] == until
     for left, right in itertools.pairwise(ordered):
         assert left[1] == right[0]  # windows touch: no second left out
@@ -91,7 +95,8 @@ async def test_a_manual_backfill_follows_the_seed_rules_and_ends_equal_to_the_tr
         assert (count.params["page_no"], count.params["use_has_next"]) == ("1", "false")  # one counting call
         total = len(truth_tids(standin, shop, start, end))
         expected_pages = [str(n) for n in range((total + 99) // 100, 0, -1)] if total > 100 else []
-        assert [p.params["page_no"] for p in pages] == expected_pages  # M2: last page back to the first
+        # docs/sync-rules.md#backward-paging: last page back to the first
+        assert [p.params["page_no"] for p in pages] == expected_pages
         assert all(p.params["use_has_next"] == "true" for p in pages)
         paged += bool(pages)
     assert paged >= 2

@@ -143,8 +143,9 @@ async def test_without_topats_each_day_is_read_through_sold_get(standin: StandIn
     days: dict[str, list[str]] = {}
     for call in calls:
         p = call.params
-        assert (p["fields"], p["use_has_next"], p["page_size"]) == ("tid", "true", "100")  # P1, P3
-        assert p["type"] == ",".join(ALL_TRADE_TYPES)  # M1
+        # docs/sync-rules.md#sold-get-paging, docs/sync-rules.md#fields-tid, docs/sync-rules.md#page-size
+        assert (p["fields"], p["use_has_next"], p["page_size"]) == ("tid", "true", "100")
+        assert p["type"] == ",".join(ALL_TRADE_TYPES)  # docs/sync-rules.md#explicit-type
         start, end = parse_top_time(p["start_created"]), parse_top_time(p["end_created"])
         assert start.astimezone(GMT8).time().isoformat() == "00:00:00"
         assert end - start == timedelta(hours=23, minutes=59, seconds=59)  # one day per slice

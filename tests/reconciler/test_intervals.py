@@ -112,7 +112,8 @@ def test_plan_covers_the_stretch_with_touching_windows_that_never_straddle_the_h
         assert left.proof or not right.proof  # proof windows come first
     proofs = [w for w in windows if w.proof]
     if proofs:
-        assert proofs[0].start == floor_second(stretch.start - timedelta(seconds=overlap))  # M3
+        # docs/sync-rules.md#overlap
+        assert proofs[0].start == floor_second(stretch.start - timedelta(seconds=overlap))
     # Everything of the stretch up to the newest readable moment is read; up to the horizon, proven.
     readable_end = min(ceil_second(stretch.end), newest)
     first = floor_second(stretch.start - timedelta(seconds=overlap))

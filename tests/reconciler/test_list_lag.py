@@ -1,7 +1,8 @@
-"""List lag is real and the overlap knob is what copes with it (seed rule M3, top_api.md §8): the stand-in
-shows a change in the lists only D seconds after its `modified`. With an overlap of at least D nothing
-the ledger calls proven is missing; with less, the test finds trades missing inside a stretch the
-ledger claims (the knob matters). The reconciler also measures the lag and widens the overlap itself.
+"""List lag is real and the overlap knob is what copes with it (docs/sync-rules.md#overlap,
+docs/top-api.md#data-delay): the stand-in shows a change in the lists only D seconds after its `modified`.
+With an overlap of at least D nothing the ledger calls proven is missing; with less, the test finds trades
+missing inside a stretch the ledger claims (the knob matters). The reconciler also measures the lag and widens
+the overlap itself.
 
 The stand-in runs on a manual clock (within the gateway's ten-minute timestamp tolerance), so minutes
 of lag take no time."""

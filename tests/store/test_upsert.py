@@ -1,4 +1,5 @@
-"""The guarded upsert (invariant 2) and the feed rows it writes, on a real PostgreSQL."""
+"""The guarded upsert (docs/design.md#modified-never-goes-backwards) and the feed rows it writes, on a real
+PostgreSQL."""
 
 from __future__ import annotations
 

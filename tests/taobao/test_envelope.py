@@ -1,4 +1,5 @@
-"""Response shapes of top_api.md §1.2 and §2.1–2.3."""
+"""Response shapes of docs/top-api.md#http-request, docs/top-api.md#response-envelope,
+docs/top-api.md#error-envelope."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ async def test_transport_failures_are_retried(
 async def test_body_is_read_whatever_the_content_type_says(
     mocked: aioresponses, mocked_client: TopClient
 ) -> None:
-    # The gateway's Content-Type is not relied upon (top_api.md §1.2).
+    # The gateway's Content-Type is not relied upon (docs/top-api.md#http-request).
     mocked.post(ANY_QUERY, status=200, body=OK_BODY, content_type="text/javascript;charset=GBK")
     assert (await mocked_client.trade_fullinfo(SESSION, TID)).tid == TID
 

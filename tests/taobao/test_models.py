@@ -1,4 +1,5 @@
-"""TOP JSON → Trade / TopatsTask (top_api.md §5.1): int64 ids, GMT+8 times, Decimal money, raw kept."""
+"""TOP JSON → Trade / TopatsTask (docs/top-api.md#value-formats): int64 ids, GMT+8 times, Decimal money, raw
+kept."""
 
 from __future__ import annotations
 

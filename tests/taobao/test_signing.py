@@ -4,7 +4,7 @@ import pytest
 
 from taobao.signing import canonical_string, sign, verify
 
-# top_api.md §1.4: the published worked example, and the two derived vectors.
+# docs/top-api.md#signature-test-vector: the published worked example, and the two derived vectors.
 PARAMS = {
     "method": "taobao.user.seller.get",
     "timestamp": "2013-05-06 13:52:03",
@@ -51,6 +51,6 @@ def test_verify_accepts_lower_case_and_rejects_tampering() -> None:
 
 
 def test_tmc_connect_worked_example() -> None:
-    # tmc.md §5.2: the TOP md5 rule over app_key, group_name, timestamp.
+    # docs/tmc-protocol.md#connect-signing: the TOP md5 rule over app_key, group_name, timestamp.
     params = {"app_key": "12345678", "group_name": "default", "timestamp": "1700000000000"}
     assert sign(params, "secret", "md5") == "F2070B19BC1E0B0DED23DCB4AB23BE3D"

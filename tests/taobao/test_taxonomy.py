@@ -1,4 +1,5 @@
-"""Every code and sub-code family of top_api.md §2.4–2.5 against the one classifier."""
+"""Every code and sub-code family of docs/top-api.md#error-codes, docs/top-api.md#sub-codes against the one
+classifier."""
 
 from __future__ import annotations
 

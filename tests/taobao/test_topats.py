@@ -1,4 +1,4 @@
-"""TOPATS export (top_api.md §6): start a task, read its status, download and read the zip."""
+"""TOPATS export (docs/top-api.md#topats): start a task, read its status, download and read the zip."""
 
 from __future__ import annotations
 

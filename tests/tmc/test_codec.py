@@ -1,4 +1,5 @@
-"""TMC v2 codec: the byte vectors of tmc.md §3.2, builders, and precise errors for malformed input."""
+"""TMC v2 codec: the byte vectors of docs/tmc-protocol.md#byte-vectors, builders, and precise errors for
+malformed input."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from taobao.tmc import codec
 from taobao.tmc.codec import Byte, Int16, Int32, Int64, Message, MessageType, TmcDecodeError, TmcEncodeError
 
 TOKEN = "32e88d28-20b1-40dd-8e2d-abec197277fe"
-# tmc.md §3.2, spaced as the spec writes them.
+# docs/tmc-protocol.md#byte-vectors.
 CONNECTACK_VECTOR = bytes.fromhex("02 01 | 04 00 01 00 00 00 | 05 00 24 00 00 00".replace("|", ""))
 CONNECTACK_VECTOR += TOKEN.encode() + bytes.fromhex("00 00")
 PULL_REQUEST_VECTOR = (
@@ -66,7 +67,7 @@ def test_connect_request_carries_the_signed_login_fields() -> None:
     assert decoded.message_type is MessageType.CONNECT
     assert decoded.flag == 1
     assert decoded.token is None
-    # The worked example of tmc.md §5.2.
+    # The worked example of docs/tmc-protocol.md#connect-signing.
     assert decoded.content == {
         "app_key": "12345678",
         "group_name": "default",

@@ -1,5 +1,5 @@
 """Property tests of the TMC codec: every message round-trips, and no input raises anything but
-TmcDecodeError (ARCHITECTURE.md invariant 8 starts here)."""
+TmcDecodeError (docs/design.md#bad-input-never-crashes starts here)."""
 
 from __future__ import annotations
 

@@ -81,7 +81,8 @@ async def test_malformed_client_sends_are_answered_with_a_sendack_error() -> Non
         )
         assert (await _rejection(ws, codec.encode(int32_kind))).status_phrase == "__kind must be a Byte"
 
-        # tmcpy-style confirm: the id written with the smallest width that fits (tmc.md §13.5).
+        # tmcpy-style confirm: the id written with the smallest width that fits
+        # (docs/tmc-protocol.md#codec-pitfalls).
         narrow = codec.Message(
             message_type=codec.MessageType.SEND,
             token=token,

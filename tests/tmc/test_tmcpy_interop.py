@@ -4,8 +4,8 @@ Skipped unless tmcpy is importable; it is not a project dependency. As published
 in on Python 3: it builds the CONNECT timestamp with `six.binary_type(int)`, i.e. `bytes(1700000000000)`,
 which raises MemoryError before anything is sent. With that one call replaced, its handshake, sign,
 decoding of our pushes and its confirms all work, which is what this test checks. Its other codec
-defects (tmc.md §13.5) do not show here because our message ids exceed 2**32, so it happens to write
-them as Int64; with small ids its confirm would be a Byte, which the strict stand-in rejects.
+defects (docs/tmc-protocol.md#codec-pitfalls) do not show here because our message ids exceed 2**32, so it
+happens to write them as Int64; with small ids its confirm would be a Byte, which the strict stand-in rejects.
 """
 
 from __future__ import annotations
