@@ -186,13 +186,49 @@ def parse_time(params: Mapping[str, str], name: str) -> datetime | None:
 # An escaped TAB/LF/CR preceded by an even number of backslashes (so it is an escape, not a literal).
 _ESCAPED_CONTROL = re.compile(r"(?<!\\)((?:\\\\)*)\\([tnr])")
 _CONTROL = {"t": "\t", "n": "\n", "r": "\r"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Stands in for a RawJson value inside the dumped text until it is spliced in.
+_RAW_TOKEN = re.compile('"@@standin-raw-(\\d+)@@"')
+
+
+class RawJson:
+    """JSON text put into an answer as it is: values `json.dumps` cannot write (the number 1E-20000,
+    which a float would turn into 0.0) or would refuse to write (thousands of nested arrays)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"RawJson({self.text[:40]!r})"
+
+
+def escape_surrogates(text: str) -> str:
+    """Lone surrogates as JSON escapes (`\\ud800`): a buyer can type one, UTF-8 cannot carry it, and JSON
+    text can only spell it as an escape. Apply only to JSON text, where they can only sit in strings."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def dump_json(body: Mapping[str, Any], raw_control_chars: bool) -> str:
     """JSON text as TOP sends it. With `raw_control_chars`, TAB/LF/CR inside strings go out unescaped,
     as real responses carrying buyer messages do (docs/top-api.md#http-request): clients must decode
-    leniently."""
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    leniently. NUL always goes out as the escape `\\u0000` and lone surrogates as `\\udXXX`; RawJson
+    values go out as their text."""
+    raws: list[str] = []
+
+    def raw_value(value: Any) -> str:
+        if isinstance(value, RawJson):
+            raws.append(value.text)
+            return f"@@standin-raw-{len(raws) - 1}@@"
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=raw_value)
     if raw_control_chars and ("\\t" in text or "\\n" in text or "\\r" in text):
         text = _ESCAPED_CONTROL.sub(lambda m: m.group(1) + _CONTROL[m.group(2)], text)
+    text = escape_surrogates(text)
+    if raws:
+        text = _RAW_TOKEN.sub(lambda m: raws[int(m.group(1))], text)
     return text

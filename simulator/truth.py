@@ -13,9 +13,10 @@ from taobao.timefmt import format_top_time
 
 
 def trade_digest(raw: Mapping[str, Any]) -> str:
-    """A stable digest of a raw trade: compare it with the digest of what a consumer stored."""
+    """A stable digest of a raw trade: compare it with the digest of what a consumer stored. A lone
+    surrogate a buyer typed is hashed as its code point (UTF-8 itself cannot carry one)."""
     text = json.dumps(raw, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
