@@ -13,19 +13,23 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from simulator.clock import whole_seconds
-from simulator.faults import FaultInjector, FaultKnobs
-from simulator.market import Market
-from simulator.top_protocol import TopError, dump_json, envelope, new_request_id
+from simulator.faults import LIST_METHODS, FaultInjector, FaultKnobs
+from simulator.lifecycle import full_topic
+from simulator.market import Market, MarketChange
+from simulator.odd_values import break_trade
+from simulator.top_protocol import FieldSelection, TopError, dump_json, envelope, new_request_id
 from simulator.topats import TopatsService
 from simulator.trade_methods import (
     CallContext,
+    parse_paging,
     trade_fullinfo_get,
+    trade_not_exist,
     trades_sold_get,
     trades_sold_increment_get,
 )
@@ -44,6 +48,16 @@ LOGGED_PARAMS = (
 )  # fmt: skip
 
 Handler = Callable[[CallContext, Mapping[str, str], web.Request], dict[str, Any]]
+FULLINFO = "taobao.trade.fullinfo.get"
+CREATE_TOPIC = full_topic("TradeCreate")
+# How long the gateway remembers when a trade's creation was published (the longest detail lag).
+DETAIL_LAG_MEMORY = timedelta(hours=1)
+# What a proxy or captive portal answers with HTTP 200 instead of TOP's JSON.
+UNWRAPPED_JSON = '{"result":"ok"}'
+CAPTIVE_PAGE = (
+    "<!DOCTYPE html><html><head><title>Network login</title></head>"
+    "<body><h1>Please sign in to continue</h1></body></html>"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +72,8 @@ class CallRecord:
     sub_code: str | None
     http_status: int
     garbled: bool = False
+    # The fault that shaped the answer besides `garbled` (e.g. "detail_lag", "malformed_page:short_page").
+    fault: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +85,7 @@ class CallRecord:
             "sub_code": self.sub_code,
             "http_status": self.http_status,
             "garbled": self.garbled,
+            "fault": self.fault,
         }
 
 
@@ -79,10 +96,13 @@ class CallStats:
     log_limit: int = 100_000
     calls: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
     log: deque[CallRecord] = field(default_factory=deque)
 
     def add(self, record: CallRecord) -> None:
         self.calls[record.method or "<none>"] += 1
+        if record.fault:
+            self.faults[record.fault] += 1
         if record.http_status != 200:
             self.errors[f"http:{record.http_status}"] += 1
         elif record.code:
@@ -97,6 +117,7 @@ class CallStats:
     def reset(self) -> None:
         self.calls.clear()
         self.errors.clear()
+        self.faults.clear()
         self.log.clear()
 
     def summary(self, recent: int = 50) -> dict[str, Any]:
@@ -104,6 +125,7 @@ class CallStats:
         return {
             "calls": dict(self.calls),
             "errors": dict(self.errors),
+            "faults": dict(self.faults),
             "total_calls": sum(self.calls.values()),
             "log_size": len(self.log),
             "recent": [r.to_json() for r in tail],
@@ -136,8 +158,12 @@ class Gateway:
         self.stats = CallStats(log_limit=self.config.call_log_limit)
         self._ids = random.Random(seed ^ 0x1D)
         self._sessions = {shop.session: i for i, shop in enumerate(market.shops)}
+        # When each recent trade's TradeCreate was published, for the detail lag.
+        self._created_at: dict[int, datetime] = {}
+        self._created_order: deque[tuple[datetime, int]] = deque()
+        market.add_change_listener(self._on_market_change)
         self._methods: dict[str, Handler] = {
-            "taobao.trade.fullinfo.get": lambda ctx, p, _r: trade_fullinfo_get(self.market, ctx, p),
+            FULLINFO: lambda ctx, p, _r: trade_fullinfo_get(self.market, ctx, p),
             "taobao.trades.sold.get": lambda ctx, p, _r: trades_sold_get(self.market, ctx, p),
             "taobao.trades.sold.increment.get": (
                 lambda ctx, p, _r: trades_sold_increment_get(self.market, ctx, p)
@@ -179,9 +205,13 @@ class Gateway:
             )
 
         request_id = new_request_id(self._ids)
+        window = injector.error_window(method)
+        if window is not None:
+            return self._window_answer(window, method, params, request, now, logged, request_id)
         simplify = params.get("simplify", "").lower() == "true"
         shop_nick: str | None = None
         code, sub_code = 0, None
+        fault: list[str] = []
         try:
             shop = self._check_request(params, method, now)
             shop_nick = self.market.shops[shop].nick
@@ -197,16 +227,105 @@ class Gateway:
                 peak_mode=self.faults.peak_mode,
             )
             body = self._methods[method](ctx, params, request)
+            if method == FULLINFO:
+                self._fullinfo_faults(body, params, fault)
+            malformed = injector.malformed_page(method) if method in LIST_METHODS else None
+            if malformed is not None:
+                fault.append(f"malformed_page:{malformed}")
+                simplify = self._malform(malformed, body, params) or simplify
             payload = envelope(method, body, request_id, simplify)
         except TopError as exc:
             code, sub_code = exc.code, exc.sub_code
             payload = exc.body(request_id)
         text = dump_json(payload, self.faults.raw_control_chars)
         garbled = injector.garble(method, text)
-        self.stats.add(CallRecord(now, method, shop_nick, logged, code, sub_code, 200, garbled is not None))
+        shaped = fault[0] if fault else None
+        record = CallRecord(now, method, shop_nick, logged, code, sub_code, 200, garbled is not None, shaped)
+        self.stats.add(record)
         return web.Response(
             text=garbled if garbled is not None else text, content_type="application/json", charset="utf-8"
         )
+
+    # ----- faults that shape an answer ---------------------------------------------------------------
+
+    def _on_market_change(self, change: MarketChange) -> None:
+        if change.topic != CREATE_TOPIC:
+            return
+        now = self.market.clock.now()
+        self._created_at[change.tid] = now
+        self._created_order.append((now, change.tid))
+        horizon = now - DETAIL_LAG_MEMORY
+        while self._created_order and self._created_order[0][0] < horizon:
+            at, tid = self._created_order.popleft()
+            if self._created_at.get(tid) == at:
+                del self._created_at[tid]
+
+    def _fullinfo_faults(self, body: dict[str, Any], params: Mapping[str, str], fault: list[str]) -> None:
+        """Detail lag and broken values on a fullinfo answer (`body` is the answer's own copy)."""
+        knobs = self.faults
+        trade = body["trade"]
+        tid = int(params["tid"])  # the method has checked it
+        lag = knobs.detail_lag_seconds
+        if lag > 0:
+            created = self._created_at.get(tid)
+            if created is not None and (self.market.clock.now() - created).total_seconds() < lag:
+                fault.append("detail_lag")
+                raise trade_not_exist()
+        if self.injector.odd_values(tid):
+            fault.append("odd_values")
+            break_trade(
+                trade, knobs.odd_values_kinds, FieldSelection(params["fields"]).trade_fields,
+                date_field=knobs.odd_date_field, number_field=knobs.odd_number_field,
+                money_field=knobs.odd_money_field, nested_field=knobs.odd_nested_field,
+                nesting_depth=knobs.odd_nesting_depth,
+            )  # fmt: skip
+
+    def _malform(self, kind: str, body: dict[str, Any], params: Mapping[str, str]) -> bool:
+        """Malform a list answer's body in place; True when it must also go out unwrapped."""
+        if kind == "unwrapped":
+            return True
+        if kind == "missing_total":
+            body.pop("total_results", None)
+            body.pop("has_next", None)
+            return False
+        if kind == "garbled_has_next":
+            body["has_next"] = "maybe"
+            return False
+        trades: list[Any] = body.get("trades", [])
+        if kind == "short_page" and trades:
+            body["trades"] = trades[: self.injector.short_page_keep(len(trades))]
+        else:  # an empty page, or a short page of a page that had nothing to leave out
+            body["trades"] = []
+        # Either way the counts promise more pages than this one.
+        page_no, page_size = parse_paging(params)
+        if "has_next" in body:
+            body["has_next"] = True
+        if "total_results" in body:
+            body["total_results"] = max(int(body["total_results"]), page_no * page_size + 1)
+        return False
+
+    def _window_answer(
+        self,
+        kind: str,
+        method: str,
+        params: Mapping[str, str],
+        request: web.Request,
+        now: datetime,
+        logged: dict[str, str],
+        request_id: str,
+    ) -> web.Response:
+        shop = self._sessions.get(params.get("session", ""))
+        nick = None if shop is None else self.market.shops[shop].nick
+        fault = f"error_window:{kind}"
+        if kind in ("unwrapped-json", "html-200"):
+            self.stats.add(CallRecord(now, method, nick, logged, 0, None, 200, fault=fault))
+            if kind == "html-200":
+                return web.Response(text=CAPTIVE_PAGE, content_type="text/html", charset="utf-8")
+            return web.Response(text=UNWRAPPED_JSON, content_type="application/json", charset="utf-8")
+        error = self.injector.window_error(kind, params.get("app_key", ""), request.remote or "127.0.0.1")
+        self.stats.add(CallRecord(now, method, nick, logged, error.code, error.sub_code, 200, fault=fault))
+        text = dump_json(error.body(request_id), self.faults.raw_control_chars)
+        return web.Response(text=text, content_type="application/json", charset="utf-8")
 
     def _check_request(self, params: Mapping[str, str], method: str, now: datetime) -> int:
         """System parameters, timestamp, signature and session; returns the shop index."""

@@ -198,6 +198,9 @@ class Market:
         self._task: asyncio.Task[None] | None = None
         self._running = asyncio.Event()
         self._running.set()
+        # Called with each new trade's tid: the buyer message the buyer typed instead of the generated
+        # one, or None. Hooked up by whoever owns the knob (the stand-in's odd_text_rate).
+        self.typed_buyer_message: Callable[[int], str | None] | None = None
         if self.config.history_trades:
             self.generate_history(self.config.history_trades, self.config.history_days)
 
@@ -453,6 +456,10 @@ class Market:
             trade_seed(self.config.seed, tid),
         )
         raw = self._factory.build(sk)
+        typed = self.typed_buyer_message(tid) if self.typed_buyer_message is not None else None
+        if typed is not None:
+            raw["buyer_message"] = typed
+            raw["has_buyer_message"] = True
         rec = TradeRecord(tid, shop, trade_type, now, status, now, [(now, raw)])
         self._records[tid] = rec
         self._pools[status].add(tid)
@@ -595,6 +602,20 @@ class Market:
         raw["modified"] = stamp
         self._store_version(rec, now, raw)
         return self._emit(rec, raw, topic, extra)
+
+    def edit_buyer_memo(self, tid: int, text: str) -> MarketChange:
+        """The buyer edits the trade's buyer memo to `text` (any characters: this is what the buyer
+        typed). A real change: `modified` moves and a TradeMemoModified is announced."""
+        rec = self._records.get(tid)
+        if rec is None:
+            raise ValueError(f"unknown tid {tid}")
+        now = max(self._now(), rec.modified)
+        raw = _copy_trade(self.materialize(rec.current))
+        raw["buyer_memo"] = text
+        raw["modified"] = top_time(now)
+        self._store_version(rec, now, raw)
+        return self._emit(rec, raw, "TradeMemoModified", {"oid": raw["orders"]["order"][0]["oid"],
+                                                          "action_type": "buyer"})  # fmt: skip
 
     @staticmethod
     def _parse_stamp(value: str) -> int:

@@ -24,8 +24,10 @@ from simulator.clock import Clock
 from simulator.faults import FaultKnobs
 from simulator.gateway import ROUTER_PATH, CallStats, Gateway, GatewayConfig
 from simulator.market import ChangeListener, Market, MarketChange, MarketConfig
+from simulator.odd_values import ODD_BUYER_TEXT
 from simulator.tmc_faults import TmcFaults
 from simulator.tmc_server import TmcServer, TmcServerConfig
+from simulator.top_protocol import escape_surrogates
 from simulator.topats import TopatsService, TopatsTimings
 from simulator.truth import TruthSnapshot
 from taobao.timefmt import format_top_time
@@ -94,6 +96,7 @@ class StandIn:
             topats=self.topats,
         )
         self.tmc = TmcServer({self.app_key: self.app_secret}, cfg.tmc, cfg.tmc_faults)
+        self.market.typed_buyer_message = self._typed_buyer_message
         self.market.add_change_listener(self._publish)
         # Routes may be added to `app` until start().
         self.app = web.Application()
@@ -139,6 +142,9 @@ class StandIn:
             time=change.modified,
             group=self.config.tmc_group,
         )
+
+    def _typed_buyer_message(self, tid: int) -> str | None:
+        return ODD_BUYER_TEXT if self.gateway.injector.odd_text(tid) else None
 
     async def __aenter__(self) -> StandIn:
         await self.start()
@@ -229,6 +235,12 @@ class StandIn:
             shop=query.get("shop") or None, digests=query.get("digest", "1") not in ("0", "false"), tids=tids
         )
         body = snapshot.to_json()
+        wanted = [f for f in query.get("fields", "").split(",") if f]
+        if wanted:
+            # The current values of these fields, for checks beyond status and modified.
+            for tid in snapshot.trades:
+                raw = self.market.trade(tid) or {}
+                body["trades"][str(tid)]["fields"] = {f: raw[f] for f in wanted if f in raw}
         if query.get("changes", "0") not in ("0", "false"):
             body["changes"] = [_change_json(c, with_content=False) for c in self.market.changes]
         return _json(body)
@@ -275,9 +287,15 @@ class StandIn:
                 if not 0 <= count <= 100_000:
                     raise ValueError("n must be between 0 and 100000")
                 changes = self.market.step(count)
+            elif action == "buyer_memo":
+                # The buyer types a memo (by default one holding a NUL and a lone surrogate).
+                text = command.get("text", ODD_BUYER_TEXT)
+                if not isinstance(text, str):
+                    raise ValueError("text must be a string")
+                changes = [self.market.edit_buyer_memo(int(command["tid"]), text)]
             elif action is not None:
-                raise ValueError("action must be pause, resume or step")
-        except (ValueError, TypeError) as exc:
+                raise ValueError("action must be pause, resume, step or buyer_memo")
+        except (ValueError, TypeError, KeyError) as exc:
             return _json({"error": str(exc)}, status=400)
         return _json(
             {
@@ -398,7 +416,8 @@ def _change_json(change: MarketChange, with_content: bool) -> dict[str, Any]:
 
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(
-        text=json.dumps(body, ensure_ascii=False),
+        # Truth fields can hold lone surrogates a buyer typed: JSON text spells them as escapes.
+        text=escape_surrogates(json.dumps(body, ensure_ascii=False)),
         status=status,
         content_type="application/json",
         charset="utf-8",

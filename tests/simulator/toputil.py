@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from simulator.market import MarketChange
 from simulator.standin import StandIn
 from taobao.signing import SignMethod, sign
 from taobao.timefmt import epoch_ms, format_top_time
@@ -144,3 +145,13 @@ def trades_of(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     items = trades["trade"]
     assert isinstance(items, list)
     return items
+
+
+def create_in_shop(standin: StandIn, shop: int = 0, within: int = 500) -> MarketChange:
+    """Step the market until shop `shop` gets a new trade; that change."""
+    nick = standin.shops[shop].nick
+    for _ in range(within):
+        (change,) = standin.market.step(1)
+        if change.topic == "taobao_trade_TradeCreate" and change.seller_nick == nick:
+            return change
+    raise AssertionError(f"no TradeCreate in shop {shop} within {within} changes")
