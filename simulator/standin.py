@@ -23,16 +23,20 @@ from aiohttp import web
 from simulator.clock import Clock
 from simulator.faults import FaultKnobs
 from simulator.gateway import ROUTER_PATH, CallStats, Gateway, GatewayConfig
+from simulator.lifecycle import full_topic
 from simulator.market import ChangeListener, Market, MarketChange, MarketConfig
 from simulator.odd_values import ODD_BUYER_TEXT
 from simulator.tmc_faults import TmcFaults
-from simulator.tmc_server import TmcServer, TmcServerConfig
+from simulator.tmc_frames import UNKNOWN_HEADER_KINDS
+from simulator.tmc_server import LostMessage, TmcServer, TmcServerConfig
 from simulator.top_protocol import escape_surrogates
 from simulator.topats import TopatsService, TopatsTimings
 from simulator.truth import TruthSnapshot
 from taobao.timefmt import format_top_time
 
 ADMIN_PREFIX = "/__standin"
+REFUND_TOPICS = ("taobao_refund_RefundCreated", "taobao_refund_RefundSuccess")
+_REFUNDING_TOPICS = frozenset({full_topic("TradePartlyRefund"), full_topic("TradeClose")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,9 @@ class StandIn:
             topats=self.topats,
         )
         self.tmc = TmcServer({self.app_key: self.app_secret}, cfg.tmc, cfg.tmc_faults)
+        # Message id → market change seq of the messages the TMC server withheld (other messages, such
+        # as refund topics, are not market changes and have none).
+        self._withheld_seq: dict[int, int] = {}
         self.market.typed_buyer_message = self._typed_buyer_message
         self.market.add_change_listener(self._publish)
         # Routes may be added to `app` until start().
@@ -133,7 +140,8 @@ class StandIn:
         await self.topats.close()
 
     def _publish(self, change: MarketChange) -> None:
-        self.tmc.publish(
+        withheld_before = len(self.tmc.stats.lost)
+        message_id = self.tmc.publish(
             self.app_key,
             topic=change.topic,
             content=json.dumps(change.content, ensure_ascii=False),
@@ -142,6 +150,43 @@ class StandIn:
             time=change.modified,
             group=self.config.tmc_group,
         )
+        if len(self.tmc.stats.lost) > withheld_before:
+            self._withheld_seq[message_id] = change.seq
+        if self.tmc.faults.refund_topics and change.topic in _REFUNDING_TOPICS:
+            self._publish_refund(change)
+
+    def _publish_refund(self, change: MarketChange) -> None:
+        """The refund topics of a refund the market just made: the market refunds in one step, so the
+        refund is created and succeeds at the same instant (in production days can pass between)."""
+        trade = self.market.trade(change.tid)
+        oid = change.content.get("oid")
+        order = next(
+            (o for o in (trade or {}).get("orders", {}).get("order", []) if o.get("oid") == oid), None
+        )
+        if trade is None or order is None or order.get("refund_status") != "SUCCESS":
+            return  # a close before payment, not a refund
+        content = {
+            "bill_type": "refund_bill",
+            "buyer_nick": trade.get("buyer_nick"),
+            "buyer_open_uid": trade.get("buyer_open_uid"),
+            "modified": trade["modified"],
+            "oid": oid,
+            "refund_fee": order.get("payment"),
+            "refund_id": order.get("refund_id"),
+            "refund_phase": "onsale",  # the market refunds only before a trade finishes
+            "seller_nick": change.seller_nick,
+            "tid": change.tid,
+        }
+        for topic in REFUND_TOPICS:
+            self.tmc.publish(
+                self.app_key,
+                topic=topic,
+                content=json.dumps({k: v for k, v in content.items() if v is not None}, ensure_ascii=False),
+                nick=change.seller_nick,
+                user_id=change.seller_id,
+                time=change.modified,
+                group=self.config.tmc_group,
+            )
 
     def _typed_buyer_message(self, tid: int) -> str | None:
         return ODD_BUYER_TEXT if self.gateway.injector.odd_text(tid) else None
@@ -329,6 +374,9 @@ class StandIn:
                 "refused",
                 "rejected_upgrades",
                 "dropped",
+                "closed",
+                "oversized",
+                "unknown_headers",
                 "pull_requests",
                 "malformed",
             )
@@ -336,15 +384,24 @@ class StandIn:
         return {
             **counters,
             "pending": self.tmc.pending(self.app_key, self.config.tmc_group),
-            "withheld": [
-                {"id": m.id, "tid": m.tid, "topic": m.topic, "reason": m.reason} for m in self.tmc.withheld
-            ],
+            # `seq`: the market change a withheld message announced (None: not a market change).
+            "withheld": [self._withheld_json(m) for m in self.tmc.withheld],
             "faults": _tmc_faults_json(self.tmc.faults),
         }
 
+    def _withheld_json(self, message: LostMessage) -> dict[str, Any]:
+        return {
+            "id": message.id,
+            "tid": message.tid,
+            "topic": message.topic,
+            "reason": message.reason,
+            "seq": self._withheld_seq.get(message.id),
+        }
+
     async def _post_tmc(self, request: web.Request) -> web.Response:
-        """Patch the TMC fault knobs; `{"drop_now": true}` aborts every live connection at once and
-        `{"refuse_for": S}` refuses connects for S seconds (an outage)."""
+        """Patch the TMC fault knobs; `{"drop_now": true}` aborts every live connection at once,
+        `{"close_now": true}` closes them with close_code and close_reason, and `{"refuse_for": S}`
+        refuses connects for S seconds (an outage)."""
         try:
             patch = await request.json()
             if not isinstance(patch, dict):
@@ -354,6 +411,8 @@ class StandIn:
             return _json({"error": str(exc)}, status=400)
         if patch.get("drop_now"):
             self.tmc.drop_connections()
+        if patch.get("close_now"):
+            await self.tmc.close_connections()
         return _json(self.tmc_summary())
 
 
@@ -364,14 +423,59 @@ _TMC_KNOBS: dict[str, type] = {
     "reorder_delay": float,
     "lose_fraction": float,
     "lose_while_disconnected": bool,
+    "close_every": float,
+    "close_code": int,
+    "close_reason": str,
+    "oversize_every": int,
+    "oversize_next": int,
+    "oversize_bytes": int,
+    "unknown_header_fraction": float,
+    "unknown_header_kind": str,
+    "refund_topics": bool,
 }
+_TMC_ACTIONS = ("drop_now", "close_now")
+_NULLABLE = ("drop_every", "close_every")
+
+
+def _close_code_ok(code: int) -> bool:
+    # Codes a server may put in a close frame: the defined ones except those reserved for "no frame".
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
+        3000 <= code <= 4999
+    )
+
+
+def _tmc_knob(name: str, kind: type, value: Any) -> Any:
+    if value is None and name in _NULLABLE:
+        return None
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if name == "close_code" and not _close_code_ok(value):
+            raise ValueError(f"close_code {value} cannot be sent in a close frame")
+        if name == "oversize_bytes" and value < 1:
+            raise ValueError("oversize_bytes must be at least 1")
+        return value
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if name.endswith("_fraction") and value > 1:
+            raise ValueError(f"{name} must be between 0 and 1")
+        return float(value)
+    if kind is str and isinstance(value, str):
+        if name == "close_reason" and len(value.encode("utf-8", "replace")) > 123:
+            raise ValueError("close_reason must fit in 123 UTF-8 bytes")
+        if name == "close_reason" and any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise ValueError("close_reason must be valid Unicode (a close frame carries UTF-8)")
+        if name == "unknown_header_kind" and value not in UNKNOWN_HEADER_KINDS:
+            raise ValueError(f"unknown_header_kind must be one of {list(UNKNOWN_HEADER_KINDS)}")
+        return value
+    expected = {bool: "boolean", int: "integer >= 0", float: "number >= 0", str: "string"}[kind]
+    raise ValueError(f"{name} must be a {expected}")
 
 
 def apply_tmc_faults(faults: TmcFaults, patch: dict[str, Any]) -> None:
     """Validate every entry first, then apply: a bad patch changes nothing."""
     updates: dict[str, Any] = {}
     for name, value in patch.items():
-        if name in ("drop_now",):
+        if name in _TMC_ACTIONS:
             continue
         if name == "refuse_for":
             if not isinstance(value, int | float) or value < 0:
@@ -380,16 +484,7 @@ def apply_tmc_faults(faults: TmcFaults, patch: dict[str, Any]) -> None:
         kind = _TMC_KNOBS.get(name)
         if kind is None:
             raise ValueError(f"unknown TMC knob {name!r}; known: {sorted(_TMC_KNOBS)}")
-        if value is None and name == "drop_every":
-            updates[name] = None
-        elif kind is bool and isinstance(value, bool):
-            updates[name] = value
-        elif kind is float and isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            if name.endswith("_fraction") and value > 1:
-                raise ValueError(f"{name} must be between 0 and 1")
-            updates[name] = float(value)
-        else:
-            raise ValueError(f"{name} must be a {'boolean' if kind is bool else 'number >= 0'}")
+        updates[name] = _tmc_knob(name, kind, value)
     for name, value in updates.items():
         setattr(faults, name, value)
     if "refuse_for" in patch:

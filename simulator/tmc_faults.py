@@ -24,6 +24,27 @@ class TmcFaults:
     # (docs/tmc-protocol.md#legacy-stream), which TMC's store-and-forward queue replaced. Recorded as
     # withheld.
     lose_while_disconnected: bool = False
+    # Close every live connection cleanly (a close frame) every N seconds, with this code and reason.
+    # The default reason ends in a NUL: the server builds the reason from an error text it does not
+    # clean (an assumption; nothing public shows the reasons production sends besides the idle close).
+    close_every: float | None = None
+    close_code: int = 1011
+    close_reason: str = "reach max idle time\x00"
+    # Make every Nth published message (0: none), and the next `oversize_next` ones, oversize: its
+    # content is padded past `oversize_bytes`. The message stays that big on every redelivery, as a
+    # really big message would; what makes real messages big is unknown, so the padding is one field.
+    oversize_every: int = 0
+    oversize_next: int = 0
+    oversize_bytes: int = 2 * 1024 * 1024 + 1024
+    # Fraction of pushes that carry a header this protocol version does not define, as a newer server
+    # might send. "value_format": a Custom header whose value has an unknown format byte and a counted
+    # string after it (top-link readers read unknown formats as counted strings); "header_type": a
+    # header of an unknown type followed by a counted string (an assumption: no reader can skip it).
+    unknown_header_fraction: float = 0.0
+    unknown_header_kind: str = "value_format"
+    # Also publish the refund topics (taobao_refund_RefundCreated, then RefundSuccess), each carrying
+    # the trade's tid, whenever the market refunds a sub-order; an app subscribed to them gets both.
+    refund_topics: bool = False
 
     def refuse_connects_for(self, seconds: float) -> None:
         self.refuse_until = time.monotonic() + seconds

@@ -20,7 +20,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from simulator.tmc_faults import TmcFaults
+from simulator.tmc_frames import with_unknown_header
 from taobao.signing import sign
 from taobao.tmc import codec
 
@@ -91,6 +92,9 @@ class TmcServerStats:
     refused: int = 0  # refused CONNECTs (bad sign, unknown app)
     rejected_upgrades: int = 0  # WebSocket upgrades answered 503 by the refuse fault
     dropped: int = 0  # connections aborted by the drop fault
+    closed: int = 0  # connections closed cleanly by the close fault
+    oversized: int = 0  # published messages padded past oversize_bytes
+    unknown_headers: int = 0  # pushes sent with a header the protocol does not define
     pull_requests: int = 0
     malformed: int = 0  # client frames answered with an error
     lost: list[LostMessage] = field(default_factory=list)
@@ -294,7 +298,7 @@ class TmcServer:
         self._next_id = self.config.first_message_id
         self._connection_count = 0
         self._server: Server | None = None
-        self._dropper: asyncio.Task[None] | None = None
+        self._fault_tasks: list[asyncio.Task[None]] = []
         self._live: set[_Client] = set()
         self.host = "127.0.0.1"
         self.port = 0
@@ -324,14 +328,19 @@ class TmcServer:
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         for queue in self._queues.values():
             queue.ensure_running()
-        self._dropper = asyncio.create_task(self._drop_loop(), name="tmc-server-dropper")
+        dropper = self._periodic(lambda: self.faults.drop_every, self._drop_all, "dropped")
+        closer = self._periodic(lambda: self.faults.close_every, self._close_all, "closed")
+        self._fault_tasks = [
+            asyncio.create_task(dropper, name="tmc-server-dropper"),
+            asyncio.create_task(closer, name="tmc-server-closer"),
+        ]
         logger.info("stand-in TMC server listening on %s", self.url, extra={"action": "tmc_server_started"})
 
     async def stop(self) -> None:
-        if self._dropper is not None:
-            self._dropper.cancel()
-            await asyncio.gather(self._dropper, return_exceptions=True)
-            self._dropper = None
+        for task in self._fault_tasks:
+            task.cancel()
+        await asyncio.gather(*self._fault_tasks, return_exceptions=True)
+        self._fault_tasks = []
         for client in list(self._live):
             if client.stalled:  # it would never answer the closing handshake
                 client.ws.transport.abort()
@@ -350,6 +359,16 @@ class TmcServer:
         for client in clients:
             client.ws.transport.abort()
         self.stats.dropped += len(clients)
+        return len(clients)
+
+    async def close_connections(self, code: int | None = None, reason: str | None = None) -> int:
+        """Close every live connection with a close frame (default: the close fault's code and reason);
+        returns how many. Waits for the closing handshakes (each bounded by close_timeout)."""
+        code = self.faults.close_code if code is None else code
+        reason = self.faults.close_reason if reason is None else reason
+        clients = list(self._live)
+        self.stats.closed += len(clients)
+        await asyncio.gather(*(c.ws.close(code, reason) for c in clients), return_exceptions=True)
         return len(clients)
 
     def stall_connections(self) -> int:
@@ -374,21 +393,30 @@ class TmcServer:
         """The session token the queue hands out (stable per app_key and group)."""
         return self._queue(app_key, group).token
 
-    async def _drop_loop(self) -> None:
+    async def _drop_all(self) -> int:
+        return self.drop_connections()
+
+    async def _close_all(self) -> int:
+        return await self.close_connections()
+
+    async def _periodic(
+        self, every: Callable[[], float | None], action: Callable[[], Awaitable[int]], what: str
+    ) -> None:
+        """Run `action` every `every()` seconds; the knob is re-read, it is mutable at runtime."""
         last = time.monotonic()
         while True:
-            every = self.faults.drop_every
-            if every is None:
+            interval = every()
+            if interval is None:
                 last = time.monotonic()
-                await asyncio.sleep(0.1)  # re-read the knob; it is mutable at runtime
+                await asyncio.sleep(0.1)  # re-read the knob
                 continue
-            wait = last + every - time.monotonic()
+            wait = last + interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(min(wait, 0.1))
                 continue
             last = time.monotonic()
-            if self.drop_connections():
-                logger.info("fault: dropped every TMC connection", extra={"action": "tmc_fault_drop"})
+            if await action():
+                logger.info("fault: %s every TMC connection", what, extra={"action": f"tmc_fault_{what}"})
 
     # ------------------------------------------------------------------------------------------ publishing
 
@@ -410,6 +438,11 @@ class TmcServer:
         message_id = self._next_id
         self._next_id += 1
         self.stats.published += 1
+        if self._oversize_due():
+            padded = _padded(content, self.faults.oversize_bytes)
+            if padded is not None:
+                content = padded
+                self.stats.oversized += 1
         entry = _Entry(message_id, topic, content, time, nick, user_id, _tid_of(content))
         queue = self._queue(app_key, group)
         faults = self.faults
@@ -420,6 +453,13 @@ class TmcServer:
         else:
             queue.publish(entry)
         return message_id
+
+    def _oversize_due(self) -> bool:
+        faults = self.faults
+        if faults.oversize_next > 0:
+            faults.oversize_next -= 1
+            return True
+        return faults.oversize_every > 0 and self.stats.published % faults.oversize_every == 0
 
     def _withhold(self, entry: _Entry, reason: str) -> None:
         self.stats.lost.append(LostMessage(entry.id, entry.tid, entry.topic, reason))
@@ -553,7 +593,13 @@ class TmcServer:
                     gzip_content=gzip_content,
                     retried=entry.deliveries - 1 if entry.deliveries > 1 else None,
                 )
-                await client.ws.send(codec.encode(message))
+                frame = codec.encode(message)
+                faults = self.faults
+                if faults.unknown_header_fraction and self.rng.random() < faults.unknown_header_fraction:
+                    trace = f"{self.rng.getrandbits(64):016x}"
+                    frame = with_unknown_header(frame, faults.unknown_header_kind, "x_trace_id", trace)
+                    self.stats.unknown_headers += 1
+                await client.ws.send(frame)
         except ConnectionClosed:
             return
         except Exception:
@@ -623,6 +669,21 @@ def _check_publishable(*, topic: str, content: str, nick: str, user_id: int, tim
         raise ValueError(f"message cannot be pushed: {exc}") from None
     if not topic:
         raise ValueError("message cannot be pushed: empty topic")
+
+
+def _padded(content: str, size: int) -> str | None:
+    """A JSON object `content` with a `padding` field that makes it more than `size` UTF-8 bytes long;
+    None when the content is not a JSON object."""
+    try:
+        document = json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    document["padding"] = ""
+    base = len(json.dumps(document, ensure_ascii=False).encode("utf-8"))
+    document["padding"] = "x" * max(size - base + 1, 0)
+    return json.dumps(document, ensure_ascii=False)
 
 
 def _sign_ok(app_key: str, group: str, timestamp: str, given: str, secret: str) -> bool:
