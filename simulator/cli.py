@@ -15,9 +15,16 @@ import signal
 import sys
 from collections.abc import Iterator
 
-from simulator.faults import RATE_LIMIT_SUB_CODES, FaultKnobs
+from simulator.faults import (
+    ERROR_WINDOW_KINDS,
+    MALFORMED_PAGE_KINDS,
+    ODD_VALUE_KINDS,
+    RATE_LIMIT_SUB_CODES,
+    FaultKnobs,
+)
 from simulator.standin import StandIn, StandInConfig, apply_tmc_faults
 from simulator.tmc_faults import TmcFaults
+from simulator.tmc_frames import UNKNOWN_HEADER_KINDS
 from simulator.tmc_server import TmcServerConfig
 
 logger = logging.getLogger(__name__)
@@ -64,6 +71,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--escaped-control-chars", action="store_true", help="escape TAB/LF/CR in JSON (TOP sends them raw)"
     )
+    faults.add_argument(
+        "--detail-lag", type=float, default=0.0, help="fullinfo: trade-not-exist for N s after TradeCreate"
+    )
+    faults.add_argument(
+        "--odd-values-rate", type=float, default=0.0, help="share of trades with broken fullinfo values"
+    )
+    faults.add_argument("--odd-values-tids", default="", help="comma-separated tids that always get them")
+    faults.add_argument(
+        "--odd-values-kinds",
+        default=",".join(ODD_VALUE_KINDS),
+        help=f"which broken values (default all: {','.join(ODD_VALUE_KINDS)})",
+    )
+    faults.add_argument(
+        "--odd-text-rate", type=float, default=0.0, help="share of new trades whose buyer typed NUL etc."
+    )
+    faults.add_argument(
+        "--error-window", choices=("", *ERROR_WINDOW_KINDS), default="", help="answer every call this way"
+    )
+    faults.add_argument("--error-window-methods", default="", help="comma-separated methods (default: all)")
+    faults.add_argument(
+        "--error-window-seconds", type=float, default=0.0, help="the window ends after N s (0: never)"
+    )
+    faults.add_argument(
+        "--malformed-page-rate", type=float, default=0.0, help="share of list calls answered malformed"
+    )
+    faults.add_argument(
+        "--malformed-page-kinds",
+        default=",".join(MALFORMED_PAGE_KINDS),
+        help=f"which malformations (default all: {','.join(MALFORMED_PAGE_KINDS)})",
+    )
     tmc = parser.add_argument_group("TMC push server knobs (all off by default)")
     tmc.add_argument("--tmc-drop-every", type=float, default=None, help="abort every connection each N s")
     tmc.add_argument("--tmc-duplicate", type=float, default=0.0, help="fraction of deliveries sent twice")
@@ -73,6 +110,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--tmc-lose-while-disconnected",
         action="store_true",
         help="drop messages published while no client is connected (the old stream's behaviour)",
+    )
+    tmc.add_argument(
+        "--tmc-close-every", type=float, default=None, help="close every connection cleanly each N s"
+    )
+    tmc.add_argument("--tmc-close-code", type=int, default=1011, help="close code of those closes")
+    tmc.add_argument(
+        "--tmc-close-reason",
+        default=None,
+        help=r"close reason; \0 stands for a NUL (default: 'reach max idle time' and a NUL)",
+    )
+    tmc.add_argument("--tmc-oversize-every", type=int, default=0, help="pad every Nth message (0: none)")
+    tmc.add_argument(
+        "--tmc-oversize-bytes", type=int, default=TmcFaults().oversize_bytes, help="padded size"
+    )
+    tmc.add_argument(
+        "--tmc-unknown-headers", type=float, default=0.0, help="fraction of pushes with an unknown header"
+    )
+    tmc.add_argument(
+        "--tmc-unknown-header-kind", choices=UNKNOWN_HEADER_KINDS, default="value_format", help="which kind"
+    )
+    tmc.add_argument(
+        "--tmc-refund-topics", action="store_true", help="also publish refund topics (with tid) on refunds"
     )
     tmc.add_argument(
         "--tmc-confirm-timeout", type=float, default=60.0, help="redeliver unconfirmed messages after N s"
@@ -99,9 +158,21 @@ def config_from_args(args: argparse.Namespace) -> StandInConfig:
             "garbled_rate": args.garbled_rate,
             "latency_ms": args.latency_ms,
             "raw_control_chars": not args.escaped_control_chars,
+            "detail_lag_seconds": args.detail_lag,
+            "odd_values_rate": args.odd_values_rate,
+            "odd_values_tids": args.odd_values_tids,
+            "odd_values_kinds": args.odd_values_kinds,
+            "odd_text_rate": args.odd_text_rate,
+            "error_window": args.error_window,
+            "error_window_methods": args.error_window_methods,
+            "error_window_seconds": args.error_window_seconds,
+            "malformed_page_rate": args.malformed_page_rate,
+            "malformed_page_kinds": args.malformed_page_kinds,
         }
     )
     tmc_faults = TmcFaults()
+    # argv cannot carry a NUL, so the flag spells it \0.
+    reason = None if args.tmc_close_reason is None else args.tmc_close_reason.replace("\\0", "\x00")
     apply_tmc_faults(
         tmc_faults,
         {
@@ -110,7 +181,15 @@ def config_from_args(args: argparse.Namespace) -> StandInConfig:
             "reorder_fraction": args.tmc_reorder,
             "lose_fraction": args.tmc_lose,
             "lose_while_disconnected": args.tmc_lose_while_disconnected,
-        },
+            "close_every": args.tmc_close_every,
+            "close_code": args.tmc_close_code,
+            "oversize_every": args.tmc_oversize_every,
+            "oversize_bytes": args.tmc_oversize_bytes,
+            "unknown_header_fraction": args.tmc_unknown_headers,
+            "unknown_header_kind": args.tmc_unknown_header_kind,
+            "refund_topics": args.tmc_refund_topics,
+        }
+        | ({} if reason is None else {"close_reason": reason}),
     )
     return StandInConfig(
         seed=args.seed,
