@@ -13,6 +13,13 @@ so the same preset runs small in CI and long on a workstation.
 * peak: a Double-11 hour scaled down: a steady market plus a burst every 6 s (new trades each changed
   3-4 times within 2 s), list lag of 30 s (minutes in production) with peak-mode list answers, 20 ms
   API latency, and an API quota (SYNC_API_RATE) at the steady rate, below the bursts' event rate.
+* hostile: lossy + what real Taobao sends that a careful client still trips over: fullinfo says
+  trade-not-exist for 3 s after a TradeCreate, 3 % of trades answered with broken values (a date
+  before year 1, 1E-20000 and "N/A" as money, arrays nested thousands deep), 3 % of new trades whose
+  buyer typed a NUL and a lone surrogate, 3 % of list pages malformed, one app-wide error window of
+  10 s (the permission package lapsed), refund topics with a tid on every refund, 2 % of pushes with
+  a header the protocol does not define, one clean close whose reason holds a NUL, and one push
+  larger than the daemon's frame limit. The broken-answer faults are off for the settle phase.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-PRESETS = ("none", "flaky", "lossy", "peak")
+PRESETS = ("none", "flaky", "lossy", "peak", "hostile")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +50,14 @@ SIZES: dict[str, dict[str, Size]] = {
         "flaky": Size(40, 30),
         "lossy": Size(60, 30),
         "peak": Size(30, 20),
+        "hostile": Size(80, 30),
     },
     "standard": {
         "none": Size(90, 100),
         "flaky": Size(120, 60),
         "lossy": Size(150, 60),
         "peak": Size(90, 40),
+        "hostile": Size(180, 60),
     },
 }
 
@@ -63,6 +72,10 @@ class Plan:
     actions: tuple[Action, ...]
     list_lag: float = 0.0
     outage_seconds: float = 0.0
+    # Knobs set when the market stops, so the settle phase recovers what was lost instead of losing
+    # more: the stand-in's /__standin/faults and /__standin/tmc patches.
+    settle_faults: dict[str, Any] = field(default_factory=lambda: {"rate_limit_per_second": 0})
+    settle_tmc: dict[str, Any] = field(default_factory=dict)
 
     def faults_summary(self) -> dict[str, Any]:
         kinds: dict[str, int] = {}
@@ -102,6 +115,48 @@ COMMON_SETTINGS: dict[str, Any] = {
 }
 
 
+# hostile on top of lossy's flags. The pushes padded past 9 MiB are bigger than the daemon's 8 MiB
+# frame limit; the other rates are modest so that what breaks shows as a few trades, not all of them.
+HOSTILE_FLAGS: tuple[str, ...] = (
+    "--detail-lag", "3",
+    "--odd-values-rate", "0.03",
+    "--odd-text-rate", "0.03",
+    "--malformed-page-rate", "0.03",
+    "--tmc-unknown-headers", "0.02",
+    "--tmc-refund-topics",
+    "--tmc-oversize-bytes", str(9 * 1024 * 1024),
+)  # fmt: skip
+HOSTILE_SETTLE_FAULTS: dict[str, Any] = {
+    "rate_limit_per_second": 0,
+    "odd_values_rate": 0.0,
+    "malformed_page_rate": 0.0,
+    "error_window": "",
+}
+HOSTILE_SETTLE_TMC: dict[str, Any] = {"unknown_header_fraction": 0.0, "oversize_every": 0, "oversize_next": 0}
+
+
+def _lossy_actions(d: float, r: float, outage_seconds: float) -> list[Action]:
+    outage_at = max(5.0, d * 0.15)
+    return [
+        *_bans(d, r),
+        Action(outage_at, "tmc", {"refuse_for": outage_seconds, "drop_now": True}),
+        Action(max(outage_at + outage_seconds + 5, d * 0.6), "kill_daemon"),
+        Action(max(outage_at + outage_seconds + 10, d * 0.85), "pg_kill"),
+    ]
+
+
+def _hostile_actions(d: float, outage_seconds: float) -> list[Action]:
+    """After lossy's outage: a close with a NUL in its reason, one oversize push, and a 10 s error
+    window between the daemon's restart and the PostgreSQL kill."""
+    after_outage = max(5.0, d * 0.15) + outage_seconds
+    window = {"error_window": "permission", "error_window_seconds": 10}
+    return [
+        Action(after_outage + 3, "tmc", {"close_now": True}),
+        Action(max(after_outage + 6, d * 0.5), "tmc", {"oversize_next": 1}),
+        Action(max(after_outage + 12, d * 0.65), "faults", window),
+    ]
+
+
 def plan(preset: str, size: str = "small", duration: float | None = None, rate: float | None = None,
          outage_seconds: float = 20.0) -> Plan:  # fmt: skip
     if preset not in PRESETS:
@@ -118,21 +173,22 @@ def plan(preset: str, size: str = "small", duration: float | None = None, rate: 
     if preset == "flaky":
         settings["sync_sweep_seconds"] = 10
         return Plan(preset, d, r, FLAKY_FLAGS, settings, tuple(_bans(d, r)))
-    if preset == "lossy":
-        if d < outage_seconds + 20:
-            raise ValueError(f"lossy needs a duration of at least {outage_seconds + 20:g} s")
+    if preset in ("lossy", "hostile"):
+        # hostile's own faults come after lossy's outage and need about 25 s of it.
+        shortest = outage_seconds + (20 if preset == "lossy" else 45)
+        if d < shortest:
+            raise ValueError(f"{preset} needs a duration of at least {shortest:g} s")
         list_lag = 3.0
         settings |= {"sync_sweep_seconds": 10, "sync_overlap_seconds": 30}
-        outage_at = max(5.0, d * 0.15)
-        actions = [
-            *_bans(d, r),
-            Action(outage_at, "tmc", {"refuse_for": outage_seconds, "drop_now": True}),
-            Action(max(outage_at + outage_seconds + 5, d * 0.6), "kill_daemon"),
-            Action(max(outage_at + outage_seconds + 10, d * 0.85), "pg_kill"),
-        ]
-        flags = (*FLAKY_FLAGS, "--tmc-lose", "0.02", "--list-lag", f"{list_lag:g}")
+        actions = _lossy_actions(d, r, outage_seconds)
+        flags: tuple[str, ...] = (*FLAKY_FLAGS, "--tmc-lose", "0.02", "--list-lag", f"{list_lag:g}")
+        extra: dict[str, Any] = {}
+        if preset == "hostile":
+            actions += _hostile_actions(d, outage_seconds)
+            flags += HOSTILE_FLAGS
+            extra = {"settle_faults": HOSTILE_SETTLE_FAULTS, "settle_tmc": HOSTILE_SETTLE_TMC}
         return Plan(preset, d, r, flags, settings, tuple(sorted(actions, key=lambda a: a.at)),
-                    list_lag=list_lag, outage_seconds=outage_seconds)  # fmt: skip
+                    list_lag=list_lag, outage_seconds=outage_seconds, **extra)  # fmt: skip
     # peak
     list_lag = 30.0
     # The quota binds during the bursts (about 3.5 events per new trade within 2 s): the figure that

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import resource
 import signal
@@ -27,12 +28,14 @@ from bench.scenarios.feed_recorder import FeedRecorder
 from bench.scenarios.presets import Action, Plan
 from bench.scenarios.standin_client import StandInProcess
 from bench.scenarios.verdict import (
+    CHECKED_FIELDS,
     ReportTrade,
     TradeState,
     TruthChange,
     Withheld,
     burst_shape,
     compare_database,
+    compare_fields,
     delivery,
     lag_figures,
     report_figures,
@@ -212,6 +215,15 @@ class Scenario:
         )
         return {int(r["tid"]): TradeState(r["modified"], r["status"]) for r in rows}
 
+    async def _stored_fields(self, conn: asyncpg.Connection, tids: list[int]) -> dict[int, dict[str, Any]]:
+        """CHECKED_FIELDS of the stored trades, read from the JSON the daemon stored (`raw`)."""
+        rows = await conn.fetch("SELECT tid, raw FROM trades WHERE tid = ANY($1::bigint[])", tids)
+        out: dict[int, dict[str, Any]] = {}
+        for row in rows:
+            raw = json.loads(row["raw"]) if isinstance(row["raw"], str) else row["raw"]
+            out[int(row["tid"])] = {name: raw.get(name) for name in CHECKED_FIELDS}
+        return out
+
     async def _settle(
         self, conn: asyncpg.Connection, truth: dict[int, TradeState], changed: list[int], within: float
     ) -> tuple[bool, float]:
@@ -298,9 +310,11 @@ class Scenario:
         await asyncio.gather(*self._background)  # bursts still going finish their trades
         self._background.clear()
         # Faults off for the settle phase: what was lost must be recovered, not kept being lost.
-        await self.standin.post("/__standin/faults", {"rate_limit_per_second": 0})
+        await self.standin.post("/__standin/faults", plan.settle_faults)
+        if plan.settle_tmc:
+            await self.standin.post("/__standin/tmc", plan.settle_tmc)
 
-        truth_body = await self.standin.truth(changes=True)
+        truth_body = await self.standin.truth(changes=True, fields=CHECKED_FIELDS)
         truth = {
             int(tid): TradeState(parse_top_time(t["modified"]), t["status"])
             for tid, t in truth_body["trades"].items()
@@ -317,12 +331,23 @@ class Scenario:
             for r in await conn.fetch("SELECT tid, modified, status FROM trades")
         }
         db = compare_database(truth, changed, stored_all)
+        # Field checks only where the stored version is the truth's: older versions are `stale` already.
+        current = sorted(set(changed) - set(db["lost"]) - set(db["stale"]))
+        truth_fields = {int(tid): t.get("fields", {}) for tid, t in truth_body["trades"].items()}
+        fields_differ = compare_fields(truth_fields, await self._stored_fields(conn, current), current)
+        odd_texts = sum(
+            1 for tid in changed if any("\x00" in str(v) for v in truth_fields.get(tid, {}).values())
+        )
         published = await self.standin.published()
         result = delivery(changes, published, self.recorder.arrivals, truth, lag_after_seq=warm_up_seqs)
         self.evidence = (changes, published, list(self.recorder.arrivals))
         tmc = await self.standin.tmc()
         stats = await self.standin.stats()
-        withheld = [Withheld(int(w["id"]), w.get("tid"), str(w["reason"])) for w in tmc["withheld"]]
+        # `seq` names the market change a message announced; None: it announced none (a refund topic).
+        withheld = [
+            Withheld(int(w["id"]), w.get("tid"), str(w["reason"]), w.get("seq"), w.get("seq") is not None)
+            for w in tmc["withheld"]
+        ]
         needing, unmatched = withheld_needing_recovery(
             withheld, changes, FIRST_MESSAGE_ID, result.delivered_by
         )
@@ -337,6 +362,7 @@ class Scenario:
 
         calls: dict[str, int] = stats["calls"]
         errors: dict[str, int] = stats["errors"]
+        gateway_faults: dict[str, int] = stats.get("faults", {})
         fullinfo = int(calls.get(TRADE_FULLINFO_GET, 0))
         n = len(changes)
         figures: dict[str, Any] = {
@@ -346,6 +372,7 @@ class Scenario:
             "lost": len(db["lost"]),
             "stale": len(db["stale"]),
             "extra": len(db["extra"]),
+            "fields_differ": len(fields_differ),
             "unseen": len(result.unseen),
             "consumer_stale": len(result.consumer_stale),
             "settled": settled,
@@ -367,6 +394,15 @@ class Scenario:
                 "code7_answers": sum(v for k, v in errors.items() if k.startswith("7:")),
                 "isp_errors": sum(v for k, v in errors.items() if k.partition(":")[2].startswith("isp.")),
                 "list_lag_s": plan.list_lag,
+                "withheld_not_changes": sum(1 for w in withheld if not w.is_change),
+                "tmc_closes": tmc["closed"],
+                "tmc_oversized": tmc["oversized"],
+                "tmc_unknown_headers": tmc["unknown_headers"],
+                "trades_with_typed_nul": odd_texts,
+                "detail_lag_answers": gateway_faults.get("detail_lag", 0),
+                "odd_value_answers": gateway_faults.get("odd_values", 0),
+                "error_window_answers": _count_prefixed(gateway_faults, "error_window:"),
+                "malformed_pages": _count_prefixed(gateway_faults, "malformed_page:"),
                 **self.counters,
             },
             **report_figures(reports, report_trades, needing, self.api_rate),
@@ -380,10 +416,16 @@ class Scenario:
         figures["ok"] = (
             settled
             and not (db["lost"] or db["stale"] or db["extra"] or result.unseen or result.consumer_stale)
+            and not fields_differ
         )
         self.samples = {"lost": db["lost"][:20], "stale": db["stale"][:20], "unseen_seqs": result.unseen[:20],
-                        "consumer_stale": result.consumer_stale[:20]}  # fmt: skip
+                        "consumer_stale": result.consumer_stale[:20],
+                        "fields_differ": fields_differ[:20]}  # fmt: skip
         return figures
+
+
+def _count_prefixed(counts: dict[str, int], prefix: str) -> int:
+    return sum(v for k, v in counts.items() if k.startswith(prefix))
 
 
 def _children_cpu_seconds() -> float:

@@ -64,8 +64,12 @@ class StandInProcess:
                 raise RuntimeError(f"POST {path} {body}: {response.status} {await response.text()}")
             return await response.json(content_type=None)
 
-    async def truth(self, changes: bool = False) -> dict[str, Any]:
+    async def truth(self, changes: bool = False, fields: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The truth without digests; with `changes`, the change log; with `fields`, those fields' current
+        values per trade."""
         query = {"digest": "0"} | ({"changes": "1"} if changes else {})
+        if fields:
+            query["fields"] = ",".join(fields)
         result: dict[str, Any] = await self.get(ADMIN + "/truth", **query)
         return result
 

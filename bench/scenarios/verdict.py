@@ -8,6 +8,10 @@ Definitions (the figures a scenario prints):
 * stale: the database holds an older `modified` than the truth's, or the same `modified` with another
   status (TOP times have one-second resolution, so two versions can share a second).
 * extra: a trade in the database the market does not know.
+* fields_differ: a trade stored at the truth's `modified` and status whose CHECKED_FIELDS differ from
+  the truth's: the text a buyer types and the fields the odd-value faults break. Text compares by
+  `comparable_text` (NUL and lone surrogates, which PostgreSQL cannot store, may be stored replaced
+  or escaped), money by amount, anything else exactly; absent equals absent.
 * unseen: a truth change never delivered to the ERP consumer. A change counts as delivered when the
   consumer received its trade at a later `modified`, or at the same second with the status the trade
   had at the end of that second (changes to one trade coalesce: a fetch returns the newest state).
@@ -17,16 +21,19 @@ Definitions (the figures a scenario prints):
 * withheld: TMC messages the stand-in accepted but never pushed. One "needs recovery" when no later
   pushed message announced a newer change of its trade and no stream fetch happened to return it (a
   fetch for an earlier push can already see the newer state): only reconciliation brings it in.
+  Withheld messages that announced no market change (refund topics) need nothing.
   The gap reports match the stand-in when every such trade appears among the reports' trades.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 STREAM_SOURCE = "stream"  # trade_changes.source of rows the TMC stream brought in
@@ -63,6 +70,10 @@ class Withheld:
     message_id: int
     tid: int | None
     reason: str
+    # The market change the message announced, when the stand-in says so; `is_change` False for
+    # messages that announced none (refund topics). Without either, the seq follows from the id.
+    seq: int | None = None
+    is_change: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,51 @@ def compare_database(
             stale.append(tid)
     extra = sorted(tid for tid in stored if tid not in truth)
     return {"lost": lost, "stale": stale, "extra": extra}
+
+
+# Compared besides `modified` and `status`: what buyers type, and where the odd-value faults put their
+# broken values by default (a date field and two money fields).
+CHECKED_FIELDS: tuple[str, ...] = ("buyer_message", "buyer_memo", "end_time", "post_fee", "total_fee")
+TEXT_FIELDS = frozenset({"buyer_message", "buyer_memo"})
+MONEY_FIELDS = frozenset({"post_fee", "total_fee"})
+# A NUL or a surrogate code point, or the six-character JSON escape of either.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]|\\\\u0000|\\\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def comparable_text(value: str) -> str:
+    """Text as the verdict compares it: every U+0000, every surrogate code point (a lone surrogate: a
+    valid pair is one code point in Python) and the six-character escapes `\\u0000` / `\\udXXX` become
+    U+FFFD. So a database that stores a NUL the buyer typed as U+FFFD, or as its JSON escape, matches
+    the truth; one that drops the character or the whole text does not."""
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+def _same_value(name: str, want: Any, have: Any) -> bool:
+    if want is None or have is None:
+        return want is None and have is None
+    if name in TEXT_FIELDS and isinstance(want, str) and isinstance(have, str):
+        return comparable_text(want) == comparable_text(have)
+    if name in MONEY_FIELDS:
+        try:
+            return Decimal(str(want)) == Decimal(str(have))
+        except InvalidOperation:
+            pass
+    return bool(want == have)
+
+
+def compare_fields(
+    truth: Mapping[int, Mapping[str, Any]],
+    stored: Mapping[int, Mapping[str, Any]],
+    tids: Iterable[int],
+    checked: Sequence[str] = CHECKED_FIELDS,
+) -> list[int]:
+    """Tids (of `tids`, trades stored at the truth's version) whose `checked` fields differ."""
+    differ: list[int] = []
+    for tid in sorted(set(tids)):
+        want, have = truth.get(tid, {}), stored.get(tid, {})
+        if not all(_same_value(name, want.get(name), have.get(name)) for name in checked):
+            differ.append(tid)
+    return differ
 
 
 def dedupe_arrivals(arrivals: Iterable[Arrival]) -> list[Arrival]:
@@ -197,13 +253,16 @@ def withheld_needing_recovery(
     (a fetch for an earlier push can return the newer state), and how many withheld messages could not
     be matched to a market change.
 
-    The stand-in publishes exactly one TMC message per market change, in order, with ids counting up
-    from `first_message_id`; so message id ↔ change seq is `seq = id - first_message_id + 1`."""
+    A message's change is its `seq` when the stand-in names it. Otherwise the stand-in published one
+    TMC message per market change, in order, with ids counting up from `first_message_id`, so
+    `seq = id - first_message_id + 1`."""
     by_seq = {c.seq: c for c in changes}
     withheld_seqs: set[int] = set()
     unmatched = 0
     for message in withheld:
-        seq = message.message_id - first_message_id + 1
+        if not message.is_change:
+            continue
+        seq = message.seq if message.seq is not None else message.message_id - first_message_id + 1
         change = by_seq.get(seq)
         if change is None or (message.tid is not None and change.tid != message.tid):
             unmatched += 1

@@ -9,13 +9,16 @@ import pytest
 
 from bench.scenarios.presets import PRESETS, plan
 from bench.scenarios.verdict import (
+    CHECKED_FIELDS,
     Arrival,
     ReportTrade,
     TradeState,
     TruthChange,
     Withheld,
     burst_shape,
+    comparable_text,
     compare_database,
+    compare_fields,
     delivery,
     percentile,
     report_figures,
@@ -130,6 +133,55 @@ def test_reports_match_only_when_every_trade_that_needed_recovery_is_in_one() ->
     assert report_figures(reports, trades, {8, 10}, api_rate=10)["reports_match_withheld"] is False
 
 
+def test_withheld_messages_name_their_change_or_none() -> None:
+    changes = [change(1, 7, 0, "A"), change(2, 8, 0, "A")]
+    # Ids no longer follow seqs once other messages (refund topics) share the queue.
+    withheld = [
+        Withheld(FIRST + 1, 7, "lose_fraction", seq=None, is_change=False),  # a refund topic of tid 7
+        Withheld(FIRST + 2, 8, "lose_fraction", seq=2),
+    ]
+    needing, unmatched = withheld_needing_recovery(withheld, changes, FIRST, {})
+    assert needing == {8}
+    assert unmatched == 0
+    # Named with a seq that is not the change of its tid: unmatched, as an id would be.
+    _, unmatched = withheld_needing_recovery([Withheld(FIRST, 8, "lose_fraction", seq=1)], changes, FIRST, {})
+    assert unmatched == 1
+
+
+TYPED = "请尽快发货\x00谢谢\ud800"
+
+
+def test_text_a_buyer_typed_matches_when_stored_replaced_or_escaped() -> None:
+    assert comparable_text(TYPED) == "请尽快发货\ufffd谢谢\ufffd"
+    replaced = "请尽快发货\ufffd谢谢\ufffd"
+    escaped = "请尽快发货\\u0000谢谢\\ud800"  # the JSON escapes as six plain characters each
+    dropped = "请尽快发货谢谢"
+    assert comparable_text(replaced) == comparable_text(TYPED)
+    assert comparable_text(escaped) == comparable_text(TYPED)
+    assert comparable_text(dropped) != comparable_text(TYPED)
+    assert comparable_text("\U0001f600 ok") == "\U0001f600 ok"  # a real astral character stays
+
+
+def test_fields_compare_text_by_the_rule_money_by_amount_and_the_rest_exactly() -> None:
+    truth = {
+        1: {"buyer_message": TYPED, "post_fee": "5.00", "end_time": "2026-11-11 10:00:00"},
+        2: {"buyer_message": TYPED},
+        3: {"total_fee": "12.30"},
+        4: {"end_time": "2026-11-11 10:00:00"},
+        5: {"buyer_memo": "hi"},
+    }
+    stored = {
+        1: {"buyer_message": comparable_text(TYPED), "post_fee": "5", "end_time": "2026-11-11 10:00:00"},
+        2: {"buyer_message": "请尽快发货谢谢"},  # the typed characters dropped
+        3: {"total_fee": "N/A"},  # a broken answer stored as it came
+        4: {"end_time": "0001-01-01 00:00:00"},
+        5: {},  # the memo not stored at all
+    }
+    assert compare_fields(truth, stored, [1, 2, 3, 4, 5]) == [2, 3, 4, 5]
+    assert compare_fields(truth, stored, [1]) == []
+    assert {"buyer_message", "buyer_memo"} <= set(CHECKED_FIELDS)
+
+
 def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 0.5) == 50.0
@@ -165,3 +217,34 @@ def test_lossy_schedules_each_fault_once_after_the_outage_ends() -> None:
 def test_lossy_refuses_a_duration_too_short_for_its_outage() -> None:
     with pytest.raises(ValueError, match="at least"):
         plan("lossy", "small", duration=30)
+
+
+def test_hostile_is_lossy_plus_each_hostile_fault_once() -> None:
+    lossy, hostile = plan("lossy", "small"), plan("hostile", "small")
+    assert hostile.standin_args[: len(lossy.standin_args)] == lossy.standin_args
+    flags = hostile.standin_args
+    for flag in ("--detail-lag", "--odd-values-rate", "--odd-text-rate", "--malformed-page-rate",
+                 "--tmc-unknown-headers", "--tmc-refund-topics", "--tmc-oversize-bytes"):  # fmt: skip
+        assert flag in flags
+    assert flags[flags.index("--detail-lag") + 1] == "3"
+    assert int(flags[flags.index("--tmc-oversize-bytes") + 1]) > 8 * 1024 * 1024
+    tmc = [a.body for a in hostile.actions if a.kind == "tmc"]
+    assert {"close_now": True} in tmc
+    assert {"oversize_next": 1} in tmc
+    (window,) = [a for a in hostile.actions if a.kind == "faults" and "error_window" in a.body]
+    assert window.body == {"error_window": "permission", "error_window_seconds": 10}
+    outage = next(a for a in hostile.actions if a.body.get("drop_now"))
+    assert window.at >= outage.at + hostile.outage_seconds
+    assert window.at + 10 < hostile.duration
+    assert [a.kind for a in hostile.actions].count("kill_daemon") == 1
+    # The broken answers stop for the settle phase; lossy's settle is unchanged.
+    assert hostile.settle_faults["odd_values_rate"] == 0
+    assert hostile.settle_faults["error_window"] == ""
+    assert hostile.settle_tmc["unknown_header_fraction"] == 0
+    assert lossy.settle_faults == {"rate_limit_per_second": 0}
+    assert lossy.settle_tmc == {}
+
+
+def test_hostile_refuses_a_duration_too_short_for_its_faults() -> None:
+    with pytest.raises(ValueError, match="at least 65"):
+        plan("hostile", "small", duration=60)
