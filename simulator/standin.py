@@ -426,6 +426,8 @@ _TMC_KNOBS: dict[str, type] = {
     "close_every": float,
     "close_code": int,
     "close_reason": str,
+    "close_next": int,
+    "close_next_after": float,
     "oversize_every": int,
     "oversize_next": int,
     "oversize_bytes": int,

@@ -30,6 +30,11 @@ class TmcFaults:
     close_every: float | None = None
     close_code: int = 1011
     close_reason: str = "reach max idle time\x00"
+    # Close the next N connections the same way, each once it has been up `close_next_after` seconds:
+    # live ones first, else the next to connect (so one close is sure to land on a client that
+    # reconnects now and then).
+    close_next: int = 0
+    close_next_after: float = 0.5
     # Make every Nth published message (0: none), and the next `oversize_next` ones, oversize: its
     # content is padded past `oversize_bytes`. The message stays that big on every redelivery, as a
     # really big message would; what makes real messages big is unknown, so the padding is one field.

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from simulator.tmc_faults import TmcFaults
 from simulator.tmc_frames import with_unknown_header
@@ -134,6 +135,7 @@ class _Client:
     pull_requests: int = 0
     alive: bool = True
     stalled: bool = False
+    since: float = field(default_factory=time.monotonic)  # when its CONNECTACK went out
 
 
 @dataclass(eq=False, slots=True)
@@ -333,6 +335,7 @@ class TmcServer:
         self._fault_tasks = [
             asyncio.create_task(dropper, name="tmc-server-dropper"),
             asyncio.create_task(closer, name="tmc-server-closer"),
+            asyncio.create_task(self._close_next_loop(), name="tmc-server-close-next"),
         ]
         logger.info("stand-in TMC server listening on %s", self.url, extra={"action": "tmc_server_started"})
 
@@ -361,12 +364,15 @@ class TmcServer:
         self.stats.dropped += len(clients)
         return len(clients)
 
-    async def close_connections(self, code: int | None = None, reason: str | None = None) -> int:
-        """Close every live connection with a close frame (default: the close fault's code and reason);
-        returns how many. Waits for the closing handshakes (each bounded by close_timeout)."""
+    async def close_connections(
+        self, code: int | None = None, reason: str | None = None, limit: int | None = None
+    ) -> int:
+        """Close live connections (all, or the `limit` oldest) with a close frame (default: the close
+        fault's code and reason); returns how many. Waits for the closing handshakes (each bounded by
+        close_timeout)."""
         code = self.faults.close_code if code is None else code
         reason = self.faults.close_reason if reason is None else reason
-        clients = list(self._live)
+        clients = sorted((c for c in self._live if c.ws.state is State.OPEN), key=lambda c: c.since)[:limit]
         self.stats.closed += len(clients)
         await asyncio.gather(*(c.ws.close(code, reason) for c in clients), return_exceptions=True)
         return len(clients)
@@ -398,6 +404,25 @@ class TmcServer:
 
     async def _close_all(self) -> int:
         return await self.close_connections()
+
+    async def _close_next_loop(self) -> None:
+        """Serve `close_next`: close connections as they have been up for `close_next_after` seconds,
+        until that many were closed (a close asked for while no client is connected waits for one)."""
+        while True:
+            await asyncio.sleep(0.05)  # re-read the knob
+            faults = self.faults
+            if faults.close_next <= 0:
+                continue
+            now = time.monotonic()
+            ready = sum(
+                1 for c in self._live if c.ws.state is State.OPEN and now - c.since >= faults.close_next_after
+            )
+            if not ready:
+                continue
+            count = min(ready, faults.close_next)
+            faults.close_next -= count
+            await self.close_connections(limit=count)
+            logger.info("fault: closed %d TMC connection(s)", count, extra={"action": "tmc_fault_closed"})
 
     async def _periodic(
         self, every: Callable[[], float | None], action: Callable[[], Awaitable[int]], what: str

@@ -134,6 +134,27 @@ async def test_a_close_reason_can_hold_a_nul(standin: StandIn, http: aiohttp.Cli
             await _frame(ws, within=1.0)
 
 
+async def test_a_close_asked_for_while_nobody_is_connected_lands_on_the_next_client(
+    standin: StandIn, http: aiohttp.ClientSession
+) -> None:
+    summary = await _admin_tmc(http, standin, {"close_next": 1, "close_next_after": 0.2})
+    assert summary["closed"] == 0  # nobody to close yet
+    async with tmc_client(standin) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await _frame(ws)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "reach max idle time\x00")
+    assert standin.tmc.faults.close_next == 0
+    # Two live clients and one close: only the older one goes.
+    await _admin_tmc(http, standin, {"close_next": 1, "close_next_after": 0.5})
+    async with tmc_client(standin) as older, tmc_client(standin) as newer:
+        with pytest.raises(ConnectionClosed):
+            await _frame(older)
+        with pytest.raises(TimeoutError):  # the newer one stays up
+            await _frame(newer, within=1.0)
+    assert standin.tmc.stats.closed == 2
+
+
 async def test_an_oversize_push_breaks_a_client_with_a_smaller_limit(
     standin: StandIn, http: aiohttp.ClientSession
 ) -> None:
