@@ -132,7 +132,12 @@ HOSTILE_SETTLE_FAULTS: dict[str, Any] = {
     "malformed_page_rate": 0.0,
     "error_window": "",
 }
-HOSTILE_SETTLE_TMC: dict[str, Any] = {"unknown_header_fraction": 0.0, "oversize_every": 0, "oversize_next": 0}
+HOSTILE_SETTLE_TMC: dict[str, Any] = {
+    "unknown_header_fraction": 0.0,
+    "oversize_every": 0,
+    "oversize_next": 0,
+    "close_next": 0,
+}
 
 
 def _lossy_actions(d: float, r: float, outage_seconds: float) -> list[Action]:
@@ -151,7 +156,8 @@ def _hostile_actions(d: float, outage_seconds: float) -> list[Action]:
     after_outage = max(5.0, d * 0.15) + outage_seconds
     window = {"error_window": "permission", "error_window_seconds": 10}
     return [
-        Action(after_outage + 3, "tmc", {"close_now": True}),
+        # The daemon may be between connections then: the close waits for the next one.
+        Action(after_outage + 3, "tmc", {"close_next": 1}),
         Action(max(after_outage + 6, d * 0.5), "tmc", {"oversize_next": 1}),
         Action(max(after_outage + 12, d * 0.65), "faults", window),
     ]

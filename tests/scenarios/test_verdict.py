@@ -229,7 +229,7 @@ def test_hostile_is_lossy_plus_each_hostile_fault_once() -> None:
     assert flags[flags.index("--detail-lag") + 1] == "3"
     assert int(flags[flags.index("--tmc-oversize-bytes") + 1]) > 8 * 1024 * 1024
     tmc = [a.body for a in hostile.actions if a.kind == "tmc"]
-    assert {"close_now": True} in tmc
+    assert {"close_next": 1} in tmc
     assert {"oversize_next": 1} in tmc
     (window,) = [a for a in hostile.actions if a.kind == "faults" and "error_window" in a.body]
     assert window.body == {"error_window": "permission", "error_window_seconds": 10}
