@@ -146,6 +146,8 @@ class FaultKnobs:
                 raise ValueError(f"unknown fault knob {name!r}")
             current = getattr(self, name)
             staged[name] = _coerce(name, value, current)
+        if "error_window" in staged and not {"error_window_seconds", "error_window_until"} & set(patch):
+            staged["error_window_until"] = 0.0  # a window opened without an end lasts until turned off
         _check_choices(staged)
         for name, value in staged.items():
             setattr(self, name, value)

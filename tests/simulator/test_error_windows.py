@@ -112,6 +112,10 @@ async def test_a_window_with_an_end_closes_by_itself(
         assert time.monotonic() < deadline, "the window never closed"
         await asyncio.sleep(0.05)  # polling the gateway
     assert time.monotonic() - opened >= 0.9
+    # Opened again without an end: it lasts until turned off, whatever end the last one had.
+    standin.faults.update({"error_window": "timestamp"})
+    assert standin.faults.error_window_until == 0
+    assert (await _fullinfo(top, standin)).error["code"] == 31
 
     async with http.post(url, json={"error_window": "no-such-kind"}) as response:
         assert response.status == 400
