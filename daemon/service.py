@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
 from common.health import Check
 from daemon.health import HttpServer, Ping, check_channel, check_postgres
@@ -27,7 +28,7 @@ from daemon.logs import configure_logging
 from daemon.metrics import DaemonMetrics
 from daemon.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
 from daemon.supervisor import Supervisor, TaskFailure, stop_signals
-from listener.batcher import Backoff, CommitBatcher
+from listener.batcher import STORE_RETRY, CommitBatcher
 from listener.dispatcher import Dispatcher
 from listener.metrics import MeasuredStore
 from listener.ports import MessageChannel, MessageHandler, TradeFetcher, TradeStore
@@ -61,7 +62,7 @@ class Service:
         channel_factory: ChannelFactory,
         side_tasks: Mapping[str, SideTask] | None = None,
         metrics: DaemonMetrics | None = None,
-        store_backoff: Backoff | None = None,
+        store_backoff: BackoffPolicy = STORE_RETRY,
         db_ping: Ping | None = None,
         extra_checks: Mapping[str, ExtraCheck] | None = None,
     ) -> None:
@@ -84,7 +85,7 @@ class Service:
             max_size=settings.sync_batch_size,
             max_delay=settings.sync_batch_ms / 1000,
             metrics=self.metrics.stream,
-            backoff=store_backoff,
+            retry=store_backoff,
         )
         self.pool = WorkerPool(
             dispatcher=self.dispatcher,

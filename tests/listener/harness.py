@@ -9,14 +9,15 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from listener.batcher import Backoff, CommitBatcher
+from common.backoff import BackoffPolicy
+from listener.batcher import CommitBatcher
 from listener.dispatcher import Dispatcher
 from listener.metrics import ListenerMetrics
 from listener.workers import WorkerPool
 from taobao.tmc.events import TmcMessage
 from tests.listener.fakes import FakeChannel, FakeFetcher, FakeStore, Journal
 
-FAST_BACKOFF = Backoff(base=0.001, cap=0.005)
+FAST_BACKOFF = BackoffPolicy(base=0.001, cap=0.005)
 
 
 @dataclass
@@ -82,7 +83,7 @@ async def pipeline(
         max_size=batch_size,
         max_delay=batch_ms / 1000,
         metrics=metrics,
-        backoff=FAST_BACKOFF,
+        retry=FAST_BACKOFF,
     )
     pool = WorkerPool(dispatcher=dispatcher, fetcher=fetcher, batcher=batcher, size=workers, metrics=metrics)
     pipe = Pipeline(journal, fetcher, store, channel, metrics, dispatcher, batcher, pool, [])
