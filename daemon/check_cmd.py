@@ -30,6 +30,7 @@ import websockets.exceptions
 
 from daemon.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
 from listener.session import TmcConnectRefused, TmcProtocolError, TmcSession
+from store.errors import DATABASE_ERRORS
 from store.migrate import load_migrations
 from taobao.client import RetryPolicy, TopClient
 from taobao.errors import (
@@ -153,7 +154,7 @@ async def check_postgres(settings: Settings, limit: float) -> Item:
         return Item(
             False, "postgres", "database does not exist", "create it, or fix the name in DATABASE_URL"
         )
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+    except (*DATABASE_ERRORS, ValueError) as exc:
         # ValueError: a malformed DSN. The text names the problem, never the DSN's password.
         return Item(False, "postgres", f"cannot connect ({type(exc).__name__}: {exc})", "check DATABASE_URL")
     try:

@@ -20,6 +20,7 @@ from daemon.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from reconciler.ledger import Ledger
 from reconciler.report_view import ShopTimeline, page, table, time_range, to_json
 from reconciler.reports import Cause, ReportStore
+from store.errors import DATABASE_ERRORS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         output = asyncio.run(render(dsn, args))
-    except (OrderSyncError, OSError, asyncpg.PostgresError) as exc:
+    except (OrderSyncError, *DATABASE_ERRORS) as exc:
         print(f"order-sync report: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.html:

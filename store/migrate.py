@@ -20,7 +20,7 @@ import asyncpg
 
 from store import sql
 from store.constants import MIGRATION_LOCK_KEY
-from store.errors import MigrationError
+from store.errors import DATABASE_ERRORS, MigrationError
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ async def migrate(
             finally:
                 await conn.close()
         return await _migrate_locked(target, plan)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except DATABASE_ERRORS as exc:
         raise MigrationError(f"migration failed: {exc}") from exc
 
 

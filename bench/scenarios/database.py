@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from daemon.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
+from store.errors import DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def with_database(dsn: str, database: str) -> str:
 async def _reachable(dsn: str) -> bool:
     try:
         conn = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
+    except DATABASE_ERRORS:
         return False
     await conn.close()
     return True
