@@ -14,15 +14,8 @@ import json
 import sys
 
 from common.errors import OrderSyncError
-from daemon.cli_common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    TIME_HELP,
-    parse_when,
-    settings_or_exit,
-    standalone,
-)
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from daemon.cli_common import TIME_HELP, parse_when, settings_or_exit, standalone
 from daemon.logs import configure_logging
 from reconciler.intervals import Interval
 from reconciler.report_view import table

@@ -28,7 +28,8 @@ from typing import Final, TextIO
 import asyncpg
 import websockets.exceptions
 
-from daemon.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from daemon.settings import Settings, SettingsError, load_settings
 from listener.session import TmcConnectRefused, TmcProtocolError, TmcSession
 from store.errors import DATABASE_ERRORS
 from store.migrate import load_migrations
@@ -43,9 +44,6 @@ from taobao.errors import (
 )
 from taobao.fields import TRADE_FULLINFO_GET
 from taobao.limiter import Priority, TopRateLimiter
-
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 # A tid no shop has: TOP answers isv.trade-not-exist after checking signature and session.
 PROBE_TID: Final = 1
@@ -87,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             _print(out, Item(False, "settings", problem))
         _print_hint(out, "every setting is described in .env.example")
-        return EXIT_BAD_SETTINGS
+        return EXIT_USAGE
     items = asyncio.run(run_checks(settings, args.timeout, out))
     failed = sum(1 for item in items if not item.ok)
     print(f"{len(items) - failed} of {len(items)} checks passed", file=out)

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import asyncpg
 
 from common.errors import OrderSyncError
+from common.exit_codes import EXIT_FAILED
 from daemon.app import assemble, open_parts
 from daemon.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
 from daemon.logs import configure_logging
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(_demo(args, dsn, out))
     except (EmbeddedPostgresUnavailable, OrderSyncError) as exc:
         print(f"order-sync demo: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 @contextlib.contextmanager

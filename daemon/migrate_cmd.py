@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from store.errors import MigrationError
 from store.migrate import migrate
 
@@ -26,15 +27,15 @@ def run(args: argparse.Namespace) -> int:
     dsn: str | None = args.database_url or os.environ.get("DATABASE_URL")
     if not dsn:
         print("order-sync migrate: give --database-url or set DATABASE_URL", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         applied = asyncio.run(migrate(dsn))
     except MigrationError as exc:
         logger.error("migration failed: %s", exc, extra={"action": "migration_failed"})
         print(f"order-sync migrate: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if applied:
         print("applied migrations: " + ", ".join(f"{v:03d}" for v in applied))
     else:
         print("schema is up to date")
-    return 0
+    return EXIT_OK

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from common.errors import OrderSyncError
+from common.exit_codes import EXIT_FAILED
 from daemon.app import build
 from daemon.service import run_daemon
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     except OrderSyncError as exc:
         print(f"order-sync run: {exc}", file=sys.stderr)
         print("hint: `order-sync check` tests each part of the configuration", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 def main() -> int:

@@ -22,11 +22,12 @@ from typing import Any
 
 from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from common.health import Check
 from daemon.health import HttpServer, Ping, check_channel, check_postgres
 from daemon.logs import configure_logging
 from daemon.metrics import DaemonMetrics
-from daemon.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
+from daemon.settings import Settings, SettingsError, load_settings
 from daemon.supervisor import Supervisor, TaskFailure, stop_signals
 from listener.batcher import STORE_RETRY, CommitBatcher
 from listener.dispatcher import Dispatcher
@@ -42,8 +43,6 @@ SideTask = Callable[[], Coroutine[Any, Any, None]]
 # A readiness check kept by another part (the replica set): its verdict and what /readyz shows of it.
 ExtraCheck = Callable[[], tuple[Check, dict[str, Any]]]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 # After the drain budget, how long the last flush and the channel's close may still take.
 CLOSE_GRACE_SECONDS = 5.0
 
@@ -322,7 +321,7 @@ def run_daemon(
         settings = load_settings(env_file)
     except SettingsError as exc:
         print(f"{exc}\nhint: every setting is described in .env.example", file=sys.stderr)
-        return EXIT_BAD_SETTINGS
+        return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> int:

@@ -20,9 +20,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.errors import OrderSyncError
 
-# The exit code of a daemon that cannot start because its settings are wrong (a usage error).
-EXIT_BAD_SETTINGS = 2
-
 
 class SettingsError(OrderSyncError):
     """The environment does not describe a runnable service. `problems` has one line per variable;

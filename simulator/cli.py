@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Iterator
 
+from common.exit_codes import EXIT_OK, EXIT_USAGE
 from simulator.faults import RATE_LIMIT_SUB_CODES, FaultKnobs
 from simulator.standin import StandIn, StandInConfig, apply_tmc_faults
 from simulator.tmc_faults import TmcFaults
@@ -167,9 +168,9 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         sys.stderr.write(f"simulate: {exc}\n")
-        return 2
+        return EXIT_USAGE
     asyncio.run(serve(config, args.host, args.port, args.tmc_port))
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

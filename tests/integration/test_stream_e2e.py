@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from common.exit_codes import EXIT_OK
 from daemon.app import compose, open_parts
-from daemon.service import EXIT_OK, Service, serve
+from daemon.service import Service, serve
 from daemon.settings import Settings
 from listener.ports import MessageHandler
 from listener.session import TmcSession

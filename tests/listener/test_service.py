@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.service import EXIT_FAILED, EXIT_OK, Service, ServiceFailed, SideTask, run_daemon, serve
+from common.exit_codes import EXIT_FAILED, EXIT_OK
+from daemon.service import Service, ServiceFailed, SideTask, run_daemon, serve
 from daemon.settings import Settings
 from listener.ports import MessageHandler
 from taobao.errors import SessionExpired
