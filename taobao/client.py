@@ -148,17 +148,13 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
 
 
 def _wait_steps(base: float, cap: float) -> Generator[float, BaseException | None, None]:
-    """Capped exponential steps for backoff (which adds full jitter). After a ban no extra wait: the
-    limiter already holds the retry until the ban ends."""
-    exc = yield 0.0  # primed by backoff; value unused
-    n = 0
+    """The library's capped exponential steps (`backoff.on_exception` adds full jitter), except after a
+    ban: no extra wait then, the limiter already holds the retry until the ban ends."""
+    steps = backoff.expo(factor=base, max_value=cap)
+    next(steps)  # the library's generators are primed before their first value
+    exc = yield 0.0  # primed by backoff.on_exception; value unused
     while True:
-        if isinstance(exc, RateLimited):
-            delay = 0.0
-        else:
-            delay = min(cap, base * 2**n)
-            n += 1
-        exc = yield delay
+        exc = yield 0.0 if isinstance(exc, RateLimited) else next(steps)
 
 
 class TopClient:
