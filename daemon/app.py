@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from common.backoff import BackoffPolicy
-from common.errors import OrderSyncError
 from common.identity import default_replica
 from daemon.health import ping_pool
 from daemon.metrics import DaemonMetrics
@@ -34,10 +33,6 @@ from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import TopRateLimiter
 
 log = logging.getLogger(__name__)
-
-
-class MissingDatabase(OrderSyncError):
-    """`run` needs DATABASE_URL; only `demo` provides a database of its own."""
 
 
 def replica_id(settings: Settings) -> str:
@@ -78,12 +73,6 @@ def make_client(settings: Settings, limiter: TopRateLimiter | None = None) -> To
         sign_method=settings.taobao_sign_method.value,
         partner_id=f"{PARTNER_ID}/{tag}",
     )
-
-
-def database_dsn(settings: Settings) -> str:
-    if settings.database_url is None:
-        raise MissingDatabase("DATABASE_URL is not set: point it at the ERP's PostgreSQL")
-    return settings.database_url.get_secret_value()
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +167,7 @@ def make_replica_set(
     )
     return ReplicaSet(
         config,
-        dsn=database_dsn(settings),
+        dsn=settings.dsn(),
         shops=[shop.nick for shop in settings.taobao_shops],
         limiter=limiter,
         registry=metrics.registry,
@@ -198,7 +187,7 @@ def compose(
 @contextlib.asynccontextmanager
 async def open_parts(settings: Settings) -> AsyncIterator[tuple[PgStore, TopClient]]:
     """Migrate, then open the store and the TOP client; both are closed on the way out."""
-    dsn = database_dsn(settings)
+    dsn = settings.dsn()
     applied = await migrate(dsn)
     if applied:
         log.info("database migrated to version %s", applied[-1], extra={"action": "migrated"})

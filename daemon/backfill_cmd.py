@@ -15,8 +15,9 @@ import sys
 
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from daemon.cli_common import TIME_HELP, parse_when, settings_or_exit, standalone
+from daemon.cli_common import TIME_HELP, parse_when, standalone
 from daemon.logs import configure_logging
+from daemon.settings import Settings, add_env_file_option, settings_or_exit
 from reconciler.intervals import Interval
 from reconciler.report_view import table
 from reconciler.reports import GapReport, Outcome
@@ -27,11 +28,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", required=True, type=parse_when, help=f"window start: {TIME_HELP}")
     parser.add_argument("--until", required=True, type=parse_when, help=f"window end: {TIME_HELP}")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
+    add_env_file_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_or_exit(args.env_file, "backfill")
+    settings = settings_or_exit(Settings, args.env_file)
     if isinstance(settings, int):
         return settings
     if args.shop not in settings.shop_sessions():

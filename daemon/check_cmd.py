@@ -29,7 +29,7 @@ import asyncpg
 import websockets.exceptions
 
 from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from daemon.settings import Settings, SettingsError, load_settings
+from daemon.settings import Settings, SettingsError, add_env_file_option, load_settings
 from listener.session import TmcConnectRefused, TmcProtocolError, TmcSession
 from store.errors import DATABASE_ERRORS
 from store.migrate import load_migrations
@@ -70,7 +70,7 @@ class Item:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
+    add_env_file_option(parser)
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds each check may take (default 10)"
     )

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from common.exit_codes import EXIT_USAGE
 from daemon.app import make_reconciler_config, open_parts
-from daemon.settings import Settings, SettingsError, load_settings
+from daemon.settings import Settings
 from reconciler.reconciler import Reconciler
 from taobao.timefmt import GMT8
 
@@ -28,17 +26,6 @@ def parse_when(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time: {text!r} (use {TIME_HELP})") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=GMT8)
-
-
-def settings_or_exit(env_file: str | None, command: str) -> Settings | int:
-    """The settings, or the exit code after printing what is wrong (one line per variable)."""
-    try:
-        return load_settings(env_file)
-    except SettingsError as exc:
-        print(
-            f"order-sync {command}: {exc}\nhint: every setting is described in .env.example", file=sys.stderr
-        )
-        return EXIT_USAGE
 
 
 @contextlib.asynccontextmanager

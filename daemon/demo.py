@@ -1,7 +1,8 @@
 """`order-sync demo`: the whole product on one machine with no Taobao account.
 
 It starts the Taobao stand-in (a seeded order market behind a TOP gateway and a TMC server), a
-PostgreSQL (an embedded one unless DATABASE_URL is set), and the daemon, and prints one line of
+PostgreSQL (an embedded one unless DATABASE_URL is set, in the environment or the --env-file), and the
+daemon, and prints one line of
 progress a second: market changes, changes applied to the database, fullinfo calls, confirms, and the
 publish → NOTIFY lag. Ctrl-C (or --seconds) stops everything gracefully, then the demo compares the
 database with the stand-in's truth.
@@ -13,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -29,7 +29,7 @@ from daemon.app import assemble, open_parts
 from daemon.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
 from daemon.logs import configure_logging
 from daemon.service import Service, serve
-from daemon.settings import Settings, load_settings
+from daemon.settings import DatabaseSettings, Settings, add_env_file_option, settings_or_exit
 from simulator.compare import compare_with_market
 from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
@@ -48,22 +48,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the market (default 7)")
     parser.add_argument("--api-latency-ms", type=float, default=0.0, help="stand-in TOP latency per call")
     parser.add_argument("--http-port", type=int, default=0, help="daemon's /metrics port (default: any free)")
+    add_env_file_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = sys.stdout
+    database = settings_or_exit(DatabaseSettings, args.env_file, need_database=False)
+    if isinstance(database, int):
+        return database
     try:
-        with _database() as dsn:
-            return asyncio.run(_demo(args, dsn, out))
+        with choose_database(database) as dsn:
+            return asyncio.run(_demo(args, dsn, sys.stdout))
     except (EmbeddedPostgresUnavailable, OrderSyncError) as exc:
         print(f"order-sync demo: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
 @contextlib.contextmanager
-def _database() -> Iterator[str]:
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
+def choose_database(settings: DatabaseSettings) -> Iterator[str]:
+    """DATABASE_URL when it is set; otherwise a fresh database on an embedded PostgreSQL."""
+    if settings.database_url is not None:
+        yield settings.dsn()
         return
     print("starting an embedded PostgreSQL (set DATABASE_URL to use your own)…", flush=True)
     with embedded_postgres() as admin_dsn:
@@ -104,8 +108,10 @@ async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
     standin.add_change_listener(remember)
     await standin.start()
     print(f"stand-in: TOP {standin.api_url} · TMC {standin.tmc_url} · {len(standin.shops)} shops", file=out)
-    settings = load_settings(
-        env_file=None,
+    # The stand-in's app, endpoints and shops; anything else may come from the environment and .env.
+    settings = settings_or_exit(
+        Settings,
+        args.env_file,
         database_url=dsn,
         taobao_app_key=standin.app_key,
         taobao_app_secret=standin.app_secret,
@@ -117,6 +123,9 @@ async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
         log_level="WARNING",
         log_format="text",
     )
+    if isinstance(settings, int):
+        await standin.stop()
+        return settings
     configure_logging(settings.log_level, settings.log_format)
     try:
         async with open_parts(settings) as (store, client):

@@ -14,8 +14,9 @@ import sys
 
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from daemon.cli_common import settings_or_exit, standalone
+from daemon.cli_common import standalone
 from daemon.logs import configure_logging
+from daemon.settings import Settings, add_env_file_option, settings_or_exit
 from reconciler.progress import Progress
 from reconciler.report_view import table
 from reconciler.reports import GapReport, Outcome
@@ -30,11 +31,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="days of history before today, 1-90 (default SYNC_INITIAL_LOAD_DAYS, else 90)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
+    add_env_file_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_or_exit(args.env_file, "initial-load")
+    settings = settings_or_exit(Settings, args.env_file)
     if isinstance(settings, int):
         return settings
     sessions = settings.shop_sessions()

@@ -9,6 +9,7 @@ from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED
 from daemon.app import build
 from daemon.service import run_daemon
+from daemon.settings import add_env_file_option
 
 EPILOG = (
     "Settings come from the environment and .env: DATABASE_URL, TAOBAO_APP_KEY, TAOBAO_APP_SECRET, "
@@ -19,7 +20,7 @@ EPILOG = (
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
+    add_env_file_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,18 +16,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
-from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from common.exit_codes import EXIT_FAILED, EXIT_OK
 from common.health import Check
 from daemon.health import HttpServer, Ping, check_channel, check_postgres
 from daemon.logs import configure_logging
 from daemon.metrics import DaemonMetrics
-from daemon.settings import Settings, SettingsError, load_settings
+from daemon.settings import Settings, settings_or_exit
 from daemon.supervisor import Supervisor, TaskFailure, stop_signals
 from listener.batcher import STORE_RETRY, CommitBatcher
 from listener.dispatcher import Dispatcher
@@ -317,11 +316,9 @@ def run_daemon(
     """The daemon's whole life for a CLI `run(args)`: settings (exit 2 when invalid, one line per
     problem, no values), logging, then `build(settings)` (which opens the store, the TOP client and the
     channel and closes them afterwards) and `serve()`."""
-    try:
-        settings = load_settings(env_file)
-    except SettingsError as exc:
-        print(f"{exc}\nhint: every setting is described in .env.example", file=sys.stderr)
-        return EXIT_USAGE
+    settings = settings_or_exit(Settings, env_file)
+    if isinstance(settings, int):
+        return settings
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> int:
