@@ -39,9 +39,9 @@ import asyncpg
 from common.errors import OrderSyncError
 from common.health import Check
 from common.metrics import Registry
-from replicas import sql as replica_sql
 from replicas.leadership import STOPPING, ShopLeadership
 from replicas.quota import SharedQuota
+from store import replica_sql
 from store.constants import SERVER_SETTINGS
 from store.errors import DATABASE_ERRORS, StoreError
 from taobao.limiter import TopRateLimiter
