@@ -36,7 +36,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ import asyncpg
 
 from bench.burst import run_burst
 from bench.daemon_proc import DaemonProcess, daemon_env, machine_cpu_seconds
+from bench.scenarios.database import throwaway_database
 from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
@@ -477,22 +477,9 @@ def table(results: dict[str, Any]) -> str:
 
 
 async def _with_database(admin_url: str, plan: Plan, daemon_settings: dict[str, str]) -> dict[str, Any]:
-    name = f"bench_e2e_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = admin_url.rpartition("/")[0] + "/" + name
-    try:
+    async with throwaway_database(admin_url, "bench_e2e") as (dsn, _):
         with tempfile.TemporaryDirectory(prefix="bench-e2e-") as workdir:
             return await Bench(plan, dsn, Path(workdir), daemon_settings).run()
-    finally:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from daemon.settings import Settings, SettingsError, add_env_file_option, load_settings
 from listener.session import TmcConnectRefused, TmcProtocolError, TmcSession
 from store.errors import DATABASE_ERRORS
-from store.migrate import load_migrations
+from store.migrate import applied_versions, load_migrations
 from taobao.client import RetryPolicy, TopClient
 from taobao.errors import (
     PermanentTopError,
@@ -47,9 +47,6 @@ from taobao.limiter import Priority, TopRateLimiter
 
 # A tid no shop has: TOP answers isv.trade-not-exist after checking signature and session.
 PROBE_TID: Final = 1
-SERVER_VERSION_SQL: Final = "SHOW server_version"
-MIGRATIONS_TABLE_SQL: Final = "SELECT to_regclass('schema_migrations') IS NOT NULL"
-SCHEMA_VERSION_SQL: Final = "SELECT coalesce(max(version), 0) FROM schema_migrations"
 
 # TOP codes that concern the whole app, not one shop: checking the other shops would only repeat them.
 _APP_CODES = {25: "signature", 28: "app key", 29: "app key"}
@@ -156,16 +153,17 @@ async def check_postgres(settings: Settings, limit: float) -> Item:
         # ValueError: a malformed DSN. The text names the problem, never the DSN's password.
         return Item(False, "postgres", f"cannot connect ({type(exc).__name__}: {exc})", "check DATABASE_URL")
     try:
-        version = await conn.fetchval(SERVER_VERSION_SQL)
-        known = max((m.version for m in load_migrations()), default=0)
-        if await conn.fetchval(MIGRATIONS_TABLE_SQL):
-            at = int(await conn.fetchval(SCHEMA_VERSION_SQL))
-            schema = f"schema at version {at} of {known}" + (" (run applies the rest)" if at < known else "")
-        else:
-            schema = "no schema yet (run creates it)"
+        server = conn.get_server_version()
+        applied = await applied_versions(conn)
     finally:
         await conn.close()
-    return Item(True, "postgres", f"PostgreSQL {version}, {schema}")
+    known = max((m.version for m in load_migrations()), default=0)
+    if applied is None:
+        schema = "no schema yet (run creates it)"
+    else:
+        at = max(applied, default=0)
+        schema = f"schema at version {at} of {known}" + (" (run applies the rest)" if at < known else "")
+    return Item(True, "postgres", f"PostgreSQL {server.major}.{server.minor}, {schema}")
 
 
 async def check_shops(settings: Settings, limit: float) -> list[Item]:

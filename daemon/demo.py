@@ -26,7 +26,7 @@ import asyncpg
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED
 from daemon.app import assemble, open_parts
-from daemon.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
+from daemon.embedded_db import EmbeddedPostgresUnavailable, create_database, embedded_postgres
 from daemon.logs import configure_logging
 from daemon.service import Service, serve
 from daemon.settings import DatabaseSettings, Settings, add_env_file_option, settings_or_exit
@@ -71,22 +71,7 @@ def choose_database(settings: DatabaseSettings) -> Iterator[str]:
         return
     print("starting an embedded PostgreSQL (set DATABASE_URL to use your own)…", flush=True)
     with embedded_postgres() as admin_dsn:
-        asyncio.run(_recreate_database(admin_dsn))
-        yield _with_database(admin_dsn, DEMO_DATABASE)
-
-
-async def _recreate_database(admin_dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
-    finally:
-        await conn.close()
-
-
-def _with_database(dsn: str, database: str) -> str:
-    head, sep, query = dsn.partition("?")
-    return head.rsplit("/", 1)[0] + "/" + database + sep + query
+        yield asyncio.run(create_database(admin_dsn, DEMO_DATABASE, replace=True))
 
 
 async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:

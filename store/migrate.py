@@ -75,6 +75,16 @@ async def migrate(
         raise MigrationError(f"migration failed: {exc}") from exc
 
 
+async def applied_versions(conn: asyncpg.Connection) -> list[int] | None:
+    """The versions applied to this database, oldest first; None before its first migration. Only reads
+    (`order-sync check` uses it)."""
+    try:
+        rows = await conn.fetch(sql.SELECT_MIGRATIONS)
+    except asyncpg.UndefinedTableError:
+        return None
+    return [row["version"] for row in rows]
+
+
 async def _migrate_locked(conn: asyncpg.Connection, plan: Sequence[Migration]) -> list[int]:
     # A session-level lock spans the per-migration transactions; it is released when the connection
     # closes even if this process dies half-way.
