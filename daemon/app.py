@@ -28,9 +28,10 @@ from reconciler.reconciler import Reconciler, ReconcilerConfig
 from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
 from store.pg import PgStore
-from taobao.client import PARTNER_ID, TopClient
+from taobao.client import TopClient
 from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import TopRateLimiter
+from taobao.transport import PARTNER_ID
 
 log = logging.getLogger(__name__)
 
