@@ -20,7 +20,6 @@ from daemon.health import ping_pool
 from daemon.metrics import DaemonMetrics
 from daemon.service import Service, SideTask
 from daemon.settings import Settings
-from daemon.watched_channel import WatchedChannel
 from listener.ports import MessageChannel, MessageHandler
 from listener.session import SessionTiming, TmcSession
 from reconciler.backfill import BackfillConfig
@@ -129,7 +128,7 @@ def assemble(
             app_key=settings.taobao_app_key,
             app_secret=settings.taobao_app_secret,
             group_name=settings.taobao_tmc_group,
-            handler=handler if reconciler is None else WatchedChannel.wrap_handler(handler, reconciler.watch),
+            handler=handler,
             quarantine=quarantine,
             timing=session_timing,
             backoff=session_backoff,
@@ -137,7 +136,7 @@ def assemble(
             on_state=None if reconciler is None else reconciler.on_state,
         )
         metrics.watch_tmc_session(session)
-        return session if reconciler is None else WatchedChannel(session, reconciler.watch)
+        return session
 
     tasks = dict(side_tasks or {})
     if reconciler is not None:
@@ -153,6 +152,7 @@ def assemble(
         metrics=metrics,
         db_ping=functools.partial(ping_pool, store.pool),
         extra_checks={} if replicas is None else {"replica": replicas.readiness},
+        watch=None if reconciler is None else reconciler.watch,
     )
     return Daemon(service, reconciler, replicas)
 
