@@ -20,7 +20,7 @@ from daemon.health import ping_pool
 from daemon.metrics import DaemonMetrics
 from daemon.service import Service, SideTask
 from daemon.settings import Settings
-from listener.ports import MessageChannel, MessageHandler
+from listener.ports import MessageHandler
 from listener.session import SessionTiming, TmcSession
 from reconciler.backfill import BackfillConfig
 from reconciler.reconciler import Reconciler, ReconcilerConfig
@@ -103,6 +103,7 @@ def assemble(
     replica on the same database (see replicas/replica_set.py)."""
     metrics = DaemonMetrics()
     metrics.watch_top_client(client.stats)
+    tasks = dict(side_tasks or {})
     reconciler: Reconciler | None = None
     replicas: ReplicaSet | None = None
     if reconcile:
@@ -117,32 +118,16 @@ def assemble(
             coverage_metrics=metrics.coverage,
             coordination=replicas,
         )
-
-    async def quarantine(payload: bytes, reason: str) -> None:
-        await store.dead_letter(source="tmc", reason=reason, payload=payload)
-        metrics.stream.dead_letters.inc(reason="malformed_frame")
-
-    def channel_factory(handler: MessageHandler) -> MessageChannel:
-        session = TmcSession(
-            url=settings.taobao_tmc_url,
-            app_key=settings.taobao_app_key,
-            app_secret=settings.taobao_app_secret,
-            group_name=settings.taobao_tmc_group,
-            handler=handler,
-            quarantine=quarantine,
-            timing=session_timing,
-            backoff=session_backoff,
-            gate=None if reconciler is None else reconciler.gate,
-            on_state=None if reconciler is None else reconciler.on_state,
-        )
-        metrics.watch_tmc_session(session)
-        return session
-
-    tasks = dict(side_tasks or {})
-    if reconciler is not None:
-        tasks["reconciler"] = reconciler.run
-    if replicas is not None:
-        tasks["replicas"] = replicas.run
+        tasks |= {"reconciler": reconciler.run, "replicas": replicas.run}
+    channel_factory = functools.partial(
+        open_tmc_session,
+        settings=settings,
+        store=store,
+        metrics=metrics,
+        reconciler=reconciler,
+        timing=session_timing,
+        backoff=session_backoff,
+    )
     service = Service(
         settings,
         fetcher=client,
@@ -155,6 +140,39 @@ def assemble(
         watch=None if reconciler is None else reconciler.watch,
     )
     return Daemon(service, reconciler, replicas)
+
+
+def open_tmc_session(
+    handler: MessageHandler,
+    *,
+    settings: Settings,
+    store: PgStore,
+    metrics: DaemonMetrics,
+    reconciler: Reconciler | None,
+    timing: SessionTiming | None,
+    backoff: BackoffPolicy | None,
+) -> TmcSession:
+    """The TMC session delivering to `handler`; a frame it cannot decode becomes a dead letter. With a
+    reconciler, it waits for the reconciler's gate before each (re)connect and reports its state."""
+    session = TmcSession(
+        url=settings.taobao_tmc_url,
+        app_key=settings.taobao_app_key,
+        app_secret=settings.taobao_app_secret,
+        group_name=settings.taobao_tmc_group,
+        handler=handler,
+        quarantine=functools.partial(quarantine_frame, store, metrics),
+        timing=timing,
+        backoff=backoff,
+        gate=None if reconciler is None else reconciler.gate,
+        on_state=None if reconciler is None else reconciler.on_state,
+    )
+    metrics.watch_tmc_session(session)
+    return session
+
+
+async def quarantine_frame(store: PgStore, metrics: DaemonMetrics, payload: bytes, reason: str) -> None:
+    await store.dead_letter(source="tmc", reason=reason, payload=payload)
+    metrics.stream.dead_letters.inc(reason="malformed_frame")
 
 
 def make_replica_set(

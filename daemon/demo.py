@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TextIO
 
 import asyncpg
@@ -75,6 +75,52 @@ def choose_database(settings: DatabaseSettings) -> Iterator[str]:
 
 
 async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
+    standin = _standin(args)
+    published_at: dict[int, float] = {}
+
+    def remember(change: MarketChange) -> None:
+        published_at[change.tid] = time.monotonic()
+
+    standin.add_change_listener(remember)
+    await standin.start()
+    try:
+        print(
+            f"stand-in: TOP {standin.api_url} · TMC {standin.tmc_url} · {len(standin.shops)} shops", file=out
+        )
+        settings = _settings(args, dsn, standin)
+        if isinstance(settings, int):
+            return settings
+        configure_logging(settings.log_level, settings.log_format)
+        async with open_parts(settings) as (store, client):
+            service = assemble(settings, store, client).service
+            lags: deque[float] = deque(maxlen=2000)
+            listener = await _listen_for_lag(dsn, settings, published_at, lags)
+            try:
+                companions = {"demo-progress": _report(service, standin, store, client, lags, out)}
+                if args.seconds is not None:
+                    companions["demo-timer"] = _finish_after(args.seconds, service, standin)
+                code = await _serve_beside(service, companions)
+            finally:
+                await listener.close()
+            standin.market.pause()
+            comparison = await compare_with_market(store.pool, standin.market)
+            print(file=out)
+            print(
+                "summary: " + json.dumps(_summary(service, standin, client, lags) | comparison.to_json()),
+                file=out,
+            )
+            if not comparison.ok:
+                print(
+                    "some changes were still in flight when the demo stopped; the next start "
+                    "(or the reconciler) picks them up",
+                    file=out,
+                )
+            return code
+    finally:
+        await standin.stop()
+
+
+def _standin(args: argparse.Namespace) -> StandIn:
     standin = StandIn(
         StandInConfig(
             seed=args.seed,
@@ -85,16 +131,12 @@ async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
         )
     )
     standin.faults.latency_ms = args.api_latency_ms
-    published_at: dict[int, float] = {}
+    return standin
 
-    def remember(change: MarketChange) -> None:
-        published_at[change.tid] = time.monotonic()
 
-    standin.add_change_listener(remember)
-    await standin.start()
-    print(f"stand-in: TOP {standin.api_url} · TMC {standin.tmc_url} · {len(standin.shops)} shops", file=out)
-    # The stand-in's app, endpoints and shops; anything else may come from the environment and .env.
-    settings = settings_or_exit(
+def _settings(args: argparse.Namespace, dsn: str, standin: StandIn) -> Settings | int:
+    """The stand-in's app, endpoints and shops; anything else may come from the environment and .env."""
+    return settings_or_exit(
         Settings,
         args.env_file,
         database_url=dsn,
@@ -108,44 +150,18 @@ async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
         log_level="WARNING",
         log_format="text",
     )
-    if isinstance(settings, int):
-        await standin.stop()
-        return settings
-    configure_logging(settings.log_level, settings.log_format)
+
+
+async def _serve_beside(service: Service, companions: Mapping[str, Coroutine[Any, Any, None]]) -> int:
+    """`serve(service)` with the named `companions` running beside it; they are cancelled when it
+    returns."""
+    tasks = [asyncio.create_task(companion, name=name) for name, companion in companions.items()]
     try:
-        async with open_parts(settings) as (store, client):
-            service = assemble(settings, store, client).service
-            lags: deque[float] = deque(maxlen=2000)
-            listener = await _listen_for_lag(dsn, settings, published_at, lags)
-            reporter = asyncio.create_task(
-                _report(service, standin, store, client, lags, out), name="demo-progress"
-            )
-            background = [reporter]
-            if args.seconds is not None:
-                background.append(
-                    asyncio.create_task(_finish_after(args.seconds, service, standin), name="demo-timer")
-                )
-            try:
-                code = await serve(service)
-            finally:
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                await listener.close()
-            standin.market.pause()
-            comparison = await compare_with_market(store.pool, standin.market)
-            print(file=out)
-            figures = _summary(service, standin, client, lags) | comparison.to_json()
-            print("summary: " + json.dumps(figures), file=out)
-            if not comparison.ok:
-                print(
-                    "some changes were still in flight when the demo stopped; the next start "
-                    "(or the reconciler) picks them up",
-                    file=out,
-                )
-            return code
+        return await serve(service)
     finally:
-        await standin.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _finish_after(seconds: float, service: Service, standin: StandIn) -> None:

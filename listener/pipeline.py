@@ -5,11 +5,11 @@
           └───────────────────── confirm / fail (only after the commit) ◀──────────────────┘
 
 Read in this order: `listener.session` (socket, codec, CONNECT, pulls, acks), `listener.dispatcher`
-(per-tid coalescing, bounded holding), `listener.workers` (fullinfo), `listener.batcher` (the commit,
-then the confirms). `StreamPipeline` builds them from a `PipelineConfig`, starts their tasks, and
-stops them in one bounded drain (docs/design.md#graceful-stop): close intake, let in-flight work finish
-for `drain_seconds`, cancel the fetches, commit what was fetched, hand unfinished messages back to the
-server.
+(which trade a message is about, by `listener.trade_events`; per-tid coalescing, bounded holding),
+`listener.workers` (fullinfo), `listener.batcher` (the commit, then the confirms). `StreamPipeline`
+builds them from a `PipelineConfig`, starts their tasks, and stops them in one bounded drain
+(docs/design.md#graceful-stop): close intake, let in-flight work finish for `drain_seconds`, cancel the
+fetches, commit what was fetched, hand unfinished messages back to the server.
 """
 
 from __future__ import annotations
