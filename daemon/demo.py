@@ -134,17 +134,25 @@ def _standin(args: argparse.Namespace) -> StandIn:
     return standin
 
 
+def standin_settings(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that point the daemon at a stand-in, from its `connection_info()` (what
+    `order-sync simulate` prints)."""
+    return {
+        "taobao_app_key": info["app_key"],
+        "taobao_app_secret": info["app_secret"],
+        "taobao_api_url": info["api_url"],
+        "taobao_tmc_url": info["tmc_url"],
+        "taobao_shops": [{"nick": shop["nick"], "session": shop["session"]} for shop in info["shops"]],
+    }
+
+
 def _settings(args: argparse.Namespace, dsn: str, standin: StandIn) -> Settings | int:
     """The stand-in's app, endpoints and shops; anything else may come from the environment and .env."""
     return settings_or_exit(
         Settings,
         args.env_file,
         database_url=dsn,
-        taobao_app_key=standin.app_key,
-        taobao_app_secret=standin.app_secret,
-        taobao_api_url=standin.api_url,
-        taobao_tmc_url=standin.tmc_url,
-        taobao_shops=[{"nick": s.nick, "session": s.session} for s in standin.shops],
+        **standin_settings(standin.connection_info()),
         sync_api_rate=500,
         http_port=args.http_port,
         log_level="WARNING",
