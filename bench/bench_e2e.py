@@ -36,7 +36,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,8 +46,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.burst import run_burst
+from bench.burst import publish, run_burst
 from bench.daemon_proc import DaemonProcess, daemon_env, machine_cpu_seconds
+from bench.scenarios.database import throwaway_database
+from daemon.demo import standin_settings
 from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
@@ -188,11 +189,7 @@ class Bench:
         self._daemons += 1
         values: dict[str, Any] = {
             "database_url": self.dsn,
-            "taobao_app_key": standin.app_key,
-            "taobao_app_secret": standin.app_secret,
-            "taobao_api_url": standin.api_url,
-            "taobao_tmc_url": standin.tmc_url,
-            "taobao_shops": [{"nick": s.nick, "session": s.session} for s in standin.shops],
+            **standin_settings(standin.connection_info()),
             "sync_api_rate": api_rate,
             "http_port": free_port(),
             "log_level": "WARNING",
@@ -272,12 +269,7 @@ class Bench:
         cpu0, calls0, stream0 = self.daemon.cpu_seconds(), self.fullinfo_calls(), await self.stream_counts()
         watch = CpuWatch(self.daemon)
         started = time.monotonic()
-        left = n
-        while left:
-            chunk = min(250, left)
-            self.standin.market.step(chunk)
-            left -= chunk
-            await asyncio.sleep(0)  # let the TMC server push while the rest is published
+        await publish(self.standin.market, n)
         await self.drained()
         seconds = time.monotonic() - started
         cpu = self.daemon.cpu_seconds() - cpu0
@@ -477,22 +469,9 @@ def table(results: dict[str, Any]) -> str:
 
 
 async def _with_database(admin_url: str, plan: Plan, daemon_settings: dict[str, str]) -> dict[str, Any]:
-    name = f"bench_e2e_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = admin_url.rpartition("/")[0] + "/" + name
-    try:
+    async with throwaway_database(admin_url, "bench_e2e") as (dsn, _):
         with tempfile.TemporaryDirectory(prefix="bench-e2e-") as workdir:
             return await Bench(plan, dsn, Path(workdir), daemon_settings).run()
-    finally:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ import asyncpg
 from bench.daemon_proc import DaemonProcess, daemon_env
 from bench.machine import machine
 from bench.scenarios.database import throwaway_database
+from daemon.demo import standin_settings
 from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
@@ -69,10 +70,7 @@ async def measure(n: int, mode: str, args: argparse.Namespace, workdir: Path) ->
     try:
         async with throwaway_database(args.admin_url, "bench_gap") as (dsn, _):
             values: dict[str, Any] = {
-                "database_url": dsn, "taobao_app_key": standin.app_key,
-                "taobao_app_secret": standin.app_secret, "taobao_api_url": standin.api_url,
-                "taobao_tmc_url": standin.tmc_url,
-                "taobao_shops": [{"nick": s.nick, "session": s.session} for s in standin.shops],
+                "database_url": dsn, **standin_settings(standin.connection_info()),
                 "sync_api_rate": args.api_rate, "sync_initial_load_days": 0, "http_port": 0,
                 "log_level": "WARNING", "sync_safety_lag_seconds": SAFETY_LAG_SECONDS,
                 "sync_reconcile_seconds": 1, "sync_stream_settle_seconds": 1,

@@ -40,9 +40,11 @@ from typing import Any
 
 import asyncpg
 
+from bench.burst import publish
 from bench.daemon_proc import CLOCK_TICKS, ROOT, DaemonProcess, daemon_env
 from bench.machine import machine
 from bench.scenarios.database import throwaway_database
+from daemon.demo import standin_settings
 from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
@@ -170,17 +172,15 @@ class PeerBench:
     async def start(self) -> None:
         s = self.standin
         await s.start()
-        shops = [{"nick": x.nick, "session": x.session} for x in s.shops]
         values: dict[str, Any] = {
-            "database_url": self.our_dsn, "taobao_app_key": s.app_key, "taobao_app_secret": s.app_secret,
-            "taobao_api_url": s.api_url, "taobao_tmc_url": s.tmc_url, "taobao_tmc_group": OURS_GROUP,
-            "taobao_shops": shops, "sync_api_rate": 5000, "sync_initial_load_days": 0, "http_port": 0,
-            "log_level": "WARNING",
+            "database_url": self.our_dsn, **standin_settings(s.connection_info()),
+            "taobao_tmc_group": OURS_GROUP, "sync_api_rate": 5000, "sync_initial_load_days": 0,
+            "http_port": 0, "log_level": "WARNING",
         }  # fmt: skip
         self.daemon = DaemonProcess(daemon_env(values), self.workdir / "daemon.log")
         peer_env = {k: v for k, v in os.environ.items() if not k.startswith("PEER_")} | {
             "PEER_TMC_URL": str(s.tmc_url), "PEER_API_URL": s.api_url, "PEER_APP_KEY": s.app_key,
-            "PEER_APP_SECRET": s.app_secret, "PEER_SHOPS": json.dumps(shops),
+            "PEER_APP_SECRET": s.app_secret, "PEER_SHOPS": json.dumps(values["taobao_shops"]),
             "PEER_DATABASE_URL": self.peer_dsn,
             "PEER_GROUP": PEER_GROUP, "PEER_WORKERS": str(self.args.peer_workers), "PYTHONPATH": str(ROOT),
         }  # fmt: skip
@@ -315,12 +315,7 @@ class PeerBench:
         probe.reset()
         cpu0 = self.cpus()[0 if which == "ours" else 1]
         started = time.monotonic()
-        left = n
-        while left:
-            chunk = min(250, left)
-            self.standin.market.step(chunk)
-            left -= chunk
-            await asyncio.sleep(0)  # let the TMC server push while the rest is published
+        await publish(self.standin.market, n)
         await self.caught_up([probe])
         seconds = probe.last_match - started
         cpu = self.cpus()[0 if which == "ours" else 1] - cpu0

@@ -32,6 +32,7 @@ from typing import Any
 from bench.daemon_proc import DaemonProcess, daemon_env
 from bench.machine import machine
 from bench.scenarios.database import throwaway_database
+from daemon.demo import standin_settings
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from taobao.fields import TRADE_FULLINFO_GET
@@ -54,10 +55,7 @@ async def measure(
     try:
         async with throwaway_database(admin_url, "bench_quota") as (dsn, _):
             values: dict[str, Any] = {
-                "database_url": dsn, "taobao_app_key": standin.app_key,
-                "taobao_app_secret": standin.app_secret, "taobao_api_url": standin.api_url,
-                "taobao_tmc_url": standin.tmc_url,
-                "taobao_shops": [{"nick": s.nick, "session": s.session} for s in standin.shops],
+                "database_url": dsn, **standin_settings(standin.connection_info()),
                 "sync_api_rate": rate, "sync_initial_load_days": 0, "http_port": 0, "log_level": "WARNING",
                 "sync_api_latency_seconds": max(latency_ms / 1000, 0.01),
             }  # fmt: skip

@@ -44,6 +44,7 @@ from bench.daemon_proc import DaemonProcess, daemon_env
 from bench.machine import machine
 from bench.scenarios.database import throwaway_database
 from bench.scenarios.standin_client import StandInProcess
+from daemon.demo import standin_settings
 from store.migrate import migrate
 from taobao.fields import TRADE_FULLINFO_GET
 
@@ -80,10 +81,7 @@ class Cluster:
         for i in range(1, self.n + 1):
             name = f"r{i}"
             values: dict[str, Any] = {
-                "database_url": dsn, "taobao_app_key": info["app_key"],
-                "taobao_app_secret": info["app_secret"], "taobao_api_url": info["api_url"],
-                "taobao_tmc_url": info["tmc_url"],
-                "taobao_shops": [{"nick": s["nick"], "session": s["session"]} for s in info["shops"]],
+                "database_url": dsn, **standin_settings(info),
                 "sync_api_rate": self.api_rate, "sync_workers": self.workers, "sync_initial_load_days": 0,
                 "sync_replica_id": name, "sync_heartbeat_seconds": HEARTBEAT_SECONDS,
                 "http_port": 0, "log_level": "WARNING",

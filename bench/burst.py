@@ -1,4 +1,5 @@
-"""Double-11 style bursts for the end-to-end benchmark: new trades that each change several times
+"""Market changes for the benchmarks: plain ones as fast as the market makes them (`publish`), and
+Double-11 style bursts for the end-to-end benchmark: new trades that each change several times
 within a couple of seconds (order created, Alipay order created, paid, seller memo), interleaved.
 
 The market has no public call for "apply this change to that trade", so this uses its private
@@ -14,6 +15,17 @@ import random
 
 from simulator.lifecycle import NO_CREATE_PAY
 from simulator.market import Market
+
+
+async def publish(market: Market, changes: int, chunk: int = 250) -> None:
+    """`changes` ordinary market changes as fast as the market makes them, yielding between chunks so
+    the TMC server pushes while the rest is published."""
+    left = changes
+    while left:
+        step = min(chunk, left)
+        market.step(step)
+        left -= step
+        await asyncio.sleep(0)
 
 
 async def run_burst(market: Market, *, trades: int, create_window: float, span: float, seed: int = 11) -> int:

@@ -29,6 +29,7 @@ from pathlib import Path
 from bench.scenarios.database import throwaway_database
 from bench.scenarios.presets import PRESETS, SIZES, plan
 from bench.scenarios.runner import Options, Scenario
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 DEFAULT_ADMIN_URL = os.environ.get(
     "TEST_DATABASE_URL", os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -74,7 +75,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     if args.shops < 3:
         print("bench.scenario: --shops must be at least 3", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     started = time.monotonic()
     try:
         if args.keep_logs is not None:
@@ -85,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
                 figures = asyncio.run(_run(args, Path(workdir)))
     except ValueError as exc:
         print(f"bench.scenario: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     figures["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(figures, ensure_ascii=False, default=str), flush=True)
-    return 0 if figures["ok"] else 1
+    return EXIT_OK if figures["ok"] else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

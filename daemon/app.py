@@ -15,29 +15,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from common.backoff import BackoffPolicy
-from common.errors import OrderSyncError
 from common.identity import default_replica
 from daemon.health import ping_pool
 from daemon.metrics import DaemonMetrics
 from daemon.service import Service, SideTask
 from daemon.settings import Settings
-from daemon.watched_channel import WatchedChannel
-from listener.ports import MessageChannel, MessageHandler
+from listener.ports import MessageHandler
 from listener.session import SessionTiming, TmcSession
 from reconciler.backfill import BackfillConfig
 from reconciler.reconciler import Reconciler, ReconcilerConfig
 from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
 from store.pg import PgStore
-from taobao.client import PARTNER_ID, TopClient
+from taobao.client import TopClient
 from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import TopRateLimiter
+from taobao.transport import PARTNER_ID
 
 log = logging.getLogger(__name__)
-
-
-class MissingDatabase(OrderSyncError):
-    """`run` needs DATABASE_URL; only `demo` provides a database of its own."""
 
 
 def replica_id(settings: Settings) -> str:
@@ -80,12 +75,6 @@ def make_client(settings: Settings, limiter: TopRateLimiter | None = None) -> To
     )
 
 
-def database_dsn(settings: Settings) -> str:
-    if settings.database_url is None:
-        raise MissingDatabase("DATABASE_URL is not set: point it at the ERP's PostgreSQL")
-    return settings.database_url.get_secret_value()
-
-
 @dataclass(frozen=True, slots=True)
 class Daemon:
     """The service and, when reconciling, the reconciler hooked into its TMC session and the replica
@@ -114,6 +103,7 @@ def assemble(
     replica on the same database (see replicas/replica_set.py)."""
     metrics = DaemonMetrics()
     metrics.watch_top_client(client.stats)
+    tasks = dict(side_tasks or {})
     reconciler: Reconciler | None = None
     replicas: ReplicaSet | None = None
     if reconcile:
@@ -128,32 +118,16 @@ def assemble(
             coverage_metrics=metrics.coverage,
             coordination=replicas,
         )
-
-    async def quarantine(payload: bytes, reason: str) -> None:
-        await store.dead_letter(source="tmc", reason=reason, payload=payload)
-        metrics.stream.dead_letters.inc(reason="malformed_frame")
-
-    def channel_factory(handler: MessageHandler) -> MessageChannel:
-        session = TmcSession(
-            url=settings.taobao_tmc_url,
-            app_key=settings.taobao_app_key,
-            app_secret=settings.taobao_app_secret,
-            group_name=settings.taobao_tmc_group,
-            handler=handler if reconciler is None else WatchedChannel.wrap_handler(handler, reconciler.watch),
-            quarantine=quarantine,
-            timing=session_timing,
-            backoff=session_backoff,
-            gate=None if reconciler is None else reconciler.gate,
-            on_state=None if reconciler is None else reconciler.on_state,
-        )
-        metrics.watch_tmc_session(session)
-        return session if reconciler is None else WatchedChannel(session, reconciler.watch)
-
-    tasks = dict(side_tasks or {})
-    if reconciler is not None:
-        tasks["reconciler"] = reconciler.run
-    if replicas is not None:
-        tasks["replicas"] = replicas.run
+        tasks |= {"reconciler": reconciler.run, "replicas": replicas.run}
+    channel_factory = functools.partial(
+        open_tmc_session,
+        settings=settings,
+        store=store,
+        metrics=metrics,
+        reconciler=reconciler,
+        timing=session_timing,
+        backoff=session_backoff,
+    )
     service = Service(
         settings,
         fetcher=client,
@@ -163,8 +137,42 @@ def assemble(
         metrics=metrics,
         db_ping=functools.partial(ping_pool, store.pool),
         extra_checks={} if replicas is None else {"replica": replicas.readiness},
+        watch=None if reconciler is None else reconciler.watch,
     )
     return Daemon(service, reconciler, replicas)
+
+
+def open_tmc_session(
+    handler: MessageHandler,
+    *,
+    settings: Settings,
+    store: PgStore,
+    metrics: DaemonMetrics,
+    reconciler: Reconciler | None,
+    timing: SessionTiming | None,
+    backoff: BackoffPolicy | None,
+) -> TmcSession:
+    """The TMC session delivering to `handler`; a frame it cannot decode becomes a dead letter. With a
+    reconciler, it waits for the reconciler's gate before each (re)connect and reports its state."""
+    session = TmcSession(
+        url=settings.taobao_tmc_url,
+        app_key=settings.taobao_app_key,
+        app_secret=settings.taobao_app_secret,
+        group_name=settings.taobao_tmc_group,
+        handler=handler,
+        quarantine=functools.partial(quarantine_frame, store, metrics),
+        timing=timing,
+        backoff=backoff,
+        gate=None if reconciler is None else reconciler.gate,
+        on_state=None if reconciler is None else reconciler.on_state,
+    )
+    metrics.watch_tmc_session(session)
+    return session
+
+
+async def quarantine_frame(store: PgStore, metrics: DaemonMetrics, payload: bytes, reason: str) -> None:
+    await store.dead_letter(source="tmc", reason=reason, payload=payload)
+    metrics.stream.dead_letters.inc(reason="malformed_frame")
 
 
 def make_replica_set(
@@ -178,7 +186,7 @@ def make_replica_set(
     )
     return ReplicaSet(
         config,
-        dsn=database_dsn(settings),
+        dsn=settings.dsn(),
         shops=[shop.nick for shop in settings.taobao_shops],
         limiter=limiter,
         registry=metrics.registry,
@@ -198,7 +206,7 @@ def compose(
 @contextlib.asynccontextmanager
 async def open_parts(settings: Settings) -> AsyncIterator[tuple[PgStore, TopClient]]:
     """Migrate, then open the store and the TOP client; both are closed on the way out."""
-    dsn = database_dsn(settings)
+    dsn = settings.dsn()
     applied = await migrate(dsn)
     if applied:
         log.info("database migrated to version %s", applied[-1], extra={"action": "migrated"})

@@ -10,40 +10,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 
 from common.errors import OrderSyncError
+from common.exit_codes import EXIT_FAILED, EXIT_USAGE
 from daemon.cli_common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
     TIME_HELP,
+    add_shop_options,
     parse_when,
-    settings_or_exit,
+    print_report,
+    shop_settings_or_exit,
     standalone,
 )
 from daemon.logs import configure_logging
 from reconciler.intervals import Interval
-from reconciler.report_view import table
-from reconciler.reports import GapReport, Outcome
+from reconciler.reports import GapReport
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shop", required=True, help="the seller nick, as listed in TAOBAO_SHOPS")
+    add_shop_options(parser)
     parser.add_argument("--since", required=True, type=parse_when, help=f"window start: {TIME_HELP}")
     parser.add_argument("--until", required=True, type=parse_when, help=f"window end: {TIME_HELP}")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_or_exit(args.env_file, "backfill")
+    settings = shop_settings_or_exit(args, "backfill")
     if isinstance(settings, int):
         return settings
-    if args.shop not in settings.shop_sessions():
-        print(f"order-sync backfill: shop {args.shop!r} is not in TAOBAO_SHOPS", file=sys.stderr)
-        return EXIT_USAGE
     if not args.since < args.until:
         print("order-sync backfill: --since must be before --until", file=sys.stderr)
         return EXIT_USAGE
@@ -58,7 +51,4 @@ def run(args: argparse.Namespace) -> int:
     except OrderSyncError as exc:
         print(f"order-sync backfill: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else table([report]))
-    if report.outcome in (Outcome.PARTIAL.value, Outcome.FAILED.value):
-        return EXIT_FAILED
-    return EXIT_OK
+    return print_report(report, as_json=args.json)

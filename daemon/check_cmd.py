@@ -28,9 +28,11 @@ from typing import Final, TextIO
 import asyncpg
 import websockets.exceptions
 
-from daemon.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from daemon.settings import Settings, SettingsError, add_env_file_option, load_settings
 from listener.session import TmcConnectRefused, TmcProtocolError, TmcSession
-from store.migrate import load_migrations
+from store.errors import DATABASE_ERRORS
+from store.migrate import applied_versions, load_migrations
 from taobao.client import RetryPolicy, TopClient
 from taobao.errors import (
     PermanentTopError,
@@ -43,14 +45,8 @@ from taobao.errors import (
 from taobao.fields import TRADE_FULLINFO_GET
 from taobao.limiter import Priority, TopRateLimiter
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-
 # A tid no shop has: TOP answers isv.trade-not-exist after checking signature and session.
 PROBE_TID: Final = 1
-SERVER_VERSION_SQL: Final = "SHOW server_version"
-MIGRATIONS_TABLE_SQL: Final = "SELECT to_regclass('schema_migrations') IS NOT NULL"
-SCHEMA_VERSION_SQL: Final = "SELECT coalesce(max(version), 0) FROM schema_migrations"
 
 # TOP codes that concern the whole app, not one shop: checking the other shops would only repeat them.
 _APP_CODES = {25: "signature", 28: "app key", 29: "app key"}
@@ -71,7 +67,7 @@ class Item:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
+    add_env_file_option(parser)
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds each check may take (default 10)"
     )
@@ -86,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             _print(out, Item(False, "settings", problem))
         _print_hint(out, "every setting is described in .env.example")
-        return EXIT_BAD_SETTINGS
+        return EXIT_USAGE
     items = asyncio.run(run_checks(settings, args.timeout, out))
     failed = sum(1 for item in items if not item.ok)
     print(f"{len(items) - failed} of {len(items)} checks passed", file=out)
@@ -153,20 +149,21 @@ async def check_postgres(settings: Settings, limit: float) -> Item:
         return Item(
             False, "postgres", "database does not exist", "create it, or fix the name in DATABASE_URL"
         )
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+    except (*DATABASE_ERRORS, ValueError) as exc:
         # ValueError: a malformed DSN. The text names the problem, never the DSN's password.
         return Item(False, "postgres", f"cannot connect ({type(exc).__name__}: {exc})", "check DATABASE_URL")
     try:
-        version = await conn.fetchval(SERVER_VERSION_SQL)
-        known = max((m.version for m in load_migrations()), default=0)
-        if await conn.fetchval(MIGRATIONS_TABLE_SQL):
-            at = int(await conn.fetchval(SCHEMA_VERSION_SQL))
-            schema = f"schema at version {at} of {known}" + (" (run applies the rest)" if at < known else "")
-        else:
-            schema = "no schema yet (run creates it)"
+        server = conn.get_server_version()
+        applied = await applied_versions(conn)
     finally:
         await conn.close()
-    return Item(True, "postgres", f"PostgreSQL {version}, {schema}")
+    known = max((m.version for m in load_migrations()), default=0)
+    if applied is None:
+        schema = "no schema yet (run creates it)"
+    else:
+        at = max(applied, default=0)
+        schema = f"schema at version {at} of {known}" + (" (run applies the rest)" if at < known else "")
+    return Item(True, "postgres", f"PostgreSQL {server.major}.{server.minor}, {schema}")
 
 
 async def check_shops(settings: Settings, limit: float) -> list[Item]:

@@ -9,6 +9,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from common.exit_codes import EXIT_INTERRUPTED
+
 # subcommand → module with `configure(parser)` and `run(args) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("daemon.run_cmd", "run the daemon: TMC stream → fullinfo → PostgreSQL"),
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args._run(args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return code
 
 

@@ -1,22 +1,23 @@
-"""What the reconciler's commands share: reading times from the command line and a reconciler that runs
-outside the daemon (no TMC session: backfills, initial loads)."""
+"""What the reconciler's commands (backfill, initial-load) share: the options about one shop, reading
+times from the command line, a reconciler that runs outside the daemon (no TMC session), and the gap
+report they print."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from daemon.app import make_reconciler_config, open_parts
-from daemon.settings import Settings, SettingsError, load_settings
+from daemon.settings import Settings, add_env_file_option, settings_or_exit
 from reconciler.reconciler import Reconciler
+from reconciler.report_view import table
+from reconciler.reports import GapReport, Outcome
 from taobao.timefmt import GMT8
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 TIME_HELP = "'2026-11-11 00:00:00' (GMT+8, as TOP writes it), '2026-11-11', ISO 8601 with an offset, or 'now'"
 
@@ -33,17 +34,6 @@ def parse_when(text: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=GMT8)
 
 
-def settings_or_exit(env_file: str | None, command: str) -> Settings | int:
-    """The settings, or the exit code after printing what is wrong (one line per variable)."""
-    try:
-        return load_settings(env_file)
-    except SettingsError as exc:
-        print(
-            f"order-sync {command}: {exc}\nhint: every setting is described in .env.example", file=sys.stderr
-        )
-        return EXIT_USAGE
-
-
 @contextlib.asynccontextmanager
 async def standalone(settings: Settings) -> AsyncIterator[Reconciler]:
     """A reconciler over freshly opened parts (migrating first), for a one-off command."""
@@ -54,3 +44,27 @@ async def standalone(settings: Settings) -> AsyncIterator[Reconciler]:
             store=store,
             shops=settings.shop_sessions(),
         )
+
+
+def add_shop_options(parser: argparse.ArgumentParser) -> None:
+    """--shop, --json and --env-file."""
+    parser.add_argument("--shop", required=True, help="the seller nick, as listed in TAOBAO_SHOPS")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_env_file_option(parser)
+
+
+def shop_settings_or_exit(args: argparse.Namespace, command: str) -> Settings | int:
+    """The settings, when they are valid and list `--shop`; otherwise the exit code after saying why."""
+    settings = settings_or_exit(Settings, args.env_file)
+    if isinstance(settings, int):
+        return settings
+    if args.shop not in settings.shop_sessions():
+        print(f"order-sync {command}: shop {args.shop!r} is not in TAOBAO_SHOPS", file=sys.stderr)
+        return EXIT_USAGE
+    return settings
+
+
+def print_report(report: GapReport, *, as_json: bool) -> int:
+    """Print the command's gap report; the exit code is EXIT_FAILED when part of its window failed."""
+    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if as_json else table([report]))
+    return EXIT_FAILED if report.outcome in (Outcome.PARTIAL.value, Outcome.FAILED.value) else EXIT_OK

@@ -1,7 +1,8 @@
 """`order-sync demo`: the whole product on one machine with no Taobao account.
 
 It starts the Taobao stand-in (a seeded order market behind a TOP gateway and a TMC server), a
-PostgreSQL (an embedded one unless DATABASE_URL is set), and the daemon, and prints one line of
+PostgreSQL (an embedded one unless DATABASE_URL is set, in the environment or the --env-file), and the
+daemon, and prints one line of
 progress a second: market changes, changes applied to the database, fullinfo calls, confirms, and the
 publish → NOTIFY lag. Ctrl-C (or --seconds) stops everything gracefully, then the demo compares the
 database with the stand-in's truth.
@@ -13,22 +14,22 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TextIO
 
 import asyncpg
 
 from common.errors import OrderSyncError
+from common.exit_codes import EXIT_FAILED
 from daemon.app import assemble, open_parts
-from daemon.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
+from daemon.embedded_db import EmbeddedPostgresUnavailable, create_database, embedded_postgres
 from daemon.logs import configure_logging
 from daemon.service import Service, serve
-from daemon.settings import Settings, load_settings
+from daemon.settings import DatabaseSettings, Settings, add_env_file_option, settings_or_exit
 from simulator.compare import compare_with_market
 from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
@@ -47,44 +48,79 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the market (default 7)")
     parser.add_argument("--api-latency-ms", type=float, default=0.0, help="stand-in TOP latency per call")
     parser.add_argument("--http-port", type=int, default=0, help="daemon's /metrics port (default: any free)")
+    add_env_file_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = sys.stdout
+    database = settings_or_exit(DatabaseSettings, args.env_file, need_database=False)
+    if isinstance(database, int):
+        return database
     try:
-        with _database() as dsn:
-            return asyncio.run(_demo(args, dsn, out))
+        with choose_database(database) as dsn:
+            return asyncio.run(_demo(args, dsn, sys.stdout))
     except (EmbeddedPostgresUnavailable, OrderSyncError) as exc:
         print(f"order-sync demo: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 @contextlib.contextmanager
-def _database() -> Iterator[str]:
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
+def choose_database(settings: DatabaseSettings) -> Iterator[str]:
+    """DATABASE_URL when it is set; otherwise a fresh database on an embedded PostgreSQL."""
+    if settings.database_url is not None:
+        yield settings.dsn()
         return
     print("starting an embedded PostgreSQL (set DATABASE_URL to use your own)…", flush=True)
     with embedded_postgres() as admin_dsn:
-        asyncio.run(_recreate_database(admin_dsn))
-        yield _with_database(admin_dsn, DEMO_DATABASE)
-
-
-async def _recreate_database(admin_dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
-    finally:
-        await conn.close()
-
-
-def _with_database(dsn: str, database: str) -> str:
-    head, sep, query = dsn.partition("?")
-    return head.rsplit("/", 1)[0] + "/" + database + sep + query
+        yield asyncio.run(create_database(admin_dsn, DEMO_DATABASE, replace=True))
 
 
 async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
+    standin = _standin(args)
+    published_at: dict[int, float] = {}
+
+    def remember(change: MarketChange) -> None:
+        published_at[change.tid] = time.monotonic()
+
+    standin.add_change_listener(remember)
+    await standin.start()
+    try:
+        print(
+            f"stand-in: TOP {standin.api_url} · TMC {standin.tmc_url} · {len(standin.shops)} shops", file=out
+        )
+        settings = _settings(args, dsn, standin)
+        if isinstance(settings, int):
+            return settings
+        configure_logging(settings.log_level, settings.log_format)
+        async with open_parts(settings) as (store, client):
+            service = assemble(settings, store, client).service
+            lags: deque[float] = deque(maxlen=2000)
+            listener = await _listen_for_lag(dsn, settings, published_at, lags)
+            try:
+                companions = {"demo-progress": _report(service, standin, store, client, lags, out)}
+                if args.seconds is not None:
+                    companions["demo-timer"] = _finish_after(args.seconds, service, standin)
+                code = await _serve_beside(service, companions)
+            finally:
+                await listener.close()
+            standin.market.pause()
+            comparison = await compare_with_market(store.pool, standin.market)
+            print(file=out)
+            print(
+                "summary: " + json.dumps(_summary(service, standin, client, lags) | comparison.to_json()),
+                file=out,
+            )
+            if not comparison.ok:
+                print(
+                    "some changes were still in flight when the demo stopped; the next start "
+                    "(or the reconciler) picks them up",
+                    file=out,
+                )
+            return code
+    finally:
+        await standin.stop()
+
+
+def _standin(args: argparse.Namespace) -> StandIn:
     standin = StandIn(
         StandInConfig(
             seed=args.seed,
@@ -95,62 +131,45 @@ async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
         )
     )
     standin.faults.latency_ms = args.api_latency_ms
-    published_at: dict[int, float] = {}
+    return standin
 
-    def remember(change: MarketChange) -> None:
-        published_at[change.tid] = time.monotonic()
 
-    standin.add_change_listener(remember)
-    await standin.start()
-    print(f"stand-in: TOP {standin.api_url} · TMC {standin.tmc_url} · {len(standin.shops)} shops", file=out)
-    settings = load_settings(
-        env_file=None,
+def standin_settings(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that point the daemon at a stand-in, from its `connection_info()` (what
+    `order-sync simulate` prints)."""
+    return {
+        "taobao_app_key": info["app_key"],
+        "taobao_app_secret": info["app_secret"],
+        "taobao_api_url": info["api_url"],
+        "taobao_tmc_url": info["tmc_url"],
+        "taobao_shops": [{"nick": shop["nick"], "session": shop["session"]} for shop in info["shops"]],
+    }
+
+
+def _settings(args: argparse.Namespace, dsn: str, standin: StandIn) -> Settings | int:
+    """The stand-in's app, endpoints and shops; anything else may come from the environment and .env."""
+    return settings_or_exit(
+        Settings,
+        args.env_file,
         database_url=dsn,
-        taobao_app_key=standin.app_key,
-        taobao_app_secret=standin.app_secret,
-        taobao_api_url=standin.api_url,
-        taobao_tmc_url=standin.tmc_url,
-        taobao_shops=[{"nick": s.nick, "session": s.session} for s in standin.shops],
+        **standin_settings(standin.connection_info()),
         sync_api_rate=500,
         http_port=args.http_port,
         log_level="WARNING",
         log_format="text",
     )
-    configure_logging(settings.log_level, settings.log_format)
+
+
+async def _serve_beside(service: Service, companions: Mapping[str, Coroutine[Any, Any, None]]) -> int:
+    """`serve(service)` with the named `companions` running beside it; they are cancelled when it
+    returns."""
+    tasks = [asyncio.create_task(companion, name=name) for name, companion in companions.items()]
     try:
-        async with open_parts(settings) as (store, client):
-            service = assemble(settings, store, client).service
-            lags: deque[float] = deque(maxlen=2000)
-            listener = await _listen_for_lag(dsn, settings, published_at, lags)
-            reporter = asyncio.create_task(
-                _report(service, standin, store, client, lags, out), name="demo-progress"
-            )
-            background = [reporter]
-            if args.seconds is not None:
-                background.append(
-                    asyncio.create_task(_finish_after(args.seconds, service, standin), name="demo-timer")
-                )
-            try:
-                code = await serve(service)
-            finally:
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                await listener.close()
-            standin.market.pause()
-            comparison = await compare_with_market(store.pool, standin.market)
-            print(file=out)
-            figures = _summary(service, standin, client, lags) | comparison.to_json()
-            print("summary: " + json.dumps(figures), file=out)
-            if not comparison.ok:
-                print(
-                    "some changes were still in flight when the demo stopped; the next start "
-                    "(or the reconciler) picks them up",
-                    file=out,
-                )
-            return code
+        return await serve(service)
     finally:
-        await standin.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _finish_after(seconds: float, service: Service, standin: StandIn) -> None:

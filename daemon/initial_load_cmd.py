@@ -9,37 +9,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 
 from common.errors import OrderSyncError
-from daemon.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, settings_or_exit, standalone
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from daemon.cli_common import add_shop_options, print_report, shop_settings_or_exit, standalone
 from daemon.logs import configure_logging
 from reconciler.progress import Progress
-from reconciler.report_view import table
-from reconciler.reports import GapReport, Outcome
+from reconciler.reports import GapReport
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shop", required=True, help="the seller nick, as listed in TAOBAO_SHOPS")
+    add_shop_options(parser)
     parser.add_argument(
         "--days",
         type=int,
         default=None,
         help="days of history before today, 1-90 (default SYNC_INITIAL_LOAD_DAYS, else 90)",
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_or_exit(args.env_file, "initial-load")
+    settings = shop_settings_or_exit(args, "initial-load")
     if isinstance(settings, int):
         return settings
     sessions = settings.shop_sessions()
-    if args.shop not in sessions:
-        print(f"order-sync initial-load: shop {args.shop!r} is not in TAOBAO_SHOPS", file=sys.stderr)
-        return EXIT_USAGE
     days = args.days if args.days is not None else (settings.sync_initial_load_days or 90)
     if not 1 <= days <= 90:
         print("order-sync initial-load: --days must be between 1 and 90", file=sys.stderr)
@@ -67,5 +61,4 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if report is None:
         return EXIT_OK
-    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else table([report]))
-    return EXIT_FAILED if report.outcome in (Outcome.PARTIAL.value, Outcome.FAILED.value) else EXIT_OK
+    return print_report(report, as_json=args.json)

@@ -16,7 +16,7 @@ from reconciler.metrics import CoverageMetrics
 
 
 class TopCallStats(Protocol):
-    """What `taobao.client.ClientStats` keeps: HTTP attempts by (method, outcome), retries, bans."""
+    """What `taobao.transport.ClientStats` keeps: HTTP attempts by (method, outcome), retries, bans."""
 
     calls: CountTable[tuple[str, str]]
     retries: CountTable[str]

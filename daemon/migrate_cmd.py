@@ -1,13 +1,15 @@
-"""`order-sync migrate`: bring the database schema up to date (safe to run from several replicas)."""
+"""`order-sync migrate`: bring the database schema up to date (safe to run from several replicas).
+DATABASE_URL comes from --database-url, the environment or the --env-file."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
+from common.exit_codes import EXIT_FAILED, EXIT_OK
+from daemon.settings import DatabaseSettings, add_env_file_option, database_overrides, settings_or_exit
 from store.errors import MigrationError
 from store.migrate import migrate
 
@@ -18,23 +20,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
         default=None,
-        help="PostgreSQL DSN, e.g. postgresql://user@host:5432/db (default: $DATABASE_URL)",
+        help="PostgreSQL DSN, e.g. postgresql://user@host:5432/db (default: DATABASE_URL)",
     )
+    add_env_file_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    dsn: str | None = args.database_url or os.environ.get("DATABASE_URL")
-    if not dsn:
-        print("order-sync migrate: give --database-url or set DATABASE_URL", file=sys.stderr)
-        return 2
+    settings = settings_or_exit(DatabaseSettings, args.env_file, **database_overrides(args.database_url))
+    if isinstance(settings, int):
+        return settings
     try:
-        applied = asyncio.run(migrate(dsn))
+        applied = asyncio.run(migrate(settings.dsn()))
     except MigrationError as exc:
         logger.error("migration failed: %s", exc, extra={"action": "migration_failed"})
         print(f"order-sync migrate: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if applied:
         print("applied migrations: " + ", ".join(f"{v:03d}" for v in applied))
     else:
         print("schema is up to date")
-    return 0
+    return EXIT_OK

@@ -2,13 +2,13 @@
 
 A table on the terminal by default; `--json` for machines; `--html PATH` writes one self-contained page
 (no scripts, nothing fetched) with a timeline per shop: when the stream was up, what the ledger holds
-as proven and by what, each gap and its recovery. Reads only the database (DATABASE_URL)."""
+as proven and by what, each gap and its recovery. Reads only the database (--database-url, or
+DATABASE_URL from the environment or the --env-file)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,10 +16,12 @@ from pathlib import Path
 import asyncpg
 
 from common.errors import OrderSyncError
-from daemon.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from daemon.settings import DatabaseSettings, add_env_file_option, database_overrides, settings_or_exit
 from reconciler.ledger import Ledger
 from reconciler.report_view import ShopTimeline, page, table, time_range, to_json
 from reconciler.reports import Cause, ReportStore
+from store.errors import DATABASE_ERRORS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,20 +30,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     shape.add_argument("--html", metavar="PATH", help="write a self-contained HTML page with timelines")
     parser.add_argument("--last", type=int, default=20, metavar="N", help="the N newest reports (default 20)")
     parser.add_argument("--shop", default=None, help="only this seller nick")
-    parser.add_argument("--database-url", default=None, help="PostgreSQL DSN (default: $DATABASE_URL)")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL DSN (default: DATABASE_URL)")
+    add_env_file_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    dsn: str | None = args.database_url or os.environ.get("DATABASE_URL")
-    if not dsn:
-        print("order-sync report: give --database-url or set DATABASE_URL", file=sys.stderr)
-        return EXIT_USAGE
+    settings = settings_or_exit(DatabaseSettings, args.env_file, **database_overrides(args.database_url))
+    if isinstance(settings, int):
+        return settings
     if args.last < 1:
         print("order-sync report: --last must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     try:
-        output = asyncio.run(render(dsn, args))
-    except (OrderSyncError, OSError, asyncpg.PostgresError) as exc:
+        output = asyncio.run(render(settings.dsn(), args))
+    except (OrderSyncError, *DATABASE_ERRORS) as exc:
         print(f"order-sync report: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.html:

@@ -6,8 +6,10 @@ import argparse
 import sys
 
 from common.errors import OrderSyncError
+from common.exit_codes import EXIT_FAILED
 from daemon.app import build
 from daemon.service import run_daemon
+from daemon.settings import add_env_file_option
 
 EPILOG = (
     "Settings come from the environment and .env: DATABASE_URL, TAOBAO_APP_KEY, TAOBAO_APP_SECRET, "
@@ -18,7 +20,7 @@ EPILOG = (
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment")
+    add_env_file_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     except OrderSyncError as exc:
         print(f"order-sync run: {exc}", file=sys.stderr)
         print("hint: `order-sync check` tests each part of the configuration", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 def main() -> int:

@@ -1,27 +1,32 @@
-"""The daemon's one settings object (docs/design.md#one-settings-object), read from the environment and
-`.env`.
+"""The settings of every command (docs/design.md#one-settings-object), read from the environment and
+`.env` by one loader.
 
-Built once in the entry point by `load_settings()` and passed down; nothing here runs at import time.
-Secrets (the app secret, shop sessions, a database URL that may carry a password) are `SecretStr`, so
-neither `repr` nor a validation message ever shows them.
+`DatabaseSettings` is what a command that only touches the database reads (`migrate`, `report`, the
+demo's choice of database); `Settings` extends it with the Taobao app, the shops and the tuning. Each
+command builds its settings once, in its `run(args)`, with `settings_or_exit()` (or `load_settings()`)
+and passes them down; nothing here runs at import time. Secrets (the app secret, shop sessions, a
+database URL that may carry a password) are `SecretStr`, so neither `repr` nor a validation message
+ever shows them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import pydantic_settings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.errors import OrderSyncError
+from common.exit_codes import EXIT_USAGE
 
-# The exit code of a daemon that cannot start because its settings are wrong (a usage error).
-EXIT_BAD_SETTINGS = 2
+HINT = "hint: every setting is described in .env.example"
 
 
 class SettingsError(OrderSyncError):
@@ -68,7 +73,9 @@ class ShopConfig(BaseModel):
         return value
 
 
-class Settings(BaseSettings):
+class DatabaseSettings(BaseSettings):
+    """Where the service's database is: all that `migrate` and `report` need."""
+
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
@@ -77,8 +84,19 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    # None: `order-sync demo` starts an embedded PostgreSQL. A DSN may hold a password, hence SecretStr.
+    # None: `order-sync demo` starts an embedded PostgreSQL, and `check` reports it; every other command
+    # refuses to start (`dsn()`). A DSN may hold a password, hence SecretStr.
     database_url: SecretStr | None = None
+
+    def dsn(self) -> str:
+        """DATABASE_URL, or SettingsError when it is not set."""
+        if self.database_url is None:
+            raise SettingsError(["DATABASE_URL: required but not set"])
+        return self.database_url.get_secret_value()
+
+
+class Settings(DatabaseSettings):
+    """Everything the daemon and the Taobao-facing commands read."""
 
     taobao_app_key: str = Field(min_length=1)
     taobao_app_secret: SecretStr
@@ -220,16 +238,53 @@ class Settings(BaseSettings):
         return max(4, min(64, wanted))
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Settings from the environment (and `env_file` when it exists; None skips it), or SettingsError
-    listing every problem, one per line, by variable name."""
+AnySettings = TypeVar("AnySettings", bound=DatabaseSettings)
+
+
+def load(kind: type[AnySettings], env_file: str | Path | None = ".env", **overrides: Any) -> AnySettings:
+    """`kind` from the environment (and `env_file` when it exists; None skips it; the environment wins
+    over the file, `overrides` over both), or SettingsError listing every problem, one per line, by
+    variable name."""
     try:
-        return Settings(_env_file=env_file, **overrides)
+        return kind(_env_file=env_file, **overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
     except pydantic_settings.SettingsError as exc:
         # Raised when a complex value cannot be decoded; its text names the field, not the value.
         raise SettingsError([str(exc)]) from None
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """The full `Settings` (see `load`)."""
+    return load(Settings, env_file, **overrides)
+
+
+def settings_or_exit(
+    kind: type[AnySettings], env_file: str | None, *, need_database: bool = True, **overrides: Any
+) -> AnySettings | int:
+    """A command's settings, or the exit code after printing what is wrong to stderr: one line per
+    problem, no values. With `need_database`, an unset DATABASE_URL is one of the problems (it is
+    looked at once the rest is valid)."""
+    try:
+        settings = load(kind, env_file, **overrides)
+        if need_database:
+            settings.dsn()
+    except SettingsError as exc:
+        print(f"{exc}\n{HINT}", file=sys.stderr)
+        return EXIT_USAGE
+    return settings
+
+
+def database_overrides(database_url: str | None) -> dict[str, Any]:
+    """A `--database-url` given on the command line, which wins over DATABASE_URL."""
+    return {} if database_url is None else {"database_url": database_url}
+
+
+def add_env_file_option(parser: argparse.ArgumentParser) -> None:
+    """`--env-file`, the same on every command."""
+    parser.add_argument(
+        "--env-file", default=".env", help="settings file read after the environment (default .env)"
+    )
 
 
 def _describe(exc: ValidationError) -> list[str]:

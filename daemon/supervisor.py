@@ -65,18 +65,6 @@ class Supervisor:
             self.failure = failure
         self._on_failure(failure)
 
-    async def wait_or_cancel(self, task: asyncio.Task[None], seconds: float) -> bool:
-        """Wait up to `seconds` for `task` to end by itself; cancel it if it does not. True if it ended."""
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, seconds))
-        if done:
-            return True
-        await self.cancel(task)
-        return False
-
-    async def cancel(self, task: asyncio.Task[None]) -> None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
     async def cancel_all(self) -> None:
         self.stopping = True
         running = [task for task in self._tasks.values() if not task.done()]

@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -35,6 +34,7 @@ from typing import Any
 
 import asyncpg
 
+from common.backoff import Backoff, BackoffPolicy
 from store.feed import read_changes
 from store.types import Change
 
@@ -98,9 +98,11 @@ class ErpConsumer:
         self._batch_size = batch_size
         self._idle_probe = idle_probe_seconds
         self._probe_timeout = probe_timeout_seconds
-        self._backoff_initial = backoff_initial_seconds
-        self._backoff_max = backoff_max_seconds
-        self._stable_after = stable_after_seconds
+        # The TMC session's reconnect rule: a connection must stay up a while before the delay resets.
+        policy = BackoffPolicy(
+            base=backoff_initial_seconds, cap=backoff_max_seconds, reset_after=stable_after_seconds
+        )
+        self._delays = Backoff(policy)
         self._stopping = False
         self._doorbell = False
         self._lost = False
@@ -123,7 +125,6 @@ class ErpConsumer:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        delay = self._backoff_initial
         while not self._stopping:
             started = loop.time()
             try:
@@ -139,10 +140,9 @@ class ErpConsumer:
                                  extra={"action": "erp_handler_failed", "attempt": self.connections})
             if self._stopping:
                 break
-            if loop.time() - started >= self._stable_after:
-                delay = self._backoff_initial
-            pause = delay * random.uniform(0.5, 1.0)
-            delay = min(delay * 2, self._backoff_max)
+            if loop.time() - started >= self._delays.policy.reset_after:
+                self._delays.reset()
+            pause = self._delays.next_delay()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=pause)

@@ -7,19 +7,20 @@ themselves. Only when the fetch side is saturated (`backlog()` says tids are wai
 a batch linger for company, until `max_size` trades are waiting or the first has waited `max_delay`:
 latency is then dominated by the queue anyway, and bigger batches cost less per trade.
 Only after a flush returns are the messages it covers confirmed (docs/design.md#confirm-after-commit). A
-failed flush confirms nothing and is retried with a jittered, capped backoff until it succeeds or the service
-stops.
+failed flush confirms nothing and is retried (`common.backoff.retrying`, jittered and capped) until it
+succeeds or the service stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
+from common.backoff import BackoffPolicy, retrying
 from listener.metrics import ListenerMetrics
 from listener.ports import TradeStore
 from store.types import ApplyResult
@@ -28,6 +29,8 @@ from taobao.models import Trade
 log = logging.getLogger(__name__)
 
 SOURCE = "stream"
+# How a failed flush is retried: soon at first (a pool connection was reset), at most every 10 s.
+STORE_RETRY: Final = BackoffPolicy(base=0.2, cap=10.0)
 
 
 class Settler(Protocol):
@@ -38,16 +41,8 @@ class Settler(Protocol):
     async def leave_unconfirmed(self, message_ids: Iterable[int], kind: str, reason: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential delay with jitter, so many restarting daemons do not retry in step."""
-
-    base: float = 0.2
-    cap: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        ceiling: float = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
+class _Closing(Exception):
+    """Raised instead of waiting for the next attempt once `close()` was called: the batch is given up."""
 
 
 @dataclass
@@ -78,14 +73,14 @@ class CommitBatcher:
         max_size: int,
         max_delay: float,
         metrics: ListenerMetrics,
-        backoff: Backoff | None = None,
+        retry: BackoffPolicy = STORE_RETRY,
     ) -> None:
         self._store = store
         self._settler = settler
         self._max_size = max_size
         self._max_delay = max_delay
         self._metrics = metrics
-        self._backoff = backoff or Backoff()
+        self._retry = retry
 
         # One entry per tid: two fetches of a tid in one batch become one row (an upsert cannot touch
         # the same row twice in one statement) carrying both fetches' messages.
@@ -93,9 +88,7 @@ class CommitBatcher:
         self._first_at = 0.0
         self._has_items = asyncio.Event()
         self._closing = asyncio.Event()
-        self._last_write: asyncio.Future[ApplyResult] | None = None
         self.failing = False  # the last flush failed; cleared by the next success (for /readyz)
-        self.committing = 0  # trades in the flush being written right now
         self._backlog: Callable[[], bool] = _no_backlog
 
     def set_backlog_probe(self, backlog: Callable[[], bool]) -> None:
@@ -121,23 +114,8 @@ class CommitBatcher:
 
     async def run(self) -> None:
         """Flush until `close()` was called and nothing is left."""
-        while True:
-            if not await self._wait_for_batch():
-                return
-            batch = self._take()
-            attempt = 0
-            while True:
-                attempt += 1
-                if await self._commit(batch, attempt):
-                    break
-                if self._closing.is_set():
-                    await self._give_up(batch)
-                    break
-                try:
-                    async with asyncio.timeout(self._backoff.delay(attempt)):
-                        await self._closing.wait()
-                except TimeoutError:
-                    pass
+        while await self._wait_for_batch():
+            await self._flush(self._take())
 
     def close(self) -> None:
         """Flush what is pending at once, without retrying failures, and let `run()` return."""
@@ -171,41 +149,58 @@ class CommitBatcher:
         # Entries left over have waited already: `_first_at` stays, so they go out in the next flush.
         return batch
 
-    async def _commit(self, batch: list[_Entry], attempt: int) -> bool:
+    async def _flush(self, batch: list[_Entry]) -> None:
+        """Write `batch` until a write succeeds, then settle its messages; after `close()` a failed
+        write is not retried and the messages are handed back."""
+        try:
+            result = await retrying(
+                functools.partial(self._write, batch),
+                retry_on=Exception,  # whatever the store raised, the batch stays and is tried again
+                policy=self._retry,
+                sleep=self._pause,
+                on_retry=functools.partial(self._write_failed, len(batch)),
+            )
+        except _Closing:
+            await self._give_up(batch)
+            return
+        self.failing = False
+        await self._settle(batch, result)
+
+    async def _write(self, batch: list[_Entry]) -> ApplyResult:
         trades = [entry.trade for entry in batch]
-        self.committing = len(trades)
         # The write runs as its own task: if this one is cancelled mid-write, the transaction still
         # finishes and its messages are confirmed before the cancellation goes on
         # (docs/design.md#last-write-survives-cancellation).
         write = asyncio.ensure_future(self._store.apply_trades(trades, source=SOURCE))
-        self._last_write = write
         try:
-            try:
-                result = await asyncio.shield(write)
-            except asyncio.CancelledError:
-                try:
-                    result = await write
-                except Exception:
-                    raise asyncio.CancelledError from None
-                await self._settle(batch, result)
-                raise
+            return await asyncio.shield(write)
         except asyncio.CancelledError:
+            try:
+                result = await write
+            except Exception:
+                raise asyncio.CancelledError from None
+            await self._settle(batch, result)
             raise
-        except Exception:
-            self.failing = True
-            self._metrics.batches.inc(outcome="failed")
-            log.warning(
-                "store commit of %d trades failed; their messages stay unconfirmed",
-                len(trades),
-                exc_info=True,
-                extra={"action": "commit_failed", "attempt": attempt},
-            )
-            return False
-        finally:
-            self.committing = 0
-        self.failing = False
-        await self._settle(batch, result)
-        return True
+
+    def _write_failed(self, trades: int, error: BaseException, attempt: int, delay: float) -> None:
+        self.failing = True
+        self._metrics.batches.inc(outcome="failed")
+        log.warning(
+            "store commit of %d trades failed; their messages stay unconfirmed",
+            trades,
+            exc_info=error,
+            extra={"action": "commit_failed", "attempt": attempt},
+        )
+
+    async def _pause(self, delay: float) -> None:
+        """The wait between attempts, cut short by `close()`; once closing, no further attempt."""
+        if self._closing.is_set():
+            raise _Closing
+        try:
+            async with asyncio.timeout(delay):
+                await self._closing.wait()
+        except TimeoutError:
+            pass
 
     async def _settle(self, batch: list[_Entry], result: ApplyResult) -> None:
         self._metrics.batches.inc(outcome="committed")

@@ -26,63 +26,15 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from listener.metrics import ListenerMetrics
-from listener.ports import MessageAcker, TradeStore
+from listener.ports import MessageAcker, MessageWatch, TradeStore
+from listener.trade_events import Rejection, parse_trade_event
 from taobao.tmc.events import TmcMessage
 
 log = logging.getLogger(__name__)
 
-TRADE_TOPIC_PREFIX = "taobao_trade_"
-INT64_MAX = 2**63 - 1
 SOURCE = "stream"
 # TMC uploads at most 128 characters of a Failed reason (docs/tmc-protocol.md#failed).
 FAIL_REASON_MAX = 128
-# strict=False: control characters inside strings (seen in memo fields) are not a reason to drop.
-# One decoder for all messages: json.loads(strict=False) would build a new one per call.
-_CONTENT_DECODER = json.JSONDecoder(strict=False)
-
-
-@dataclass(frozen=True, slots=True)
-class TradeEvent:
-    tid: int
-    shop: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    kind: str  # a small fixed set, used as a metric label
-    reason: str
-
-
-def parse_trade_event(message: TmcMessage) -> TradeEvent | Rejection:
-    """The tid and seller of a trade message (docs/tmc-protocol.md#trade-topics), or why the message cannot be
-    processed."""
-    if not message.topic.startswith(TRADE_TOPIC_PREFIX):
-        return Rejection("not_trade_topic", f"topic {message.topic!r} is not a trade topic")
-    try:
-        body = _CONTENT_DECODER.decode(message.content)
-    except ValueError as exc:
-        return Rejection("bad_content", f"content is not JSON: {exc}")
-    if not isinstance(body, dict):
-        return Rejection("bad_content", "content is not a JSON object")
-    tid = _int64(body.get("tid"))
-    if tid is None:
-        return Rejection("bad_content", "content has no usable tid")
-    shop = message.nick or body.get("seller_nick")
-    shop = shop.strip() if isinstance(shop, str) and shop.strip() else None
-    return TradeEvent(tid=tid, shop=shop)
-
-
-def _int64(value: object) -> int | None:
-    # A float has already lost digits of a 19-digit tid; a bool is not an id.
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        return None
-    try:
-        number = int(value.strip()) if isinstance(value, str) else value
-    except ValueError:
-        return None
-    return number if 0 < number <= INT64_MAX else None
-
-
 @dataclass(frozen=True, slots=True)
 class WorkItem:
     """One fetch to do: the messages it covers were all received before it was handed out."""
@@ -114,13 +66,15 @@ class Dispatcher:
         *,
         sessions: Mapping[str, SecretStr],
         store: TradeStore,
-        acker: MessageAcker,
         max_events: int,
         metrics: ListenerMetrics,
+        acker: MessageAcker | None = None,
+        watch: MessageWatch | None = None,
     ) -> None:
         self._sessions = dict(sessions)
         self._store = store
         self._acker = acker
+        self._watch = watch
         self._max_events = max_events
         self._metrics = metrics
 
@@ -149,10 +103,17 @@ class Dispatcher:
         registry.gauge("fullinfo_in_flight", "Stream fetches in progress", self._gauge_in_flight)
         registry.gauge("shop_paused", "1 while a shop's session is rejected", self._gauge_paused)
 
+    def settle_through(self, acker: MessageAcker) -> None:
+        """Confirm and fail messages through `acker`: the channel that delivers them to `submit`, made
+        after the dispatcher since it is given `submit`."""
+        self._acker = acker
+
     # ----------------------------------------------------------------- intake (the session's handler)
 
     async def submit(self, message: TmcMessage) -> None:
         """Take one message. Returns once it is held (or settled); waits while `max_events` are held."""
+        if self._watch is not None:
+            self._watch.received(message)
         self._metrics.received.inc()
         self.intake_count += 1
         self._activity.set()
@@ -389,8 +350,12 @@ class Dispatcher:
         await self._send_fail(message.id, reason)
 
     async def _send_confirm(self, message_id: int) -> None:
+        if self._watch is not None:
+            # Committed (or quarantined) is what counts; a confirm that cannot be sent changes nothing.
+            self._watch.settled(message_id)
+        channel = self._channel()
         try:
-            await self._acker.confirm(message_id)
+            await channel.confirm(message_id)
         except Exception:
             # The commit stands; the server will redeliver and the refetch is idempotent.
             self._metrics.ack_errors.inc(call="confirm")
@@ -401,14 +366,20 @@ class Dispatcher:
             self._metrics.confirmed.inc()
 
     async def _send_fail(self, message_id: int, reason: str) -> None:
+        channel = self._channel()
         try:
-            await self._acker.fail(message_id, reason[:FAIL_REASON_MAX])
+            await channel.fail(message_id, reason[:FAIL_REASON_MAX])
         except Exception:
             # Not sending Failed only delays redelivery until the server's confirm timeout.
             self._metrics.ack_errors.inc(call="fail")
             log.warning(
                 "fail call failed", exc_info=True, extra={"action": "fail_failed", "message_id": message_id}
             )
+
+    def _channel(self) -> MessageAcker:
+        if self._acker is None:
+            raise RuntimeError("the dispatcher settles messages only after settle_through(channel)")
+        return self._acker
 
     # ------------------------------------------------------------------------- draining and state
 

@@ -45,6 +45,15 @@ class MessageAcker(Protocol):
 MessageHandler = Callable[[TmcMessage], Awaitable[None]]
 
 
+class MessageWatch(Protocol):
+    """Who follows the stream message by message (`reconciler.stream_watch.StreamWatch` fits): it hears
+    of each message as the dispatcher receives it and of each confirm as it is sent."""
+
+    def received(self, message: TmcMessage) -> None: ...
+
+    def settled(self, message_id: int) -> None: ...
+
+
 class MessageChannel(MessageAcker, Protocol):
     """The push channel as the service drives it (`listener.session.TmcSession` fits).
 
@@ -64,6 +73,7 @@ __all__ = [
     "MessageAcker",
     "MessageChannel",
     "MessageHandler",
+    "MessageWatch",
     "TradeFetcher",
     "TradeStore",
 ]

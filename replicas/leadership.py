@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from replicas import sql as replica_sql
+from store import replica_sql
 from store.errors import NotLeader
 
 logger = logging.getLogger(__name__)

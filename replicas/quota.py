@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from replicas import sql as replica_sql
+from store import replica_sql
 from taobao.limiter import TopRateLimiter
 
 logger = logging.getLogger(__name__)

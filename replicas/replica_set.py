@@ -39,25 +39,15 @@ import asyncpg
 from common.errors import OrderSyncError
 from common.health import Check
 from common.metrics import Registry
-from replicas import sql as replica_sql
 from replicas.leadership import STOPPING, ShopLeadership
 from replicas.quota import SharedQuota
-from store.errors import StoreError
+from store import replica_sql
+from store.constants import SERVER_SETTINGS
+from store.errors import DATABASE_ERRORS, StoreError
 from taobao.limiter import TopRateLimiter
 
 logger = logging.getLogger(__name__)
 
-# InternalClientError: what a connection killed in the middle of an operation (pg_terminate_backend)
-# raises when the pool resets it or the next query starts.
-_DB_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
-# Same name as the pool's connections: operators (and scenarios) see every connection of the daemon.
-_SERVER_SETTINGS = {"timezone": "UTC", "application_name": "order-sync"}
 
 
 class ReplicaIdInUse(OrderSyncError):
@@ -156,12 +146,12 @@ class CoordinationLink:
         await self.close()
         try:
             async with asyncio.timeout(self._timeout):
-                conn = await asyncpg.connect(self._dsn, server_settings=_SERVER_SETTINGS)
-        except _DB_ERRORS as exc:
+                conn = await asyncpg.connect(self._dsn, server_settings=SERVER_SETTINGS)
+        except DATABASE_ERRORS as exc:
             raise CoordinationError(f"cannot open the coordination connection: {type(exc).__name__}") from exc
         try:
             await conn.add_listener(replica_sql.BAN_CHANNEL, self._notified)
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             await _abort(conn)
             raise CoordinationError(f"cannot LISTEN for bans: {type(exc).__name__}") from exc
         self._conn = conn
@@ -186,7 +176,7 @@ class CoordinationLink:
             try:
                 async with asyncio.timeout(self._timeout):
                     return await getattr(conn, how)(query, *args)
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 # A half-finished query leaves the connection unusable; a new one is opened next round.
                 self._conn = None
                 await _abort(conn)
@@ -198,7 +188,7 @@ class CoordinationLink:
             try:
                 async with asyncio.timeout(self._timeout):
                     await conn.close()
-            except _DB_ERRORS:
+            except DATABASE_ERRORS:
                 conn.terminate()
 
 

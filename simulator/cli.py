@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Iterator
 
+from common.exit_codes import EXIT_OK, EXIT_USAGE
 from simulator.faults import (
     ERROR_WINDOW_KINDS,
     MALFORMED_PAGE_KINDS,
@@ -246,9 +247,9 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         sys.stderr.write(f"simulate: {exc}\n")
-        return 2
+        return EXIT_USAGE
     asyncio.run(serve(config, args.host, args.port, args.tmc_port))
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

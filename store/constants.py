@@ -15,6 +15,10 @@ FEED_COUNTER: Final = "feed_counter"
 DEAD_LETTERS: Final = "dead_letters"
 SCHEMA_MIGRATIONS: Final = "schema_migrations"
 
+# Every connection the service opens speaks UTC, so NOTIFY payload times read the same on every replica,
+# and names itself alike, so operators see all of a daemon's connections together.
+SERVER_SETTINGS: Final = {"timezone": "UTC", "application_name": "order-sync"}
+
 # pg_advisory_lock key that serialises `migrate` across replicas: the first 8 bytes of
 # sha256("taobao-order-sync:migrate") as a signed int64. Fixed so every release agrees on it.
 MIGRATION_LOCK_KEY: Final = 0x5B2C509EA5FEF976

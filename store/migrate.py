@@ -20,7 +20,7 @@ import asyncpg
 
 from store import sql
 from store.constants import MIGRATION_LOCK_KEY
-from store.errors import MigrationError
+from store.errors import DATABASE_ERRORS, MigrationError
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,18 @@ async def migrate(
             finally:
                 await conn.close()
         return await _migrate_locked(target, plan)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except DATABASE_ERRORS as exc:
         raise MigrationError(f"migration failed: {exc}") from exc
+
+
+async def applied_versions(conn: asyncpg.Connection) -> list[int] | None:
+    """The versions applied to this database, oldest first; None before its first migration. Only reads
+    (`order-sync check` uses it)."""
+    try:
+        rows = await conn.fetch(sql.SELECT_MIGRATIONS)
+    except asyncpg.UndefinedTableError:
+        return None
+    return [row["version"] for row in rows]
 
 
 async def _migrate_locked(conn: asyncpg.Connection, plan: Sequence[Migration]) -> list[int]:

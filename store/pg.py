@@ -10,8 +10,8 @@ from types import TracebackType
 import asyncpg
 
 from store import sql
-from store.constants import DEFAULT_NOTIFY_CHANNEL
-from store.errors import StoreError
+from store.constants import DEFAULT_NOTIFY_CHANNEL, SERVER_SETTINGS
+from store.errors import DATABASE_ERRORS, StoreError
 from store.types import ApplyResult
 from store.upsert import apply_batch
 from store.validation import storable_text
@@ -24,8 +24,6 @@ _CHANNEL = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Sorted row locks make deadlocks unlikely; a retry covers the rest (e.g. FK key-share locks).
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _ATTEMPTS = 3
-# Every pool connection speaks UTC, so NOTIFY payload times read the same on every replica.
-_SERVER_SETTINGS = {"timezone": "UTC", "application_name": "order-sync"}
 
 
 def check_channel(channel: str) -> str:
@@ -57,9 +55,9 @@ class PgStore:
         check_channel(notify_channel)
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, server_settings=_SERVER_SETTINGS
+                dsn, min_size=min_size, max_size=max_size, server_settings=SERVER_SETTINGS
             )
-        except (asyncpg.PostgresError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             raise StoreError(f"cannot connect to the database: {exc}") from exc
         return cls(pool, notify_channel=notify_channel)
 
@@ -85,7 +83,7 @@ class PgStore:
                     type(exc).__name__,
                     extra={"action": "apply_retry", "attempt": attempt},
                 )
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except DATABASE_ERRORS as exc:
                 raise StoreError(f"apply_trades failed: {exc}") from exc
         raise AssertionError("unreachable")
 
@@ -104,7 +102,7 @@ class PgStore:
         reason, shop = storable_text(reason), None if shop is None else storable_text(shop)
         try:
             await self._pool.execute(sql.INSERT_DEAD_LETTER, storable_text(source), reason, data, tid, shop)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             raise StoreError(f"dead_letter failed: {exc}") from exc
         logger.warning(
             "quarantined input from %s: %s",

@@ -10,21 +10,16 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from daemon.embedded_db import EmbeddedPostgresUnavailable, embedded_postgres
+from daemon.embedded_db import EmbeddedPostgresUnavailable, create_database, drop_database, embedded_postgres
+from store.errors import DATABASE_ERRORS
 
 logger = logging.getLogger(__name__)
-
-
-def with_database(dsn: str, database: str) -> str:
-    """`dsn` pointing at `database` instead (query string, e.g. a unix-socket host, kept)."""
-    head, sep, query = dsn.partition("?")
-    return head.rsplit("/", 1)[0] + "/" + database + sep + query
 
 
 async def _reachable(dsn: str) -> bool:
     try:
         conn = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
+    except DATABASE_ERRORS:
         return False
     await conn.close()
     return True
@@ -41,16 +36,8 @@ async def throwaway_database(admin_dsn: str, prefix: str) -> AsyncIterator[tuple
             except EmbeddedPostgresUnavailable as exc:
                 raise RuntimeError(f"no PostgreSQL reachable and no embedded one: {exc}") from exc
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        admin = await asyncpg.connect(admin_dsn)
+        dsn = await create_database(admin_dsn, name)
         try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
+            yield dsn, admin_dsn
         finally:
-            await admin.close()
-        try:
-            yield with_database(admin_dsn, name), admin_dsn
-        finally:
-            admin = await asyncpg.connect(admin_dsn)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
+            await drop_database(admin_dsn, name)

@@ -41,6 +41,7 @@ from bench.scenarios.verdict import (
     report_figures,
     withheld_needing_recovery,
 )
+from daemon.demo import standin_settings
 from simulator.tmc_server import TmcServerConfig
 from store.migrate import migrate
 from taobao.fields import TRADE_FULLINFO_GET
@@ -94,11 +95,7 @@ class Scenario:
         info = self.standin.info
         values: dict[str, Any] = {
             "database_url": self.dsn,
-            "taobao_app_key": info["app_key"],
-            "taobao_app_secret": info["app_secret"],
-            "taobao_api_url": info["api_url"],
-            "taobao_tmc_url": info["tmc_url"],
-            "taobao_shops": [{"nick": s["nick"], "session": s["session"]} for s in info["shops"]],
+            **standin_settings(info),
             "sync_api_rate": self.options.api_rate,
             "http_port": 0,
             "log_level": self.options.log_level,

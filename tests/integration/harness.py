@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from daemon.demo import standin_settings
 from daemon.settings import Settings, load_settings
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn
@@ -27,11 +28,7 @@ def daemon_values(standin: StandIn, dsn: str, **overrides: Any) -> dict[str, Any
     """The daemon's settings for `standin` and database `dsn`, as keyword values."""
     values: dict[str, Any] = {
         "database_url": dsn,
-        "taobao_app_key": standin.app_key,
-        "taobao_app_secret": standin.app_secret,
-        "taobao_api_url": standin.api_url,
-        "taobao_tmc_url": standin.tmc_url,
-        "taobao_shops": [{"nick": s.nick, "session": s.session} for s in standin.shops],
+        **standin_settings(standin.connection_info()),
         "sync_api_rate": 2000,
         "sync_drain_seconds": 10,
         "http_port": 0,

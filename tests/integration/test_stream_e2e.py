@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from common.exit_codes import EXIT_OK
 from daemon.app import compose, open_parts
-from daemon.service import EXIT_OK, Service, serve
+from daemon.service import Service, serve
 from daemon.settings import Settings
 from listener.ports import MessageHandler
 from listener.session import TmcSession
@@ -212,13 +213,13 @@ async def test_sigterm_drains_leaving_nothing_committed_but_unconfirmed_or_the_r
         acks = Acks(store)
         service = recording_service(settings, store, client, acks)
         handed_to_batcher: set[int] = set()
-        add = service.batcher.add
+        add = service.pipeline.batcher.add
 
         def recording_add(trade: Trade, message_ids: Sequence[int]) -> None:
             handed_to_batcher.update(message_ids)
             add(trade, message_ids)
 
-        service.batcher.add = recording_add  # type: ignore[method-assign]
+        service.pipeline.batcher.add = recording_add  # type: ignore[method-assign]
 
         market.step(100)
         daemon = asyncio.create_task(serve(service))
@@ -226,11 +227,11 @@ async def test_sigterm_drains_leaving_nothing_committed_but_unconfirmed_or_the_r
         try:
 
             def busy() -> bool:
-                return len(acks.confirmed) >= 150 and service.dispatcher.in_flight_count > 0
+                return len(acks.confirmed) >= 150 and service.pipeline.dispatcher.in_flight_count > 0
 
             await wait_for(lambda: busy() or daemon.done(), 30, "confirms and fetches in flight")
             assert service.state == "running"
-            in_flight = service.dispatcher.in_flight_count
+            in_flight = service.pipeline.dispatcher.in_flight_count
             os.kill(os.getpid(), signal.SIGTERM)
             async with asyncio.timeout(30):
                 code = await daemon
@@ -247,10 +248,10 @@ async def test_sigterm_drains_leaving_nothing_committed_but_unconfirmed_or_the_r
         # confirmed during the drain, and nothing is left held.
         assert handed_to_batcher
         assert handed_to_batcher <= set(acks.confirmed)
-        assert service.dispatcher.held_count == 0
+        assert service.pipeline.dispatcher.held_count == 0
         # The rest were handed back (Failed) or never taken in (parked at intake): TMC redelivers them.
         unanswered = set(acks.received) - set(acks.confirmed) - set(acks.failed)
-        assert len(unanswered) == service.dispatcher.parked_count
+        assert len(unanswered) == service.pipeline.dispatcher.parked_count
 
         # A second daemon picks up whatever the first handed back; then the copy equals the truth.
         restarted = compose(settings, pg, client)

@@ -1,22 +1,25 @@
-"""The dispatcher, worker pool and batcher wired to the fakes, without the service around them."""
+"""The stream pipeline (dispatcher, worker pool, batcher) on the fakes, without the service around it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import SecretStr
 
-from listener.batcher import Backoff, CommitBatcher
+from common.backoff import BackoffPolicy
+from listener.batcher import CommitBatcher
 from listener.dispatcher import Dispatcher
 from listener.metrics import ListenerMetrics
+from listener.pipeline import PipelineConfig, StreamPipeline
 from listener.workers import WorkerPool
 from taobao.tmc.events import TmcMessage
 from tests.listener.fakes import FakeChannel, FakeFetcher, FakeStore, Journal
 
-FAST_BACKOFF = Backoff(base=0.001, cap=0.005)
+FAST_BACKOFF = BackoffPolicy(base=0.001, cap=0.005)
 
 
 @dataclass
@@ -24,12 +27,26 @@ class Pipeline:
     journal: Journal
     fetcher: FakeFetcher
     store: FakeStore
-    channel: FakeChannel
     metrics: ListenerMetrics
-    dispatcher: Dispatcher
-    batcher: CommitBatcher
-    pool: WorkerPool
+    stream: StreamPipeline
     tasks: list[asyncio.Task[None]]
+
+    @property
+    def channel(self) -> FakeChannel:
+        assert isinstance(self.stream.channel, FakeChannel)
+        return self.stream.channel
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.stream.dispatcher
+
+    @property
+    def batcher(self) -> CommitBatcher:
+        return self.stream.batcher
+
+    @property
+    def pool(self) -> WorkerPool:
+        return self.stream.pool
 
     async def deliver(self, *messages: TmcMessage) -> None:
         for msg in messages:
@@ -41,8 +58,12 @@ class Pipeline:
 
     def start(self) -> None:
         if not self.tasks:
-            self.tasks.append(asyncio.create_task(self.batcher.run(), name="test-batcher"))
-            self.tasks.append(asyncio.create_task(self.pool.run(), name="test-workers"))
+            self.stream.start(self._start_task)
+
+    def _start_task(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"test-{name}")
+        self.tasks.append(task)
+        return task
 
     def assert_invariants(self) -> None:
         assert self.journal.violations == []
@@ -62,30 +83,23 @@ async def pipeline(
     fetcher = FakeFetcher(journal)
     store = FakeStore(journal)
     metrics = ListenerMetrics()
-    holder: list[Dispatcher] = []
-
-    async def handler(msg: TmcMessage) -> None:
-        await holder[0].submit(msg)
-
-    channel = FakeChannel(handler, journal)
-    dispatcher = Dispatcher(
-        sessions={shop: SecretStr(f"session-of-{shop}") for shop in shops},
-        store=store,
-        acker=channel,
+    config = PipelineConfig(
         max_events=max_events,
-        metrics=metrics,
+        batch_size=batch_size,
+        batch_delay=batch_ms / 1000,
+        workers=workers,
+        drain_seconds=5.0,
+        store_retry=FAST_BACKOFF,
     )
-    holder.append(dispatcher)
-    batcher = CommitBatcher(
+    stream = StreamPipeline(
+        config,
+        channel_factory=lambda handler: FakeChannel(handler, journal),
+        sessions={shop: SecretStr(f"session-of-{shop}") for shop in shops},
+        fetcher=fetcher,
         store=store,
-        settler=dispatcher,
-        max_size=batch_size,
-        max_delay=batch_ms / 1000,
         metrics=metrics,
-        backoff=FAST_BACKOFF,
     )
-    pool = WorkerPool(dispatcher=dispatcher, fetcher=fetcher, batcher=batcher, size=workers, metrics=metrics)
-    pipe = Pipeline(journal, fetcher, store, channel, metrics, dispatcher, batcher, pool, [])
+    pipe = Pipeline(journal, fetcher, store, metrics, stream, [])
     if start:
         pipe.start()
     try:

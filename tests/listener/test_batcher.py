@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Iterable
 from datetime import timedelta
 
-from listener.batcher import Backoff, CommitBatcher
+from common.backoff import BackoffPolicy
+from listener.batcher import CommitBatcher
 from listener.metrics import ListenerMetrics
 from taobao.models import Trade
 from tests.listener.fakes import EPOCH, FakeStore, Journal
@@ -43,7 +44,7 @@ def make(max_size: int = 10, max_delay: float = 0.0) -> tuple[CommitBatcher, Fak
         max_size=max_size,
         max_delay=max_delay,
         metrics=ListenerMetrics(),
-        backoff=Backoff(base=0.001, cap=0.002),
+        retry=BackoffPolicy(base=0.001, cap=0.002),
     )
     return batcher, store, settler
 

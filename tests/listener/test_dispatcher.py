@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from listener.dispatcher import Rejection, TradeEvent, parse_trade_event
+from listener.trade_events import Rejection, TradeEvent, parse_trade_event
 from taobao.tmc.events import TmcMessage
 from tests.listener.fakes import message
 from tests.listener.harness import pipeline

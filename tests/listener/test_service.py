@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.service import EXIT_FAILED, EXIT_OK, Service, ServiceFailed, SideTask, run_daemon, serve
+from common.exit_codes import EXIT_FAILED, EXIT_OK
+from daemon.service import Service, ServiceFailed, SideTask, run_daemon, serve
 from daemon.settings import Settings
 from listener.ports import MessageHandler
 from taobao.errors import SessionExpired
@@ -120,7 +121,7 @@ async def test_graceful_stop_finishes_in_flight_work_and_takes_nothing_new() -> 
     assert rig.journal.confirmed == [1]
     assert rig.fetcher.calls_for(200) == 0
     assert rig.channel.stopped
-    assert rig.service.dispatcher.parked_count == 1
+    assert rig.service.pipeline.dispatcher.parked_count == 1
     assert rig.journal.violations == []
 
 
@@ -203,7 +204,7 @@ async def test_health_readiness_and_metrics_over_http() -> None:
         rig.fetcher.session_errors["session-of-shop-a"] = SessionExpired("invalid session", code=27)
         await rig.channel.deliver(message(1, 100))
         await rig.channel.deliver(message(2, 200, shop="shop-b"))
-        await eventually(lambda: rig.service.dispatcher.held_count == 0)
+        await eventually(lambda: rig.service.pipeline.dispatcher.held_count == 0)
         async with http.get(f"{base}/readyz") as response:
             assert response.status == 503
             body = await response.json()

@@ -6,6 +6,7 @@ import signal
 
 import pytest
 
+from common.tasks import wait_or_cancel
 from daemon.supervisor import Supervisor, TaskFailure, stop_signals
 
 
@@ -59,7 +60,7 @@ async def test_wait_or_cancel_cancels_a_task_that_overruns() -> None:
     supervisor = Supervisor(lambda failure: None)
     supervisor.expect_end()
     task = supervisor.start("slow", asyncio.Event().wait())  # type: ignore[arg-type]
-    assert await supervisor.wait_or_cancel(task, 0.01) is False
+    assert await wait_or_cancel(task, 0.01) is False
     assert task.cancelled()
 
 

@@ -51,7 +51,7 @@ async def test_metrics_after_a_run_equal_what_the_standin_saw(
         await wait_for(lambda: tmc.connections == 1, 10, "the daemon to connect")
         standin.market.step(CHANGES)
         await wait_for(
-            lambda: tmc.confirmed == tmc.published == CHANGES and service.dispatcher.held_count == 0,
+            lambda: tmc.confirmed == tmc.published == CHANGES and service.pipeline.dispatcher.held_count == 0,
             20,
             "every change to be confirmed",
         )

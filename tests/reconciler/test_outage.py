@@ -63,7 +63,10 @@ class Running:
 async def settled(standin: StandIn, running: Running) -> None:
     """Every published message that was not withheld is confirmed."""
     await wait_for(
-        lambda: standin.tmc.pending(standin.app_key) == 0 and running.daemon.service.dispatcher.is_settled,
+        lambda: (
+            standin.tmc.pending(standin.app_key) == 0
+            and running.daemon.service.pipeline.dispatcher.is_settled
+        ),
         15,
         "the stream to confirm what it was sent",
     )

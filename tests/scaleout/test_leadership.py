@@ -13,9 +13,9 @@ import pytest
 
 from reconciler.intervals import Interval
 from reconciler.ledger import Ledger, ProvenBy
-from replicas import sql as replica_sql
 from replicas.leadership import fair_share, rank
 from replicas.replica_set import ReplicaIdInUse, ReplicaSet
+from store import replica_sql
 from store.errors import NotLeader
 from tests.scaleout.conftest import SHOPS, eventually, leaders, replica_set, running
 

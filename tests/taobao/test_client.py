@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from listener.ports import TradeFetcher
-from taobao.client import RetryPolicy, TopClient, render_param
+from taobao.client import RetryPolicy, TopClient
 from taobao.errors import (
     MalformedResponse,
     PermanentTopError,
@@ -23,6 +23,7 @@ from taobao.errors import (
 from taobao.fields import ALL_TRADE_TYPES, FULLINFO_FIELDS, MAX_INCREMENT_SPAN
 from taobao.limiter import Priority, TopRateLimiter
 from taobao.timefmt import GMT8, parse_top_time
+from taobao.transport import render_param
 from tests.taobao.conftest import FAST_RETRY, ClientFactory
 from tests.taobao.gateway import (
     APP_KEY,

@@ -1,6 +1,7 @@
-"""The SQL of replica coordination in one place (docs/design.md#sql-in-one-place): heartbeats (table
-`replicas`), shop leadership (session-level advisory locks), shared bans (table `api_bans`, NOTIFY). Tables:
-store/migrations/020_replicas.sql."""
+"""The SQL of replica coordination (docs/design.md#sql-in-one-place): heartbeats (table `replicas`), shop
+leadership (session-level advisory locks), shared bans (table `api_bans`, NOTIFY). Tables:
+store/migrations/020_replicas.sql. The replicas run it on a dedicated connection of their own
+(`replicas.replica_set`), never a pooled one: their advisory locks live as long as that connection."""
 
 from __future__ import annotations
 
