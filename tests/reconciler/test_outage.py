@@ -174,6 +174,26 @@ async def last_report_id(running: Running) -> int:
     return recent[0].id if recent else 0
 
 
+async def sweep_reports(running: Running) -> list[GapReport]:
+    assert running.daemon.reconciler is not None
+    reports = await running.daemon.reconciler.reports.recent(500)
+    return [r for r in reports if r.cause == Cause.SWEEP.value]
+
+
+async def swept_tids(running: Running, sweeps: list[GapReport]) -> set[int]:
+    assert running.daemon.reconciler is not None
+    tids: set[int] = set()
+    for report in sweeps:
+        tids |= {t.tid for t in await running.daemon.reconciler.reports.trades(report.id)}
+    return tids
+
+
+async def sweeps_recorded(running: Running, pg: PgStore) -> bool:
+    """Every trade a sweep wrote (the change feed names the writer) is in a sweep's report."""
+    rows = await pg.pool.fetch("SELECT DISTINCT tid FROM trade_changes WHERE source = 'sweep'")
+    return {row["tid"] for row in rows} <= await swept_tids(running, await sweep_reports(running))
+
+
 async def all_recovered(running: Running, since_id: int) -> bool:
     reports = await outage_reports(running, since_id)
     return bool(reports) and all(r.outcome == Outcome.RECOVERED.value for r in reports)
@@ -215,12 +235,11 @@ async def test_lost_pushes_and_outages_end_equal_to_the_truth_with_a_report_per_
             return (await compare_with_market(pg.pool, market)).ok
 
         await wait_for_async(equal_to_truth, 30, "the database to equal the truth")
-        reconciler = running.daemon.reconciler
-        assert reconciler is not None
-        sweeps = [r for r in await reconciler.reports.recent(500) if r.cause == Cause.SWEEP.value]
-        swept = set()
-        for report in sweeps:
-            swept |= {t.tid for t in await reconciler.reports.trades(report.id)}
+        # A sweep commits the trades it brings in before it records its report, so the database can
+        # equal the truth while the last sweep's finds (and push loss) are not in a report yet.
+        await wait_for_async(lambda: sweeps_recorded(running, pg), 10, "the sweeps to record their finds")
+        sweeps = await sweep_reports(running)
+        swept = await swept_tids(running, sweeps)
         assert swept  # pushes were lost while connected and the sweep found them...
         assert swept <= {m.tid for m in tmc.withheld}  # ...and nothing it brought in was not withheld
         assert sum(r.push_loss for r in sweeps) > 0
