@@ -119,6 +119,7 @@ class WindowReader:
         lag: LagMeter | None = None,
         now: Callable[[], datetime],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        within: Sequence[Interval] | None = None,
     ) -> None:
         self._client = client
         self._store = store
@@ -126,6 +127,10 @@ class WindowReader:
         self._lag = lag
         self._now = now
         self._sleep = sleep
+        # Fullinfo answers with a trade's newest version, which can lie past the windows read; with
+        # `within`, a version modified outside those stretches is not applied (whoever reads its time
+        # brings it in and counts it).
+        self._within = within
         self._fetched: dict[int, datetime] = {}
         self._listed: set[int] = set()
 
@@ -379,6 +384,9 @@ class WindowReader:
     ) -> None:
         """Apply `trades`; count them as new, changed or unchanged, and as push loss when the change
         fell in a stretch the stream claimed (`stream_cover`)."""
+        within = self._within
+        if within is not None:
+            trades = [t for t in trades if t.modified is None or covers(within, t.modified)]
         if not trades:
             return
         tids = [t.tid for t in trades]

@@ -200,9 +200,15 @@ class Reconciler:
         self._next_sweep = time.monotonic() + config.sweep_every.total_seconds()
         self.last_gate_seconds: float | None = None
 
-    def reader(self) -> WindowReader:
+    def reader(self, *, within: list[Interval] | None = None) -> WindowReader:
         return WindowReader(
-            self._client, self._store, self.config.backfill, lag=self.lag, now=self._now, sleep=self._sleep
+            self._client,
+            self._store,
+            self.config.backfill,
+            lag=self.lag,
+            now=self._now,
+            sleep=self._sleep,
+            within=within,
         )
 
     def session_of(self, shop: str) -> str:
@@ -762,12 +768,19 @@ class Reconciler:
             )
             if not windows:
                 return PassCounts()
+            # Fullinfo returns a trade's newest version, often modified after the windows (a lag probe,
+            # a trade changed again since): its change is push loss when the stream claimed its time,
+            # so the cover reaches to where the stream's proof ends. A version outside the windows and
+            # that cover is left alone: its push may still be on its way, or it falls in an outage
+            # whose report must bring it in.
             stream_cover = await self.ledger.intervals(
-                shop, windows[0].start, windows[-1].end, kinds=[ProvenBy.STREAM]
+                shop, windows[0].start, stream_end, kinds=[ProvenBy.STREAM]
             )
+            read_upto = windows[-1].end + SECOND  # a window's end second is listed too
+            owned = normalize([Interval(windows[0].start, read_upto), *stream_cover])
             counts = PassCounts()
             try:
-                result = await self.reader().read(
+                result = await self.reader(within=owned).read(
                     shop,
                     self.session_of(shop),
                     windows,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -29,6 +29,8 @@ from tests.reconciler.conftest import small_config, top_client, wait_for, wait_f
 TIMING = SessionTiming(pull_interval=0.1, ping_interval=5.0, ping_timeout=5.0, close_timeout=0.5)
 BACKOFF = BackoffPolicy(base=0.2, cap=0.5, reset_after=5.0, refusal_floor=0.2)
 OUTAGE_SECONDS = 2.0
+SAFETY_LAG = timedelta(seconds=0.5)
+HELD_SECONDS = 60.0  # reconnects refused until the test lets them through (a bound if it never does)
 
 
 @pytest.fixture
@@ -93,11 +95,15 @@ async def outage(
 ) -> set[int]:
     """Cut the stream, refuse reconnects for a while, change the market meanwhile (half at once, half
     after the first refused reconnect, unless not `split`); returns the tids of the messages the
-    stand-in withheld because nobody was connected."""
+    stand-in withheld because nobody was connected.
+
+    Not `split`: every change is made at once, and the session connects only once a gate pass that
+    could read them is over (see below)."""
     tmc = standin.tmc
     withheld_before = len(tmc.withheld)
     tmc.faults.lose_while_disconnected = True
-    tmc.faults.refuse_connects_for(seconds)
+    tmc.faults.refuse_connects_for(seconds if split else HELD_SECONDS)
+    cut_at = datetime.now(UTC)
     tmc.drop_connections()
     await wait_for(lambda: not running.connected, 5, "the session to notice the cut")
     if split:
@@ -106,7 +112,17 @@ async def outage(
         await wait_for(lambda: tmc.stats.rejected_upgrades > refused, 5, "a refused reconnect")
         standin.market.step(changes - changes // 2)
     else:
-        standin.market.step(changes)
+        made = standin.market.step(changes)
+        # A gate pass reads fresh windows up to `now - safety lag` as of its start, so one that begins
+        # right after the cut cannot read these changes, and on a busy machine it can outlast a fixed
+        # refusal: the session then connects right after it, the changes unread. So reconnects are
+        # refused until one is refused after the changes became readable (and `seconds` have
+        # passed): the gate pass before every later attempt begins after that.
+        readable = max(max(c.modified for c in made) + SAFETY_LAG, cut_at + timedelta(seconds=seconds))
+        await wait_for(lambda: datetime.now(UTC) >= readable, seconds + 5, "the changes to be readable")
+        refused = tmc.stats.rejected_upgrades
+        await wait_for(lambda: tmc.stats.rejected_upgrades > refused, 30, "a reconnect refused after that")
+        tmc.faults.refuse_connects_for(0)
     await wait_for(lambda: running.connected, 3 * seconds + 15, "the session to reconnect")
     tmc.faults.lose_while_disconnected = False
     return {m.tid for m in tmc.withheld[withheld_before:] if m.reason == "disconnected" and m.tid}
@@ -130,7 +146,7 @@ async def start(
     client = top_client(standin, rate=rate)
     config = small_config(
         overlap=timedelta(seconds=1),
-        safety_lag=timedelta(seconds=0.5),
+        safety_lag=SAFETY_LAG,
         sweep_every=timedelta(seconds=1.0),
         stream_during_backfill=concurrent,
     )
@@ -177,6 +193,26 @@ async def last_report_id(running: Running) -> int:
     return recent[0].id if recent else 0
 
 
+async def sweep_reports(running: Running) -> list[GapReport]:
+    assert running.daemon.reconciler is not None
+    reports = await running.daemon.reconciler.reports.recent(500)
+    return [r for r in reports if r.cause == Cause.SWEEP.value]
+
+
+async def swept_tids(running: Running, sweeps: list[GapReport]) -> set[int]:
+    assert running.daemon.reconciler is not None
+    tids: set[int] = set()
+    for report in sweeps:
+        tids |= {t.tid for t in await running.daemon.reconciler.reports.trades(report.id)}
+    return tids
+
+
+async def sweeps_recorded(running: Running, pg: PgStore) -> bool:
+    """Every trade a sweep wrote (the change feed names the writer) is in a sweep's report."""
+    rows = await pg.pool.fetch("SELECT DISTINCT tid FROM trade_changes WHERE source = 'sweep'")
+    return {row["tid"] for row in rows} <= await swept_tids(running, await sweep_reports(running))
+
+
 async def all_recovered(running: Running, since_id: int) -> bool:
     reports = await outage_reports(running, since_id)
     return bool(reports) and all(r.outcome == Outcome.RECOVERED.value for r in reports)
@@ -218,12 +254,11 @@ async def test_lost_pushes_and_outages_end_equal_to_the_truth_with_a_report_per_
             return (await compare_with_market(pg.pool, market)).ok
 
         await wait_for_async(equal_to_truth, 30, "the database to equal the truth")
-        reconciler = running.daemon.reconciler
-        assert reconciler is not None
-        sweeps = [r for r in await reconciler.reports.recent(500) if r.cause == Cause.SWEEP.value]
-        swept = set()
-        for report in sweeps:
-            swept |= {t.tid for t in await reconciler.reports.trades(report.id)}
+        # A sweep commits the trades it brings in before it records its report, so the database can
+        # equal the truth while the last sweep's finds (and push loss) are not in a report yet.
+        await wait_for_async(lambda: sweeps_recorded(running, pg), 10, "the sweeps to record their finds")
+        sweeps = await sweep_reports(running)
+        swept = await swept_tids(running, sweeps)
         assert swept  # pushes were lost while connected and the sweep found them...
         assert swept <= {m.tid for m in tmc.withheld}  # ...and nothing it brought in was not withheld
         assert sum(r.push_loss for r in sweeps) > 0
