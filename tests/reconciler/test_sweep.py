@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from listener.session import Connected, Disconnected
 from reconciler.reconciler import Reconciler
 from reconciler.reports import Cause
 from simulator.clock import ManualClock
@@ -23,6 +22,7 @@ from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
 from store.pg import PgStore
 from taobao.client import TopClient
+from taobao.tmc.events import Connected, Disconnected
 from tests.reconciler.conftest import make_reconciler, small_config, top_client
 
 # The sweep reads up to now - max(safety lag, overlap); the stream claims up to now - 1.5 s (settle).
