@@ -25,6 +25,7 @@ import daemon.app
 from daemon.app import Daemon, assemble, open_parts
 from daemon.settings import Settings
 from listener.session import TmcSession
+from simulator.market import Market
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from store.migrate import migrate
@@ -253,10 +254,31 @@ class RunningDaemon:
     daemon: Daemon
     task: asyncio.Task[None]
     readiness: ReadinessLog
+    witness: Witness
 
     @property
     def stopped(self) -> bool:
         return self.task.done()
+
+    async def streaming(self, confirms: int = 20) -> None:
+        """Returns once `confirms` messages were confirmed: the stream runs, the fault can come."""
+        await wait_for(
+            lambda: len(self.witness.confirmed) >= confirms or self.stopped, 20, "the stream to run"
+        )
+        assert not self.stopped, "the daemon stopped"
+
+    async def caught_up(self, standin: StandIn, within: float) -> bool:
+        """Whether, within `within` seconds, every message the stand-in published was confirmed."""
+        tmc = standin.tmc.stats
+        done = await settle(lambda: tmc.confirmed == tmc.published or self.stopped, within)
+        assert not self.stopped, "the daemon stopped"
+        return done
+
+
+async def market_runs_for(market: Market, seconds: float) -> None:
+    """Returns once the running market has made `seconds` worth of changes at its rate."""
+    target = market.change_count + int(market.rate * seconds)
+    await wait_for(lambda: market.change_count >= target, seconds * 3, f"{seconds:g} s of market changes")
 
 
 @contextlib.asynccontextmanager
@@ -272,12 +294,12 @@ async def watched_daemon(
         settings: Settings = daemon_settings(standin, dsn, **(FAST_DAEMON | overrides))
         async with open_parts(settings) as (store, client):
             built = assemble(settings, store, client)
-            async with _running(built) as running:
+            async with _running(built, witness) as running:
                 yield running
 
 
 @contextlib.asynccontextmanager
-async def _running(built: Daemon) -> AsyncIterator[RunningDaemon]:
+async def _running(built: Daemon, witness: Witness) -> AsyncIterator[RunningDaemon]:
     service = built.service
     task = asyncio.create_task(service.run(), name="faulted-daemon")
     sampler: asyncio.Task[None] | None = None
@@ -288,7 +310,7 @@ async def _running(built: Daemon) -> AsyncIterator[RunningDaemon]:
         sampler = asyncio.create_task(readiness.run(), name="readiness-probe")
         await wait_for(lambda: readiness.ready or task.done(), 30, "the daemon to be ready")
         assert not task.done(), "the daemon stopped before it was ready"
-        yield RunningDaemon(built, task, readiness)
+        yield RunningDaemon(built, task, readiness, witness)
     finally:
         if sampler is not None:
             sampler.cancel()

@@ -27,12 +27,12 @@ from tests.faults.daemon import (
     ReadinessLog,
     Witness,
     fault_bench,
-    settle,
+    market_runs_for,
     terminate_backends,
     watched_daemon,
 )
 from tests.faults.pgproxy import PgProxy
-from tests.integration.harness import assert_in_sync, wait_for
+from tests.integration.harness import assert_in_sync
 
 RATE = 20.0  # market changes per second
 MARKET_SECONDS = 8.0  # how long the market goes on after the failover
@@ -84,30 +84,25 @@ class Failover:
 
 async def run_failover(standin: StandIn, dsn: str, proxy: PgProxy) -> Failover:
     witness = Witness()
-    market, tmc = standin.market, standin.tmc.stats
+    market = standin.market
     async with watched_daemon(witness, standin, proxy.dsn_for(database_of(dsn)), **WANTED_SETTINGS) as daemon:
         market.start(RATE)
         try:
-            await wait_for(lambda: len(witness.confirmed) >= 20 or daemon.stopped, 20, "the stream to run")
+            await daemon.streaming()
             failover_at = time.monotonic()
             old = proxy.links
             for link in old:
                 link.stall()
             ended = await terminate_backends(dsn, [link.upstream_port for link in old])
-            target = market.change_count + int(RATE * MARKET_SECONDS)
-            await wait_for(lambda: market.change_count >= target, MARKET_SECONDS * 3, "the market to go on")
+            await market_runs_for(market, MARKET_SECONDS)
         finally:
             market.pause()
-        await settle(
-            lambda: tmc.confirmed == tmc.published or daemon.stopped,
-            failover_at + OBSERVE_SECONDS - time.monotonic(),
-        )
+        await daemon.caught_up(standin, failover_at + OBSERVE_SECONDS - time.monotonic())
         reset_at = time.monotonic()
         held = daemon.daemon.service.dispatcher.held_count
         for link in old:
             link.cut()
-        caught_up = await settle(lambda: tmc.confirmed == tmc.published or daemon.stopped, 30)
-        assert not daemon.stopped, "the daemon stopped during the fault"
+        caught_up = await daemon.caught_up(standin, 30)
     return Failover(
         standin, dsn, witness, daemon.readiness, failover_at, reset_at, len(old), ended, held, caught_up
     )
