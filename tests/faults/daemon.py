@@ -275,6 +275,17 @@ class RunningDaemon:
         return done
 
 
+@contextlib.asynccontextmanager
+async def market_running(daemon: RunningDaemon, market: Market, rate: float) -> AsyncIterator[None]:
+    """The market changing `rate` times a second and the daemon confirming, until the block ends."""
+    market.start(rate)
+    try:
+        await daemon.streaming()
+        yield
+    finally:
+        market.pause()
+
+
 async def market_runs_for(market: Market, seconds: float) -> None:
     """Returns once the running market has made `seconds` worth of changes at its rate."""
     target = market.change_count + int(market.rate * seconds)

@@ -49,6 +49,10 @@ class ProxyStats:
     bytes_down: int = 0  # upstream → client
 
 
+def dsn_at(host: str, port: int, database: str, user: str) -> str:
+    return f"postgresql://{user}@{host}:{port}/{database}"
+
+
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with RST rather than FIN: SO_LINGER on with a zero timeout, then abort."""
     sock = writer.get_extra_info("socket")
@@ -189,7 +193,7 @@ class PgProxy:
         await self.close()
 
     def dsn_for(self, database: str, user: str = "postgres") -> str:
-        return f"postgresql://{user}@{self.host}:{self.port}/{database}"
+        return dsn_at(self.host, self.port, database, user)
 
     @property
     def links(self) -> list[Link]:
@@ -336,7 +340,7 @@ class ProxyProcess:
         await self.close()
 
     def dsn_for(self, database: str, user: str = "postgres") -> str:
-        return f"postgresql://{user}@{self.host}:{self.port}/{database}"
+        return dsn_at(self.host, self.port, database, user)
 
     async def command(self, line: str) -> dict[str, Any]:
         """Send one command; its answer (raises if the proxy refused it)."""

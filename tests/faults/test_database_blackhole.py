@@ -31,6 +31,7 @@ from tests.faults.daemon import (
     ReadinessLog,
     Witness,
     fault_bench,
+    market_running,
     market_runs_for,
     settle,
     watched_daemon,
@@ -71,14 +72,11 @@ class Blackhole:
 
 async def run_blackhole(standin: StandIn, dsn: str, proxy: PgProxy) -> Blackhole:
     witness = Witness()
-    market = standin.market
     async with watched_daemon(witness, standin, proxy.dsn_for(database_of(dsn)), **WANTED_SETTINGS) as daemon:
-        market.start(RATE)
-        try:
-            await daemon.streaming()
+        async with market_running(daemon, standin.market, RATE):
             stall_at = time.monotonic()
             proxy.stall()
-            await market_runs_for(market, STALL_SECONDS)
+            await market_runs_for(standin.market, STALL_SECONDS)
             resume_at = time.monotonic()
             write_hang = max(
                 (resume_at - start for start, end in witness.applies.values() if end is None), default=0.0
@@ -86,8 +84,6 @@ async def run_blackhole(standin: StandIn, dsn: str, proxy: PgProxy) -> Blackhole
             held = daemon.daemon.service.dispatcher.held_count
             proxy.resume()
             await settle(lambda: daemon.readiness.first_ready_after(resume_at) is not None, 30)
-        finally:
-            market.pause()
         caught_up = await daemon.caught_up(standin, 30)
     return Blackhole(
         standin, dsn, witness, daemon.readiness, stall_at, resume_at, write_hang, held, caught_up

@@ -27,6 +27,7 @@ from tests.faults.daemon import (
     ReadinessLog,
     Witness,
     fault_bench,
+    market_running,
     market_runs_for,
     terminate_backends,
     watched_daemon,
@@ -84,19 +85,14 @@ class Failover:
 
 async def run_failover(standin: StandIn, dsn: str, proxy: PgProxy) -> Failover:
     witness = Witness()
-    market = standin.market
     async with watched_daemon(witness, standin, proxy.dsn_for(database_of(dsn)), **WANTED_SETTINGS) as daemon:
-        market.start(RATE)
-        try:
-            await daemon.streaming()
+        async with market_running(daemon, standin.market, RATE):
             failover_at = time.monotonic()
             old = proxy.links
             for link in old:
                 link.stall()
             ended = await terminate_backends(dsn, [link.upstream_port for link in old])
-            await market_runs_for(market, MARKET_SECONDS)
-        finally:
-            market.pause()
+            await market_runs_for(standin.market, MARKET_SECONDS)
         await daemon.caught_up(standin, failover_at + OBSERVE_SECONDS - time.monotonic())
         reset_at = time.monotonic()
         held = daemon.daemon.service.dispatcher.held_count

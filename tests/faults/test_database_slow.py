@@ -15,7 +15,14 @@ import asyncpg
 
 from listener.dispatcher import Dispatcher
 from tests.faults.conftest import database_of
-from tests.faults.daemon import WANTED_SETTINGS, Witness, fault_bench, market_runs_for, watched_daemon
+from tests.faults.daemon import (
+    WANTED_SETTINGS,
+    Witness,
+    fault_bench,
+    market_running,
+    market_runs_for,
+    watched_daemon,
+)
 from tests.integration.harness import assert_in_sync
 
 RATE = 20.0  # market changes per second
@@ -36,7 +43,6 @@ async def most_held(dispatcher: Dispatcher, until: asyncio.Event) -> int:
 async def test_a_slow_database_fills_the_intake_only_up_to_its_bound() -> None:
     witness = Witness()
     async with fault_bench(seed=64) as (standin, dsn, proxy):
-        market, tmc = standin.market, standin.tmc.stats
         async with watched_daemon(
             witness,
             standin,
@@ -45,25 +51,22 @@ async def test_a_slow_database_fills_the_intake_only_up_to_its_bound() -> None:
             sync_batch_size=5,  # so that commits, not fetches, are what falls behind
             **WANTED_SETTINGS,
         ) as daemon:
-            market.start(RATE)
-            try:
-                await daemon.streaming()
+            async with market_running(daemon, standin.market, RATE):
                 slow_from = time.monotonic()
                 proxy.delay(CHUNK_DELAY)
                 stop_sampling = asyncio.Event()
                 sampler = asyncio.create_task(most_held(daemon.daemon.service.dispatcher, stop_sampling))
-                await market_runs_for(market, SLOW_SECONDS)
+                await market_runs_for(standin.market, SLOW_SECONDS)
                 stop_sampling.set()
                 held = await sampler
                 slow_until = time.monotonic()
                 proxy.delay(0)
-            finally:
-                market.pause()
             assert await daemon.caught_up(standin, 30)
         print(
             f"slow database {slow_until - slow_from:.1f} s: at most {held} messages held"
             f" (SYNC_MAX_EVENTS {MAX_EVENTS}), {witness.confirms_between(slow_from, slow_until)} confirms,"
-            f" longest store write {witness.longest_apply():.1f} s, {tmc.connections} TMC connection(s);"
+            f" longest store write {witness.longest_apply():.1f} s,"
+            f" {standin.tmc.stats.connections} TMC connection(s);"
             f" /readyz: {daemon.readiness.timeline(slow_from, slow_from - 1, slow_until)}"
         )
         assert held == MAX_EVENTS  # the intake did fill up, and no further

@@ -21,10 +21,11 @@ from aiohttp import web
 from pydantic import SecretStr
 from yarl import URL
 
-from simulator.standin import StandIn, StandInConfig
+from simulator.standin import StandIn
 from taobao.client import RetryPolicy, TopClient
 from taobao.limiter import TopRateLimiter
 from taobao.models import Trade
+from tests.faults.daemon import fault_standin
 
 FULLINFO = "taobao.trade.fullinfo.get"
 READ_TIMEOUT = 1.0
@@ -35,7 +36,7 @@ FAST_RETRY = RetryPolicy(max_tries=4, max_time=30.0, base_delay=0.01, max_delay=
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    stand_in = StandIn(StandInConfig(seed=63, shops=1, market_rate=0, history_trades=5))
+    stand_in = fault_standin(seed=63)
     await stand_in.start()
     try:
         yield stand_in
