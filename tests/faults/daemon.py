@@ -141,6 +141,10 @@ class Witness:
         """When the first message received at or after `since` was confirmed (None: none was)."""
         return next((at for at, mid in self.confirmed if self.received[mid][0] >= since), None)
 
+    def writing(self) -> bool:
+        """Whether a store write is in progress now."""
+        return any(end is None for _, end in self.applies.values())
+
     def stuck_at(self, moment: float, longer_than: float) -> bool:
         """Whether, at `moment`, a store write had been in progress for more than `longer_than` s."""
         return any(

@@ -15,10 +15,10 @@ that hit some connections only (an old primary's connections after a failover), 
 its upstream socket, which PostgreSQL shows as `pg_stat_activity.client_port`.
 
 Another process drives it with `python -m tests.faults.pgproxy --upstream HOST:PORT`: the proxy prints
-`{"host": ..., "port": ...}` as one line, then reads one command a line on stdin (`stall`, `resume`,
-`cut`, `delay SECONDS`, `refuse on|off`, `stats`) and answers each with one JSON line holding `ok` and
-the counters. It exits when stdin closes, so it never outlives whoever started it. `ProxyProcess` is
-that driver.
+`{"host": ..., "port": ...}` as one line, then reads one command a line on stdin: `stall`, `stall open`
+(only the connections open now), `resume`, `cut`, `delay SECONDS`, `refuse on|off`, `stats`. It
+answers each with one JSON line holding `ok`, the counters and the open connections, and exits when
+stdin closes, so it never outlives whoever started it. `ProxyProcess` is that driver.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ class Link:
         return self._stalled or self._proxy.stalled
 
     def stall(self) -> None:
+        """Stop forwarding on this link only; its sockets stay open."""
         self._stalled = True
         self._refresh()
 
@@ -99,6 +100,7 @@ class Link:
 
     def cut(self) -> None:
         """Reset both sockets; whatever was held is lost."""
+        self._proxy.stats.resets += 1
         for task in self._pumps:
             task.cancel()
         _reset(self._client[1])
@@ -219,7 +221,6 @@ class PgProxy:
         links = list(self._links.values())
         for link in links:
             link.cut()
-        self.stats.resets += len(links)
         return len(links)
 
     def delay(self, seconds: float) -> None:
@@ -233,11 +234,16 @@ class PgProxy:
         self.refusing = refuse
 
     def snapshot(self) -> dict[str, Any]:
+        """The counters and knobs, and each open connection (for the stdin channel's answers)."""
         return asdict(self.stats) | {
             "active": len(self._links),
             "stalled": self.stalled,
             "delay": self.latency,
             "refusing": self.refusing,
+            "links": [
+                {"number": link.number, "upstream_port": link.upstream_port, "stalled": link.stalled}
+                for link in self._links.values()
+            ],
         }
 
     # -- connections ---------------------------------------------------------------------------------
@@ -282,6 +288,9 @@ def apply_command(proxy: PgProxy, line: str) -> dict[str, Any]:
         match words:
             case ["stall"]:
                 proxy.stall()
+            case ["stall", "open"]:
+                for link in proxy.links:
+                    link.stall()
             case ["resume"]:
                 proxy.resume()
             case ["cut"]:

@@ -33,7 +33,7 @@ from tests.faults.daemon import (
     watched_daemon,
 )
 from tests.faults.pgproxy import PgProxy
-from tests.integration.harness import assert_in_sync
+from tests.integration.harness import assert_in_sync, wait_for
 
 RATE = 20.0  # market changes per second
 MARKET_SECONDS = 8.0  # how long the market goes on after the failover
@@ -87,6 +87,8 @@ async def run_failover(standin: StandIn, dsn: str, proxy: PgProxy) -> Failover:
     witness = Witness()
     async with watched_daemon(witness, standin, proxy.dsn_for(database_of(dsn)), **WANTED_SETTINGS) as daemon:
         async with market_running(daemon, standin.market, RATE):
+            # Fail over in the middle of a write, as a primary that dies under load does.
+            await wait_for(witness.writing, 10, "a store write in progress")
             failover_at = time.monotonic()
             old = proxy.links
             for link in old:
@@ -119,17 +121,23 @@ def test_the_failover_took_the_daemons_connections(failover: Failover) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="no timeout on store writes: the stream's commit waits on the silent connection until the"
     " socket fails (about 15 min of TCP retransmission in production), while new connections would work",
 )
 def test_the_stream_commits_again_within_15_s_of_a_failover(failover: Failover) -> None:
     recovered = failover.recovered_after
-    assert recovered is not None, "nothing received after the failover was confirmed before the reset"
-    assert recovered <= RECOVERY_SECONDS
+    assert recovered is not None, "nothing received after the failover was ever confirmed"
+    reset_after = failover.reset_at - failover.failover_at
+    assert recovered <= RECOVERY_SECONDS, (
+        f"committing again {recovered:.1f} s after the failover"
+        f" (the old connections were reset at {reset_after:.1f} s)"
+    )
 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="readiness checks the database with a fresh ping, which the new server answers, and counts"
     " store commits as failing only once one raises: a commit that hangs leaves /readyz green",
 )

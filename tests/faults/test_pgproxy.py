@@ -204,6 +204,20 @@ async def test_another_process_drives_the_proxy_over_its_stdin(fresh_database: s
             async with asyncio.timeout(5):
                 assert await query == 7
 
+            # Only the connections open now: a new one goes through.
+            [link] = (await process.command("stall open"))["links"]
+            assert link["stalled"] is True
+            query = asyncio.create_task(conn.fetchval("SELECT 8"))
+            assert await still_pending(query, 0.5)
+            other = await asyncpg.connect(process.dsn_for(database_of(fresh_database)))
+            try:
+                assert await other.fetchval("SELECT 9") == 9
+            finally:
+                await other.close()
+            await process.command("resume")
+            async with asyncio.timeout(5):
+                assert await query == 8
+
             assert (await process.command("delay 0.1"))["delay"] == 0.1
             assert (await process.command("refuse on"))["refusing"] is True
             with pytest.raises(ValueError, match="unknown command"):
@@ -211,7 +225,7 @@ async def test_another_process_drives_the_proxy_over_its_stdin(fresh_database: s
 
             assert (await process.command("cut"))["resets"] == 1
             with pytest.raises(CONNECTION_GONE):
-                await conn.fetchval("SELECT 8")
+                await conn.fetchval("SELECT 10")
         finally:
             await conn.close(timeout=5)
         assert await process.close() == 0
