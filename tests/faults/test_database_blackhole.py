@@ -81,7 +81,7 @@ async def run_blackhole(standin: StandIn, dsn: str, proxy: PgProxy) -> Blackhole
             write_hang = max(
                 (resume_at - start for start, end in witness.applies.values() if end is None), default=0.0
             )
-            held = daemon.daemon.service.dispatcher.held_count
+            held = daemon.daemon.service.pipeline.dispatcher.held_count
             proxy.resume()
             await settle(lambda: daemon.readiness.first_ready_after(resume_at) is not None, 30)
         caught_up = await daemon.caught_up(standin, 30)

@@ -97,7 +97,7 @@ async def run_failover(standin: StandIn, dsn: str, proxy: PgProxy) -> Failover:
             await market_runs_for(standin.market, MARKET_SECONDS)
         await daemon.caught_up(standin, failover_at + OBSERVE_SECONDS - time.monotonic())
         reset_at = time.monotonic()
-        held = daemon.daemon.service.dispatcher.held_count
+        held = daemon.daemon.service.pipeline.dispatcher.held_count
         for link in old:
             link.cut()
         caught_up = await daemon.caught_up(standin, 30)
