@@ -1,9 +1,12 @@
 """An ERP-side consumer of the trade change feed: the pattern the ERP contract asks for, runnable.
 
-    python -m examples.erp_consumer --database-url postgresql://... [--channel trade_changed] [--name erp]
+It stands alone: one file that needs only asyncpg, nothing from order-sync. Copy it into the ERP's code
+or run it as it is:
 
-(from the repository root, or anywhere once the package is installed) prints every change as one JSON
-line. How it stays exact:
+    pip install 'asyncpg>=0.29'
+    python erp_consumer.py --database-url postgresql://... [--channel trade_changed] [--name erp]
+
+It prints every change as one JSON line. How it stays exact:
 
 * The feed table is the truth, NOTIFY only rings the bell. The consumer keeps its cursor (the last
   position it processed) in a table of its own, `erp_cursor`, and advances it in the SAME transaction
@@ -31,14 +34,28 @@ import random
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from store.feed import read_changes
-from store.types import Change
-
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row of the change feed, `trade_changes`: trade `tid` reached `status`/`modified` at `position`."""
+
+    position: int
+    tid: int
+    seller_nick: str | None
+    status: str | None
+    modified: datetime
+    source: str
+    kind: str
+    committed_at: datetime
+
 
 OnChange = Callable[[asyncpg.Connection, Change], Awaitable[None]]
 
@@ -55,6 +72,19 @@ ON CONFLICT (consumer) DO UPDATE SET consumer = EXCLUDED.consumer
 RETURNING position
 """
 SAVE_CURSOR = "UPDATE erp_cursor SET position = $2, updated_at = now() WHERE consumer = $1"
+# The README's catch-up query.
+READ_CHANGES = """
+SELECT position, tid, seller_nick, status, modified, source, kind, committed_at
+FROM trade_changes
+WHERE position > $1
+ORDER BY position
+LIMIT $2
+"""
+
+
+async def read_changes(conn: asyncpg.Connection, after: int, limit: int) -> list[Change]:
+    """Changes with position > `after`, oldest first, at most `limit` of them."""
+    return [Change(**dict(row)) for row in await conn.fetch(READ_CHANGES, after, limit)]
 
 # What a lost or unusable connection looks like; anything else from on_change is retried too, logged
 # with its traceback.
