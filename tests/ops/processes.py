@@ -67,12 +67,14 @@ class Process:
         text = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
         return f"--- {self.name} stderr ---\n" + "\n".join(text.splitlines()[-lines:])
 
-    async def stop(self, sig: int = signal.SIGTERM, within: float = STOP_SECONDS) -> int:
-        """Send `sig`, wait for the exit (SIGKILL after `within` s); return the exit code."""
+    async def stop(self, sig: int | None = signal.SIGTERM, within: float = STOP_SECONDS) -> int:
+        """Send `sig` (None: none, just wait), wait for the exit (SIGKILL after `within` s); return the
+        exit code."""
         assert self.process is not None
-        if self.process.returncode is None:
+        if self.process.returncode is None and sig is not None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(sig)
+        if self.process.returncode is None:
             try:
                 async with asyncio.timeout(within):
                     await self.process.wait()
