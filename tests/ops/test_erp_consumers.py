@@ -175,3 +175,14 @@ async def last_position(dsn: str) -> int:
 def _no_stray_cursor_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # The examples read NOTIFY_CHANNEL; the daemon's default channel is what they must follow here.
     monkeypatch.delenv("NOTIFY_CHANNEL", raising=False)
+
+
+def test_every_example_runs_the_catch_up_query_the_readme_documents() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = readme.split("**Catch-up query**", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    select = " ".join(documented.split("WHERE", 1)[0].split())  # SELECT … FROM trade_changes
+    for example in (NODE_DIR / "consumer.js", PSQL_RECIPE, PYTHON_EXAMPLE):
+        text = " ".join(example.read_text(encoding="utf-8").split())
+        assert select in text, example
+        assert "WHERE position > " in text.split(select, 1)[1][:40], example
+        assert "ORDER BY position" in text, example
