@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,14 @@ from typing import Any
 import asyncpg
 
 STOP_SECONDS = 30.0  # docker-compose.yml's stop_grace_period
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def required(condition: bool, reason: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -15,19 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import ROOT
+from tests.ops.processes import free_port
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("pg_createcluster") is None,
     reason="needs root and Debian's postgresql-common (CI has both)",
 )
 SCRIPT = ROOT / "scripts" / "ensure-postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def version() -> str:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.ops.processes import (
     eventually,
     fetch,
     fetchval,
+    free_port,
     required,
     start_standin,
 )
@@ -34,13 +34,6 @@ PSQL_RECIPE = ROOT / "examples" / "psql" / "follow.sh"
 PYTHON_EXAMPLE = ROOT / "examples" / "erp_consumer.py"
 ORDER_SYNC = [str(Path(sys.executable).parent / "order-sync")]
 SETTLE = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_the_python_example_imports_nothing_but_the_standard_library_and_asyncpg() -> None:

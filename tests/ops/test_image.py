@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,13 +23,21 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from tests.ops.processes import Process, daemon_environment, eventually, fetch, required, start_standin
+from tests.ops.processes import (
+    Process,
+    daemon_environment,
+    eventually,
+    fetch,
+    free_port,
+    required,
+    start_standin,
+)
 
 IMAGE = os.environ.get("ORDER_SYNC_IMAGE", "")
 SYNC_SECONDS = 120.0
 # Runs "$@" in the image at $2 as user $3 from directory $4, with $1 as its /tmp and the host's /dev.
 IN_IMAGE = (
-    'tmp=$1 root=$2 user=$3 dir=$4; shift 4; '
+    "tmp=$1 root=$2 user=$3 dir=$4; shift 4; "
     'mount --bind "$tmp" "$root/tmp" && mount --rbind /dev "$root/dev" '
     '&& exec chroot --userspec="$user" "$root" /usr/bin/env -i -C "$dir" "$@"'
 )
@@ -85,13 +92,6 @@ def podman(*args: str) -> str:
     result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def uid_of(pid: int) -> int:
