@@ -1,9 +1,12 @@
 """An ERP-side consumer of the trade change feed: the pattern the ERP contract asks for, runnable.
 
-    python -m examples.erp_consumer --database-url postgresql://... [--channel trade_changed] [--name erp]
+It stands alone: one file that needs only asyncpg, nothing from order-sync. Copy it into the ERP's code
+or run it as it is:
 
-(from the repository root, or anywhere once the package is installed) prints every change as one JSON
-line. How it stays exact:
+    pip install 'asyncpg>=0.29'
+    python erp_consumer.py --database-url postgresql://... [--channel trade_changed] [--name erp]
+
+It prints every change as one JSON line. How it stays exact:
 
 * The feed table is the truth, NOTIFY only rings the bell. The consumer keeps its cursor (the last
   position it processed) in a table of its own, `erp_cursor`, and advances it in the SAME transaction
@@ -27,18 +30,32 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from common.backoff import Backoff, BackoffPolicy
-from store.feed import read_changes
-from store.types import Change
-
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row of the change feed, `trade_changes`: trade `tid` reached `status`/`modified` at `position`."""
+
+    position: int
+    tid: int
+    seller_nick: str | None
+    status: str | None
+    modified: datetime
+    source: str
+    kind: str
+    committed_at: datetime
+
 
 OnChange = Callable[[asyncpg.Connection, Change], Awaitable[None]]
 
@@ -55,6 +72,19 @@ ON CONFLICT (consumer) DO UPDATE SET consumer = EXCLUDED.consumer
 RETURNING position
 """
 SAVE_CURSOR = "UPDATE erp_cursor SET position = $2, updated_at = now() WHERE consumer = $1"
+# The README's catch-up query.
+READ_CHANGES = """
+SELECT position, tid, seller_nick, status, modified, source, kind, committed_at
+FROM trade_changes
+WHERE position > $1
+ORDER BY position
+LIMIT $2
+"""
+
+
+async def read_changes(conn: asyncpg.Connection, after: int, limit: int) -> list[Change]:
+    """Changes with position > `after`, oldest first, at most `limit` of them."""
+    return [Change(**dict(row)) for row in await conn.fetch(READ_CHANGES, after, limit)]
 
 # What a lost or unusable connection looks like; anything else from on_change is retried too, logged
 # with its traceback.
@@ -98,11 +128,9 @@ class ErpConsumer:
         self._batch_size = batch_size
         self._idle_probe = idle_probe_seconds
         self._probe_timeout = probe_timeout_seconds
-        # The TMC session's reconnect rule: a connection must stay up a while before the delay resets.
-        policy = BackoffPolicy(
-            base=backoff_initial_seconds, cap=backoff_max_seconds, reset_after=stable_after_seconds
-        )
-        self._delays = Backoff(policy)
+        self._backoff_initial = backoff_initial_seconds
+        self._backoff_max = backoff_max_seconds
+        self._stable_after = stable_after_seconds
         self._stopping = False
         self._doorbell = False
         self._lost = False
@@ -125,6 +153,7 @@ class ErpConsumer:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        delay = self._backoff_initial
         while not self._stopping:
             started = loop.time()
             try:
@@ -140,9 +169,10 @@ class ErpConsumer:
                                  extra={"action": "erp_handler_failed", "attempt": self.connections})
             if self._stopping:
                 break
-            if loop.time() - started >= self._delays.policy.reset_after:
-                self._delays.reset()
-            pause = self._delays.next_delay()
+            if loop.time() - started >= self._stable_after:
+                delay = self._backoff_initial
+            pause = delay * random.uniform(0.5, 1.0)
+            delay = min(delay * 2, self._backoff_max)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=pause)

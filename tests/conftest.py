@@ -13,9 +13,29 @@ import asyncpg
 import pytest
 
 from store.migrate import migrate
+from tests import database_server
 
-# The server the tests create their databases on. CI makes sure it is up (.ci/run).
-ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# The server the tests create their databases on: TEST_DATABASE_URL's, or an embedded one when that does
+# not answer (tests/database_server.py). Settled at session start, before any test module is imported.
+ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", database_server.DEFAULT_URL)
+_server: database_server.Server | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global ADMIN_DSN, _server
+    _server = database_server.resolve()
+    ADMIN_DSN = _server.admin_dsn
+    # Child processes (the daemon, benchmarks) that read it reach the same server.
+    os.environ["TEST_DATABASE_URL"] = ADMIN_DSN
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {_server.origin if _server else ADMIN_DSN}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _server is not None and _server.stop is not None:
+        _server.stop()
 
 
 class _SentStreamWriter:
@@ -38,11 +58,6 @@ class _ShimmedClientResponse(aiohttp.ClientResponse):
 aioresponses.core.ClientResponse = _ShimmedClientResponse  # type: ignore[attr-defined]
 
 
-def _dsn_for(database: str) -> str:
-    base, _, _ = ADMIN_DSN.rpartition("/")
-    return f"{base}/{database}"
-
-
 async def create_database() -> str:
     """Create an empty database with a unique name; return its DSN."""
     name = f"tos_test_{uuid.uuid4().hex[:12]}"
@@ -51,11 +66,11 @@ async def create_database() -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return _dsn_for(name)
+    return database_server.with_database(ADMIN_DSN, name)
 
 
 async def drop_database(dsn: str) -> None:
-    name = dsn.rpartition("/")[2]
+    name = database_server.database_of(dsn)
     conn = await asyncpg.connect(ADMIN_DSN)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

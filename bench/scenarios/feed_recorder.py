@@ -10,8 +10,7 @@ import time
 import asyncpg
 
 from bench.scenarios.verdict import Arrival
-from examples.erp_consumer import ErpConsumer
-from store.types import Change
+from examples.erp_consumer import Change, ErpConsumer
 
 
 class FeedRecorder:

@@ -55,7 +55,8 @@ async def test_a_slow_database_fills_the_intake_only_up_to_its_bound() -> None:
                 slow_from = time.monotonic()
                 proxy.delay(CHUNK_DELAY)
                 stop_sampling = asyncio.Event()
-                sampler = asyncio.create_task(most_held(daemon.daemon.service.pipeline.dispatcher, stop_sampling))
+                dispatcher = daemon.daemon.service.pipeline.dispatcher
+                sampler = asyncio.create_task(most_held(dispatcher, stop_sampling))
                 await market_runs_for(standin.market, SLOW_SECONDS)
                 stop_sampling.set()
                 held = await sampler

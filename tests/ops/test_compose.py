@@ -26,7 +26,8 @@ from simulator import cli as simulator_cli
 from simulator.standin import StandIn
 from tests.integration.harness import ROOT
 
-COMPOSE_ONLY = {"COMPOSE_PROFILES", "POSTGRES_PASSWORD", "ORDER_SYNC_HTTP_PORT"}
+COMPOSE_ONLY = {"COMPOSE_PROFILES", "COMPOSE_FILE", "POSTGRES_PASSWORD", "ORDER_SYNC_HTTP_PORT"}
+ERP_DATABASE = "postgresql://ordersync:s3cret@erp-db.internal:5432/orders"
 # Lines in .env.example that show an example rather than the default.
 EXAMPLES = {"DATABASE_URL", "TAOBAO_SHOPS"}
 
@@ -47,9 +48,19 @@ def compose_binary() -> Path:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the compose file in an empty directory, so no developer's .env takes part."""
-    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    """A copy of the compose files in an empty directory, so no developer's .env takes part."""
+    for name in ("docker-compose.yml", "compose.bundled-postgres.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
+
+
+def write_env(project: Path, **overrides: str) -> None:
+    """.env.example as .env, with `overrides` as NAME=value lines after it (later lines win)."""
+    text = (ROOT / ".env.example").read_text(encoding="utf-8")
+    (project / ".env").write_text(text + "".join(f"\n{k}={v}" for k, v in overrides.items()) + "\n")
+
+
+BUNDLED = "docker-compose.yml:compose.bundled-postgres.yml"
 
 
 def compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -79,30 +90,49 @@ def test_config_is_valid_in_every_mode(project: Path) -> None:
     assert live.returncode != 0
     assert ".env not found" in live.stderr
 
-    shutil.copy(ROOT / ".env.example", project / ".env")
+    write_env(project)
     assert compose(project, "config", "-q").returncode == 0, compose(project, "config", "-q").stderr
     services = compose(project, "config", "--services").stdout.split()
-    assert sorted(services) == ["order-sync", "postgres"]  # COMPOSE_PROFILES=live from .env
+    assert services == ["order-sync"]  # COMPOSE_PROFILES=live from .env; no database of its own
     demo = compose(project, "--profile", "demo", "config", "--services").stdout.split()
     assert sorted(demo) == ["order-sync-demo", "postgres-demo", "simulator"]  # --profile wins over .env
 
 
-def test_live_services_are_wired_as_documented(project: Path) -> None:
-    shutil.copy(ROOT / ".env.example", project / ".env")
-    services = resolved(project)["services"]
-    postgres, daemon = services["postgres"], services["order-sync"]
+def test_the_bundled_postgres_is_optional_and_refuses_to_start_without_a_password(project: Path) -> None:
+    write_env(project, COMPOSE_FILE=BUNDLED)
+    unset = compose(project, "config", "-q")
+    assert unset.returncode != 0
+    assert "set POSTGRES_PASSWORD in .env for the bundled postgres" in unset.stderr
+    write_env(project, COMPOSE_FILE=BUNDLED, POSTGRES_PASSWORD="")
+    assert "set POSTGRES_PASSWORD" in compose(project, "config", "-q").stderr  # empty counts as unset
 
+    write_env(project, COMPOSE_FILE=BUNDLED, POSTGRES_PASSWORD="s3cret", DATABASE_URL=ERP_DATABASE)
+    services = resolved(project)["services"]
+    assert sorted(services) == ["order-sync", "postgres"]
+    postgres, daemon = services["postgres"], services["order-sync"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == "s3cret"
     assert postgres["healthcheck"]["test"][0] == "CMD-SHELL"
     assert "pg_isready" in postgres["healthcheck"]["test"][1]
     assert [v["source"] for v in postgres["volumes"] if v["type"] == "volume"] == ["pgdata"]
-
     assert daemon["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The bundled database wins over the .env's DATABASE_URL: the file was added to be used.
+    assert daemon["environment"]["DATABASE_URL"] == "postgresql://ordersync:s3cret@postgres:5432/orders"
+    demo = compose(project, "--profile", "demo", "config", "--services").stdout.split()
+    assert "postgres" not in demo
+
+
+def test_live_services_are_wired_as_documented(project: Path) -> None:
+    write_env(project, DATABASE_URL=ERP_DATABASE)
+    services = resolved(project)["services"]
+    daemon = services["order-sync"]
+
+    assert "depends_on" not in daemon
     assert daemon["restart"] == "unless-stopped"
     # The .env reached the service (Compose resolves env_file into the environment).
     assert daemon["environment"]["TAOBAO_SHOPS"] == ""
     assert "TAOBAO_APP_SECRET" in daemon["environment"]
     assert daemon["environment"]["HTTP_HOST"] == "0.0.0.0"
-    assert daemon["environment"]["DATABASE_URL"] == "postgresql://ordersync:change-me@postgres:5432/orders"
+    assert daemon["environment"]["DATABASE_URL"] == ERP_DATABASE
     assert [(p["host_ip"], p["published"], p["target"]) for p in daemon["ports"]] == [
         ("127.0.0.1", "8080", 8080)
     ]
@@ -112,7 +142,7 @@ def test_live_services_are_wired_as_documented(project: Path) -> None:
 def test_every_published_port_binds_to_loopback(project: Path) -> None:
     # Outside a container the daemon itself listens on loopback only, unless told otherwise.
     assert Settings.model_fields["http_host"].default == "127.0.0.1"
-    shutil.copy(ROOT / ".env.example", project / ".env")
+    write_env(project, COMPOSE_FILE=BUNDLED, POSTGRES_PASSWORD="s3cret")
     for profile in ("live", "demo"):
         for name, service in resolved(project, "--profile", profile)["services"].items():
             for port in service.get("ports", []):

@@ -13,6 +13,7 @@ import pytest
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from tests.conftest import ADMIN_DSN, create_database, drop_database
+from tests.database_server import database_of
 from tests.integration.harness import daemon_settings, wait_for_async
 from tests.ops.helpers import readyz, running
 
@@ -45,7 +46,7 @@ async def test_readyz_fails_while_the_database_is_gone_and_recovers(
     standin: StandIn, http: aiohttp.ClientSession
 ) -> None:
     dsn = await create_database()
-    name = dsn.rpartition("/")[2]
+    name = database_of(dsn)
     try:
         async with running(daemon_settings(standin, dsn, ready_db_timeout_seconds=2)) as service:
 

@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from examples.erp_consumer import ErpConsumer
+from examples.erp_consumer import Change, ErpConsumer
 from store.pg import PgStore
-from store.types import Change
 from tests.store.factory import fresh_tids, make_trade
 
 WAIT = 10.0
