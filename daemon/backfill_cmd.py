@@ -14,6 +14,7 @@ import json
 import sys
 
 from common.errors import OrderSyncError
+from common.intervals import Interval
 from daemon.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -24,7 +25,6 @@ from daemon.cli_common import (
     standalone,
 )
 from daemon.logs import configure_logging
-from reconciler.intervals import Interval
 from reconciler.report_view import table
 from reconciler.reports import GapReport, Outcome
 

@@ -2,9 +2,10 @@
 
 Modules, in the order data flows:
 
-* `intervals`, `plan` — pure: interval arithmetic of the coverage ledger; how a stretch of `modified`
-  time is cut into increment windows (whole seconds, at most 23:59:59, the first shifted back by the
-  overlap, proof windows below the lag horizon, fresh ones above it) and pages (last to first).
+* `plan` — pure (with `common.intervals`, the ledger's interval arithmetic, which the store's
+  ledger shares): how a stretch of `modified` time is cut into increment windows (whole seconds, at
+  most 23:59:59, the first shifted back by the overlap, proof windows below the lag horizon, fresh
+  ones above it) and pages (last to first).
 * `ledger` — the coverage ledger in PostgreSQL: per shop, stretches proven complete and by what
   (stream, backfill, sweep, initial load). The complement, up to the lag horizon, is the set of gaps.
 * `stream_watch` — what the TMC stream proves: from the connect to the oldest message not yet

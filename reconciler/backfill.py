@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from common.intervals import Interval, covers
 from reconciler import sql
-from reconciler.intervals import Interval, covers
 from reconciler.lag import LagMeter
 from reconciler.ledger import guarded
 from reconciler.plan import Window, backward_pages

@@ -31,9 +31,9 @@ from typing import Any
 import asyncpg
 
 from common.errors import OrderSyncError
+from common.intervals import Interval
 from reconciler import sql
 from reconciler.backfill import WindowReader
-from reconciler.intervals import Interval
 from reconciler.ledger import Ledger, ProvenBy, guarded
 from reconciler.progress import Progress
 from reconciler.reports import Cause, GapReport, PassCounts, ReportStore

@@ -3,7 +3,7 @@ time proven complete, and what proved them.
 
 Rows of one kind (`proven_by`) that overlap or touch are merged as they are written, so the table
 stays small: about one row per stream connection per shop, and one per stretch of backfill. The set
-arithmetic lives in `reconciler.intervals`; this module only stores and loads.
+arithmetic lives in `common.intervals`; this module only stores and loads.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from common.intervals import Interval, gaps, normalize
 from reconciler import sql
-from reconciler.intervals import Interval, gaps, normalize
 from store.errors import StoreError
 
 logger = logging.getLogger(__name__)

@@ -45,10 +45,10 @@ from pydantic import SecretStr
 
 from common.errors import OrderSyncError
 from common.identity import default_replica
+from common.intervals import Interval, gaps, normalize
 from common.metrics import Registry
 from reconciler.backfill import BackfillConfig, Failure, ReadResult, WindowReader
 from reconciler.initial_load import InitialLoadConfig, InitialLoader, InitialLoadFailed
-from reconciler.intervals import Interval, gaps, normalize
 from reconciler.lag import LagMeter
 from reconciler.ledger import Ledger, ProvenBy
 from reconciler.metrics import CoverageMetrics, ReconcilerMetrics

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from reconciler.ledger import Coverage, ProvenBy
 from reconciler.reports import Cause, GapReport, StreamConnection
 from taobao.timefmt import GMT8

@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
+from common.intervals import Interval
 from reconciler import sql
-from reconciler.intervals import Interval
 from reconciler.ledger import guarded
 
 

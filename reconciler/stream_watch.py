@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from taobao.tmc.events import TmcMessage
 
 logger = logging.getLogger(__name__)

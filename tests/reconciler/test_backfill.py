@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from common.intervals import Interval
 from reconciler.backfill import BackfillConfig, WindowReader
-from reconciler.intervals import Interval
 from reconciler.ledger import ProvenBy
 from reconciler.plan import Window, floor_second
 from reconciler.reports import Outcome, PassCounts

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from common.intervals import Interval
 from reconciler.initial_load import InitialLoader, local_midnight
-from reconciler.intervals import Interval
 from reconciler.ledger import ProvenBy
 from reconciler.reports import Cause
 from simulator.compare import compare_with_market

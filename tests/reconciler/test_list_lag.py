@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from reconciler.ledger import ProvenBy
 from reconciler.plan import floor_second
 from reconciler.reports import Outcome

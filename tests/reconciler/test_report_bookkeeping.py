@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from common.intervals import Interval
 from reconciler.backfill import BackfillConfig
-from reconciler.intervals import Interval
 from reconciler.plan import floor_second
 from reconciler.reports import Outcome
 from simulator.standin import StandIn, StandInConfig

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from common.intervals import Interval
 from daemon import report_cmd
-from reconciler.intervals import Interval
 from reconciler.ledger import Ledger, ProvenBy
 from reconciler.reports import Cause, Outcome, PassCounts, RecoveredTrade, ReportStore
 from store.pg import PgStore

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from reconciler.plan import floor_second
 from reconciler.reports import Outcome
 from simulator.compare import compare_with_market

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from reconciler.ledger import ProvenBy
 from reconciler.plan import floor_second
 from reconciler.reports import Cause, Outcome

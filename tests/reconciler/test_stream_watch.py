@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from reconciler.lag import LagMeter
 from reconciler.reports import Cause
 from reconciler.stream_watch import StreamWatch

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from reconciler.ledger import Ledger, ProvenBy
 from replicas import sql as replica_sql
 from replicas.leadership import fair_share, rank
