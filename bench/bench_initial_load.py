@@ -35,6 +35,7 @@ from reconciler.progress import Progress
 from reconciler.reconciler import Reconciler, ReconcilerConfig
 from store.migrate import migrate
 from store.pg import PgStore
+from store.pg_reconciler import pg_reconciler_store
 from taobao.client import TopClient
 from taobao.limiter import TopRateLimiter
 from taobao.models import TopatsTask
@@ -105,7 +106,10 @@ async def load(
         initial_load=InitialLoadConfig(poll_seconds=1.0, first_poll_seconds=0.1),
     )
     reconciler = Reconciler(
-        config=config, client=client, store=store, shops={shop["nick"]: SecretStr(shop["session"])}
+        config=config,
+        client=client,
+        storage=pg_reconciler_store(store, replica=config.replica),
+        shops={shop["nick"]: SecretStr(shop["session"])},
     )
     loader = reconciler.loader
     waited = [0.0]

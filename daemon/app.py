@@ -29,6 +29,7 @@ from reconciler.reconciler import Reconciler, ReconcilerConfig
 from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
 from store.pg import PgStore
+from store.pg_reconciler import pg_reconciler_store
 from taobao.client import PARTNER_ID, TopClient
 from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import TopRateLimiter
@@ -122,7 +123,7 @@ def assemble(
         reconciler = Reconciler(
             config=config,
             client=client,
-            store=store,
+            storage=pg_reconciler_store(store, replica=config.replica),
             shops=settings.shop_sessions(),
             registry=metrics.registry,
             coverage_metrics=metrics.coverage,

@@ -26,7 +26,7 @@ from daemon.cli_common import (
 )
 from daemon.logs import configure_logging
 from reconciler.report_view import table
-from reconciler.reports import GapReport, Outcome
+from store.gap_reports import GapReport, Outcome
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from daemon.app import make_reconciler_config, open_parts
 from daemon.settings import Settings, SettingsError, load_settings
 from reconciler.reconciler import Reconciler
+from store.pg_reconciler import pg_reconciler_store
 from taobao.timefmt import GMT8
 
 EXIT_OK = 0
@@ -48,9 +49,10 @@ def settings_or_exit(env_file: str | None, command: str) -> Settings | int:
 async def standalone(settings: Settings) -> AsyncIterator[Reconciler]:
     """A reconciler over freshly opened parts (migrating first), for a one-off command."""
     async with open_parts(settings) as (store, client):
+        config = make_reconciler_config(settings)
         yield Reconciler(
-            config=make_reconciler_config(settings),
+            config=config,
             client=client,
-            store=store,
+            storage=pg_reconciler_store(store, replica=config.replica),
             shops=settings.shop_sessions(),
         )

@@ -17,7 +17,7 @@ from daemon.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, settings_or_exit
 from daemon.logs import configure_logging
 from reconciler.progress import Progress
 from reconciler.report_view import table
-from reconciler.reports import GapReport, Outcome
+from store.gap_reports import GapReport, Outcome
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -17,9 +17,10 @@ import asyncpg
 
 from common.errors import OrderSyncError
 from daemon.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from reconciler.ledger import Ledger
 from reconciler.report_view import ShopTimeline, page, table, time_range, to_json
-from reconciler.reports import Cause, ReportStore
+from store.gap_reports import Cause
+from store.pg_coverage import PgCoverageLedger
+from store.pg_reports import PgGapReports
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 async def render(dsn: str, args: argparse.Namespace) -> str:
     now = datetime.now(UTC)
     async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
-        reports_store = ReportStore(pool, replica="report")
+        reports_store = PgGapReports(pool, replica="report")
         reports = await reports_store.recent(args.last, args.shop)
         starts = [r.window_start for r in reports if r.cause != Cause.INITIAL_LOAD.value]
         since = min(starts, default=now - timedelta(days=1))
@@ -65,7 +66,7 @@ async def render(dsn: str, args: argparse.Namespace) -> str:
         if not args.html:
             return table(reports)
         span = time_range(reports, connections, now)
-        ledger = Ledger(pool)
+        ledger = PgCoverageLedger(pool)
         shops = [args.shop] if args.shop else sorted({r.shop for r in reports})
         timelines = [
             ShopTimeline(

@@ -30,12 +30,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from common.intervals import Interval, covers
-from reconciler import sql
 from reconciler.lag import LagMeter
-from reconciler.ledger import guarded
 from reconciler.plan import Window, backward_pages
-from reconciler.reports import PassCounts, RecoveredTrade
-from store.pg import PgStore
+from store.gap_reports import PassCounts, RecoveredTrade
+from store.ports import ReconcilerTrades
 from taobao.errors import (
     MalformedResponse,
     PermanentTopError,
@@ -113,7 +111,7 @@ class WindowReader:
     def __init__(
         self,
         client: TradeSource,
-        store: PgStore,
+        store: ReconcilerTrades,
         config: BackfillConfig,
         *,
         lag: LagMeter | None = None,
@@ -268,19 +266,15 @@ class WindowReader:
             return
         listed = set(listing.tids)
         types = None if self.config.types == ALL_TRADE_TYPES else list(self.config.types)
-        rows = await guarded(
-            "looking for list lag",
-            lambda: self._store.pool.fetch(
-                sql.SELECT_STORED_IN_WINDOW,
-                shop,
-                window.start,
-                window.end,
-                listing.queried_at - ONLINE_WINDOW,
-                types,
-                self.config.lag_probes + len(listed),
-            ),
+        rows = await self._store.stored_in_window(
+            shop,
+            window.start,
+            window.end,
+            created_from=listing.queried_at - ONLINE_WINDOW,
+            types=types,
+            limit=self.config.lag_probes + len(listed),
         )
-        stored = {r["tid"]: r["modified"] for r in rows if r["tid"] not in listed}
+        stored = {tid: modified for tid, modified in rows if tid not in listed}
         probes = list(stored.items())[: self.config.lag_probes]
         if not probes:
             return
@@ -382,12 +376,8 @@ class WindowReader:
         if not trades:
             return
         tids = [t.tid for t in trades]
-        rows = await guarded(
-            "reading stored tids", lambda: self._store.pool.fetch(sql.SELECT_EXISTING_TIDS, tids)
-        )
-        existed = {r["tid"] for r in rows}
-        # guarded: the store passes some errors of a killed connection on unwrapped.
-        result = await guarded("applying trades", lambda: self._store.apply_trades(trades, source=source))
+        existed = await self._store.existing_tids(tids)
+        result = await self._store.apply_trades(trades, source=source)
         changed = set(result.changed)
         newest: dict[int, Trade] = {}
         for trade in trades:

@@ -26,18 +26,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import asyncpg
 
 from common.errors import OrderSyncError
 from common.intervals import Interval
-from reconciler import sql
 from reconciler.backfill import WindowReader
-from reconciler.ledger import Ledger, ProvenBy, guarded
+from reconciler.ledger import Ledger
 from reconciler.progress import Progress
-from reconciler.reports import Cause, GapReport, PassCounts, ReportStore
-from store.pg import PgStore
+from store.coverage import ProvenBy
+from store.gap_reports import GapReport, GapReports, PassCounts
+from store.initial_loads import SOLD_GET, TOPATS, InitialLoads, LoadPart, LoadState
 from taobao.client import TopClient
 from taobao.errors import PermanentTopError, SessionExpired, TopatsDownloadError
 from taobao.fields import FULLINFO_FIELDS, LIST_FIELDS
@@ -49,8 +46,6 @@ from taobao.topats import iter_trades
 logger = logging.getLogger(__name__)
 
 SOURCE = "initial_load"
-TOPATS = "topats"
-SOLD_GET = "sold_get"
 DAY = timedelta(days=1)
 
 
@@ -70,31 +65,6 @@ class InitialLoadConfig:
     workdir: Path | None = None  # where downloads go (default: the system's temporary directory)
 
 
-@dataclass(frozen=True, slots=True)
-class LoadState:
-    shop: str
-    since: datetime
-    until: datetime
-    method: str
-    state: str
-    trades: int
-    report_id: int | None
-
-    @property
-    def done(self) -> bool:
-        return self.state == "done"
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    start: datetime
-    end: datetime  # exclusive
-    method: str
-    task_id: int | None
-    state: str
-    trades: int
-
-
 def local_midnight(moment: datetime) -> datetime:
     """The GMT+8 midnight that starts `moment`'s day on Taobao's calendar."""
     local = moment.astimezone(GMT8)
@@ -105,9 +75,9 @@ class InitialLoader:
     def __init__(
         self,
         client: TopClient,
-        store: PgStore,
+        loads: InitialLoads,
         ledger: Ledger,
-        reports: ReportStore,
+        reports: GapReports,
         reader: Callable[[], WindowReader],
         config: InitialLoadConfig,
         *,
@@ -116,7 +86,7 @@ class InitialLoader:
         progress: Callable[[str], Progress] | None = None,
     ) -> None:
         self._client = client
-        self._store = store
+        self._loads = loads
         self._ledger = ledger
         self._reports = reports
         self._reader = reader
@@ -125,25 +95,8 @@ class InitialLoader:
         self._sleep = sleep
         self._progress = progress or (lambda shop: Progress(f"initial load of {shop}", shop=shop))
 
-    @property
-    def _pool(self) -> asyncpg.Pool:
-        return self._store.pool
-
     async def state(self, shop: str) -> LoadState | None:
-        row = await guarded(
-            "reading an initial load", lambda: self._pool.fetchrow(sql.SELECT_INITIAL_LOAD, shop)
-        )
-        if row is None:
-            return None
-        return LoadState(
-            row["shop"],
-            row["since"],
-            row["until"],
-            row["method"],
-            row["state"],
-            row["trades"],
-            row["report_id"],
-        )
+        return await self._loads.state(shop)
 
     async def begin(self, shop: str, days: int) -> LoadState:
         """Plan a load of `days` days before today for `shop` (idempotent: an existing load is kept).
@@ -156,25 +109,8 @@ class InitialLoader:
         now = self._now()
         until = local_midnight(now)
         since = until - days * DAY
-
-        async def write() -> None:
-            async with self._pool.acquire() as conn, conn.transaction():
-                report = await conn.fetchrow(
-                    sql.INSERT_REPORT,
-                    shop,
-                    Cause.INITIAL_LOAD.value,
-                    since,
-                    now,
-                    now,
-                    self._reports.replica,
-                    None,
-                )
-                assert report is not None
-                await conn.execute(sql.INSERT_INITIAL_LOAD, shop, since, until, TOPATS, report["id"])
-                await self._insert_parts(conn, shop, since, until, TOPATS)
-                await conn.execute(sql.INSERT_SYNC_SHOP, shop, since)
-
-        await guarded("planning an initial load", write)
+        parts = self._split(since, until, TOPATS)
+        await self._loads.plan(shop, since=since, until=until, method=TOPATS, parts=parts, at=now)
         logger.info(
             "initial load planned: %d days from %s",
             days,
@@ -185,22 +121,18 @@ class InitialLoader:
         assert state is not None
         return state
 
-    async def _insert_parts(
-        self, conn: Any, shop: str, since: datetime, until: datetime, method: str
-    ) -> None:
+    def _split(self, since: datetime, until: datetime, method: str) -> list[Interval]:
         step = self.config.days_per_task * DAY if method == TOPATS else DAY
+        parts: list[Interval] = []
         cursor = since
         while cursor < until:
             end = min(cursor + step, until)
-            await conn.execute(sql.INSERT_PART, shop, cursor, end, method)
+            parts.append(Interval(cursor, end))
             cursor = end
+        return parts
 
-    async def parts(self, shop: str) -> list[Part]:
-        rows = await guarded("reading initial load parts", lambda: self._pool.fetch(sql.SELECT_PARTS, shop))
-        return [
-            Part(r["part_start"], r["part_end"], r["method"], r["task_id"], r["state"], r["trades"])
-            for r in rows
-        ]
+    async def parts(self, shop: str) -> list[LoadPart]:
+        return await self._loads.parts(shop)
 
     async def run(self, shop: str, session: str, *, progress: Progress | None = None) -> LoadState:
         """Load every part not done yet; then record the history as proven. Raises InitialLoadFailed
@@ -252,7 +184,7 @@ class InitialLoader:
             shown.parts_done += 1
             shown.update(force=True)
         await self._ledger.prove(shop, Interval(state.since, state.until), ProvenBy.INITIAL_LOAD)
-        await guarded("finishing an initial load", lambda: self._pool.execute(sql.FINISH_INITIAL_LOAD, shop))
+        await self._loads.finish(shop)
         if report_id is not None:
             await self._reports.add_pass(
                 report_id,
@@ -274,11 +206,8 @@ class InitialLoader:
         )
         return final
 
-    async def _finish_part(self, shop: str, part: Part, loaded: int) -> None:
-        await guarded(
-            "recording an initial load part",
-            lambda: self._pool.execute(sql.FINISH_PART, shop, part.start, loaded),
-        )
+    async def _finish_part(self, shop: str, part: LoadPart, loaded: int) -> None:
+        await self._loads.finish_part(shop, part.start, loaded)
 
     async def _fall_back(self, shop: str, session: str, exc: Exception, progress: Progress) -> LoadState:
         logger.warning(
@@ -293,36 +222,31 @@ class InitialLoader:
         state = await self.state(shop)
         assert state is not None
         done = [p for p in await self.parts(shop) if p.state == "done"]
-
-        async def write() -> None:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(sql.DELETE_UNFINISHED_PARTS, shop)
-                await conn.execute(sql.SET_INITIAL_LOAD_METHOD, shop, SOLD_GET)
-                cursor = state.since
-                for part in [*done, None]:
-                    stop = state.until if part is None else part.start
-                    if cursor < stop:
-                        await self._insert_parts(conn, shop, cursor, stop, SOLD_GET)
-                    if part is not None:
-                        cursor = max(cursor, part.end)
-
-        await guarded("switching an initial load to sold.get", write)
+        parts: list[Interval] = []
+        cursor = state.since
+        for part in [*done, None]:
+            stop = state.until if part is None else part.start
+            if cursor < stop:
+                parts += self._split(cursor, stop, SOLD_GET)
+            if part is not None:
+                cursor = max(cursor, part.end)
+        await self._loads.replan(shop, SOLD_GET, parts)
 
     # ---- TOPATS ---------------------------------------------------------------------------------------
 
     async def _start_tasks(
-        self, shop: str, session: str, parts: list[Part], progress: Progress
-    ) -> list[Part]:
-        started: list[Part] = []
+        self, shop: str, session: str, parts: list[LoadPart], progress: Progress
+    ) -> list[LoadPart]:
+        started: list[LoadPart] = []
         for part in parts:
             if part.method == TOPATS and part.state == "pending":
                 progress.update(stage="creating export tasks", force=True)
                 task_id = await self._create_task(shop, session, part)
-                part = Part(part.start, part.end, part.method, task_id, "started", part.trades)
+                part = LoadPart(part.start, part.end, part.method, task_id, "started", part.trades)
             started.append(part)
         return started
 
-    async def _create_task(self, shop: str, session: str, part: Part) -> int:
+    async def _create_task(self, shop: str, session: str, part: LoadPart) -> int:
         task_id = await self._client.topats_trades_sold_get(
             session,
             start_date=part.start.astimezone(GMT8).date(),
@@ -330,13 +254,11 @@ class InitialLoader:
             fields=FULLINFO_FIELDS,
             priority=Priority.BACKFILL,
         )
-        await guarded(
-            "recording a TOPATS task", lambda: self._pool.execute(sql.START_PART, shop, part.start, task_id)
-        )
+        await self._loads.start_part(shop, part.start, task_id)
         return task_id
 
     async def _topats_part(
-        self, shop: str, session: str, part: Part, counts: PassCounts, progress: Progress
+        self, shop: str, session: str, part: LoadPart, counts: PassCounts, progress: Progress
     ) -> int:
         task_id = part.task_id
         task: TopatsTask | None = None
@@ -454,7 +376,7 @@ class InitialLoader:
     # ---- sold.get, one day at a time -------------------------------------------------------------------
 
     async def _sold_get_part(
-        self, shop: str, session: str, part: Part, counts: PassCounts, progress: Progress
+        self, shop: str, session: str, part: LoadPart, counts: PassCounts, progress: Progress
     ) -> int:
         reader = self._reader()
         day_end = part.end - timedelta(seconds=1)

@@ -1,6 +1,6 @@
 """The reconciler: keeps each shop's coverage ledger, detects gaps, and backfills them.
 
-Gap detection (each opens a gap report, see `reconciler.reports`):
+Gap detection (each opens a gap report, see `store.gap_reports`):
 * restart: at the first gate, the time from the ledger's end to now (the process was down); a new
   shop gets its initial load instead;
 * disconnect: on every TMC disconnect, from where the stream's proof ends to the reconnect;
@@ -50,13 +50,14 @@ from common.metrics import Registry
 from reconciler.backfill import BackfillConfig, Failure, ReadResult, WindowReader
 from reconciler.initial_load import InitialLoadConfig, InitialLoader, InitialLoadFailed
 from reconciler.lag import LagMeter
-from reconciler.ledger import Ledger, ProvenBy
+from reconciler.ledger import Ledger
 from reconciler.metrics import CoverageMetrics, ReconcilerMetrics
 from reconciler.plan import SECOND, Window, floor_second, lag_horizon, plan_windows
-from reconciler.reports import Cause, GapReport, Outcome, PassCounts, ReportStore
 from reconciler.stream_watch import StreamWatch
+from store.coverage import ProvenBy
 from store.errors import NotLeader, StoreError
-from store.pg import PgStore
+from store.gap_reports import Cause, GapReport, Outcome, PassCounts
+from store.ports import ReconcilerStore
 from taobao.client import TopClient
 from taobao.errors import SessionExpired
 from taobao.limiter import Priority
@@ -154,7 +155,7 @@ class Reconciler:
         *,
         config: ReconcilerConfig,
         client: TopClient,
-        store: PgStore,
+        storage: ReconcilerStore,
         shops: Mapping[str, SecretStr],
         registry: Registry | None = None,
         coverage_metrics: CoverageMetrics | None = None,
@@ -164,21 +165,21 @@ class Reconciler:
     ) -> None:
         self.config = config
         self._client = client
-        self._store = store
+        self._trades = storage.trades
         self._shops = dict(shops)
         self._now = now
         self._sleep = sleep
         self.coordination: Coordination = coordination or Alone()
         self._shared = coordination is not None
         # Several replicas: a backfill, sweep or load advances the ledger only while leading the shop.
-        self.ledger = Ledger(store.pool, fence=self.coordination.fence if self._shared else None)
-        self.reports = ReportStore(store.pool, config.replica)
+        self.ledger = Ledger(storage.coverage, fence=self.coordination.fence if self._shared else None)
+        self.reports = storage.reports
         self.watch = StreamWatch(self._shops, settle=config.stream_settle, now=now)
         self.lag = LagMeter(config.overlap)
         self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics)
         self.loader = InitialLoader(
             client,
-            store,
+            storage.loads,
             self.ledger,
             self.reports,
             lambda: self.reader(),
@@ -202,7 +203,7 @@ class Reconciler:
 
     def reader(self) -> WindowReader:
         return WindowReader(
-            self._client, self._store, self.config.backfill, lag=self.lag, now=self._now, sleep=self._sleep
+            self._client, self._trades, self.config.backfill, lag=self.lag, now=self._now, sleep=self._sleep
         )
 
     def session_of(self, shop: str) -> str:

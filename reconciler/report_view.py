@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from common.intervals import Interval
-from reconciler.ledger import Coverage, ProvenBy
-from reconciler.reports import Cause, GapReport, StreamConnection
+from store.coverage import Coverage, ProvenBy
+from store.gap_reports import Cause, GapReport, StreamConnection
 from taobao.timefmt import GMT8
 
 COLUMNS = (

@@ -17,6 +17,7 @@ from reconciler.reconciler import Reconciler, ReconcilerConfig
 from simulator.standin import StandIn
 from store.migrate import migrate
 from store.pg import PgStore
+from store.pg_reconciler import pg_reconciler_store
 from taobao.client import RetryPolicy, TopClient
 from taobao.limiter import TopRateLimiter
 from tests.conftest import create_database, drop_database
@@ -78,10 +79,11 @@ def small_config(**changes: Any) -> ReconcilerConfig:
 def make_reconciler(
     standin: StandIn, store: PgStore, client: TopClient, config: ReconcilerConfig | None = None, **kwargs: Any
 ) -> Reconciler:
+    config = config or small_config()
     return Reconciler(
-        config=config or small_config(),
+        config=config,
         client=client,
-        store=store,
+        storage=pg_reconciler_store(store, replica=config.replica),
         shops={s.nick: SecretStr(s.session) for s in standin.shops},
         **kwargs,
     )

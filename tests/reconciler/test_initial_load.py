@@ -13,10 +13,10 @@ import pytest
 
 from common.intervals import Interval
 from reconciler.initial_load import InitialLoader, local_midnight
-from reconciler.ledger import ProvenBy
-from reconciler.reports import Cause
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
+from store.coverage import ProvenBy
+from store.gap_reports import Cause
 from store.pg import PgStore
 from taobao.client import TopClient
 from taobao.fields import (
