@@ -164,7 +164,15 @@ class PgGapReports:
         ]
 
 
-async def _insert_trades(conn: Any, report_id: int, trades: Sequence[RecoveredTrade]) -> None:
+async def _insert_trades(conn: Any, report_id: int, recovered: Sequence[RecoveredTrade]) -> None:
+    # One row per tid (ON CONFLICT cannot touch a row twice in one statement): a trade a pass brought
+    # in twice (changed again while its windows were read) keeps its first kind and its newest time.
+    firsts: dict[int, RecoveredTrade] = {}
+    for trade in recovered:
+        kept = firsts.setdefault(trade.tid, trade)
+        if kept.modified is None or (trade.modified is not None and trade.modified > kept.modified):
+            firsts[trade.tid] = RecoveredTrade(kept.tid, trade.modified, kept.kind, kept.push_loss)
+    trades = list(firsts.values())
     await conn.execute(
         sql.INSERT_REPORT_TRADES,
         report_id,
