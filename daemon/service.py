@@ -90,6 +90,7 @@ class Service:
             dispatcher=self.dispatcher,
             fetcher=fetcher,
             batcher=self.batcher,
+            store=store,
             size=settings.worker_count(),
             metrics=self.metrics.stream,
         )

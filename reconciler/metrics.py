@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from common.metrics import Registry, Samples
+from store.fetch_apply import dead_letter_counter
 
 
 class CoverageMetrics:
@@ -67,6 +68,9 @@ class ReconcilerMetrics:
             "reconciler_windows_failed_total", "Windows not read completely (they stay gaps), by shop"
         )
         self.gaps_opened = registry.counter("reconciler_gaps_opened_total", "Gap reports opened, by cause")
+        # The service's one dead-letter series: trades a backfill could not fetch or store count there,
+        # as the stream's do.
+        self.dead_letters = dead_letter_counter(registry)
         self.gate_seconds = registry.histogram(
             "reconciler_gate_seconds",
             "How long the stream waited for the backfill before (re)connecting",

@@ -47,15 +47,18 @@ from common.errors import OrderSyncError
 from common.identity import default_replica
 from common.intervals import Interval, gaps, normalize
 from common.metrics import Registry
-from reconciler.backfill import BackfillConfig, Failure, ReadResult, WindowReader
-from reconciler.initial_load import InitialLoadConfig, InitialLoader, InitialLoadFailed
+from reconciler.backfill import BackfillConfig, ReadResult, WindowReader
+from reconciler.fetching import Failure
+from reconciler.initial_load import InitialLoader
 from reconciler.lag import LagMeter
 from reconciler.ledger import Ledger
+from reconciler.load_plan import InitialLoadConfig, InitialLoadFailed
 from reconciler.metrics import CoverageMetrics, ReconcilerMetrics
 from reconciler.plan import SECOND, Window, floor_second, lag_horizon, plan_windows
 from reconciler.stream_watch import StreamWatch
 from store.coverage import ProvenBy
 from store.errors import NotLeader, StoreError
+from store.fetch_apply import TradeFailures
 from store.gap_reports import Cause, GapReport, Outcome, PassCounts
 from store.ports import ReconcilerStore
 from taobao.client import TopClient
@@ -177,6 +180,7 @@ class Reconciler:
         self.watch = StreamWatch(self._shops, settle=config.stream_settle, now=now)
         self.lag = LagMeter(config.overlap)
         self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics)
+        self._failures = TradeFailures(storage.trades, self.metrics.dead_letters)
         self.loader = InitialLoader(
             client,
             storage.loads,
@@ -203,7 +207,13 @@ class Reconciler:
 
     def reader(self) -> WindowReader:
         return WindowReader(
-            self._client, self._trades, self.config.backfill, lag=self.lag, now=self._now, sleep=self._sleep
+            self._client,
+            self._trades,
+            self.config.backfill,
+            lag=self.lag,
+            now=self._now,
+            sleep=self._sleep,
+            failures=self._failures,
         )
 
     def session_of(self, shop: str) -> str:

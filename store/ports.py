@@ -16,12 +16,7 @@ from store.types import ApplyResult
 from taobao.models import Trade
 
 
-class TradeWriter(Protocol):
-    async def apply_trades(self, trades: Sequence[Trade], *, source: str) -> ApplyResult:
-        """The guarded upsert (docs/design.md#modified-never-goes-backwards): one transaction; trades that
-        fail validation are quarantined as dead letters in it and reported `rejected`."""
-        ...
-
+class DeadLetters(Protocol):
     async def dead_letter(
         self,
         *,
@@ -30,7 +25,16 @@ class TradeWriter(Protocol):
         payload: bytes | str,
         tid: int | None = None,
         shop: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Quarantine input the service could not use (docs/design.md#bad-input-never-crashes)."""
+        ...
+
+
+class TradeWriter(DeadLetters, Protocol):
+    async def apply_trades(self, trades: Sequence[Trade], *, source: str) -> ApplyResult:
+        """The guarded upsert (docs/design.md#modified-never-goes-backwards): one transaction; trades that
+        fail validation are quarantined as dead letters in it and reported `rejected`."""
+        ...
 
 
 class TradeLookup(Protocol):

@@ -84,7 +84,9 @@ async def pipeline(
         metrics=metrics,
         backoff=FAST_BACKOFF,
     )
-    pool = WorkerPool(dispatcher=dispatcher, fetcher=fetcher, batcher=batcher, size=workers, metrics=metrics)
+    pool = WorkerPool(
+        dispatcher=dispatcher, fetcher=fetcher, batcher=batcher, store=store, size=workers, metrics=metrics
+    )
     pipe = Pipeline(journal, fetcher, store, channel, metrics, dispatcher, batcher, pool, [])
     if start:
         pipe.start()

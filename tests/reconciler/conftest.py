@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from reconciler.backfill import BackfillConfig
-from reconciler.initial_load import InitialLoadConfig
+from reconciler.load_plan import InitialLoadConfig
 from reconciler.reconciler import Reconciler, ReconcilerConfig
 from simulator.standin import StandIn
 from store.migrate import migrate

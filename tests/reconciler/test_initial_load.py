@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from common.intervals import Interval
-from reconciler.initial_load import InitialLoader, local_midnight
+from reconciler.initial_load import InitialLoader
+from reconciler.load_plan import local_midnight
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
 from store.coverage import ProvenBy
