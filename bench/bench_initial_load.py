@@ -30,9 +30,10 @@ from pydantic import SecretStr
 from bench.machine import machine
 from bench.scenarios.database import throwaway_database
 from reconciler.backfill import BackfillConfig
+from reconciler.config import ReconcilerConfig
 from reconciler.load_plan import InitialLoadConfig
 from reconciler.progress import Progress
-from reconciler.reconciler import Reconciler, ReconcilerConfig
+from reconciler.reconciler import Reconciler
 from store.migrate import migrate
 from store.pg import PgStore
 from store.pg_reconciler import pg_reconciler_store

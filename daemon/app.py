@@ -25,7 +25,8 @@ from daemon.watched_channel import WatchedChannel
 from listener.ports import MessageChannel, MessageHandler
 from listener.session import SessionTiming, TmcSession
 from reconciler.backfill import BackfillConfig
-from reconciler.reconciler import Reconciler, ReconcilerConfig
+from reconciler.config import ReconcilerConfig
+from reconciler.reconciler import Reconciler
 from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
 from store.pg import PgStore

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 # day of margin.
 ONLINE_WINDOW = timedelta(days=89)
 
+
 @dataclass(frozen=True, slots=True)
 class BackfillConfig:
     types: tuple[str, ...] = ALL_TRADE_TYPES

@@ -22,23 +22,24 @@ import asyncio
 import functools
 import itertools
 import logging
+import os
 import tempfile
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 from reconciler.backfill import WindowReader
 from reconciler.fetching import Target
+from reconciler.listing import TradeSource
 from reconciler.load_plan import DAY, InitialLoadConfig, InitialLoadFailed
 from reconciler.progress import Progress
 from store.gap_reports import PassCounts
 from store.initial_loads import TOPATS, InitialLoads, LoadPart
-from taobao.client import TopClient
 from taobao.errors import PermanentTopError, TopatsDownloadError
 from taobao.fields import FULLINFO_FIELDS, LIST_FIELDS
 from taobao.limiter import Priority
-from taobao.models import RejectedItem, TopatsTask, Trade
+from taobao.models import RejectedItem, TopatsTask, Trade, TradePage
 from taobao.timefmt import GMT8
 from taobao.topats import iter_trades
 
@@ -47,12 +48,42 @@ logger = logging.getLogger(__name__)
 SOURCE = "initial_load"
 
 
+class HistorySource(TradeSource, Protocol):
+    """The TOP calls the reconciler makes (`taobao.client.TopClient` fits)."""
+
+    async def trades_sold_get(
+        self,
+        session: str,
+        *,
+        start_created: datetime,
+        end_created: datetime,
+        page_no: int,
+        page_size: int = ...,
+        fields: str = ...,
+        types: Sequence[str] = ...,
+        use_has_next: bool = ...,
+        priority: Priority = ...,
+    ) -> TradePage: ...
+
+    async def topats_trades_sold_get(
+        self, session: str, *, start_date: date, end_date: date, fields: str, priority: Priority = ...
+    ) -> int: ...
+
+    async def topats_result_get(
+        self, task_id: int, *, session: str | None = ..., priority: Priority = ...
+    ) -> TopatsTask: ...
+
+    async def download_topats_result(
+        self, url: str, dest: str | os.PathLike[str] | IO[bytes], *, check_code: str | None
+    ) -> None: ...
+
+
 class HistoryReader:
     """Loads parts of one shop's history; returns how many trades each part held."""
 
     def __init__(
         self,
-        client: TopClient,
+        client: HistorySource,
         loads: InitialLoads,
         reader: Callable[[], WindowReader],
         config: InitialLoadConfig,

@@ -20,14 +20,13 @@ from datetime import datetime
 
 from common.intervals import Interval
 from reconciler.backfill import WindowReader
-from reconciler.history import HistoryReader
+from reconciler.history import HistoryReader, HistorySource
 from reconciler.ledger import Ledger
 from reconciler.load_plan import InitialLoadConfig, history_span, remaining, split
 from reconciler.progress import Progress
 from store.coverage import ProvenBy
 from store.gap_reports import GapReport, GapReports, PassCounts
 from store.initial_loads import SOLD_GET, TOPATS, InitialLoads, LoadPart, LoadState
-from taobao.client import TopClient
 from taobao.errors import PermanentTopError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ logger = logging.getLogger(__name__)
 class InitialLoader:
     def __init__(
         self,
-        client: TopClient,
+        client: HistorySource,
         loads: InitialLoads,
         ledger: Ledger,
         reports: GapReports,

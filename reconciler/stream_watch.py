@@ -166,4 +166,3 @@ class StreamWatch:
 
     def reset_silence(self, shop: str, now: datetime) -> None:
         self.last_message[shop] = now
-

@@ -12,8 +12,9 @@ import pytest
 from pydantic import SecretStr
 
 from reconciler.backfill import BackfillConfig
+from reconciler.config import ReconcilerConfig
 from reconciler.load_plan import InitialLoadConfig
-from reconciler.reconciler import Reconciler, ReconcilerConfig
+from reconciler.reconciler import Reconciler
 from simulator.standin import StandIn
 from store.migrate import migrate
 from store.pg import PgStore
