@@ -57,23 +57,30 @@ class Gate:
         if shared.config.stream_during_backfill:
             self._ask_fresh_round()
             return
+        read_for = self._led()
         await self._recover(True)
         if self._several:
             # From after start(): this replica's own restart reports are among those waited for.
-            await self._await_other_leaders(shared.now())
+            await self._await_other_leaders(shared.now(), read_for)
         elapsed = time.monotonic() - started
         self.last_seconds = elapsed
         shared.metrics.gate_seconds.observe(elapsed)
         logger.info("backfill before resume took %.1f s", elapsed, extra={"action": "reconciler_gate_done"})
 
-    async def _await_other_leaders(self, since: datetime) -> None:
+    async def _await_other_leaders(self, since: datetime, read_for: set[str]) -> None:
         """Until the leaders of the shops this replica does not lead have read the outages they know of,
         another replica is connected, or SYNC_GATE_PEER_WAIT_SECONDS have passed. Shops taken over
-        meanwhile (their leader died) are backfilled here."""
+        meanwhile (their leader died) are backfilled here, also when the takeover lands while a read is
+        going on: `read_for` is what this replica led when its last read began."""
         shared = self._shared
         coordination = shared.coordination
         deadline = time.monotonic() + shared.config.peer_wait_seconds
         while not coordination.peer_connected():
+            led = self._led()
+            if not led <= read_for:
+                read_for = led  # taken over since the last read began: read them before connecting
+                await self._recover(True)
+                continue
             behind = [s for s in shared.shops if not coordination.leads(s) and await self._behind(s, since)]
             if not behind:
                 return
@@ -87,7 +94,11 @@ class Gate:
                 )
                 return
             await coordination.changed(min(left, shared.config.tick_seconds))
+            read_for = self._led()
             await self._recover(True)
+
+    def _led(self) -> set[str]:
+        return {shop for shop in self._shared.shops if self._shared.coordination.leads(shop)}
 
     async def _behind(self, shop: str, since: datetime) -> bool:
         safety_lag = self._shared.config.safety_lag

@@ -113,3 +113,24 @@ async def test_a_shop_taken_over_during_the_wait_is_read_before_the_stream_resum
     restarts = [r for r in await unit.reconciler.reports.recent(10) if r.cause == Cause.RESTART.value]
     assert all("unit" in r.replicas for r in restarts)
     assert all(r.outcome != Outcome.FAILED.value for r in restarts)
+
+
+class LateTakeover(Peers):
+    """The shops in `theirs` are handed over right after this replica was first told it does not lead
+    them: the takeover lands while the gate's read of its own shops is still going on."""
+
+    def leads(self, shop: str) -> bool:
+        led = super().leads(shop)
+        if not led:
+            self.theirs.discard(shop)
+        return led
+
+
+async def test_a_shop_taken_over_while_the_gate_reads_is_read_too_before_the_stream_resumes() -> None:
+    peers = LateTakeover({"shop-b"})
+    unit = unit_reconciler(
+        shops=["shop-a", "shop-b"], config=unit_config(peer_wait_seconds=30), coordination=peers
+    )
+    await restarted(unit, ["shop-a", "shop-b"])
+    await unit.reconciler.gate()
+    assert {t // 100 for t in unit.db.trades.rows} == {1, 2}
