@@ -22,12 +22,12 @@ from common.intervals import Interval
 from reconciler.backfill import WindowReader
 from reconciler.history import HistoryReader, HistorySource
 from reconciler.ledger import Ledger
-from reconciler.load_plan import InitialLoadConfig, history_span, remaining, split
+from reconciler.load_plan import InitialLoadConfig, InitialLoadFailed, history_span, remaining, split
 from reconciler.progress import Progress
 from store.coverage import ProvenBy
 from store.gap_reports import GapReport, GapReports, PassCounts
 from store.initial_loads import SOLD_GET, TOPATS, InitialLoads, LoadPart, LoadState
-from taobao.errors import PermanentTopError
+from taobao.errors import PermanentTopError, SessionExpired, TopError
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,14 @@ class InitialLoader:
             for part in parts:
                 if not part.done:
                     await self._load_part(shop, session, part, state.report_id, shown)
+        except SessionExpired:
+            raise
         except PermanentTopError as exc:
             return await self._fall_back(shop, session, exc, shown)
+        except TopError as exc:
+            # The client already retried (or waited out a ban): the load goes on from this part on a
+            # later round, instead of failing the round, or the gate and with it the stream.
+            raise InitialLoadFailed(f"initial load: {exc}") from exc
         return await self._finish(state, shown)
 
     async def _load_part(

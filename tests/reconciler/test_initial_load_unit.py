@@ -12,6 +12,7 @@ from reconciler.load_plan import local_midnight
 from store.coverage import ProvenBy
 from store.gap_reports import Cause, Outcome
 from store.initial_loads import SOLD_GET
+from taobao.errors import RetryableTopError
 from tests.reconciler.fakes import T0, Unit, unit_config, unit_reconciler
 
 SHOP = "shop-a"
@@ -60,3 +61,23 @@ async def test_a_new_shops_history_is_loaded_proven_and_followed_by_the_incremen
     done = await unit.reconciler.reports.get(report.id)
     assert done.outcome == Outcome.RECOVERED.value
     assert await unit.reconciler.ledger.gaps(SHOP, state.since, T0) == []
+
+
+async def test_an_interrupted_load_resumes_from_its_first_unfinished_part() -> None:
+    unit = unit_reconciler(config=unit_config(initial_load_days=3))
+    history(unit)
+    await unit.reconciler.start()
+    state = await unit.reconciler.loader.state(SHOP)
+    assert state is not None
+    second_day = state.since + timedelta(days=1)
+    unit.top.day_errors[second_day] = RetryableTopError("HTTP 502")  # after the client's own retries
+    await unit.reconciler.recover(fresh=True)  # the load stops at the second day, until the next round
+    assert [p.state for p in await unit.reconciler.loader.parts(SHOP)] == ["done", "pending", "pending"]
+    calls = len(unit.top.calls_of("sold_get"))
+    await unit.reconciler.recover(fresh=True)
+    assert [p.state for p in await unit.reconciler.loader.parts(SHOP)] == ["done"] * 3
+    resumed = unit.top.calls_of("sold_get")[calls:]
+    assert resumed[0]["start"] == second_day  # the finished day is not read again
+    done = await unit.reconciler.loader.state(SHOP)
+    assert done is not None
+    assert done.done
