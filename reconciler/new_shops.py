@@ -55,16 +55,12 @@ class NewShops:
             return True, planned
         try:
             await loader.run(shop, shared.session_of(shop))
-        except InitialLoadFailed as exc:
+        except (InitialLoadFailed, SessionExpired) as exc:
+            # Both resume on a later round: a rejected session once the shop has a new one.
+            cause = "the shop's session was rejected: " if isinstance(exc, SessionExpired) else ""
             logger.error(
-                "initial load stopped: %s; it resumes on the next round",
-                exc,
-                extra={"action": "initial_load_failed", "shop": shop},
-            )
-            return False, planned
-        except SessionExpired as exc:
-            logger.error(
-                "initial load stopped: the shop's session was rejected (%s)",
+                "initial load stopped (%s%s); it resumes on a later round",
+                cause,
                 exc,
                 extra={"action": "initial_load_failed", "shop": shop},
             )

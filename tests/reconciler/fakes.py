@@ -25,6 +25,7 @@ from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import Priority
 from taobao.models import TopatsTask, Trade, TradePage
 from taobao.timefmt import format_top_time
+from tests.reconciler.conftest import small_config
 
 T0 = datetime(2026, 11, 11, 2, 0, tzinfo=UTC)  # a whole second, like every TOP time
 
@@ -207,17 +208,9 @@ class Clock:
 
 
 def unit_config(**changes: Any) -> ReconcilerConfig:
-    """Timings in seconds (as the end-to-end tests' `small_config`), no initial load by default."""
-    base = ReconcilerConfig(
-        overlap=timedelta(seconds=2),
-        safety_lag=timedelta(seconds=1),
-        max_span=timedelta(hours=12),
-        sweep_every=timedelta(hours=1),
-        silence=timedelta(hours=1),
-        stream_settle=timedelta(seconds=1.5),
-        tick_seconds=0.2,
-        retry_cap_seconds=1.0,
-        initial_load_days=0,
+    """The end-to-end tests' timings (seconds instead of minutes) with nothing real to wait for: no
+    lag probes, and the platform's 3-minute wait after a service rejection (only recorded here)."""
+    base = small_config(
         replica="unit",
         backfill=BackfillConfig(concurrency=4, rejection_retry_seconds=180.0, lag_probes=0),
         initial_load=InitialLoadConfig(poll_seconds=0.01),

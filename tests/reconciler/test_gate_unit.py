@@ -8,6 +8,7 @@ import asyncio
 from datetime import timedelta
 
 from common.intervals import Interval
+from reconciler.coordination import Alone
 from store.coverage import ProvenBy
 from store.gap_reports import Cause, Outcome
 from tests.integration.harness import wait_for_async
@@ -16,7 +17,7 @@ from tests.reconciler.fakes import T0, Unit, unit_config, unit_reconciler
 HOUR = timedelta(hours=1)
 
 
-class Peers:
+class Peers(Alone):
     """Another replica leads the shops in `theirs`; `changed` waits a moment (a heartbeat round)."""
 
     def __init__(self, theirs: set[str]) -> None:
@@ -25,17 +26,11 @@ class Peers:
         self.rounds = 0
         self.on_round: list[str] = []  # shops taken over at the next round, one per round
 
-    def attach(self, stream: object, busy: object) -> None:
-        return None
-
     def leads(self, shop: str) -> bool:
         return shop not in self.theirs
 
     def peer_connected(self) -> bool:
         return self.connected
-
-    async def ready(self) -> None:
-        return None
 
     async def changed(self, within: float) -> None:
         self.rounds += 1
@@ -43,9 +38,6 @@ class Peers:
             self.theirs.discard(self.on_round.pop(0))
             return
         await asyncio.sleep(min(within, 0.01))
-
-    async def fence(self, conn: object, shop: str) -> None:
-        return None
 
 
 async def restarted(unit: Unit, shops: list[str]) -> None:

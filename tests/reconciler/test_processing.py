@@ -13,6 +13,7 @@ import pytest
 from common.backoff import BackoffPolicy
 from common.intervals import Interval
 from reconciler.backfill import BackfillConfig
+from reconciler.coordination import Alone
 from reconciler.retries import RetrySchedule
 from store.coverage import ProvenBy
 from store.errors import StoreError
@@ -184,27 +185,12 @@ async def test_what_a_pass_applied_before_the_database_failed_stays_in_the_repor
 
 
 async def test_a_shop_handed_over_mid_pass_keeps_what_was_recorded() -> None:
-    class HandedOver:
+    class HandedOver(Alone):
         def __init__(self) -> None:
             self.leading = True
 
-        def attach(self, stream: object, busy: object) -> None:
-            return None
-
         def leads(self, shop: str) -> bool:
             return self.leading
-
-        def peer_connected(self) -> bool:
-            return False
-
-        async def ready(self) -> None:
-            return None
-
-        async def changed(self, within: float) -> None:
-            return None
-
-        async def fence(self, conn: object, shop: str) -> None:
-            return None
 
     coordination = HandedOver()
     unit = unit_reconciler(coordination=coordination)
