@@ -14,11 +14,9 @@ import json
 import sys
 
 from common.errors import OrderSyncError
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from common.intervals import Interval
 from daemon.cli_common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
     TIME_HELP,
     parse_when,
     settings_or_exit,

@@ -9,15 +9,12 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from common.exit_codes import EXIT_USAGE
 from daemon.app import make_reconciler_config, open_parts
 from daemon.settings import Settings, SettingsError, load_settings
 from reconciler.reconciler import Reconciler
 from store.pg_reconciler import pg_reconciler_store
 from taobao.timefmt import GMT8
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 TIME_HELP = "'2026-11-11 00:00:00' (GMT+8, as TOP writes it), '2026-11-11', ISO 8601 with an offset, or 'now'"
 

@@ -13,7 +13,8 @@ import json
 import sys
 
 from common.errors import OrderSyncError
-from daemon.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, settings_or_exit, standalone
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from daemon.cli_common import settings_or_exit, standalone
 from daemon.logs import configure_logging
 from reconciler.progress import Progress
 from reconciler.report_view import table

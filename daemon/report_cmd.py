@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 
 from common.errors import OrderSyncError
-from daemon.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from reconciler.report_view import ShopTimeline, page, table, time_range, to_json
 from store.gap_reports import Cause
 from store.pg_coverage import PgCoverageLedger
