@@ -30,11 +30,13 @@ from pydantic import SecretStr
 from bench.machine import machine
 from bench.scenarios.database import throwaway_database
 from reconciler.backfill import BackfillConfig
-from reconciler.initial_load import InitialLoadConfig
+from reconciler.config import ReconcilerConfig
+from reconciler.load_plan import InitialLoadConfig
 from reconciler.progress import Progress
-from reconciler.reconciler import Reconciler, ReconcilerConfig
+from reconciler.reconciler import Reconciler
 from store.migrate import migrate
 from store.pg import PgStore
+from store.pg_reconciler import pg_reconciler_store
 from taobao.client import TopClient
 from taobao.limiter import TopRateLimiter
 from taobao.models import TopatsTask
@@ -104,10 +106,6 @@ async def load(
         backfill=BackfillConfig(concurrency=args.concurrency),
         initial_load=InitialLoadConfig(poll_seconds=1.0, first_poll_seconds=0.1),
     )
-    reconciler = Reconciler(
-        config=config, client=client, store=store, shops={shop["nick"]: SecretStr(shop["session"])}
-    )
-    loader = reconciler.loader
     waited = [0.0]
     poll = client.topats_result_get
 
@@ -119,17 +117,23 @@ async def load(
             waited[0] += time.monotonic() - started
 
     client.topats_result_get = timed_poll  # type: ignore[method-assign]
-    sleep = loader._sleep
 
     async def timed_sleep(seconds: float) -> None:
         started = time.monotonic()
-        await sleep(seconds)
+        await asyncio.sleep(seconds)
         waited[0] += time.monotonic() - started
 
-    loader._sleep = timed_sleep
+    reconciler = Reconciler(
+        config=config,
+        client=client,
+        storage=pg_reconciler_store(store, replica=config.replica),
+        shops={shop["nick"]: SecretStr(shop["session"])},
+        sleep=timed_sleep,
+    )
+    loader = reconciler.loader
     await loader.begin(shop["nick"], args.days)
     if args.method == "sold_get":
-        await loader._switch_to_sold_get(shop["nick"])
+        await loader.switch_to_sold_get(shop["nick"])
     progress = Progress.for_terminal(f"initial load of {shop['nick']}", shop=shop["nick"])
     started = time.monotonic()
     state = await loader.run(shop["nick"], shop["session"], progress=progress)

@@ -23,10 +23,12 @@ from daemon.settings import Settings
 from listener.ports import MessageHandler
 from listener.session import SessionTiming, TmcSession
 from reconciler.backfill import BackfillConfig
-from reconciler.reconciler import Reconciler, ReconcilerConfig
+from reconciler.config import ReconcilerConfig
+from reconciler.reconciler import Reconciler
 from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
 from store.pg import PgStore
+from store.pg_reconciler import pg_reconciler_store
 from taobao.client import TopClient
 from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import TopRateLimiter
@@ -112,7 +114,7 @@ def assemble(
         reconciler = Reconciler(
             config=config,
             client=client,
-            store=store,
+            storage=pg_reconciler_store(store, replica=config.replica),
             shops=settings.shop_sessions(),
             registry=metrics.registry,
             coverage_metrics=metrics.coverage,

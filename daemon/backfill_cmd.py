@@ -14,6 +14,7 @@ import sys
 
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_USAGE
+from common.intervals import Interval
 from daemon.cli_common import (
     TIME_HELP,
     add_shop_options,
@@ -23,8 +24,7 @@ from daemon.cli_common import (
     standalone,
 )
 from daemon.logs import configure_logging
-from reconciler.intervals import Interval
-from reconciler.reports import GapReport
+from store.gap_reports import GapReport
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

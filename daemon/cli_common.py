@@ -16,7 +16,8 @@ from daemon.app import make_reconciler_config, open_parts
 from daemon.settings import Settings, add_env_file_option, settings_or_exit
 from reconciler.reconciler import Reconciler
 from reconciler.report_view import table
-from reconciler.reports import GapReport, Outcome
+from store.gap_reports import GapReport, Outcome
+from store.pg_reconciler import pg_reconciler_store
 from taobao.timefmt import GMT8
 
 TIME_HELP = "'2026-11-11 00:00:00' (GMT+8, as TOP writes it), '2026-11-11', ISO 8601 with an offset, or 'now'"
@@ -38,10 +39,11 @@ def parse_when(text: str) -> datetime:
 async def standalone(settings: Settings) -> AsyncIterator[Reconciler]:
     """A reconciler over freshly opened parts (migrating first), for a one-off command."""
     async with open_parts(settings) as (store, client):
+        config = make_reconciler_config(settings)
         yield Reconciler(
-            config=make_reconciler_config(settings),
+            config=config,
             client=client,
-            store=store,
+            storage=pg_reconciler_store(store, replica=config.replica),
             shops=settings.shop_sessions(),
         )
 

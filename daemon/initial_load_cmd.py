@@ -16,7 +16,7 @@ from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from daemon.cli_common import add_shop_options, print_report, shop_settings_or_exit, standalone
 from daemon.logs import configure_logging
 from reconciler.progress import Progress
-from reconciler.reports import GapReport
+from store.gap_reports import GapReport
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

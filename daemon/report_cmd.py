@@ -18,10 +18,11 @@ import asyncpg
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from daemon.settings import DatabaseSettings, add_env_file_option, database_overrides, settings_or_exit
-from reconciler.ledger import Ledger
 from reconciler.report_view import ShopTimeline, page, table, time_range, to_json
-from reconciler.reports import Cause, ReportStore
 from store.errors import DATABASE_ERRORS
+from store.gap_reports import Cause
+from store.pg_coverage import PgCoverageLedger
+from store.pg_reports import PgGapReports
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 async def render(dsn: str, args: argparse.Namespace) -> str:
     now = datetime.now(UTC)
     async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
-        reports_store = ReportStore(pool, replica="report")
+        reports_store = PgGapReports(pool, replica="report")
         reports = await reports_store.recent(args.last, args.shop)
         starts = [r.window_start for r in reports if r.cause != Cause.INITIAL_LOAD.value]
         since = min(starts, default=now - timedelta(days=1))
@@ -67,7 +68,7 @@ async def render(dsn: str, args: argparse.Namespace) -> str:
         if not args.html:
             return table(reports)
         span = time_range(reports, connections, now)
-        ledger = Ledger(pool)
+        ledger = PgCoverageLedger(pool)
         shops = [args.shop] if args.shop else sorted({r.shop for r in reports})
         timelines = [
             ShopTimeline(

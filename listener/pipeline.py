@@ -83,6 +83,7 @@ class StreamPipeline:
             dispatcher=self.dispatcher,
             fetcher=fetcher,
             batcher=self.batcher,
+            store=store,
             size=config.workers,
             metrics=metrics,
         )

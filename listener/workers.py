@@ -1,29 +1,42 @@
 """The worker pool: take a tid from the dispatcher, fetch its current state, hand it to the batcher.
 
-What happens to the messages a fetch covers depends only on how the fetch ended
-(docs/design.md#one-error-taxonomy-three-scopes):
+What happens to the messages a fetch covers depends only on how the fetch ended (`store.fetch_apply`,
+the path the reconciler's backfill takes too; docs/design.md#one-error-taxonomy-three-scopes):
 
-  trade                → batcher: committed, then confirmed
-  SessionExpired       → the shop is paused; messages left unconfirmed (the server redelivers them)
-  PermanentTopError    → dead letter, then confirm (incl. TradeNotFound, MalformedResponse): a retry
-                         cannot succeed, and an unconfirmed message would come back forever
-  anything else        → left unconfirmed: the client already retried retryable errors and waited out
-                         bans, so one that escapes (or a ServiceRejection) is left to TMC's redelivery
+  TRADE          → batcher: committed, then confirmed
+  SHOP_REJECTED  → the shop is paused; messages left unconfirmed (the server redelivers them)
+  TRADE_FAILED   → the trade failure is recorded (a dead letter for the trade), then the messages are
+                   confirmed (incl. TradeNotFound, MalformedResponse): a retry cannot succeed, and an
+                   unconfirmed message would come back forever. Not recorded: left unconfirmed.
+  RETRY_LATER    → left unconfirmed: the client already retried retryable errors and waited out bans,
+                   so one that escapes (or a ServiceRejection) is left to TMC's redelivery; so is a
+                   defect in the fetcher
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from listener.batcher import CommitBatcher
 from listener.dispatcher import Dispatcher, WorkItem
 from listener.metrics import ListenerMetrics
 from listener.ports import TradeFetcher
-from taobao.errors import PermanentTopError, SessionExpired, TopError
+from store.fetch_apply import Fetched, FetchEnd, TradeFailure, TradeFailures, fetch_trade
+from store.ports import DeadLetters
 from taobao.limiter import Priority
 
 log = logging.getLogger(__name__)
+
+SOURCE = "stream"
+# The `fullinfo_fetches_total` outcome of each end.
+_OUTCOMES = {
+    FetchEnd.TRADE: "ok",
+    FetchEnd.SHOP_REJECTED: "session_expired",
+    FetchEnd.TRADE_FAILED: "permanent_error",
+    FetchEnd.RETRY_LATER: "retry_later",
+}
 
 
 class WorkerPool:
@@ -33,6 +46,7 @@ class WorkerPool:
         dispatcher: Dispatcher,
         fetcher: TradeFetcher,
         batcher: CommitBatcher,
+        store: DeadLetters,
         size: int,
         metrics: ListenerMetrics,
     ) -> None:
@@ -41,6 +55,7 @@ class WorkerPool:
         self._dispatcher = dispatcher
         self._fetcher = fetcher
         self._batcher = batcher
+        self._failures = TradeFailures(store, metrics.dead_letters)
         self._metrics = metrics
         self.size = size
         # Batches wait for company only while fetched trades are sure to keep coming.
@@ -64,28 +79,60 @@ class WorkerPool:
     async def _process(self, item: WorkItem) -> None:
         context = {"tid": item.tid, "shop": item.shop}
         try:
-            trade = await self._fetcher.trade_fullinfo(
-                item.session.get_secret_value(), item.tid, priority=Priority.STREAM
+            fetched = await fetch_trade(
+                self._fetcher, item.session.get_secret_value(), item.tid, priority=Priority.STREAM
             )
-        except SessionExpired as exc:
-            self._metrics.fetches.inc(outcome="session_expired")
-            await self._dispatcher.pause_shop(item.shop, str(exc))
-            await self._dispatcher.leave_unconfirmed(item.message_ids, "shop_paused", "session expired")
-        except PermanentTopError as exc:
-            self._metrics.fetches.inc(outcome="permanent_error")
-            log.warning("fullinfo failed for good: %s", exc, extra={"action": "fetch_permanent", **context})
-            await self._dispatcher.quarantine(item.message_ids, type(exc).__name__, f"fullinfo: {exc}")
         except Exception as exc:
-            # Includes RetryableTopError, RateLimited and ServiceRejection after the client's own retries,
-            # and defects in the fetcher: the message comes back later, so nothing is lost.
-            self._metrics.fetches.inc(outcome="retry_later")
+            # A defect in the fetcher: the message comes back later, so nothing is lost.
+            self._metrics.fetches.inc(outcome=_OUTCOMES[FetchEnd.RETRY_LATER])
             log.warning(
                 "fullinfo failed (%s); messages left for redelivery",
                 type(exc).__name__,
-                exc_info=not isinstance(exc, TopError),  # a TOP error explains itself; others are defects
+                exc_info=True,
                 extra={"action": "fetch_failed", **context},
             )
             await self._dispatcher.leave_unconfirmed(item.message_ids, "fetch_failed", type(exc).__name__)
+            return
+        self._metrics.fetches.inc(outcome=_OUTCOMES[fetched.end])
+        if fetched.end is FetchEnd.TRADE:
+            assert fetched.trade is not None
+            self._batcher.add(fetched.trade, item.message_ids)
+        elif fetched.end is FetchEnd.SHOP_REJECTED:
+            await self._dispatcher.pause_shop(item.shop, str(fetched.error))
+            await self._dispatcher.leave_unconfirmed(item.message_ids, "shop_paused", "session expired")
+        elif fetched.end is FetchEnd.TRADE_FAILED:
+            log.warning(
+                "fullinfo failed for good: %s", fetched.error, extra={"action": "fetch_permanent", **context}
+            )
+            await self._record(item, fetched)
         else:
-            self._metrics.fetches.inc(outcome="ok")
-            self._batcher.add(trade, item.message_ids)
+            log.warning(
+                "fullinfo failed (%s); messages left for redelivery",
+                fetched.kind,
+                extra={"action": "fetch_failed", **context},
+            )
+            await self._dispatcher.leave_unconfirmed(item.message_ids, "fetch_failed", fetched.kind)
+
+    async def _record(self, item: WorkItem, fetched: Fetched) -> None:
+        """Record the trade failure, then confirm the messages; without the record, confirming would
+        lose the change, so they are left for redelivery instead."""
+        failure = TradeFailure(
+            source=SOURCE,
+            kind=fetched.kind,
+            reason=fetched.reason,
+            payload=json.dumps({"tid": item.tid, "message_ids": list(item.message_ids)}),
+            tid=item.tid,
+            shop=item.shop,
+        )
+        try:
+            await self._failures.record(failure)
+        except Exception:
+            log.exception(
+                "could not record the trade failure; messages left for redelivery",
+                extra={"action": "dead_letter_failed", "tid": item.tid, "shop": item.shop},
+            )
+            await self._dispatcher.leave_unconfirmed(
+                item.message_ids, "dead_letter_failed", "dead letter write failed"
+            )
+            return
+        await self._dispatcher.confirm(item.message_ids)

@@ -2,25 +2,37 @@
 
 Modules, in the order data flows:
 
-* `intervals`, `plan` — pure: interval arithmetic of the coverage ledger; how a stretch of `modified`
-  time is cut into increment windows (whole seconds, at most 23:59:59, the first shifted back by the
-  overlap, proof windows below the lag horizon, fresh ones above it) and pages (last to first).
-* `ledger` — the coverage ledger in PostgreSQL: per shop, stretches proven complete and by what
-  (stream, backfill, sweep, initial load). The complement, up to the lag horizon, is the set of gaps.
+* `plan`, `proof` — pure: how a stretch of `modified` time is cut into increment windows (whole
+  seconds, at most 23:59:59, the first shifted back by the overlap, proof windows below the lag
+  horizon, fresh ones above it) and pages (last to first); which windows of a report to read now, when
+  a report is recovered, what a sweep may cover, the gaps a restart or a disconnect leaves. The
+  interval arithmetic is `common.intervals` (the store's ledger shares it).
+* `ledger` — the coverage ledger as the reconciler reads it: the store's ledger
+  (`store.coverage`) with the replicas' fence on what needs leadership. Per shop, stretches proven
+  complete and by what (stream, backfill, sweep, initial load); the complement, up to the lag horizon,
+  is the set of gaps.
 * `stream_watch` — what the TMC stream proves: from the connect to the oldest message not yet
   committed, less a settle margin (`SYNC_STREAM_SETTLE_SECONDS`); the time it was away is a gap.
-* `backfill` — one increment window read completely: a counting call, pages from the last to the
-  first, the explicit type list, `fields=tid`, fullinfo per tid (below the stream's priority in the
-  shared limiter), the store's guarded upsert; `isv.trade-service-rejection` narrows the window and
-  waits; ISV errors are never retried; a failed window is never reported as read.
+* `listing`, `fetching`, `backfill` — one increment window read completely: a counting call, pages
+  from the last to the first, the explicit type list, `fields=tid`; fullinfo per tid (below the
+  stream's priority in the shared limiter) through the fetch → apply path the stream takes too
+  (`store.fetch_apply`); `isv.trade-service-rejection` narrows the window and waits; ISV errors are
+  never retried; a failed window is never reported as read.
 * `lag` — list lag, measured from trades the lists leave out although fullinfo says they are in the
   window; the overlap widens to 1.5 × the largest recent sample.
-* `initial_load` — a new shop's history through TOPATS (or sold.get day by day), resumable.
-* `reports` — one gap report per gap, which is also the unit of work; `report_view` formats them.
-* `reconciler` — the orchestration: gap detection (restart, disconnect, silence, sweep), the TMC
-  session's gate (backfill before resume), the side task, push-loss measurement.
-* `metrics` — coverage and backfill series.
+* `detection` — gap detection: restart, disconnect, silence, ledger holes; the stream's proof recorded.
+* `processing` — a gap report's windows read, recorded, finished, retried (`retries`: the schedule).
+* `sweep` — the periodic low-priority re-read that measures push loss.
+* `gate` — backfill before resume, and the wait for other replicas' leaders.
+* `load_plan`, `history`, `initial_load`, `new_shops` — a new shop's history through TOPATS (or
+  sold.get day by day), resumable: its plan (pure), reading one part, running the load, and when a
+  shop gets one.
+* `reconciler` — the orchestration: schedules the parts above (the side task's rounds, the TMC
+  session's hooks, the CLI's operations); `config` its settings; `coordination` the other replicas.
+* `metrics` — coverage and backfill series; `report_view` formats gap reports; `progress` one line.
 
+What the reconciler keeps lives in the database behind the interfaces of `store.ports` (coverage
+ledger, gap reports, initial loads, trades), implemented over PostgreSQL and in memory (`store.memory`).
 The commands that drive it (`order-sync backfill`, `initial-load`, `report`) live in `daemon/`; the
 replica coordination it may be given (`Coordination`) lives in `replicas/`.
 

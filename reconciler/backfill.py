@@ -1,21 +1,15 @@
-"""Reading one increment window completely: list the tids (docs/sync-rules.md#explicit-type,
-docs/sync-rules.md#backward-paging, docs/sync-rules.md#count-then-walk-back, docs/sync-rules.md#page-size),
-fetch each trade through fullinfo, apply them to the store, and say which windows were read.
+"""Reading increment windows completely: list each window's tids (`reconciler.listing`), fetch and
+apply every trade (`reconciler.fetching`, the path the stream takes too), and say which windows were
+read. A failed window is never reported as read, so the ledger never advances over it.
 
-Listing a window: one counting call (`use_has_next=false`, page 1), and when there is more than one
-page, every page from the last back to the first with `use_has_next=true`; `fields=tid`, page size 100,
-the explicit full type list. A tid seen twice (rows shift while pages are walked) is fetched once.
-
-Errors (docs/design.md#one-error-taxonomy-three-scopes):
+What a list call's error means for the window (docs/design.md#one-error-taxonomy-three-scopes):
 * `isv.trade-service-rejection` → the window is split in two and retried after the configured delay
   (the platform says 3 minutes); a window that cannot be split further fails.
-* other `isv.*` and permanent errors of a list call → logged, never retried; the window fails.
+* other `isv.*` and permanent errors → logged, never retried; the window fails for good.
 * retryable errors the client could not get past (it already retried) → the window fails for now.
 * a rejected session → `SessionExpired` is raised: nothing more can be done for the shop.
-* fullinfo: `isv.trade-not-exist` is counted and skipped; other permanent errors put the trade in
-  the dead-letter table and it is skipped (docs/design.md#bad-input-never-crashes); anything else fails the
-  window.
-A failed window is never reported as read, so the ledger never advances over it.
+List entries that fail validation are recorded as trade failures (dead letters). What a fullinfo
+error means: see `reconciler.fetching`.
 """
 
 from __future__ import annotations
@@ -27,52 +21,26 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
-from reconciler import sql
-from reconciler.intervals import Interval, covers
+from common.intervals import Interval
+from common.metrics import Registry
+from reconciler.fetching import Failure, Target, TradeFetch
 from reconciler.lag import LagMeter
-from reconciler.ledger import guarded
-from reconciler.plan import Window, backward_pages
-from reconciler.reports import PassCounts, RecoveredTrade
-from store.pg import PgStore
-from taobao.errors import (
-    MalformedResponse,
-    PermanentTopError,
-    ServiceRejection,
-    SessionExpired,
-    TopError,
-    TradeNotFound,
-)
-from taobao.fields import ALL_TRADE_TYPES, LIST_FIELDS, MAX_PAGE_SIZE
+from reconciler.listing import Listing, ListQuery, TradeSource, list_window
+from reconciler.plan import Window
+from store.fetch_apply import FetchEnd, TradeFailure, TradeFailures, dead_letter_counter, fetch_trade
+from store.gap_reports import PassCounts
+from store.ports import ReconcilerTrades
+from taobao.errors import PermanentTopError, ServiceRejection, SessionExpired, TopError
+from taobao.fields import ALL_TRADE_TYPES, MAX_PAGE_SIZE
 from taobao.limiter import Priority
-from taobao.models import RejectedItem, Trade, TradePage
+from taobao.models import RejectedItem, Trade
 
 logger = logging.getLogger(__name__)
 
 # Increment and sold.get only see trades created within three months (docs/top-api.md#three-month-window); a
 # day of margin.
 ONLINE_WINDOW = timedelta(days=89)
-
-
-class TradeSource(Protocol):
-    """The TOP calls a backfill makes (`taobao.client.TopClient` fits)."""
-
-    async def trades_sold_increment_get(
-        self,
-        session: str,
-        *,
-        start_modified: datetime,
-        end_modified: datetime,
-        page_no: int,
-        page_size: int = ...,
-        fields: str = ...,
-        types: Sequence[str] = ...,
-        use_has_next: bool = ...,
-        priority: Priority = ...,
-    ) -> TradePage: ...
-
-    async def trade_fullinfo(self, session: str, tid: int, *, priority: Priority = ...) -> Trade: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,38 +55,25 @@ class BackfillConfig:
     lag_probes: int = 20
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
-    reason: str
-    # False: an ISV error or another cause retrying cannot fix (docs/sync-rules.md#retry-isp-never-isv)
-    retryable: bool
-
-
 @dataclass(slots=True)
 class ReadResult:
     read: list[Window] = field(default_factory=list)  # windows read completely, in order
     failure: Failure | None = None
 
 
-@dataclass(slots=True)
-class Listing:
-    tids: list[int]
-    queried_at: datetime
-    rejected: list[RejectedItem]
-
-
 class WindowReader:
-    """Reads windows for one pass; remembers which trade states it already fetched (dedupe by tid)."""
+    """Reads windows for one pass; a trade fetched once is not fetched again (see `TradeFetch`)."""
 
     def __init__(
         self,
         client: TradeSource,
-        store: PgStore,
+        store: ReconcilerTrades,
         config: BackfillConfig,
         *,
         lag: LagMeter | None = None,
         now: Callable[[], datetime],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        failures: TradeFailures | None = None,
         within: Sequence[Interval] | None = None,
     ) -> None:
         self._client = client
@@ -127,11 +82,17 @@ class WindowReader:
         self._lag = lag
         self._now = now
         self._sleep = sleep
-        # Fullinfo answers with a trade's newest version, which can lie past the windows read; with
-        # `within`, a version modified outside those stretches is not applied (whoever reads its time
-        # brings it in and counts it).
-        self._within = within
-        self._fetched: dict[int, datetime] = {}
+        # Without the daemon's registry (a test, a one-off command) failures are counted on their own.
+        failures = failures or TradeFailures(store, dead_letter_counter(Registry()))
+        # `within`: where a fetched version may be applied (see `TradeFetch`); None: anywhere.
+        self.fetch = TradeFetch(
+            client,
+            store,
+            failures,
+            concurrency=config.concurrency,
+            apply_batch=config.apply_batch,
+            within=within,
+        )
         self._listed: set[int] = set()
 
     async def read(
@@ -147,125 +108,75 @@ class WindowReader:
     ) -> ReadResult:
         """Read `windows` in order; stop at the first that fails. Raises SessionExpired."""
         result = ReadResult()
+        target = Target(shop, source, counts, stream_cover)
+        query = ListQuery(self._client, session, self.config.types, self.config.page_size, priority)
         pending = deque(windows)
         while pending:
             window = pending.popleft()
-            context = {
-                "shop": shop,
-                "window_start": window.start.isoformat(),
-                "window_end": window.end.isoformat(),
-            }
             try:
-                listing = await self._list(session, window, priority, counts)
+                listing = await list_window(query, window, queried_at=self._now(), counts=counts)
             except ServiceRejection as exc:
-                counts.rejections += 1
-                halves = window.halves(self.config.min_window)
+                halves = await self._narrow(window, exc, target)
                 if halves is None:
-                    counts.windows_failed += 1
                     result.failure = Failure(f"{exc.sub_code}: window too narrow to split further", True)
-                    logger.error(
-                        "trade service rejected a window that cannot be narrowed further",
-                        extra={"action": "backfill_window_failed", **context},
-                    )
                     return result
-                logger.warning(
-                    "trade service rejected the window; narrowing it and retrying in %.0f s",
-                    self.config.rejection_retry_seconds,
-                    extra={"action": "backfill_window_narrowed", **context},
-                )
-                await self._sleep(self.config.rejection_retry_seconds)
                 pending.extendleft(reversed(halves))
                 continue
             except SessionExpired:
                 raise
-            except PermanentTopError as exc:
-                counts.windows_failed += 1
-                result.failure = Failure(f"list call: {exc}", retryable=False)
-                logger.error(
-                    "list call failed for good (not retried): %s",
-                    exc,
-                    extra={"action": "backfill_window_failed", **context},
-                )
-                return result
             except TopError as exc:
                 counts.windows_failed += 1
-                result.failure = Failure(f"list call: {exc}", retryable=True)
-                logger.warning(
-                    "list call failed after retries: %s",
-                    exc,
-                    extra={"action": "backfill_window_failed", **context},
-                )
+                result.failure = _list_failure(exc, window, shop)
                 return result
-            for item in listing.rejected:
-                await self.dead_letter(source, f"list entry: {item.reason}", item.raw, None, shop, counts)
-            wanted = [tid for tid in listing.tids if self._fetched.get(tid, window.start) <= window.end]
-            counts.found += len(set(listing.tids) - self._listed)
-            self._listed.update(listing.tids)
-            await self._probe_lag(shop, session, window, listing, priority, source, counts, stream_cover)
-            failure = await self.fetch_and_apply(
-                shop, session, wanted, priority, source, counts, stream_cover
-            )
-            if failure is not None:
+            result.failure = await self._fetch_listed(session, window, listing, query, target)
+            if result.failure is not None:
                 counts.windows_failed += 1
-                result.failure = failure
                 return result
             counts.windows_read += 1
             result.read.append(window)
         return result
 
-    # ---- listing -------------------------------------------------------------------------------------
-
-    async def _list(self, session: str, window: Window, priority: Priority, counts: PassCounts) -> Listing:
-        page_size = self.config.page_size
-        types = self.config.types
-        queried_at = self._now()
-        counts.list_calls += 1
-        first = await self._client.trades_sold_increment_get(
-            session,
-            start_modified=window.start,
-            end_modified=window.end,
-            page_no=1,
-            page_size=page_size,
-            fields=LIST_FIELDS,
-            types=types,
-            use_has_next=False,
-            priority=priority,
+    async def _narrow(
+        self, window: Window, exc: ServiceRejection, target: Target
+    ) -> tuple[Window, Window] | None:
+        """After `isv.trade-service-rejection`: the window's halves, once the platform's delay has passed;
+        None (and the window counted failed) when it cannot be split further."""
+        target.counts.rejections += 1
+        context = _context(target.shop, window)
+        halves = window.halves(self.config.min_window)
+        if halves is None:
+            target.counts.windows_failed += 1
+            logger.error(
+                "trade service rejected a window that cannot be narrowed further",
+                extra={"action": "backfill_window_failed", **context},
+            )
+            return None
+        logger.warning(
+            "trade service rejected the window; narrowing it and retrying in %.0f s",
+            self.config.rejection_retry_seconds,
+            extra={"action": "backfill_window_narrowed", **context},
         )
-        tids: dict[int, None] = dict.fromkeys(t.tid for t in first.trades)
-        rejected = list(first.rejected)
-        total = first.total_results if first.total_results is not None else len(first.trades)
-        if total > page_size:
-            # Backward (docs/sync-rules.md#backward-paging): rows that leave the window while we walk shift
-            # towards page 1, which is read last; walking forward would skip them.
-            for page_no in backward_pages(total, page_size):
-                counts.list_calls += 1
-                page = await self._client.trades_sold_increment_get(
-                    session,
-                    start_modified=window.start,
-                    end_modified=window.end,
-                    page_no=page_no,
-                    page_size=page_size,
-                    fields=LIST_FIELDS,
-                    types=types,
-                    use_has_next=True,
-                    priority=priority,
-                )
-                tids.update(dict.fromkeys(t.tid for t in page.trades))
-                rejected += page.rejected
-        return Listing(list(tids), queried_at, rejected)
+        await self._sleep(self.config.rejection_retry_seconds)
+        return halves
+
+    async def _fetch_listed(
+        self, session: str, window: Window, listing: Listing, query: ListQuery, target: Target
+    ) -> Failure | None:
+        for item in listing.rejected:
+            await self.dead_letter(
+                target.source, f"list entry: {item.reason}", item, target.shop, target.counts
+            )
+        fetched = self.fetch.fetched
+        wanted = [tid for tid in listing.tids if fetched.get(tid, window.start) <= window.end]
+        target.counts.found += len(set(listing.tids) - self._listed)
+        self._listed.update(listing.tids)
+        await self._probe_lag(session, window, listing, query.priority, target)
+        return await self.fetch.fetch_and_apply(session, wanted, query.priority, target)
 
     # ---- list lag ------------------------------------------------------------------------------------
 
     async def _probe_lag(
-        self,
-        shop: str,
-        session: str,
-        window: Window,
-        listing: Listing,
-        priority: Priority,
-        source: str,
-        counts: PassCounts,
-        stream_cover: Sequence[Interval],
+        self, session: str, window: Window, listing: Listing, priority: Priority, target: Target
     ) -> None:
         """Trades stored with a `modified` in the window that the list left out: if fullinfo says they
         have not changed since, the list is lagging by at least `queried_at - modified`."""
@@ -273,171 +184,56 @@ class WindowReader:
             return
         listed = set(listing.tids)
         types = None if self.config.types == ALL_TRADE_TYPES else list(self.config.types)
-        rows = await guarded(
-            "looking for list lag",
-            lambda: self._store.pool.fetch(
-                sql.SELECT_STORED_IN_WINDOW,
-                shop,
-                window.start,
-                window.end,
-                listing.queried_at - ONLINE_WINDOW,
-                types,
-                self.config.lag_probes + len(listed),
-            ),
+        rows = await self._store.stored_in_window(
+            target.shop,
+            window.start,
+            window.end,
+            created_from=listing.queried_at - ONLINE_WINDOW,
+            types=types,
+            limit=self.config.lag_probes + len(listed),
         )
-        stored = {r["tid"]: r["modified"] for r in rows if r["tid"] not in listed}
-        probes = list(stored.items())[: self.config.lag_probes]
-        if not probes:
-            return
+        probes = [(tid, modified) for tid, modified in rows if tid not in listed][: self.config.lag_probes]
         trades: list[Trade] = []
         for tid, modified in probes:
-            try:
-                counts.fullinfo_calls += 1
-                trade = await self._client.trade_fullinfo(session, tid, priority=priority)
-            except SessionExpired:
-                raise
-            except TopError:
+            target.counts.fullinfo_calls += 1
+            probe = await fetch_trade(self._client, session, tid, priority=priority)
+            if probe.end is FetchEnd.SHOP_REJECTED:
+                assert probe.error is not None
+                raise probe.error
+            if probe.trade is None:
                 continue  # a probe is a measurement; its trade is read through its own window
-            trades.append(trade)
-            if trade.modified is not None and trade.modified == modified:
+            trades.append(probe.trade)
+            if probe.trade.modified is not None and probe.trade.modified == modified:
                 lag = (listing.queried_at - modified).total_seconds()
-                counts.note_lag(lag)
-                self._lag.observe(lag, listing.queried_at, shop)
-        await self.apply(shop, trades, source, counts, stream_cover)
-
-    # ---- fullinfo and the store ------------------------------------------------------------------------
-
-    async def fetch_and_apply(
-        self,
-        shop: str,
-        session: str,
-        tids: Sequence[int],
-        priority: Priority,
-        source: str,
-        counts: PassCounts,
-        stream_cover: Sequence[Interval] = (),
-    ) -> Failure | None:
-        """Fetch every tid through fullinfo (`concurrency` at a time) and apply them in batches; the
-        first failure that is not about one trade stops the rest."""
-        if not tids:
-            return None
-        queue: deque[int] = deque(tids)
-        batch: list[Trade] = []
-        failure: list[Failure] = []
-        flush_lock = asyncio.Lock()
-
-        async def flush(force: bool) -> None:
-            async with flush_lock:
-                if batch and (force or len(batch) >= self.config.apply_batch):
-                    taken = batch[:]
-                    batch.clear()
-                    await self.apply(shop, taken, source, counts, stream_cover)
-
-        async def worker() -> None:
-            while queue and not failure:
-                tid = queue.popleft()
-                counts.fullinfo_calls += 1
-                try:
-                    trade = await self._client.trade_fullinfo(session, tid, priority=priority)
-                except SessionExpired:
-                    raise
-                except TradeNotFound:
-                    counts.not_found += 1
-                    continue
-                except PermanentTopError as exc:
-                    payload = exc.payload if isinstance(exc, MalformedResponse) else json.dumps({"tid": tid})
-                    await self.dead_letter(source, f"fullinfo: {exc}", payload, tid, shop, counts)
-                    continue
-                except TopError as exc:
-                    failure.append(Failure(f"fullinfo of {tid}: {exc}", retryable=True))
-                    return
-                batch.append(trade)
-                await flush(force=False)
-
-        workers = [
-            asyncio.create_task(worker(), name=f"backfill-fetch-{n}")
-            for n in range(max(1, min(self.config.concurrency, len(tids))))
-        ]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-        await flush(force=True)
-        if failure:
-            logger.warning(
-                "window not read completely: %s",
-                failure[0].reason,
-                extra={"action": "backfill_fetch_failed", "shop": shop},
-            )
-            return failure[0]
-        return None
-
-    async def apply(
-        self,
-        shop: str,
-        trades: Sequence[Trade],
-        source: str,
-        counts: PassCounts,
-        stream_cover: Sequence[Interval] = (),
-    ) -> None:
-        """Apply `trades`; count them as new, changed or unchanged, and as push loss when the change
-        fell in a stretch the stream claimed (`stream_cover`)."""
-        within = self._within
-        if within is not None:
-            trades = [t for t in trades if t.modified is None or covers(within, t.modified)]
-        if not trades:
-            return
-        tids = [t.tid for t in trades]
-        rows = await guarded(
-            "reading stored tids", lambda: self._store.pool.fetch(sql.SELECT_EXISTING_TIDS, tids)
-        )
-        existed = {r["tid"] for r in rows}
-        # guarded: the store passes some errors of a killed connection on unwrapped.
-        result = await guarded("applying trades", lambda: self._store.apply_trades(trades, source=source))
-        changed = set(result.changed)
-        newest: dict[int, Trade] = {}
-        for trade in trades:
-            kept = newest.get(trade.tid)
-            if kept is None or (trade.modified or trade.created or _MIN) >= (
-                kept.modified or kept.created or _MIN
-            ):
-                newest[trade.tid] = trade
-            if trade.modified is not None:
-                seen = self._fetched.get(trade.tid)
-                self._fetched[trade.tid] = trade.modified if seen is None else max(seen, trade.modified)
-        counts.unchanged += len(set(result.unchanged) - changed)
-        counts.dead_letters += len(result.rejected)
-        for tid in sorted(changed):
-            trade = newest[tid]
-            lost = trade.modified is not None and covers(stream_cover, trade.modified)
-            kind = "changed" if tid in existed else "new"
-            if kind == "new":
-                counts.new += 1
-            else:
-                counts.changed += 1
-            if lost:
-                counts.push_loss += 1
-            if counts.keep_trades:
-                counts.recovered.append(RecoveredTrade(tid, trade.modified, kind, lost))
+                target.counts.note_lag(lag)
+                self._lag.observe(lag, listing.queried_at, target.shop)
+        await self.fetch.apply(trades, target)
 
     async def dead_letter(
-        self,
-        source: str,
-        reason: str,
-        payload: object,
-        tid: int | None,
-        shop: str,
-        counts: PassCounts,
+        self, source: str, reason: str, item: RejectedItem, shop: str, counts: PassCounts
     ) -> None:
-        text = (
-            payload
-            if isinstance(payload, str | bytes)
-            else json.dumps(payload, ensure_ascii=False, default=str)
+        """A list entry (or TOPATS line) that failed validation: recorded as a trade failure."""
+        raw = item.raw
+        payload = raw if isinstance(raw, str | bytes) else json.dumps(raw, ensure_ascii=False, default=str)
+        failure = TradeFailure(source, "invalid_list_entry", reason, payload, None, shop)
+        await self.fetch.record(failure, counts)
+
+
+def _context(shop: str, window: Window) -> dict[str, str]:
+    return {"shop": shop, "window_start": window.start.isoformat(), "window_end": window.end.isoformat()}
+
+
+def _list_failure(exc: TopError, window: Window, shop: str) -> Failure:
+    """A list call failed after the client's retries: for good when retrying cannot help (ISV)."""
+    context = _context(shop, window)
+    if isinstance(exc, PermanentTopError):
+        logger.error(
+            "list call failed for good (not retried): %s",
+            exc,
+            extra={"action": "backfill_window_failed", **context},
         )
-        await self._store.dead_letter(source=source, reason=reason, payload=text, tid=tid, shop=shop)
-        counts.dead_letters += 1
-
-
-_MIN = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+        return Failure(f"list call: {exc}", retryable=False)
+    logger.warning(
+        "list call failed after retries: %s", exc, extra={"action": "backfill_window_failed", **context}
+    )
+    return Failure(f"list call: {exc}", retryable=True)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from common.metrics import Registry, Samples
+from store.fetch_apply import dead_letter_counter
+from store.gap_reports import PassCounts
 
 
 class CoverageMetrics:
@@ -67,8 +69,22 @@ class ReconcilerMetrics:
             "reconciler_windows_failed_total", "Windows not read completely (they stay gaps), by shop"
         )
         self.gaps_opened = registry.counter("reconciler_gaps_opened_total", "Gap reports opened, by cause")
+        # The service's one dead-letter series: trades a backfill could not fetch or store count there,
+        # as the stream's do.
+        self.dead_letters = dead_letter_counter(registry)
         self.gate_seconds = registry.histogram(
             "reconciler_gate_seconds",
             "How long the stream waited for the backfill before (re)connecting",
             (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
         )
+
+    def count_pass(self, shop: str, cause: str, counts: PassCounts, *, purpose: str) -> None:
+        """What a backfill or sweep pass cost and found."""
+        if counts.brought_in:
+            self.recovered.inc(counts.brought_in, shop=shop, cause=cause)
+        if counts.push_loss:
+            self.coverage.add_push_loss(shop, counts.push_loss)
+        self.list_calls.inc(counts.list_calls, purpose=purpose)
+        self.fullinfo_calls.inc(counts.fullinfo_calls, purpose=purpose)
+        if counts.windows_failed:
+            self.windows_failed.inc(counts.windows_failed, shop=shop)

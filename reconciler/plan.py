@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from taobao.fields import MAX_INCREMENT_SPAN
 
 SECOND = timedelta(seconds=1)

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from reconciler.intervals import Interval
-from reconciler.ledger import Coverage, ProvenBy
-from reconciler.reports import Cause, GapReport, StreamConnection
+from common.intervals import Interval
+from store.coverage import Coverage, ProvenBy
+from store.gap_reports import Cause, GapReport, StreamConnection
 from taobao.timefmt import GMT8
 
 COLUMNS = (

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from taobao.tmc.events import TmcMessage
 
 logger = logging.getLogger(__name__)
@@ -166,4 +166,3 @@ class StreamWatch:
 
     def reset_silence(self, shop: str, now: datetime) -> None:
         self.last_message[shop] = now
-

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 
 import asyncpg
 
 from common.errors import OrderSyncError
+
+T = TypeVar("T")
 
 # What a database operation that was refused, or whose connection was lost, raises from the driver:
 # a server error, a connection the pool closed or reset (InterfaceError, InternalClientError after
@@ -46,3 +49,11 @@ class NotLeader(OrderSyncError):
     def __init__(self, shop: str) -> None:
         self.shop = shop
         super().__init__(f"this replica does not lead shop {shop!r}")
+
+
+async def guarded(what: str, work: Callable[[], Awaitable[T]]) -> T:
+    """Run a database call, turning driver errors into StoreError (one exception root)."""
+    try:
+        return await work()
+    except DATABASE_ERRORS as exc:
+        raise StoreError(f"{what} failed: {exc}") from exc

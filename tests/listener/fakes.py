@@ -192,6 +192,21 @@ class FakeStore:
         if self.dead_letter_gate is not None:
             await self.dead_letter_gate.wait()
         body = json.loads(payload)
+        if "message_ids" in body:
+            # A trade failure (listener.workers): one row for the trade, naming the messages it settles.
+            for message_id in body["message_ids"]:
+                self.journal.dead_lettered.add(message_id)
+                self.journal.tick("dead_letter", message_id)
+            self.dead_letters.append(
+                {
+                    "source": source,
+                    "reason": reason,
+                    "message_ids": body["message_ids"],
+                    "tid": tid,
+                    "shop": shop,
+                }
+            )
+            return
         self.journal.dead_lettered.add(body["id"])
         self.journal.tick("dead_letter", body["id"])
         self.dead_letters.append(

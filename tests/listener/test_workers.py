@@ -18,7 +18,7 @@ from taobao.errors import (
 )
 from taobao.limiter import Priority
 from taobao.tmc.events import TmcMessage
-from tests.listener.fakes import Journal, message
+from tests.listener.fakes import Journal, StoreDown, message
 from tests.listener.harness import pipeline
 
 
@@ -38,16 +38,37 @@ def test_the_journal_flags_a_confirm_without_a_covering_commit() -> None:
         MalformedResponse("no trade in the response"),
     ],
 )
-async def test_a_permanent_error_dead_letters_and_confirms(error: Exception) -> None:
-    async with pipeline() as p:
+async def test_a_permanent_error_records_the_trade_failure_and_confirms(error: Exception) -> None:
+    async with pipeline(start=False) as p:
         p.fetcher.errors[100] = [error]
         await p.deliver(message(1, 100), message(2, 100))
+        p.start()  # both messages are covered by one fetch
         await p.settled()
         assert p.store.batches == []
-        assert sorted(str(letter["id"]) for letter in p.store.dead_letters) == ["1", "2"]
-        assert all(letter["tid"] == 100 and letter["shop"] == "shop-a" for letter in p.store.dead_letters)
+        # One dead letter for the trade (shop, tid, reason), naming the messages it settles.
+        [letter] = p.store.dead_letters
+        assert (letter["tid"], letter["shop"], letter["source"]) == (100, "shop-a", "stream")
+        assert letter["message_ids"] == [1, 2]
+        assert letter["reason"] == f"fullinfo: {error}"
         assert sorted(p.journal.confirmed) == [1, 2]
-        assert p.metrics.dead_letters.value(reason=type(error).__name__) == 2
+        assert p.metrics.dead_letters.value(reason=type(error).__name__) == 1
+        assert p.metrics.fetches.value(outcome="permanent_error") == 1
+
+
+async def test_a_trade_failure_that_cannot_be_recorded_leaves_its_messages_for_redelivery() -> None:
+    async with pipeline() as p:
+        p.fetcher.errors[100] = [TradeNotFound("trade not found", sub_code="isv.trade-not-exist", tid=100)]
+
+        async def broken(**kwargs: object) -> None:
+            raise StoreDown("connection lost")
+
+        p.store.dead_letter = broken  # type: ignore[method-assign]
+        await p.deliver(message(1, 100))
+        await p.settled()
+        assert p.journal.confirmed == []
+        assert p.channel.failed_ids == [1]
+        assert p.metrics.left_unconfirmed.value(reason="dead_letter_failed") == 1
+        assert p.metrics.dead_letters.value(reason="TradeNotFound") == 0
 
 
 @pytest.mark.parametrize(

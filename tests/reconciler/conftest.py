@@ -12,11 +12,13 @@ import pytest
 from pydantic import SecretStr
 
 from reconciler.backfill import BackfillConfig
-from reconciler.initial_load import InitialLoadConfig
-from reconciler.reconciler import Reconciler, ReconcilerConfig
+from reconciler.config import ReconcilerConfig
+from reconciler.load_plan import InitialLoadConfig
+from reconciler.reconciler import Reconciler
 from simulator.standin import StandIn
 from store.migrate import migrate
 from store.pg import PgStore
+from store.pg_reconciler import pg_reconciler_store
 from taobao.client import RetryPolicy, TopClient
 from taobao.limiter import TopRateLimiter
 from tests.conftest import create_database, drop_database
@@ -78,10 +80,11 @@ def small_config(**changes: Any) -> ReconcilerConfig:
 def make_reconciler(
     standin: StandIn, store: PgStore, client: TopClient, config: ReconcilerConfig | None = None, **kwargs: Any
 ) -> Reconciler:
+    config = config or small_config()
     return Reconciler(
-        config=config or small_config(),
+        config=config,
         client=client,
-        store=store,
+        storage=pg_reconciler_store(store, replica=config.replica),
         shops={s.nick: SecretStr(s.session) for s in standin.shops},
         **kwargs,
     )

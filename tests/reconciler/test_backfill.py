@@ -14,15 +14,16 @@ from typing import Any
 
 import pytest
 
+from common.intervals import Interval
 from reconciler.backfill import BackfillConfig, WindowReader
-from reconciler.intervals import Interval
-from reconciler.ledger import ProvenBy
 from reconciler.plan import Window, floor_second
-from reconciler.reports import Outcome, PassCounts
 from simulator.compare import compare_with_market
 from simulator.gateway import CallRecord
 from simulator.standin import StandIn, StandInConfig
+from store.coverage import ProvenBy
+from store.gap_reports import Outcome, PassCounts
 from store.pg import PgStore
+from store.pg_reconciler import PgTrades
 from taobao.client import TopClient
 from taobao.fields import ALL_TRADE_TYPES, TRADES_SOLD_INCREMENT_GET
 from taobao.limiter import Priority
@@ -173,7 +174,8 @@ async def test_a_trade_modified_during_backward_paging_is_not_missed(standin: St
     async with top_client(standin, cls=ModifyingClient) as client:
         assert isinstance(client, ModifyingClient)
         client.after, client.modify = 2, modify  # right after the count and the last page
-        reader = WindowReader(client, pg, BackfillConfig(concurrency=8), now=lambda: datetime.now(UTC))
+        config = BackfillConfig(concurrency=8)
+        reader = WindowReader(client, PgTrades(pg), config, now=lambda: datetime.now(UTC))
         counts = PassCounts()
         result = await reader.read(
             shop,

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from reconciler.initial_load import InitialLoader, local_midnight
-from reconciler.intervals import Interval
-from reconciler.ledger import ProvenBy
-from reconciler.reports import Cause
+from common.intervals import Interval
+from reconciler.initial_load import InitialLoader
+from reconciler.load_plan import local_midnight
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
+from store.coverage import ProvenBy
+from store.gap_reports import Cause
 from store.pg import PgStore
 from taobao.client import TopClient
 from taobao.fields import (

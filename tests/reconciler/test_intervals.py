@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.intervals import Interval, clip_all, covered_end, covers, gaps, normalize, total
+from common.intervals import Interval, clip_all, covered_end, covers, gaps, normalize, total
 from reconciler.plan import (
     Window,
     backward_pages,

@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.intervals import Interval
-from reconciler.ledger import ProvenBy
+from common.intervals import Interval
 from reconciler.plan import floor_second
-from reconciler.reports import Outcome
 from simulator.clock import ManualClock
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
+from store.coverage import ProvenBy
+from store.gap_reports import Outcome
 from store.pg import PgStore
 from taobao.models import Trade
 from tests.reconciler.conftest import make_reconciler, small_config, top_client

@@ -17,11 +17,11 @@ from common.backoff import BackoffPolicy
 from daemon.app import Daemon, assemble
 from daemon.settings import load_settings
 from listener.session import SessionTiming
-from reconciler.ledger import ProvenBy
-from reconciler.reports import Cause, GapReport, Outcome
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
+from store.coverage import ProvenBy
+from store.gap_reports import Cause, GapReport, Outcome
 from store.pg import PgStore
 from taobao.limiter import TopRateLimiter
 from tests.reconciler.conftest import small_config, top_client, wait_for, wait_for_async

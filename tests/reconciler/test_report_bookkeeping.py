@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from common.intervals import Interval
 from reconciler.backfill import BackfillConfig
-from reconciler.intervals import Interval
 from reconciler.plan import floor_second
-from reconciler.reports import Outcome
 from simulator.standin import StandIn, StandInConfig
 from store.errors import StoreError
+from store.gap_reports import Outcome
 from store.pg import PgStore
 from taobao.models import Trade
 from tests.reconciler.conftest import make_reconciler, small_config, top_client

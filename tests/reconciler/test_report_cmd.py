@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from common.intervals import Interval
 from daemon import report_cmd
-from reconciler.intervals import Interval
-from reconciler.ledger import Ledger, ProvenBy
-from reconciler.reports import Cause, Outcome, PassCounts, RecoveredTrade, ReportStore
+from store.coverage import ProvenBy
+from store.gap_reports import Cause, Outcome, PassCounts, RecoveredTrade
 from store.pg import PgStore
+from store.pg_coverage import PgCoverageLedger
+from store.pg_reports import PgGapReports
 from taobao.timefmt import GMT8
 
 SHOP_A, SHOP_B = "南山优品旗舰店", "江南布衣小铺"
@@ -29,7 +31,7 @@ async def fill(pg: PgStore) -> datetime:
     the sweep, an outage still being retried and a manual backfill that failed for good."""
     now = datetime.now(UTC).replace(microsecond=0)
     t1, t2, t3 = now - timedelta(minutes=50), now - timedelta(minutes=30), now - timedelta(minutes=26)
-    ledger, reports = Ledger(pg.pool), ReportStore(pg.pool, replica="erp-sync-1")
+    ledger, reports = PgCoverageLedger(pg.pool), PgGapReports(pg.pool, replica="erp-sync-1")
     since = now - timedelta(days=90)
     for shop in (SHOP_A, SHOP_B):
         await ledger.register_shop(shop, since)
@@ -156,7 +158,7 @@ async def test_a_report_waiting_for_the_lag_horizon_shows_when_it_will_be_provab
     pg: PgStore, dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    reports = ReportStore(pg.pool, replica="erp-sync-1")
+    reports = PgGapReports(pg.pool, replica="erp-sync-1")
     window = Interval(now - timedelta(seconds=40), now - timedelta(seconds=5))
     created = await reports.create(SHOP_A, Cause.RESTART, window, detected_at=now)
     waiting = await reports.get(created.id)

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from reconciler.plan import floor_second
-from reconciler.reports import Outcome
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
+from store.gap_reports import Outcome
 from store.pg import PgStore
 from taobao.fields import TRADE_FULLINFO_GET, TRADES_SOLD_INCREMENT_GET
 from tests.reconciler.conftest import make_reconciler, small_config, top_client, wait_for_async

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.intervals import Interval
-from reconciler.ledger import ProvenBy
+from common.intervals import Interval
 from reconciler.plan import floor_second
-from reconciler.reports import Cause, Outcome
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
+from store.coverage import ProvenBy
+from store.gap_reports import Cause, Outcome
 from store.pg import PgStore
 from taobao.fields import TRADE_FULLINFO_GET, TRADES_SOLD_INCREMENT_GET
 from taobao.timefmt import format_top_time, parse_top_time

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.intervals import Interval
+from common.intervals import Interval
 from reconciler.lag import LagMeter
-from reconciler.reports import Cause
 from reconciler.stream_watch import StreamWatch
 from simulator.standin import StandIn, StandInConfig
+from store.gap_reports import Cause
 from store.pg import PgStore
 from taobao.tmc.events import TmcMessage
 from tests.reconciler.conftest import make_reconciler, small_config, top_client

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler.reconciler import Reconciler
-from reconciler.reports import Cause
 from simulator.clock import ManualClock
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
+from store.gap_reports import Cause
 from store.pg import PgStore
 from taobao.client import TopClient
 from taobao.tmc.events import Connected, Disconnected
@@ -92,7 +92,7 @@ async def test_a_version_the_stream_has_not_claimed_waits_for_the_next_sweep_whi
     reconciler, shop, stored = await connected(standin, pg, client, clock)
     clock.advance(5)
     lost = await lose_a_change(standin, pg, client, stored)  # now: after what the stream claims
-    await reconciler.flush_stream(clock.now())
+    await reconciler.detector.flush_stream(clock.now())
 
     # The window ends 3 s back; the lost trade is stored with a `modified` in it, so a lag probe fetches
     # its newest version, which the stream has not claimed yet.
@@ -102,7 +102,7 @@ async def test_a_version_the_stream_has_not_claimed_waits_for_the_next_sweep_whi
     assert not await is_current(pg, standin, lost)
 
     clock.advance(5)
-    await reconciler.flush_stream(clock.now())  # the stream claims the change's second, never sent
+    await reconciler.detector.flush_stream(clock.now())  # the stream claims the change's second, never sent
     second = await reconciler.sweep(shop)
     assert (second.brought_in, second.push_loss) == (1, 1)
     assert await is_current(pg, standin, lost)
@@ -121,7 +121,7 @@ async def test_a_version_made_during_an_outage_is_left_to_the_outage_report(
     clock.advance(1)
     await reconciler.on_state(Connected(clock.now(), "token"))
     clock.advance(5)
-    await reconciler.flush_stream(clock.now())
+    await reconciler.detector.flush_stream(clock.now())
 
     # The outage's report is still open, so the sweep reads only up to where the outage began; a lag
     # probe fetches the lost trade's version from inside the outage.

@@ -1,4 +1,4 @@
-"""Backfill before resume with several replicas (reconciler/reconciler.py, module docstring): a replica's
+"""Backfill before resume with several replicas (reconciler/gate.py, module docstring): a replica's
 TMC (re)connect waits for the other leaders' backfills, but never forever: not past
 SYNC_GATE_PEER_WAIT_SECONDS when a leader is stuck, not at all when another replica already consumes
 the group's queue, and a dead leader's shops are taken over and backfilled inside the wait."""

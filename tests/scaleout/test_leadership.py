@@ -11,12 +11,14 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from reconciler.intervals import Interval
-from reconciler.ledger import Ledger, ProvenBy
+from common.intervals import Interval
+from reconciler.ledger import Ledger
 from replicas.leadership import fair_share, rank
 from replicas.replica_set import ReplicaIdInUse, ReplicaSet
 from store import replica_sql
+from store.coverage import ProvenBy
 from store.errors import NotLeader
+from store.pg_coverage import PgCoverageLedger
 from tests.scaleout.conftest import SHOPS, eventually, leaders, replica_set, running
 
 
@@ -156,7 +158,7 @@ async def test_the_ledger_refuses_a_proof_from_a_replica_that_lost_the_shop(dsn:
     try:
         await leader.round()
         assert leader.leads(shop)
-        ledger = Ledger(pool, fence=leader.fence)
+        ledger = Ledger(PgCoverageLedger(pool), fence=leader.fence)
         t0 = datetime(2026, 11, 11, tzinfo=UTC)
         first, second = (
             Interval(t0, t0 + timedelta(hours=1)),
@@ -174,7 +176,7 @@ async def test_the_ledger_refuses_a_proof_from_a_replica_that_lost_the_shop(dsn:
         await ledger.prove(shop, second, ProvenBy.STREAM)  # what a stream proved needs no leadership
         await successor.round()
         assert successor.leads(shop)
-        await Ledger(pool, fence=successor.fence).prove(shop, second, ProvenBy.BACKFILL)
+        await Ledger(PgCoverageLedger(pool), fence=successor.fence).prove(shop, second, ProvenBy.BACKFILL)
     finally:
         await pool.close()
         await leader.link.close()

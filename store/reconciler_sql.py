@@ -1,6 +1,8 @@
-"""Every SQL statement the reconciler runs, in one place (docs/design.md#sql-in-one-place). Tables:
-store/migrations/001 and 010 (coverage, gap_reports, gap_report_trades, stream_connections, sync_shops,
-initial_loads, initial_load_parts)."""
+"""The SQL behind the reconciler's storage interfaces (the coverage ledger, gap reports, stream
+connections, initial loads, and the lookups a backfill makes in `trades`). All SQL lives in the store
+package (docs/design.md#sql-in-one-place): `store.sql` holds the trades, the change feed and the
+migrations; this module the reconciler's bookkeeping. Tables: store/migrations/001 and 010 (coverage,
+gap_reports, gap_report_trades, stream_connections, sync_shops, initial_loads, initial_load_parts)."""
 
 from __future__ import annotations
 

@@ -1,25 +1,22 @@
-"""Gap-recovery reports: one `gap_reports` row per gap, which is also the reconciler's unit of work.
+"""Gap-recovery reports: one per gap, which is also the reconciler's unit of work. This module holds the
+records and the interface the reconciler reaches them through; `store.pg_reports` implements it over
+PostgreSQL (`gap_reports`, `gap_report_trades`, `stream_connections`) and `store.memory` in memory.
 
 A report is opened when a gap is detected (restart, disconnect, silence, sweep, manual, initial load),
 its window is read in one or more passes (each adds its counts and moves `progress_until`), and it is
 closed `recovered`, `partial` (some window failed for a reason worth retrying; it stays open) or
 `failed` (a reason retrying cannot fix: an ISV error, a rejected session). The trades a report brought
-in or brought up to date are listed in `gap_report_trades`.
+in or brought up to date are listed with it.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-import asyncpg
-
-from reconciler import sql
-from reconciler.intervals import Interval
-from reconciler.ledger import guarded
+from common.intervals import Interval
 
 
 class Cause(enum.StrEnum):
@@ -47,7 +44,7 @@ class RecoveredTrade:
 
 @dataclass(slots=True)
 class PassCounts:
-    """What one pass over (part of) a report's window did; added to the report row."""
+    """What one pass over (part of) a report's window did; added to the report."""
 
     list_calls: int = 0
     fullinfo_calls: int = 0
@@ -116,12 +113,6 @@ class GapReport:
     detected_by: str | None  # the replica that opened it; `replica` is the one that worked on it last
     replicas: tuple[str, ...]  # every replica that worked on it, in turn
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> GapReport:
-        values = {f.name: row[f.name] for f in fields(cls)}
-        values["replicas"] = tuple(values["replicas"] or ())
-        return cls(**values)
-
     @property
     def is_open(self) -> bool:
         return self.outcome in (None, Outcome.PARTIAL.value)
@@ -165,10 +156,10 @@ class StreamConnection:
     reason: str | None
 
 
-class ReportStore:
-    def __init__(self, pool: asyncpg.Pool, replica: str) -> None:
-        self._pool = pool
-        self.replica = replica
+class GapReports(Protocol):
+    """Reports and the TMC connections of one replica (`replica`: who opens and works on them)."""
+
+    replica: str
 
     async def create(
         self,
@@ -178,52 +169,27 @@ class ReportStore:
         *,
         detected_at: datetime,
         progress_until: datetime | None = None,
-    ) -> GapReport:
-        row = await guarded(
-            "opening a gap report",
-            lambda: self._pool.fetchrow(
-                sql.INSERT_REPORT,
-                shop,
-                cause.value,
-                window.start,
-                window.end,
-                detected_at,
-                self.replica,
-                progress_until,
-            ),
-        )
-        assert row is not None
-        return GapReport.from_row(row)
+    ) -> GapReport: ...
 
     async def get(self, report_id: int) -> GapReport:
-        row = await guarded("reading a gap report", lambda: self._pool.fetchrow(sql.SELECT_REPORT, report_id))
-        if row is None:
-            raise LookupError(f"no gap report {report_id}")
-        return GapReport.from_row(row)
+        """Raises LookupError for an unknown id."""
+        ...
 
     async def open_reports(self, shop: str) -> list[GapReport]:
-        rows = await guarded(
-            "reading open gap reports", lambda: self._pool.fetch(sql.SELECT_OPEN_REPORTS, shop)
-        )
-        return [GapReport.from_row(r) for r in rows]
+        """Reports of `shop` without an outcome or `partial`, oldest first."""
+        ...
 
     async def unrecovered_windows(self, shop: str) -> list[Interval]:
-        rows = await guarded(
-            "reading gap report windows", lambda: self._pool.fetch(sql.SELECT_UNRECOVERED_WINDOWS, shop)
-        )
-        return [
-            Interval(r["window_start"], r["window_end"]) for r in rows if r["window_start"] < r["window_end"]
-        ]
+        """Windows of `shop`'s reports that are not recovered (open, or failed for good)."""
+        ...
 
     async def recent(self, limit: int, shop: str | None = None) -> list[GapReport]:
-        rows = await guarded(
-            "reading gap reports", lambda: self._pool.fetch(sql.SELECT_RECENT_REPORTS, limit, shop)
-        )
-        return [GapReport.from_row(r) for r in rows]
+        """The `limit` newest reports (of `shop`), newest first."""
+        ...
 
     async def extend(self, report_id: int, end: datetime) -> None:
-        """Push the report's window end out to `end` (an outage still going on, or just over)."""
-        await guarded("extending a gap report", lambda: self._pool.execute(sql.EXTEND_REPORT, report_id, end))
+        """Push the report's window end out to `end` (never in)."""
+        ...
 
     async def add_pass(
         self,
@@ -235,88 +201,24 @@ class ReportStore:
         fresh_until: datetime | None,
         overlap_seconds: float | None,
     ) -> None:
-        """Add one pass's counts and trades; move the progress marks forward (never back)."""
-
-        async def write() -> None:
-            async with self._pool.acquire() as conn, conn.transaction():
-                new, changed = counts.new, counts.changed
-                if counts.recovered:
-                    # A trade brought in by an earlier pass of this report is counted once.
-                    rows = await conn.fetch(
-                        sql.SELECT_KNOWN_REPORT_TRADES, report_id, [t.tid for t in counts.recovered]
-                    )
-                    known = {r["tid"] for r in rows}
-                    new -= sum(1 for t in counts.recovered if t.tid in known and t.kind == "new")
-                    changed -= sum(1 for t in counts.recovered if t.tid in known and t.kind == "changed")
-                await conn.execute(
-                    sql.ADD_TO_REPORT,
-                    report_id,
-                    started_at,
-                    counts.list_calls,
-                    counts.fullinfo_calls,
-                    counts.found,
-                    new,
-                    changed,
-                    counts.unchanged,
-                    counts.dead_letters,
-                    counts.push_loss,
-                    counts.windows_read,
-                    counts.windows_failed,
-                    counts.rejections,
-                    counts.not_found,
-                    progress_until,
-                    fresh_until,
-                    overlap_seconds,
-                    counts.max_lag_seconds,
-                    self.replica,
-                )
-                if counts.recovered:
-                    await self._insert_trades(conn, report_id, counts.recovered)
-
-        await guarded("recording a backfill pass", write)
-
-    @staticmethod
-    async def _insert_trades(conn: Any, report_id: int, trades: Sequence[RecoveredTrade]) -> None:
-        await conn.execute(
-            sql.INSERT_REPORT_TRADES,
-            report_id,
-            [t.tid for t in trades],
-            [t.modified for t in trades],
-            [t.kind for t in trades],
-            [t.push_loss for t in trades],
-        )
+        """Add one pass's counts and trades, atomically: counters add up (a trade recorded by an earlier
+        pass of the report is counted once and keeps its first kind), `progress_until`/`fresh_until`
+        only move forward, `started_at` is set once, and this replica is appended to `replicas` when
+        the work moved to it."""
+        ...
 
     async def finish(self, report_id: int, outcome: Outcome, reason: str | None, at: datetime) -> None:
-        await guarded(
-            "closing a gap report",
-            lambda: self._pool.execute(sql.FINISH_REPORT, report_id, outcome.value, reason, at, self.replica),
-        )
+        """Set the outcome; `finished_at` stays empty for `partial` (the report is still open)."""
+        ...
 
     async def trades(self, report_id: int) -> list[RecoveredTrade]:
-        rows = await guarded(
-            "reading a gap report's trades", lambda: self._pool.fetch(sql.SELECT_REPORT_TRADES, report_id)
-        )
-        return [RecoveredTrade(r["tid"], r["modified"], r["kind"], r["push_loss"]) for r in rows]
+        """The trades the report brought in or up to date, by tid."""
+        ...
 
-    # ---- stream connections (the timeline's "stream up" lane) -----------------------------------------
+    async def connection_opened(self, at: datetime) -> int: ...
 
-    async def connection_opened(self, at: datetime) -> int:
-        value = await guarded(
-            "recording a TMC connection",
-            lambda: self._pool.fetchval(sql.INSERT_CONNECTION, self.replica, at),
-        )
-        return int(value)
-
-    async def connection_closed(self, connection_id: int, at: datetime, reason: str) -> None:
-        await guarded(
-            "recording a TMC disconnect",
-            lambda: self._pool.execute(sql.CLOSE_CONNECTION, connection_id, at, reason[:500]),
-        )
+    async def connection_closed(self, connection_id: int, at: datetime, reason: str) -> None: ...
 
     async def connections(self, since: datetime) -> list[StreamConnection]:
-        rows = await guarded(
-            "reading TMC connections", lambda: self._pool.fetch(sql.SELECT_CONNECTIONS, since)
-        )
-        return [
-            StreamConnection(r["replica"], r["connected_at"], r["disconnected_at"], r["reason"]) for r in rows
-        ]
+        """Connections still up at `since` or opened after it, by connect time."""
+        ...

@@ -1,0 +1,73 @@
+"""The reconciler's settings (`daemon.app.make_reconciler_config` builds them from `Settings`) and what
+every part of one reconciler shares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from pydantic import SecretStr
+
+from common.identity import default_replica
+from reconciler.backfill import BackfillConfig
+from reconciler.coordination import Coordination
+from reconciler.ledger import Ledger
+from reconciler.load_plan import InitialLoadConfig
+from reconciler.metrics import ReconcilerMetrics
+from reconciler.retries import db_policy, retrying_db
+from store.gap_reports import GapReports
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerConfig:
+    overlap: timedelta = timedelta(seconds=600)
+    safety_lag: timedelta = timedelta(seconds=30)
+    max_span: timedelta = timedelta(hours=1)
+    sweep_every: timedelta = timedelta(seconds=300)
+    silence: timedelta = timedelta(seconds=900)
+    silence_min_expected: float = 5.0  # messages a shop's usual rate predicts before a silence counts
+    stream_settle: timedelta = timedelta(seconds=5)
+    tick_seconds: float = 10.0
+    retry_cap_seconds: float = 300.0  # longest wait before a partial report is tried again
+    stream_during_backfill: bool = False
+    initial_load_days: int = 90
+    replica: str = field(default_factory=default_replica)
+    peer_wait_seconds: float = 300.0  # the gate's longest wait for other replicas' backfills
+    backfill: BackfillConfig = field(default_factory=BackfillConfig)
+    initial_load: InitialLoadConfig = field(default_factory=InitialLoadConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What the parts of one reconciler share: its settings, the ledger and the reports it keeps, its
+    series, the other replicas, the shops and their sessions, and its clock."""
+
+    config: ReconcilerConfig
+    ledger: Ledger
+    reports: GapReports
+    metrics: ReconcilerMetrics
+    coordination: Coordination
+    shops: Mapping[str, SecretStr]
+    now: Clock = utc_now
+    sleep: Sleep = asyncio.sleep
+
+    def session_of(self, shop: str) -> str:
+        return self.shops[shop].get_secret_value()
+
+    async def retrying_db(
+        self, action: str, work: Callable[[], Awaitable[T]], *, attempts: int | None = None
+    ) -> T:
+        """`work()` retried past lost database connections (`reconciler.retries.retrying_db`)."""
+        policy = db_policy(self.config.retry_cap_seconds)
+        return await retrying_db(action, work, policy=policy, sleep=self.sleep, attempts=attempts)

@@ -1,0 +1,164 @@
+"""The reconciler's proof rules, pure: no I/O, no clock (docs/design.md#coverage-ledger). What the stream
+proves is `reconciler.stream_watch`; how a stretch is cut into windows is `reconciler.plan`.
+
+* Which windows of a gap report to read now (`pass_windows`): from where its proof stands (trimmed by
+  what the ledger already proves, for outages), proof windows up to the lag horizon, fresh ones above
+  it when asked for; nothing while a report read ahead waits for the horizon (`waits_for_horizon`).
+* When a report is done (`conclusion`): recovered once proven to its end; partial or failed when a
+  window failed, by whether retrying can help.
+* What a sweep may cover (`sweep_span`): from where the last sweep ended (the first starts where this
+  process's stream did) to the lag horizon, no further than the stream's own proof and never into a
+  window an open report owns.
+* Where a sweep may apply the versions fullinfo answers with (`sweep_applies`): inside its windows or
+  where the stream claimed the time.
+* The gaps a restart and a disconnect leave (`restart_gap`, `disconnect_gap`), and whether an outage
+  report is still unread for the gate (`outage_unread`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from common.intervals import Interval, normalize
+from reconciler.fetching import Failure
+from reconciler.plan import SECOND, Window, floor_second, plan_windows
+from store.gap_reports import Cause, GapReport, Outcome
+
+# The outages: reports the gate waits for when another replica leads their shop.
+OUTAGE_CAUSES = frozenset({Cause.RESTART.value, Cause.DISCONNECT.value, Cause.INITIAL_LOAD.value})
+# Reports whose windows may already be proven by someone else (another replica's stream proved this
+# one's outage; a duplicate report of one restart was read already): what is proven is not read again.
+TRIMMED_CAUSES = frozenset({Cause.RESTART.value, Cause.DISCONNECT.value})
+
+
+def history_loading(report: GapReport) -> bool:
+    """An initial load's report before its history is in: the increment starts where the load ends."""
+    return report.cause == Cause.INITIAL_LOAD.value and report.progress_until is None
+
+
+def proven_until(start: datetime, proven: Iterable[Interval]) -> datetime:
+    """How far `proven` (normalized, by start) reaches from `start` on without a hole."""
+    for interval in proven:
+        if interval.start <= start < interval.end:
+            start = interval.end
+    return start
+
+
+def pass_windows(
+    report: GapReport,
+    proven_from: datetime,
+    *,
+    now: datetime,
+    safety_lag: timedelta,
+    overlap: timedelta,
+    max_span: timedelta,
+    fresh: bool,
+) -> list[Window]:
+    """The windows one pass over `report` reads now, its proof standing at `proven_from` (empty: nothing
+    to read yet)."""
+    windows = plan_windows(
+        Interval(proven_from, report.window_end),
+        now=now,
+        safety_lag=safety_lag,
+        overlap=overlap,
+        max_span=max_span,
+        fresh=fresh,
+        fresh_from=report.fresh_until,
+    )
+    if not windows or waits_for_horizon(report, proven_from, windows, fresh=fresh, max_span=max_span):
+        return []
+    return windows
+
+
+def waits_for_horizon(
+    report: GapReport, proven_from: datetime, windows: Sequence[Window], *, fresh: bool, max_span: timedelta
+) -> bool:
+    """Leave a report that was read ahead alone until the lag horizon passes its end (or a full window
+    is provable): proving it a few seconds per round as the horizon creeps forward costs a list call per
+    round and fetches nothing new."""
+    if fresh or not all(w.proof for w in windows):
+        return False
+    end = windows[-1].end
+    if end <= proven_from:
+        return True  # the horizon has not passed what is proven: the window would prove nothing new
+    return (
+        report.fresh_until is not None
+        and end < report.window_end
+        and end <= report.fresh_until
+        and end - windows[0].start < max_span
+    )
+
+
+def is_recovered(report: GapReport) -> bool:
+    """Proven to the end of its window."""
+    return report.proven_from >= report.window_end
+
+
+def conclusion(report: GapReport, failure: Failure | None) -> Outcome | None:
+    """The outcome after a pass (`report` as the pass left it): None while it stays open, waiting for
+    the horizon to pass the rest of its window."""
+    if failure is not None:
+        return failed(failure)
+    return Outcome.RECOVERED if is_recovered(report) else None
+
+
+def failed(failure: Failure) -> Outcome:
+    """Partial (open, tried again) when retrying can help; failed for good when it cannot."""
+    return Outcome.PARTIAL if failure.retryable else Outcome.FAILED
+
+
+def sweep_span(
+    *,
+    last_sweep_end: datetime | None,
+    stream_started: datetime | None,
+    sync_from: datetime,
+    stream_end: datetime | None,
+    open_starts: Iterable[datetime],
+    horizon: datetime,
+) -> Interval | None:
+    """What a sweep of one shop may read now (None: nothing). From where the last sweep ended; the
+    first sweep starts where this process's stream started (the time before belongs to the initial-load
+    and restart reports), never before the ledger does (`sync_from`). Up to the lag horizon, no further
+    than the stream's proof (the sweep checks what the stream claimed; stretches it did not claim are
+    the gap reports'), and not into the window of an open report (it owns its window: the sweep waits
+    behind it rather than racing it)."""
+    since = last_sweep_end or stream_started
+    if since is None or stream_end is None:
+        return None
+    since = max(since, sync_from)
+    upper = floor_second(min([horizon, stream_end, *open_starts]))
+    return Interval(since, upper) if since < upper else None
+
+
+def sweep_applies(windows: Sequence[Window], stream_cover: Iterable[Interval]) -> list[Interval]:
+    """Where a sweep that read `windows` may apply a version fullinfo answered with. That is a trade's
+    newest version, often modified after the windows (a lag probe, a trade changed again since it was
+    listed): its change is push loss where the stream claimed its time (`stream_cover`, which reaches to
+    where the stream's proof ends). A version outside the windows and that cover is left alone: its
+    push may still be on its way, or it falls in an outage whose report must bring it in."""
+    read_upto = windows[-1].end + SECOND  # a window's end second is listed too
+    return normalize([Interval(windows[0].start, read_upto), *stream_cover])
+
+
+def restart_gap(ledger_end: datetime, open_ends: Iterable[datetime], now: datetime) -> Interval | None:
+    """What a process that starts at `now` has missed: from where the ledger (or an open report, already
+    reading it) ends."""
+    end = max([ledger_end, *open_ends])
+    return Interval(end, now) if end < now else None
+
+
+def disconnect_gap(proven_end: datetime | None, segment_start: datetime, at: datetime) -> Interval | None:
+    """What a disconnect at `at` leaves unproven: from where the stream's recorded proof of the segment
+    ends (its start when nothing was recorded)."""
+    start = min(proven_end or segment_start, at)
+    return Interval(start, at) if start < at else None
+
+
+def outage_unread(report: GapReport, since: datetime, *, safety_lag: timedelta) -> bool:
+    """An outage report opened by `since` that its leader has not read up to `since` (less the safety
+    lag, as a fresh read does) nor given up on."""
+    if report.cause not in OUTAGE_CAUSES or report.outcome is not None or report.detected_at > since:
+        return False
+    target = floor_second(min(report.window_end, since - safety_lag)) - SECOND
+    return max(report.proven_from, report.fresh_until or report.window_start) < target

@@ -1,0 +1,79 @@
+"""The reconciler's storage over PostgreSQL, assembled from one `PgStore` (and its pool)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from store import reconciler_sql as sql
+from store.errors import guarded
+from store.pg import PgStore
+from store.pg_coverage import PgCoverageLedger
+from store.pg_loads import PgInitialLoads
+from store.pg_reports import PgGapReports
+from store.ports import ReconcilerStore
+from store.types import ApplyResult
+from taobao.models import Trade
+
+
+class PgTrades:
+    """`ReconcilerTrades`: `PgStore`'s guarded upsert and dead letters, and the backfill's lookups."""
+
+    def __init__(self, store: PgStore) -> None:
+        self._store = store
+
+    async def apply_trades(self, trades: Sequence[Trade], *, source: str) -> ApplyResult:
+        # guarded: the store passes some errors of a killed connection on unwrapped.
+        return await guarded("applying trades", lambda: self._store.apply_trades(trades, source=source))
+
+    async def dead_letter(
+        self,
+        *,
+        source: str,
+        reason: str,
+        payload: bytes | str,
+        tid: int | None = None,
+        shop: str | None = None,
+    ) -> None:
+        await self._store.dead_letter(source=source, reason=reason, payload=payload, tid=tid, shop=shop)
+
+    async def existing_tids(self, tids: Sequence[int]) -> set[int]:
+        rows = await guarded(
+            "reading stored tids", lambda: self._store.pool.fetch(sql.SELECT_EXISTING_TIDS, list(tids))
+        )
+        return {r["tid"] for r in rows}
+
+    async def stored_in_window(
+        self,
+        shop: str,
+        start: datetime,
+        end: datetime,
+        *,
+        created_from: datetime,
+        types: Sequence[str] | None,
+        limit: int,
+    ) -> list[tuple[int, datetime]]:
+        rows = await guarded(
+            "looking for list lag",
+            lambda: self._store.pool.fetch(
+                sql.SELECT_STORED_IN_WINDOW,
+                shop,
+                start,
+                end,
+                created_from,
+                None if types is None else list(types),
+                limit,
+            ),
+        )
+        return [(r["tid"], r["modified"]) for r in rows]
+
+
+def pg_reconciler_store(store: PgStore, *, replica: str) -> ReconcilerStore:
+    """The reconciler's storage over `store`'s pool; `replica` opens and works on the reports."""
+    pool = store.pool
+    return ReconcilerStore(
+        coverage=PgCoverageLedger(pool),
+        reports=PgGapReports(pool, replica),
+        loads=PgInitialLoads(pool, replica),
+        trades=PgTrades(store),
+    )

@@ -1,0 +1,128 @@
+"""Backfill before resume (reconciler/gate.py) over the in-memory storage: the gate reads what was missed
+before the stream resumes, or hands it to the side task when told to stream during the backfill; with
+several replicas it waits for the other leaders, never forever, and reads the shops it takes over."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from common.intervals import Interval
+from reconciler.coordination import Alone
+from store.coverage import ProvenBy
+from store.gap_reports import Cause, Outcome
+from tests.integration.harness import wait_for_async
+from tests.reconciler.fakes import T0, Unit, unit_config, unit_reconciler
+
+HOUR = timedelta(hours=1)
+
+
+class Peers(Alone):
+    """Another replica leads the shops in `theirs`; `changed` waits a moment (a heartbeat round)."""
+
+    def __init__(self, theirs: set[str]) -> None:
+        self.theirs = theirs
+        self.connected = False
+        self.rounds = 0
+        self.on_round: list[str] = []  # shops taken over at the next round, one per round
+
+    def leads(self, shop: str) -> bool:
+        return shop not in self.theirs
+
+    def peer_connected(self) -> bool:
+        return self.connected
+
+    async def changed(self, within: float) -> None:
+        self.rounds += 1
+        if self.on_round:
+            self.theirs.discard(self.on_round.pop(0))
+            return
+        await asyncio.sleep(min(within, 0.01))
+
+
+async def restarted(unit: Unit, shops: list[str]) -> None:
+    """Each shop followed until an hour ago, and changed since."""
+    for n, shop in enumerate(shops):
+        await unit.reconciler.ledger.register_shop(shop, T0 - 10 * HOUR)
+        await unit.reconciler.ledger.prove(shop, Interval(T0 - 10 * HOUR, T0 - HOUR), ProvenBy.STREAM)
+        for i in range(5):
+            unit.top.change(shop, 100 * (n + 1) + i, T0 - HOUR + timedelta(minutes=10 * i + 1))
+
+
+async def test_the_gate_reads_what_was_missed_before_the_stream_resumes() -> None:
+    unit = unit_reconciler()
+    await restarted(unit, ["shop-a"])
+    await unit.reconciler.gate()
+    assert len(unit.db.trades.rows) == 5  # in the database before the session connects
+    [report] = await unit.reconciler.reports.recent(10)
+    assert report.cause == Cause.RESTART.value
+    assert report.fresh_until is not None  # the newest seconds are read fresh, proven later
+    assert unit.reconciler.metrics.gate_seconds.count() == 1
+    assert unit.reconciler.last_gate_seconds is not None
+
+
+async def test_streaming_during_the_backfill_leaves_the_reading_to_the_side_task() -> None:
+    unit = unit_reconciler(config=unit_config(stream_during_backfill=True))
+    await restarted(unit, ["shop-a"])
+    await unit.reconciler.gate()
+    assert unit.top.calls == []  # the session connects at once
+    side = asyncio.create_task(unit.reconciler.run())
+    try:
+
+        async def read() -> bool:
+            return len(unit.db.trades.rows) == 5
+
+        await wait_for_async(read, 5, "the side task's fresh round")
+    finally:
+        side.cancel()
+        await asyncio.gather(side, return_exceptions=True)
+
+
+async def test_the_gate_waits_for_another_leader_only_so_long_and_not_when_a_peer_is_connected() -> None:
+    peers = Peers({"shop-b"})
+    unit = unit_reconciler(
+        shops=["shop-a", "shop-b"], config=unit_config(peer_wait_seconds=0.2), coordination=peers
+    )
+    await restarted(unit, ["shop-a", "shop-b"])
+    await unit.reconciler.gate()
+    assert peers.rounds >= 2  # it waited, then gave up at the bound
+    assert {t // 100 for t in unit.db.trades.rows} == {1}  # only its own shop was read
+    peers.connected = True
+    rounds = peers.rounds
+    await unit.reconciler.gate()
+    assert peers.rounds == rounds  # the group's queue is consumed already: no wait
+
+
+async def test_a_shop_taken_over_during_the_wait_is_read_before_the_stream_resumes() -> None:
+    peers = Peers({"shop-b"})
+    peers.on_round = ["shop-b"]  # its leader dies: the next heartbeat round hands it over
+    unit = unit_reconciler(
+        shops=["shop-a", "shop-b"], config=unit_config(peer_wait_seconds=30), coordination=peers
+    )
+    await restarted(unit, ["shop-a", "shop-b"])
+    await unit.reconciler.gate()
+    assert {t // 100 for t in unit.db.trades.rows} == {1, 2}
+    restarts = [r for r in await unit.reconciler.reports.recent(10) if r.cause == Cause.RESTART.value]
+    assert all("unit" in r.replicas for r in restarts)
+    assert all(r.outcome != Outcome.FAILED.value for r in restarts)
+
+
+class LateTakeover(Peers):
+    """The shops in `theirs` are handed over right after this replica was first told it does not lead
+    them: the takeover lands while the gate's read of its own shops is still going on."""
+
+    def leads(self, shop: str) -> bool:
+        led = super().leads(shop)
+        if not led:
+            self.theirs.discard(shop)
+        return led
+
+
+async def test_a_shop_taken_over_while_the_gate_reads_is_read_too_before_the_stream_resumes() -> None:
+    peers = LateTakeover({"shop-b"})
+    unit = unit_reconciler(
+        shops=["shop-a", "shop-b"], config=unit_config(peer_wait_seconds=30), coordination=peers
+    )
+    await restarted(unit, ["shop-a", "shop-b"])
+    await unit.reconciler.gate()
+    assert {t // 100 for t in unit.db.trades.rows} == {1, 2}

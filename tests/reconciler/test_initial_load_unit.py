@@ -1,0 +1,83 @@
+"""A new shop's initial load (reconciler/initial_load.py, history.py, new_shops.py) over the in-memory
+storage and the fake TOP, on which TOPATS is retired as on today's platform: the load falls back to
+sold.get day by day, resumes from its finished parts, proves the history, and its report goes on with the
+increment from today 00:00 (GMT+8)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from common.intervals import Interval
+from reconciler.load_plan import local_midnight
+from store.coverage import ProvenBy
+from store.gap_reports import Cause, Outcome
+from store.initial_loads import SOLD_GET
+from taobao.errors import RetryableTopError
+from tests.reconciler.fakes import T0, Unit, unit_config, unit_reconciler
+
+SHOP = "shop-a"
+
+
+def history(unit: Unit) -> tuple[list[int], list[int]]:
+    """Trades created on each of the last three days (one modified since), and some made today."""
+    today = local_midnight(T0)
+    old = []
+    for day in range(1, 4):
+        for i in range(4):
+            created = today - timedelta(days=day) + timedelta(hours=2 + i)
+            old.append(
+                unit.top.change(SHOP, 1000 * day + i, created + timedelta(minutes=30), created=created).tid
+            )
+    fresh = [
+        unit.top.change(
+            SHOP, 9000 + i, today + timedelta(minutes=20 + i), created=today + timedelta(minutes=i)
+        ).tid
+        for i in range(3)
+    ]
+    return old, fresh
+
+
+async def test_a_new_shops_history_is_loaded_proven_and_followed_by_the_increment() -> None:
+    unit = unit_reconciler(config=unit_config(initial_load_days=3))
+    old, fresh = history(unit)
+    await unit.reconciler.gate()  # plans the load and runs it before the stream resumes
+    state = await unit.reconciler.loader.state(SHOP)
+    assert state is not None
+    assert (state.done, state.method, state.trades) == (True, SOLD_GET, len(old))
+    assert [c["start"] for c in unit.top.calls_of("sold_get")] == [
+        state.since + timedelta(days=d) for d in range(3)
+    ]
+    assert len(unit.top.calls_of("topats")) == 1  # tried once, then day by day through sold.get
+    assert set(unit.db.trades.rows) == set(old) | set(fresh)
+    assert await unit.reconciler.ledger.intervals(SHOP, kinds=[ProvenBy.INITIAL_LOAD]) == [
+        Interval(state.since, state.until)
+    ]
+    [report] = await unit.reconciler.reports.recent(10)
+    assert report.cause == Cause.INITIAL_LOAD.value
+    assert report.progress_until is not None
+    assert report.progress_until >= state.until  # the increment goes on from today 00:00
+    unit.clock.advance(10)
+    await unit.reconciler.tick()
+    done = await unit.reconciler.reports.get(report.id)
+    assert done.outcome == Outcome.RECOVERED.value
+    assert await unit.reconciler.ledger.gaps(SHOP, state.since, T0) == []
+
+
+async def test_an_interrupted_load_resumes_from_its_first_unfinished_part() -> None:
+    unit = unit_reconciler(config=unit_config(initial_load_days=3))
+    history(unit)
+    await unit.reconciler.start()
+    state = await unit.reconciler.loader.state(SHOP)
+    assert state is not None
+    second_day = state.since + timedelta(days=1)
+    unit.top.day_errors[second_day] = RetryableTopError("HTTP 502")  # after the client's own retries
+    await unit.reconciler.recover(fresh=True)  # the load stops at the second day, until the next round
+    assert [p.state for p in await unit.reconciler.loader.parts(SHOP)] == ["done", "pending", "pending"]
+    calls = len(unit.top.calls_of("sold_get"))
+    await unit.reconciler.recover(fresh=True)
+    assert [p.state for p in await unit.reconciler.loader.parts(SHOP)] == ["done"] * 3
+    resumed = unit.top.calls_of("sold_get")[calls:]
+    assert resumed[0]["start"] == second_day  # the finished day is not read again
+    done = await unit.reconciler.loader.state(SHOP)
+    assert done is not None
+    assert done.done
