@@ -199,7 +199,7 @@ async def _abort(conn: asyncpg.Connection) -> None:
 
 class ReplicaSet:
     """This replica among the others: the side task that keeps the heartbeat, the quota share and shop
-    leadership current, and the `Coordination` the reconciler asks (see `reconciler.reconciler`)."""
+    leadership current, and the `Coordination` the reconciler asks (see `reconciler.coordination`)."""
 
     def __init__(
         self,
