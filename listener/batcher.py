@@ -1,14 +1,15 @@
 """Commit batching: fetched trades are written to the store together, then their messages confirmed.
 
-One `apply_trades` per flush. Flushes run one at a time, so the store sees the stream's writes in the
-order they were fetched, and trades that arrive while a flush runs go together into the next one (group
-commit): at low load a trade is written as soon as the store is free, at high load batches grow by
-themselves. Only when the fetch side is saturated (`backlog()` says tids are waiting for a worker) does
-a batch linger for company, until `max_size` trades are waiting or the first has waited `max_delay`:
-latency is then dominated by the queue anyway, and bigger batches cost less per trade.
-Only after a flush returns are the messages it covers confirmed (docs/design.md#confirm-after-commit). A
-failed flush confirms nothing and is retried (`common.backoff.retrying`, jittered and capped) until it
-succeeds or the service stops.
+One `apply_trades` per flush, through `store.fetch_apply.apply_fetched` (the path the reconciler takes
+too, which counts the trades the store refused). Flushes run one at a time, so the store sees the
+stream's writes in the order they were fetched, and trades that arrive while a flush runs go together
+into the next one (group commit): at low load a trade is written as soon as the store is free, at high
+load batches grow by themselves. Only when the fetch side is saturated (`backlog()` says tids are
+waiting for a worker) does a batch linger for company, until `max_size` trades are waiting or the first
+has waited `max_delay`: latency is then dominated by the queue anyway, and bigger batches cost less per
+trade. Only after a flush returns are the messages it covers confirmed
+(docs/design.md#confirm-after-commit). A failed flush confirms nothing and is retried
+(`common.backoff.retrying`, jittered and capped) until it succeeds or the service stops.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Final, Protocol
 from common.backoff import BackoffPolicy, retrying
 from listener.metrics import ListenerMetrics
 from listener.ports import TradeStore
+from store.fetch_apply import TradeFailures, apply_fetched
 from store.types import ApplyResult
 from taobao.models import Trade
 
@@ -76,6 +78,8 @@ class CommitBatcher:
         retry: BackoffPolicy = STORE_RETRY,
     ) -> None:
         self._store = store
+        # Trades the store refuses are counted where the reconciler counts its own (store.fetch_apply).
+        self._failures = TradeFailures(store, metrics.dead_letters)
         self._settler = settler
         self._max_size = max_size
         self._max_delay = max_delay
@@ -171,7 +175,9 @@ class CommitBatcher:
         # The write runs as its own task: if this one is cancelled mid-write, the transaction still
         # finishes and its messages are confirmed before the cancellation goes on
         # (docs/design.md#last-write-survives-cancellation).
-        write = asyncio.ensure_future(self._store.apply_trades(trades, source=SOURCE))
+        write = asyncio.ensure_future(
+            apply_fetched(self._store, trades, source=SOURCE, failures=self._failures)
+        )
         try:
             return await asyncio.shield(write)
         except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from common.metrics import Registry
 from listener.ports import TradeStore
+from store.fetch_apply import dead_letter_counter
 from store.types import ApplyResult
 from taobao.models import Trade
 
@@ -36,9 +37,7 @@ class ListenerMetrics:
             "tmc_messages_unconfirmed_total", "Messages left for redelivery, by reason"
         )
         self.ack_errors = r.counter("tmc_ack_errors_total", "Confirm or fail calls that raised")
-        self.dead_letters = r.counter(
-            "dead_letters_total", "Inputs quarantined in the dead-letter table, by reason"
-        )
+        self.dead_letters = dead_letter_counter(r)  # the one series the reconciler counts in too
         self.fetches = r.counter(
             "fullinfo_fetches_total", "Stream fullinfo fetches by outcome (after retries)"
         )
@@ -57,8 +56,8 @@ class ListenerMetrics:
 
 
 class MeasuredStore:
-    """The store as the stream's commit batcher sees it: each commit is timed, trades the store
-    quarantined are counted as dead letters, and each changed trade's lag behind Taobao is observed."""
+    """The store as the stream's commit batcher sees it: each commit is timed, and each changed trade's
+    lag behind Taobao is observed (the trades it refused are counted by `store.fetch_apply`)."""
 
     def __init__(
         self, store: TradeStore, metrics: ListenerMetrics, clock: Callable[[], datetime] | None = None
@@ -71,8 +70,6 @@ class MeasuredStore:
         started = time.perf_counter()
         result = await self._store.apply_trades(trades, source=source)
         self._metrics.apply_seconds.observe(time.perf_counter() - started)
-        if result.rejected:
-            self._metrics.dead_letters.inc(len(result.rejected), reason="invalid_trade")
         if result.changed:
             now = self._clock()
             changed = set(result.changed)

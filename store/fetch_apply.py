@@ -1,6 +1,6 @@
-"""One fetch → apply path for the stream (`listener.workers`) and the reconciler (`reconciler.fetching`):
-how a fullinfo fetch ended, what each ending asks of the caller, one place that applies fetched trades,
-and one call that records a trade-level failure.
+"""One fetch → apply path for the stream (`listener.workers` fetches, `listener.batcher` applies) and
+the reconciler (`reconciler.fetching`): how a fullinfo fetch ended, what each ending asks of the caller,
+one place that applies fetched trades, and one call that records a trade-level failure.
 
 How a fetch ended decides everything that follows (docs/design.md#one-error-taxonomy-three-scopes):
 
@@ -37,8 +37,8 @@ from taobao.models import Trade
 
 logger = logging.getLogger(__name__)
 
-# The one dead-letter series; the stream registers it too (listener.metrics), the registry hands both
-# the same counter.
+# The one dead-letter series; the stream registers it too (listener.metrics, through
+# `dead_letter_counter`), and the registry hands both the same counter.
 DEAD_LETTERS_TOTAL: Final = "dead_letters_total"
 DEAD_LETTERS_HELP: Final = "Inputs quarantined in the dead-letter table, by reason"
 # The `reason` label of a trade the store refused.

@@ -178,6 +178,7 @@ async def test_messages_of_a_trade_the_store_quarantined_in_the_commit_are_confi
         await p.settled()
         assert sorted(p.journal.confirmed) == [1, 2]
         assert p.channel.failed == []
+        assert p.metrics.dead_letters.value(reason="invalid_trade") == 1  # counted once, by the commit
 
 
 async def test_fetches_use_stream_priority_and_the_shop_session() -> None:
