@@ -297,14 +297,6 @@ class Dispatcher:
             await self._send_fail(message_id, reason)
             self._release(message_id)
 
-    async def quarantine(self, message_ids: Iterable[int], kind: str, reason: str) -> None:
-        """Dead-letter held messages that can never succeed, then confirm them so they are not resent
-        forever (docs/tmc-protocol.md#redelivery)."""
-        for message_id in self._still_held(message_ids):
-            held = self._held[message_id]
-            await self._quarantine_message(held.message, kind, reason, tid=held.tid, shop=held.shop)
-            self._release(message_id)
-
     def _still_held(self, message_ids: Iterable[int]) -> list[int]:
         return [mid for mid in message_ids if mid in self._held]
 
