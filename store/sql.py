@@ -1,5 +1,6 @@
-"""Every SQL statement the store runs, in one place (docs/design.md#sql-in-one-place). Table names match
-store/constants.py and store/migrations/."""
+"""The SQL of trades, the change feed, dead letters and migrations. All SQL lives in the store package
+(docs/design.md#sql-in-one-place): the reconciler's bookkeeping is in `store.reconciler_sql`, replica
+coordination in `store.replica_sql`. Table names match store/constants.py and store/migrations/."""
 
 from __future__ import annotations
 
