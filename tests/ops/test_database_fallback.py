@@ -1,6 +1,6 @@
-"""The tests' own PostgreSQL (tests/database_server.py): with nothing at TEST_DATABASE_URL the suite
-still passes on an embedded server, and that server never outlives its test run, not even one killed
-by SIGKILL."""
+"""The tests' own PostgreSQL (tests/database_server.py, started as daemon/embedded_db.py starts the
+demo's): with nothing at TEST_DATABASE_URL the suite still passes on an embedded server, and that server
+never outlives its test run, not even one killed by SIGKILL."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.database_server import OWNER_FILE, WATCHDOG_FILE, reap_orphans
+from daemon.embedded_db import OWNER_FILE, WATCHDOG_FILE, reap_orphans
 from tests.integration.harness import ROOT
 
 CLOSED = "postgresql://postgres@127.0.0.1:1/test"  # nothing listens on port 1
@@ -71,7 +71,7 @@ def start_owner(parent: Path) -> tuple[subprocess.Popen[str], Path, int]:
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from tests.database_server import start_embedded\n"
+            "from daemon.embedded_db import start_embedded\n"
             "server = start_embedded(Path(sys.argv[1]))\n"
             "print(server.admin_dsn, flush=True)\n"
             "time.sleep(600)\n",
