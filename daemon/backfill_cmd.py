@@ -20,11 +20,12 @@ from daemon.cli_common import (
     add_shop_options,
     parse_when,
     print_report,
+    report_data,
     shop_settings_or_exit,
     standalone,
 )
 from daemon.logs import configure_logging
-from store.gap_reports import GapReport
+from reconciler.report_view import ReportData
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,13 +43,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
 
-    async def main() -> GapReport:
+    async def main() -> ReportData:
         async with standalone(settings) as reconciler:
-            return await reconciler.backfill(args.shop, Interval(args.since, args.until))
+            report = await reconciler.backfill(args.shop, Interval(args.since, args.until))
+            return await report_data(reconciler, report, settings)
 
     try:
-        report = asyncio.run(main())
+        data = asyncio.run(main())
     except OrderSyncError as exc:
         print(f"order-sync backfill: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return print_report(report, as_json=args.json)
+    return print_report(data, as_json=args.json)

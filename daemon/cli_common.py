@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 
 from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from daemon.app import make_reconciler_config, open_parts
+from daemon.report_data import slack
 from daemon.settings import Settings, add_env_file_option, settings_or_exit
 from reconciler.reconciler import Reconciler
-from reconciler.report_view import table
+from reconciler.report_view import ReportData, table
 from store.gap_reports import GapReport, Outcome
 from store.pg_reconciler import pg_reconciler_store
 from taobao.timefmt import GMT8
@@ -66,7 +67,23 @@ def shop_settings_or_exit(args: argparse.Namespace, command: str) -> Settings | 
     return settings
 
 
-def print_report(report: GapReport, *, as_json: bool) -> int:
-    """Print the command's gap report; the exit code is EXIT_FAILED when part of its window failed."""
-    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if as_json else table([report]))
+async def report_data(reconciler: Reconciler, report: GapReport, settings: Settings) -> ReportData:
+    """The command's report with what its verdict needs: the shop's ledger over its window."""
+    coverage = await reconciler.ledger.coverage(report.shop, report.window_start, report.window_end)
+    return ReportData(
+        generated_at=datetime.now(UTC),
+        reports=[report],
+        coverage={report.shop: coverage},
+        slack=slack(settings.sync_safety_lag_seconds),
+    )
+
+
+def print_report(data: ReportData, *, as_json: bool) -> int:
+    """Print the command's gap report (`data` holds just it), with its verdict; the exit code is
+    EXIT_FAILED when part of its window failed."""
+    [report] = data.reports
+    if as_json:
+        print(json.dumps(report.to_json() | data.verdict(report).to_json(), ensure_ascii=False, indent=2))
+    else:
+        print(table(data))
     return EXIT_FAILED if report.outcome in (Outcome.PARTIAL.value, Outcome.FAILED.value) else EXIT_OK

@@ -13,10 +13,10 @@ import sys
 
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from daemon.cli_common import add_shop_options, print_report, shop_settings_or_exit, standalone
+from daemon.cli_common import add_shop_options, print_report, report_data, shop_settings_or_exit, standalone
 from daemon.logs import configure_logging
 from reconciler.progress import Progress
-from store.gap_reports import GapReport
+from reconciler.report_view import ReportData
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
 
-    async def main() -> GapReport | None:
+    async def main() -> ReportData | None:
         async with standalone(settings) as reconciler:
             loader = reconciler.loader
             state = await loader.begin(args.shop, days)
@@ -52,13 +52,14 @@ def run(args: argparse.Namespace) -> int:
             if state.report_id is None:
                 return None
             # Then the increment from today 00:00:00 (GMT+8) to now.
-            return await reconciler.process(await reconciler.reports.get(state.report_id), fresh=True)
+            report = await reconciler.process(await reconciler.reports.get(state.report_id), fresh=True)
+            return await report_data(reconciler, report, settings)
 
     try:
-        report = asyncio.run(main())
+        data = asyncio.run(main())
     except OrderSyncError as exc:
         print(f"order-sync initial-load: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if report is None:
+    if data is None:
         return EXIT_OK
-    return print_report(report, as_json=args.json)
+    return print_report(data, as_json=args.json)

@@ -1,8 +1,9 @@
 """The settings of every command (docs/design.md#one-settings-object), read from the environment and
 `.env` by one loader.
 
-`DatabaseSettings` is what a command that only touches the database reads (`migrate`, `report`, the
-demo's choice of database); `Settings` extends it with the Taobao app, the shops and the tuning. Each
+`DatabaseSettings` is what a command that only touches the database reads (`migrate`, the demo's
+choice of database), `ReportSettings` adds the safety lag `report` needs; `Settings` extends them with
+the Taobao app, the shops and the tuning. Each
 command builds its settings once, in its `run(args)`, with `settings_or_exit()` (or `load_settings()`)
 and passes them down; nothing here runs at import time. Secrets (the app secret, shop sessions, a
 database URL that may carry a password) are `SecretStr`, so neither `repr` nor a validation message
@@ -95,7 +96,16 @@ class DatabaseSettings(BaseSettings):
         return self.database_url.get_secret_value()
 
 
-class Settings(DatabaseSettings):
+class ReportSettings(DatabaseSettings):
+    """What `report` reads: the database, and the safety lag that tells the unread tail every fresh read
+    leaves from a stretch nobody read."""
+
+    # Increment windows end at least this far in the past, so no row can enter a list while its pages
+    # are walked; a list read proves only what is older than max(this, the overlap).
+    sync_safety_lag_seconds: float = Field(default=30.0, ge=0)
+
+
+class Settings(ReportSettings):
     """Everything the daemon and the Taobao-facing commands read."""
 
     taobao_app_key: str = Field(min_length=1)
@@ -121,10 +131,8 @@ class Settings(DatabaseSettings):
     sync_workers: int = Field(default=0, ge=0)  # fetch concurrency; 0 sizes it from the rate
     sync_api_latency_seconds: float = Field(default=0.15, gt=0)  # expected fullinfo latency, for sizing
 
-    # Reconciler (see reconciler/__init__.py for how these fit together).
-    # Increment windows end at least this far in the past, so no row can enter a list while its pages
-    # are walked; a list read proves only what is older than max(this, the overlap).
-    sync_safety_lag_seconds: float = Field(default=30.0, ge=0)
+    # Reconciler (see reconciler/__init__.py for how these fit together; SYNC_SAFETY_LAG_SECONDS is in
+    # ReportSettings).
     # A shop that normally trades and sends no message for this long is re-read through the lists.
     sync_silence_seconds: float = Field(default=900.0, gt=0)
     # Concurrent backfill fullinfo calls; 0 sizes it from SYNC_API_RATE like the stream's workers.

@@ -1,39 +1,132 @@
 """Gap reports for people and machines: a plain-text table, JSON, and a self-contained HTML page with a
 timeline per shop (stream up/down, proven stretches, gaps and their recoveries). Pure: it formats what
-it is given.
+it is given (`ReportData`; `daemon.report_data` reads it from the database for `order-sync report` and
+the daemon's `/reports` pages alike).
+
+Each report gets one of three verdicts, so a real problem stands out among reports that are open by
+design (reconciler/__init__.py: a report stays open until the lag horizon passes its end):
+
+* **recovered** — its window is proven complete;
+* **data in, proof pending** — open, every stretch of its window was read (or proven by the ledger
+  otherwise) and nothing in it failed: it only waits for the horizon, and says when that comes;
+* **data may be missing** — a failed or partial window, a stretch nobody has read yet, trades that
+  could not be stored, or unresolved trades in its shop.
 
 Times are shown in GMT+8, Taobao's clock, which is also what sellers and on-call talk in.
 """
 
 from __future__ import annotations
 
+import enum
 import html
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from common.intervals import Interval
+from common.intervals import Interval, gaps
 from store.coverage import Coverage, ProvenBy
-from store.gap_reports import Cause, GapReport, StreamConnection
+from store.gap_reports import Cause, GapReport, Outcome, StreamConnection
 from taobao.timefmt import GMT8
 
-COLUMNS = (
-    ("id", 5),
-    ("shop", 14),
-    ("cause", 12),
-    ("window (GMT+8)", 29),
-    ("took", 7),
-    ("list", 5),
-    ("fullinfo", 8),
-    ("found", 6),
-    ("new", 5),
-    ("chg", 5),
-    ("same", 6),
-    ("dead", 4),
-    ("lost", 4),
-    ("outcome", 9),
-)
+SECOND = timedelta(seconds=1)
+
+
+class Status(enum.StrEnum):
+    RECOVERED = "recovered"
+    PENDING = "proof_pending"
+    MISSING = "may_be_missing"
+
+
+LABELS = {
+    Status.RECOVERED: "recovered",
+    Status.PENDING: "data in · proof pending",
+    Status.MISSING: "data may be missing",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: Status
+    why: str  # one line for people
+    needs_action: bool = False  # failed for good: nothing retries it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "why": self.why, "needs_action": self.needs_action}
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """What one rendering shows: the reports (newest first), the TMC connections beside them, each
+    shop's ledger stretches, and per shop the trades not stored yet."""
+
+    generated_at: datetime
+    reports: Sequence[GapReport]
+    connections: Sequence[StreamConnection] = ()
+    coverage: Mapping[str, Sequence[Coverage]] = field(default_factory=dict)
+    # Per shop, trades not fetched or stored yet (docs/design.md#unresolved-trades-block-proof).
+    unresolved: Mapping[str, int] = field(default_factory=dict)
+    # An unread stretch at most this long is the safety lag every fresh read leaves, not a hole.
+    slack: timedelta = timedelta(seconds=31)
+    shops: Sequence[str] = ()  # shops to show even without reports (a `--shop` asked for)
+
+    def verdict(self, report: GapReport) -> Verdict:
+        return verdict(
+            report,
+            covered=[c.interval for c in self.coverage.get(report.shop, ())],
+            unresolved=self.unresolved.get(report.shop, 0),
+            slack=self.slack,
+            now=self.generated_at,
+        )
+
+    def shop_names(self) -> list[str]:
+        return sorted({*self.shops, *(r.shop for r in self.reports)})
+
+
+def verdict(
+    report: GapReport, *, covered: Sequence[Interval], unresolved: int, slack: timedelta, now: datetime
+) -> Verdict:
+    """Recovered, proof pending or data may be missing (module docstring), with the reason in words."""
+    outcome = report.outcome
+    if outcome == Outcome.FAILED.value:
+        return Verdict(Status.MISSING, f"failed for good: {report.reason or 'no reason recorded'}", True)
+    if outcome == Outcome.PARTIAL.value:
+        return Verdict(Status.MISSING, f"part of the window failed, retried: {report.reason or '-'}")
+    if report.dead_letters:
+        return Verdict(Status.MISSING, f"{report.dead_letters} trade(s) could not be stored (dead_letters)")
+    if outcome == Outcome.RECOVERED.value:
+        return Verdict(Status.RECOVERED, "proven complete")
+    if unresolved:
+        return Verdict(Status.MISSING, f"{unresolved} unresolved trade(s) in this shop block its proof")
+    read_until = max(report.progress_until or report.window_start, report.fresh_until or report.window_start)
+    known = (
+        [*covered, Interval(report.window_start, read_until)] if read_until > report.window_start else covered
+    )
+    unread = sum((hole.length for hole in gaps(known, report.window_start, report.window_end)), timedelta(0))
+    if read_until <= report.window_start and unread > slack:
+        if report.cause == Cause.INITIAL_LOAD.value and report.started_at is not None:
+            return Verdict(Status.MISSING, "history still loading")
+        return Verdict(Status.MISSING, f"not read yet (detected {local(report.detected_at)})")
+    # What is left unread after a read is the tail a fresh read cannot reach (it stops at now - safety
+    # lag, and a reconnect extends the window): the proof read reads it once the horizon passes.
+    tail = f" · its last {duration(unread.total_seconds())} is read then" if unread > slack else ""
+    return Verdict(Status.PENDING, f"all found trades are in · {_provable(report.provable_at, now)}{tail}")
+
+
+def _provable(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "provable once the lag horizon passes its end"
+    ahead = (moment - now).total_seconds()
+    if ahead > 0:
+        return f"provable at {clock(moment, now)} (in {duration(ahead)})"
+    return f"provable since {clock(moment, now)} ({duration(-ahead)} ago), on the leader's next round"
+
+
+def clock(moment: datetime, now: datetime) -> str:
+    """`moment` in GMT+8, without the date when it is `now`'s."""
+    shown = moment.astimezone(GMT8)
+    return shown.strftime("%H:%M:%S" if shown.date() == now.astimezone(GMT8).date() else "%m-%d %H:%M:%S")
 
 
 def local(moment: datetime | None, *, seconds: bool = True) -> str:
@@ -58,10 +151,25 @@ def window_text(report: GapReport) -> str:
     return f"{start.strftime('%m-%d %H:%M:%S')} → {tail}"
 
 
-def open_reason(report: GapReport) -> str:
-    """Why a report without an outcome is still open: its window can be proven only once the lag horizon
-    (now - max(safety lag, overlap)) has passed its end; what it found was brought in meanwhile."""
-    return f"open: provable after {local(report.provable_at)}, when the lag horizon passes its end"
+# ---- the terminal ----------------------------------------------------------------------------------------
+
+COLUMNS = (
+    ("id", 5),
+    ("shop", 14),
+    ("cause", 12),
+    ("window (GMT+8)", 29),
+    ("took", 7),
+    ("list", 5),
+    ("fullinfo", 8),
+    ("found", 6),
+    ("new", 5),
+    ("chg", 5),
+    ("same", 6),
+    ("dead", 4),
+    ("lost", 4),
+    ("outcome", 9),
+    ("status", 23),
+)
 
 
 def _cell(text: str, width: int) -> str:
@@ -78,44 +186,30 @@ def _cell(text: str, width: int) -> str:
     return shown + " " * max(0, width - used)
 
 
-def table(reports: Sequence[GapReport]) -> str:
-    """One line per report, newest first, with a reason line under the ones that did not recover."""
+def table(data: ReportData) -> str:
+    """One line per report, newest first, each followed by its verdict's reason."""
     header = " ".join(_cell(name, width) for name, width in COLUMNS)
     lines = [header, "-" * len(header)]
-    for r in reports:
+    for r in data.reports:
+        seen = data.verdict(r)
         values = (
-            str(r.id),
-            r.shop,
-            r.cause,
-            window_text(r),
-            duration(r.duration_seconds),
-            str(r.list_calls),
-            str(r.fullinfo_calls),
-            str(r.trades_found),
-            str(r.trades_new),
-            str(r.trades_changed),
-            str(r.trades_unchanged),
-            str(r.dead_letters),
-            str(r.push_loss),
-            r.outcome or "open",
-        )
-        lines.append(" ".join(_cell(v, w) for v, (_, w) in zip(values, COLUMNS, strict=True)))
-        if r.reason:
-            lines.append(f"      ↳ {r.reason[:150]}")
-        elif r.provable_at is not None:
-            lines.append(f"      ↳ {open_reason(r)}")
-    if not reports:
+            str(r.id), r.shop, r.cause, window_text(r), duration(r.duration_seconds), str(r.list_calls),
+            str(r.fullinfo_calls), str(r.trades_found), str(r.trades_new), str(r.trades_changed),
+            str(r.trades_unchanged), str(r.dead_letters), str(r.push_loss), r.outcome or "open",
+            LABELS[seen.status].upper() if seen.status is Status.MISSING else LABELS[seen.status],
+        )  # fmt: skip
+        lines.append(" ".join(_cell(v, w) for v, (_, w) in zip(values, COLUMNS, strict=True)).rstrip())
+        lines.append(f"      ↳ {seen.why[:150]}")
+    if not data.reports:
         lines.append("(no gap reports yet)")
     return "\n".join(lines)
 
 
-def to_json(
-    reports: Sequence[GapReport], connections: Sequence[StreamConnection], generated_at: datetime
-) -> str:
+def to_json(data: ReportData) -> str:
     return json.dumps(
         {
-            "generated_at": generated_at.isoformat(),
-            "reports": [r.to_json() for r in reports],
+            "generated_at": data.generated_at.isoformat(),
+            "reports": [r.to_json() | data.verdict(r).to_json() for r in data.reports],
             "stream_connections": [
                 {
                     "replica": c.replica,
@@ -123,8 +217,9 @@ def to_json(
                     "disconnected_at": c.disconnected_at.isoformat() if c.disconnected_at else None,
                     "reason": c.reason,
                 }
-                for c in connections
+                for c in data.connections
             ],
+            "unresolved_trades": dict(data.unresolved),
         },
         ensure_ascii=False,
         indent=2,
@@ -133,52 +228,65 @@ def to_json(
 
 # ---- HTML -------------------------------------------------------------------------------------------------
 
-
-@dataclass
-class ShopTimeline:
-    shop: str
-    coverage: list[Coverage] = field(default_factory=list)
-    reports: list[GapReport] = field(default_factory=list)
-
-
-OUTCOME_COLOURS = {"recovered": "#2e7d32", "partial": "#f9a825", "failed": "#c62828", None: "#1565c0"}
+GREEN, SLATE, ORANGE, RED = "#2e7d32", "#78909c", "#e65100", "#b71c1c"
 PROOF_COLOURS = {
     ProvenBy.STREAM: "#81c784",
     ProvenBy.BACKFILL: "#64b5f6",
     ProvenBy.SWEEP: "#ba68c8",
     ProvenBy.INITIAL_LOAD: "#b0bec5",
 }
-_CSS = """
-body{font:14px/1.45 -apple-system,"Segoe UI","PingFang SC","Microsoft YaHei","Noto Sans CJK SC",
-  "WenQuanYi Micro Hei",sans-serif;margin:0;
-  background:#f5f6f8;color:#1f2933}
-header{background:#1f2933;color:#fff;padding:18px 28px}
-header h1{margin:0;font-size:20px;font-weight:600}
-header p{margin:4px 0 0;color:#b8c2cc;font-size:13px}
-main{padding:20px 28px;max-width:1280px}
-.cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:18px}
-.card{background:#fff;border-radius:8px;padding:12px 16px;min-width:120px;
-  box-shadow:0 1px 2px rgba(0,0,0,.08)}
-.card b{display:block;font-size:22px}
-.card span{color:#616e7c;font-size:12px}
-section{background:#fff;border-radius:8px;padding:14px 18px;margin-bottom:18px;
-  box-shadow:0 1px 2px rgba(0,0,0,.08)}
-section h2{font-size:16px;margin:0 0 8px}
-.legend{display:flex;gap:14px;flex-wrap:wrap;font-size:12px;color:#52606d;margin:6px 0 10px}
-.legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;vertical-align:-2px}
-svg text{font-size:11px;fill:#52606d}
-table{border-collapse:collapse;width:100%;font-size:12.5px}
-th,td{padding:5px 8px;border-bottom:1px solid #e4e7eb;text-align:right;white-space:nowrap}
-th{color:#52606d;font-weight:600;background:#f9fafb}
-td.l,th.l{text-align:left}
-td.reason{white-space:normal;color:#7b8794;text-align:left;max-width:340px}
-.pill{border-radius:10px;padding:1px 8px;color:#fff;font-size:11.5px}
-.none{color:#7b8794}
+# CJK fonts first: shop nicks are mostly Chinese, and a stack without one renders them as boxes.
+FONT_STACK = (
+    '"Noto Sans CJK SC","Noto Sans SC","Source Han Sans SC","WenQuanYi Zen Hei","WenQuanYi Micro Hei",'
+    '"PingFang SC","Hiragino Sans GB","Microsoft YaHei",-apple-system,"Segoe UI",Roboto,sans-serif'
+)
+_CSS = f"""
+body{{font:14px/1.45 {FONT_STACK};margin:0;background:#f5f6f8;color:#1f2933}}
+header{{background:#1f2933;color:#fff;padding:18px 28px}}
+header h1{{margin:0;font-size:20px;font-weight:600}}
+header p{{margin:4px 0 0;color:#b8c2cc;font-size:13px}}
+header a{{color:#b8c2cc}}
+main{{padding:20px 28px;max-width:1280px}}
+.verdict{{border-radius:8px;padding:12px 16px;margin-bottom:16px;font-size:15px;border-left:6px solid}}
+.verdict.ok{{background:#e8f5e9;border-color:{GREEN}}}
+.verdict.bad{{background:#ffebee;border-color:{RED}}}
+.verdict ul{{margin:6px 0 0;padding-left:20px;font-size:13.5px}}
+.verdict a{{color:inherit}}
+.cards{{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:18px}}
+.card{{background:#fff;border-radius:8px;padding:12px 16px;min-width:120px;
+  box-shadow:0 1px 2px rgba(0,0,0,.08);border-top:4px solid #e4e7eb}}
+.card b{{display:block;font-size:22px}}
+.card span{{color:#616e7c;font-size:12px}}
+section{{background:#fff;border-radius:8px;padding:14px 18px;margin-bottom:18px;
+  box-shadow:0 1px 2px rgba(0,0,0,.08)}}
+section h2{{font-size:17px;margin:0 0 8px}}
+section h2 small{{font-size:12.5px;font-weight:400;color:#616e7c;margin-left:10px}}
+.legend{{display:flex;gap:14px;flex-wrap:wrap;font-size:12px;color:#52606d;margin:6px 0 10px}}
+.legend i{{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;
+  vertical-align:-2px}}
+svg text{{font-size:11px;fill:#52606d}}
+table{{border-collapse:collapse;width:100%;font-size:12.5px}}
+th,td{{padding:5px 8px;border-bottom:1px solid #e4e7eb;text-align:right;white-space:nowrap}}
+th{{color:#52606d;font-weight:600;background:#f9fafb}}
+td.l,th.l{{text-align:left}}
+td.why{{white-space:normal;color:#52606d;text-align:left;max-width:380px}}
+tr.may_be_missing td{{background:#fff8f5}}
+tr.may_be_missing td.why{{color:#8a1c00}}
+.pill{{border-radius:10px;padding:1px 8px;color:#fff;font-size:11.5px}}
+.none{{color:#7b8794}}
 """
 
 
 def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def colour(seen: Verdict) -> str:
+    if seen.status is Status.RECOVERED:
+        return GREEN
+    if seen.status is Status.PENDING:
+        return SLATE
+    return RED if seen.needs_action else ORANGE
 
 
 def time_range(
@@ -195,9 +303,31 @@ def time_range(
     return Interval(start, now + span * 0.02)
 
 
-def _ticks(span: Interval, count: int = 6) -> list[datetime]:
-    step = span.length / count
-    return [span.start + step * i for i in range(count + 1)]
+_STEPS = [timedelta(seconds=s) for s in (1, 2, 5, 10, 15, 30)]
+_STEPS += [timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30)]
+_STEPS += [timedelta(hours=h) for h in (1, 2, 3, 6, 12)] + [timedelta(days=d) for d in (1, 2, 7)]
+
+
+def ticks(span: Interval, most: int = 8) -> list[tuple[datetime, str]]:
+    """Axis ticks at round GMT+8 times, at most `most`, each labelled as finely as its step needs
+    (seconds below a minute), with the date where it changes: no two labels alike."""
+    step = next((s for s in _STEPS if span.length / s <= most - 1), _STEPS[-1])
+    # Each step divides a day or is whole days: multiples of it from a GMT+8 midnight are round times.
+    epoch = datetime(1970, 1, 1, tzinfo=GMT8)
+    first = epoch + -((epoch - span.start) // step) * step  # the first multiple at or after the start
+    shape = "%H:%M:%S" if step < timedelta(minutes=1) else "%H:%M" if step < timedelta(days=1) else "%m-%d"
+    out: list[tuple[datetime, str]] = []
+    moment, last_day = first, None
+    while moment <= span.end:
+        shown = moment.astimezone(GMT8)
+        label = shown.strftime(shape)
+        # The date where it changes; on every label once a time of day can recur (spans over a day).
+        if shape != "%m-%d" and (shown.date() != last_day or span.length >= timedelta(days=1)):
+            label = shown.strftime("%m-%d ") + label
+        last_day = shown.date()
+        out.append((moment, label))
+        moment += step
+    return out
 
 
 class _Axis:
@@ -216,74 +346,82 @@ class _Axis:
         return x0, max(x1 - x0, 1.5)
 
 
-def _timeline_svg(
-    timeline: ShopTimeline, connections: Sequence[StreamConnection], span: Interval, now: datetime
-) -> str:
-    width, left = 1180, 92
-    axis = _Axis(span, left, width - left - 12)
-    lanes = ("stream", "proven", "gaps", "recovery")
-    lane_h, top = 22, 8
-    height = top + lane_h * len(lanes) + 26
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="timeline">']
-    for i, name in enumerate(lanes):
-        y = top + i * lane_h
+LANES = ("stream", "proven", "gaps", "recovery")
+WIDTH, LEFT, LANE_H, TOP = 1180, 92, 22, 8
+
+
+def _timeline_svg(data: ReportData, shop: str, reports: Sequence[GapReport], span: Interval) -> str:
+    now = data.generated_at
+    axis = _Axis(span, LEFT, WIDTH - LEFT - 12)
+    height = TOP + LANE_H * len(LANES) + 26
+    parts = [f'<svg viewBox="0 0 {WIDTH} {height}" width="100%" role="img" aria-label="timeline">']
+    for i, name in enumerate(LANES):
+        y = TOP + i * LANE_H
         parts.append(f'<text x="0" y="{y + 15}">{name}</text>')
         parts.append(
-            f'<rect x="{left}" y="{y + 3}" width="{axis.width}" height="{lane_h - 6}" fill="#f1f3f5" rx="3"/>'
+            f'<rect x="{LEFT}" y="{y + 3}" width="{axis.width}" height="{LANE_H - 6}" fill="#f1f3f5" rx="3"/>'
         )
 
     def rect(
-        lane: int, box: tuple[float, float] | None, colour: str, tip: str, *, hollow: bool = False
+        lane: int, box: tuple[float, float] | None, fill: str, tip: str, *, hollow: bool = False
     ) -> None:
         if box is None:
             return
-        y = top + lane * lane_h + 4
-        style = f'fill="none" stroke="{colour}" stroke-width="2"' if hollow else f'fill="{colour}"'
+        y = TOP + lane * LANE_H + 4
+        style = f'fill="none" stroke="{fill}" stroke-width="2"' if hollow else f'fill="{fill}"'
         parts.append(
-            f'<rect x="{box[0]:.1f}" y="{y}" width="{box[1]:.1f}" height="{lane_h - 8}" rx="2" {style}>'
+            f'<rect x="{box[0]:.1f}" y="{y}" width="{box[1]:.1f}" height="{LANE_H - 8}" rx="2" {style}>'
             f"<title>{_esc(tip)}</title></rect>"
         )
 
-    for c in connections:
+    for c in data.connections:
         tip = f"stream up {local(c.connected_at)} → {local(c.disconnected_at)} ({c.reason or 'still up'})"
         rect(0, axis.bar(c.connected_at, c.disconnected_at, now), "#43a047", tip)
-    for cov in timeline.coverage:
+    for cov in data.coverage.get(shop, ()):
         tip = f"proven by {cov.proven_by.value}: {local(cov.interval.start)} → {local(cov.interval.end)}"
         rect(1, axis.bar(cov.interval.start, cov.interval.end, now), PROOF_COLOURS[cov.proven_by], tip)
-    for r in timeline.reports:
-        colour = OUTCOME_COLOURS.get(r.outcome, OUTCOME_COLOURS[None])
-        tip = f"#{r.id} {r.cause}: {window_text(r)} · {r.trades_new} new, {r.trades_changed} changed"
-        rect(2, axis.bar(r.window_start, r.window_end, now), colour, tip)
+    for r in reports:
+        seen = data.verdict(r)
+        tip = f"#{r.id} {r.cause}: {window_text(r)} · {LABELS[seen.status]}: {seen.why}"
+        rect(2, axis.bar(r.window_start, r.window_end, now), colour(seen), tip)
         if r.started_at is not None:
             took = f"#{r.id} recovery {local(r.started_at)} → {local(r.finished_at)} ({r.outcome or 'open'})"
-            rect(3, axis.bar(r.started_at, r.finished_at, now), colour, took, hollow=r.finished_at is None)
-    base = top + lane_h * len(lanes) + 14
-    ticks = _ticks(span)
-    for n, tick in enumerate(ticks):
-        x = axis.x(tick)
-        anchor = "start" if n == 0 else "end" if n == len(ticks) - 1 else "middle"  # labels stay inside
-        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{base - 10}" stroke="#d9dde2"/>')
-        parts.append(
-            f'<text x="{x:.1f}" y="{base}" text-anchor="{anchor}">{_esc(local(tick, seconds=False))}</text>'
-        )
-    parts.append("</svg>")
+            rect(
+                3,
+                axis.bar(r.started_at, r.finished_at, now),
+                colour(seen),
+                took,
+                hollow=r.finished_at is None,
+            )
+    base = TOP + LANE_H * len(LANES) + 14
+    for moment, label in ticks(span):
+        x = axis.x(moment)
+        # Labels near either end are anchored inwards so they stay inside the picture.
+        anchor = "start" if x - LEFT < 45 else "end" if LEFT + axis.width - x < 45 else "middle"
+        parts.append(f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{base - 10}" stroke="#d9dde2"/>')
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{base}" text-anchor="{anchor}">{_esc(label)}</text>')
+    x_now = axis.x(now)
+    parts.append(
+        f'<line x1="{x_now:.1f}" y1="{TOP}" x2="{x_now:.1f}" y2="{base - 10}" stroke="#1f2933" '
+        'stroke-dasharray="3,3"><title>now</title></line></svg>'
+    )
     return "".join(parts)
 
 
-def _report_rows(reports: Iterable[GapReport]) -> str:
+def _report_rows(data: ReportData, reports: Sequence[GapReport]) -> str:
     rows = []
     for r in reports:
-        colour = OUTCOME_COLOURS.get(r.outcome, OUTCOME_COLOURS[None])
+        seen = data.verdict(r)
         rows.append(
-            "<tr>"
+            f'<tr id="r{r.id}" class="{seen.status.value}">'
             f"<td>{r.id}</td><td class=l>{_esc(r.cause)}</td><td class=l>{_esc(window_text(r))}</td>"
             f"<td class=l>{_esc(local(r.detected_at))}</td><td>{_esc(duration(r.duration_seconds))}</td>"
             f"<td>{r.list_calls}</td><td>{r.fullinfo_calls}</td><td>{r.trades_found}</td>"
             f"<td>{r.trades_new}</td><td>{r.trades_changed}</td><td>{r.trades_unchanged}</td>"
             f"<td>{r.dead_letters}</td><td>{r.push_loss}</td>"
-            f'<td class=l><span class=pill style="background:{colour}">'
-            f"{_esc(r.outcome or 'open')}</span></td>"
-            f"<td class=reason>{_esc(r.reason or (open_reason(r) if r.provable_at else ''))}</td>"
+            f'<td class=l><span class="pill status" style="background:{colour(seen)}">'
+            f"{_esc(LABELS[seen.status])}</span></td>"
+            f"<td class=why>{_esc(seen.why)}</td>"
             "</tr>"
         )
     return "".join(rows)
@@ -291,55 +429,92 @@ def _report_rows(reports: Iterable[GapReport]) -> str:
 
 def _legend() -> str:
     items = [("#43a047", "stream connected")]
-    items += [(colour, f"proven by {kind.value.replace('_', ' ')}") for kind, colour in PROOF_COLOURS.items()]
-    items += [(OUTCOME_COLOURS[k], k or "open") for k in ("recovered", "partial", "failed", None)]
+    items += [(c, f"proven by {kind.value.replace('_', ' ')}") for kind, c in PROOF_COLOURS.items()]
+    items += [(GREEN, "gap recovered"), (SLATE, "gap: data in, proof pending")]
+    items += [
+        (ORANGE, "gap: data may be missing (retrying)"),
+        (RED, "gap: data may be missing (needs action)"),
+    ]
     return "".join(f'<span><i style="background:{c}"></i>{_esc(t)}</span>' for c, t in items)
 
 
-def page(
-    timelines: Sequence[ShopTimeline],
-    connections: Sequence[StreamConnection],
-    generated_at: datetime,
-) -> str:
-    """The whole report as one HTML document (no scripts, no external resources)."""
-    reports = [r for t in timelines for r in t.reports]
-    span = time_range(reports, connections, generated_at)
-    outcomes = {k: sum(1 for r in reports if r.outcome == k) for k in ("recovered", "partial", "failed")}
-    cards = [
-        (len(reports), "gaps"),
-        (outcomes["recovered"], "recovered"),
-        (outcomes["partial"] + sum(1 for r in reports if r.outcome is None), "open or partial"),
-        (outcomes["failed"], "failed"),
-        (sum(r.trades_new + r.trades_changed for r in reports), "trades brought in"),
-        (sum(r.push_loss for r in reports), "pushes lost"),
-        (sum(r.list_calls + r.fullinfo_calls for r in reports), "TOP calls spent"),
-    ]
-    head = (
-        "<th>#</th><th class=l>cause</th><th class=l>window (GMT+8)</th><th class=l>detected</th>"
-        "<th>took</th><th>list</th><th>fullinfo</th><th>found</th><th>new</th><th>changed</th>"
-        "<th>same</th><th>dead</th><th>lost</th><th class=l>outcome</th><th class=l>why</th>"
+def _summary(data: ReportData) -> str:
+    """The first thing on the page: is any data missing, and where."""
+    verdicts = [(r, data.verdict(r)) for r in data.reports]
+    missing = [(r, v) for r, v in verdicts if v.status is Status.MISSING]
+    if missing:
+        items = "".join(
+            f'<li><a href="#r{r.id}">{_esc(r.shop)} #{r.id} ({_esc(r.cause)})</a>: {_esc(v.why)}</li>'
+            for r, v in missing
+        )
+        head = f"<b>Data may be missing in {len(missing)} gap(s).</b>"
+        return f'<div class="verdict bad">{head}<ul>{items}</ul></div>'
+    pending = [r.provable_at for r, v in verdicts if v.status is Status.PENDING and r.provable_at]
+    tail = (
+        f"; {len(pending)} wait only for the lag horizon (all provable by {_esc(local(max(pending)))})"
+        if pending
+        else ""
     )
+    recovered = sum(1 for _, v in verdicts if v.status is Status.RECOVERED)
+    return f'<div class="verdict ok"><b>No data missing.</b> {recovered} gap(s) recovered{tail}.</div>'
+
+
+def _cards(data: ReportData) -> str:
+    reports = data.reports
+    counts = {s: sum(1 for r in reports if data.verdict(r).status is s) for s in Status}
+    cards = [
+        (counts[Status.MISSING], "data may be missing", RED if counts[Status.MISSING] else "#e4e7eb"),
+        (counts[Status.PENDING], "data in, proof pending", SLATE),
+        (counts[Status.RECOVERED], "recovered", GREEN),
+        (sum(r.trades_new + r.trades_changed for r in reports), "trades brought in", "#e4e7eb"),
+        (sum(r.push_loss for r in reports), "pushes lost", "#e4e7eb"),
+        (sum(r.list_calls + r.fullinfo_calls for r in reports), "TOP calls spent", "#e4e7eb"),
+    ]
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card" style="border-top-color:{c}"><b>{v:,}</b><span>{_esc(label)}</span></div>'
+            for v, label, c in cards
+        )
+        + "</div>"
+    )
+
+
+HEAD = (
+    "<th>#</th><th class=l>cause</th><th class=l>window (GMT+8)</th><th class=l>detected</th>"
+    "<th>took</th><th>list</th><th>fullinfo</th><th>found</th><th>new</th><th>changed</th>"
+    "<th>same</th><th>dead</th><th>lost</th><th class=l>status</th><th class=l>why</th>"
+)
+
+
+def page(data: ReportData, *, links: str = "") -> str:
+    """The whole report as one HTML document (no scripts, no external resources); `links` is HTML the
+    caller adds under the title (the daemon's filters)."""
+    span = time_range(data.reports, data.connections, data.generated_at)
     sections = []
-    for t in timelines:
+    for shop in data.shop_names():
+        reports = [r for r in data.reports if r.shop == shop]
         body = (
-            f"<table><tr>{head}</tr>{_report_rows(t.reports)}</table>"
-            if t.reports
+            f"<table><tr>{HEAD}</tr>{_report_rows(data, reports)}</table>"
+            if reports
             else "<p class=none>No gaps in this period.</p>"
         )
+        unresolved = data.unresolved.get(shop, 0)
+        note = f"<small>{unresolved} unresolved trade(s)</small>" if unresolved else ""
         sections.append(
-            f"<section><h2>{_esc(t.shop)}</h2>"
-            f"{_timeline_svg(t, connections, span, generated_at)}{body}</section>"
+            f"<section><h2 class=shop>{_esc(shop)}{note}</h2>"
+            f"{_timeline_svg(data, shop, reports, span)}{body}</section>"
         )
     return (
         "<!doctype html><html lang=zh-CN><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>order-sync gap report</title><style>{_CSS}</style></head><body>"
         "<header><h1>order-sync · gap recovery report</h1>"
-        f"<p>generated {_esc(local(generated_at))} GMT+8 · timeline {_esc(local(span.start))} → "
-        f"{_esc(local(span.end))}</p></header><main>"
-        '<div class="cards">'
-        + "".join(f'<div class="card"><b>{v:,}</b><span>{_esc(label)}</span></div>' for v, label in cards)
-        + f'</div><div class="legend">{_legend()}</div>'
+        f"<p>generated {_esc(local(data.generated_at))} GMT+8 · {len(data.reports)} newest report(s) · "
+        f"timeline {_esc(local(span.start))} → {_esc(local(span.end))}</p>{links}</header><main>"
+        + _summary(data)
+        + _cards(data)
+        + f'<div class="legend">{_legend()}</div>'
         + "".join(sections)
         + "</main></body></html>"
     )
