@@ -18,6 +18,7 @@ from common.backoff import BackoffPolicy
 from common.identity import default_replica
 from daemon.health import ping_pool
 from daemon.metrics import DaemonMetrics
+from daemon.report_http import report_routes
 from daemon.service import Service, SideTask
 from daemon.settings import Settings
 from listener.ports import MessageHandler
@@ -140,6 +141,7 @@ def assemble(
         db_ping=functools.partial(ping_pool, store.pool),
         extra_checks={} if replicas is None else {"replica": replicas.readiness},
         watch=None if reconciler is None else reconciler.watch,
+        http_routes=report_routes(store.pool, safety_lag_seconds=settings.sync_safety_lag_seconds),
     )
     return Daemon(service, reconciler, replicas)
 

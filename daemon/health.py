@@ -1,4 +1,5 @@
-"""The daemon's HTTP port: `/healthz` (the process answers), `/readyz` (it is syncing), `/metrics`.
+"""The daemon's HTTP port: `/healthz` (the process answers), `/readyz` (it is syncing), `/metrics`, and
+whatever routes the daemon adds (`/reports`, `/reports.json`: `daemon.report_http`).
 
 Bound to HTTP_HOST (127.0.0.1 by default): these pages show shop nicks and counts, nothing secret,
 but they are for the operator's network, not the internet. No access log: a scraper every few seconds
@@ -27,6 +28,7 @@ from common.health import Check
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Ping = Callable[[], Awaitable[None]]
+Routes = Callable[[web.Application], None]  # adds more pages to the application
 
 
 class HealthSource(Protocol):
@@ -88,7 +90,7 @@ def check_channel(channel: object, grace: float) -> Check | None:
     )
 
 
-def build_app(source: HealthSource) -> web.Application:
+def build_app(source: HealthSource, routes: Routes | None = None) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -108,12 +110,14 @@ def build_app(source: HealthSource) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if routes is not None:
+        routes(app)
     return app
 
 
 class HttpServer:
-    def __init__(self, source: HealthSource, host: str, port: int) -> None:
-        self._runner = web.AppRunner(build_app(source), access_log=None)
+    def __init__(self, source: HealthSource, host: str, port: int, routes: Routes | None = None) -> None:
+        self._runner = web.AppRunner(build_app(source, routes), access_log=None)
         self._host = host
         self._port = port
         self.port: int | None = None  # the bound port once started (HTTP_PORT=0 picks a free one)

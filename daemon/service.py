@@ -19,7 +19,7 @@ from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_OK
 from common.health import Check
-from daemon.health import HttpServer, Ping, check_channel, check_postgres
+from daemon.health import HttpServer, Ping, Routes, check_channel, check_postgres
 from daemon.logs import configure_logging
 from daemon.metrics import DaemonMetrics
 from daemon.settings import Settings, settings_or_exit
@@ -64,11 +64,13 @@ class Service:
         db_ping: Ping | None = None,
         extra_checks: Mapping[str, ExtraCheck] | None = None,
         watch: MessageWatch | None = None,
+        http_routes: Routes | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or DaemonMetrics()
         self._db_ping = db_ping  # for /readyz; None: no database check
         self._extra_checks = dict(extra_checks or {})
+        self._http_routes = http_routes  # pages beyond health and metrics (the gap reports)
         self.pipeline = StreamPipeline(
             pipeline_config(settings, store_backoff),
             channel_factory=channel_factory,
@@ -122,7 +124,7 @@ class Service:
             raise RuntimeError("a Service runs once")
         settings = self.settings
         supervisor = self._supervisor
-        self._http = HttpServer(self, settings.http_host, settings.http_port)
+        self._http = HttpServer(self, settings.http_host, settings.http_port, self._http_routes)
         try:
             await self._http.start()
         except OSError as exc:
