@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_USAGE
+from store.pg import check_channel
 
 HINT = "hint: every setting is described in .env.example"
 
@@ -215,6 +216,19 @@ class Settings(ReportSettings):
                 raise ValueError(f"nick {shop.nick!r} is listed twice")
             seen.add(shop.nick)
         return shops
+
+    @field_validator("notify_channel")
+    @classmethod
+    def _channel_is_an_identifier(cls, value: str) -> str:
+        # The store's own rule: the ERP runs LISTEN with the name unquoted (never echo the value).
+        try:
+            check_channel(value)
+        except ValueError:
+            raise ValueError(
+                "expected a lower-case PostgreSQL identifier (a-z, 0-9, _; not starting with a digit; "
+                "at most 63 characters), like trade_changed"
+            ) from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

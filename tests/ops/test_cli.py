@@ -82,6 +82,39 @@ async def test_run_with_bad_settings_exits_2_with_one_line_per_problem(tmp_path:
     assert out == ""
 
 
+@pytest.mark.parametrize("command", ["run", "check", "backfill"])
+@pytest.mark.parametrize("channel", ["Trade-Changed", "trade changed; DROP TABLE trades", "1st", "x" * 64])
+async def test_a_notify_channel_that_is_no_identifier_stops_every_command_before_it_starts(
+    tmp_path: Path, command: str, channel: str
+) -> None:
+    # The database is unreachable: a command that got as far as migrating would fail with exit 1.
+    env = clean_env() | {
+        "TAOBAO_APP_KEY": "k",
+        "TAOBAO_APP_SECRET": "s3cr3t",
+        "TAOBAO_SHOPS": '[{"nick": "a", "session": "6100secret"}]',
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/orders",
+        "NOTIFY_CHANNEL": channel,
+    }
+    extra = ["--shop", "a", "--since", "2026-11-11", "--until", "2026-11-12"] if command == "backfill" else []
+    code, out, err = await order_sync(command, *extra, env=env, cwd=tmp_path)
+    assert code == 2, err
+    # `check` lists it in its checklist on stdout; the others print the settings' problems on stderr.
+    said = out if command == "check" else err
+    [problem] = [line for line in said.splitlines() if "NOTIFY_CHANNEL" in line]
+    assert problem.endswith(
+        "NOTIFY_CHANNEL: expected a lower-case PostgreSQL identifier (a-z, 0-9, _; not starting with "
+        "a digit; at most 63 characters), like trade_changed"
+    ) or problem.endswith("NOTIFY_CHANNEL: String should have at most 63 characters")
+    if command != "check":
+        assert said.splitlines() == [
+            "invalid settings:",
+            problem,
+            "hint: every setting is described in .env.example",
+        ]
+    assert channel not in out + err
+    assert "Traceback" not in out + err
+
+
 async def test_run_with_an_unreachable_database_says_so_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
