@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 import re
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +26,7 @@ from listener.ports import MessageHandler
 from listener.session import SessionTiming, TmcSession
 from reconciler.backfill import BackfillConfig
 from reconciler.config import ReconcilerConfig
+from reconciler.load_plan import InitialLoadConfig
 from reconciler.reconciler import Reconciler
 from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
@@ -57,6 +59,7 @@ def make_reconciler_config(settings: Settings) -> ReconcilerConfig:
         initial_load_days=settings.sync_initial_load_days,
         replica=replica_id(settings),
         peer_wait_seconds=settings.sync_gate_peer_wait_seconds,
+        initial_load=InitialLoadConfig(workdir=settings.sync_temp_dir),
         backfill=BackfillConfig(
             types=types,
             concurrency=concurrency,
@@ -224,7 +227,23 @@ async def open_parts(settings: Settings) -> AsyncIterator[tuple[PgStore, TopClie
         await store.close()
 
 
+def warn_without_temp_dir(settings: Settings) -> None:
+    """Say at start, not at a new shop's first download, that TOPATS results will be held in memory: a
+    read-only root filesystem with no writable TMPDIR and no SYNC_TEMP_DIR."""
+    if settings.sync_temp_dir is not None or settings.sync_initial_load_days == 0:
+        return
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError:
+        log.warning(
+            "no writable temporary directory (TMPDIR, /tmp, /var/tmp): initial loads will hold TOPATS "
+            "results in memory; set SYNC_TEMP_DIR to a writable volume",
+            extra={"action": "no_temp_dir"},
+        )
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings) -> AsyncIterator[Service]:
+    warn_without_temp_dir(settings)
     async with open_parts(settings) as (store, client):
         yield assemble(settings, store, client).service

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -162,6 +163,9 @@ class Settings(ReportSettings):
     sync_heartbeat_seconds: float = Field(default=1.0, gt=0, le=60)
     # How long a replica's TMC (re)connect waits for the shops other replicas lead to be backfilled.
     sync_gate_peer_wait_seconds: float = Field(default=300.0, ge=0)
+    # Where TOPATS result files are downloaded during an initial load; unset: the system's temporary
+    # directory (TMPDIR, /tmp, ...). Set it to a writable volume when the root filesystem is read-only.
+    sync_temp_dir: Path | None = None
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
@@ -228,6 +232,24 @@ class Settings(ReportSettings):
                 "expected a lower-case PostgreSQL identifier (a-z, 0-9, _; not starting with a digit; "
                 "at most 63 characters), like trade_changed"
             ) from None
+        return value
+
+    @field_validator("sync_temp_dir", mode="before")
+    @classmethod
+    def _blank_temp_dir(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sync_temp_dir")
+    @classmethod
+    def _writable_dir(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        # Written to, as the download will be: access bits say nothing for root or a read-only mount.
+        try:
+            with tempfile.TemporaryFile(dir=value):
+                pass
+        except OSError as exc:
+            raise ValueError(f"not a writable directory ({exc.strerror or type(exc).__name__})") from None
         return value
 
     @field_validator("log_level", mode="before")

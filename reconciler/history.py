@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import itertools
 import logging
 import os
@@ -176,15 +177,21 @@ class HistoryReader:
     async def _download_and_load(
         self, shop: str, session: str, task: TopatsTask, counts: PassCounts, progress: Progress
     ) -> int:
-        workdir = self.config.workdir or Path(tempfile.gettempdir())
-        path = workdir / f"order-sync-topats-{task.task_id}.zip"
+        workdir = self.config.workdir or _system_temp_dir()
+        path = None if workdir is None else workdir / f"order-sync-topats-{task.task_id}.zip"
+        if path is None:
+            logger.warning(
+                "no writable temporary directory: the TOPATS result is held in memory (set SYNC_TEMP_DIR)",
+                extra={"action": "topats_in_memory", "shop": shop},
+            )
         try:
             for attempt in range(1, self.config.download_attempts + 1):
                 progress.update(stage="downloading", force=True)
+                target: Path | IO[bytes] = io.BytesIO() if path is None else path
                 try:
                     assert task.download_url is not None
                     await self._client.download_topats_result(
-                        task.download_url, path, check_code=task.check_code
+                        task.download_url, target, check_code=task.check_code
                     )
                     break
                 except TopatsDownloadError as exc:
@@ -197,11 +204,14 @@ class HistoryReader:
                     )
                     task = await self._wait_done(session, task.task_id, progress)
             progress.update(stage="loading", force=True)
-            return await self._load_file(shop, path, counts, progress)
+            return await self._load_file(shop, target, counts, progress)
         finally:
-            path.unlink(missing_ok=True)
+            if path is not None:
+                path.unlink(missing_ok=True)
 
-    async def _load_file(self, shop: str, path: Path, counts: PassCounts, progress: Progress) -> int:
+    async def _load_file(
+        self, shop: str, path: Path | IO[bytes], counts: PassCounts, progress: Progress
+    ) -> int:
         """Stream the result file into the store: the next batch is parsed in a thread while up to
         `writers` batches are being written (the database works while Python parses)."""
         reader = self._reader()
@@ -316,3 +326,12 @@ class _Writes:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
         self._running.clear()
+
+
+def _system_temp_dir() -> Path | None:
+    """The system's temporary directory (TMPDIR, /tmp, /var/tmp, ...), or None when none is writable (a
+    read-only root filesystem)."""
+    try:
+        return Path(tempfile.gettempdir())
+    except FileNotFoundError:
+        return None

@@ -36,7 +36,8 @@ class InitialLoadConfig:
     batch: int = 2000  # trades per store transaction
     writers: int = 2  # store transactions in flight at once
     download_attempts: int = 3  # each with a fresh single-use URL
-    workdir: Path | None = None  # where downloads go (default: the system's temporary directory)
+    # Where downloads go (SYNC_TEMP_DIR). None: the system's temporary directory, or memory without one.
+    workdir: Path | None = None
 
 
 def local_midnight(moment: datetime) -> datetime:
