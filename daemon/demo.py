@@ -2,10 +2,14 @@
 
 It starts the Taobao stand-in (a seeded order market behind a TOP gateway and a TMC server), a
 PostgreSQL (an embedded one unless DATABASE_URL is set, in the environment or the --env-file), and the
-daemon, and prints one line of
-progress a second: market changes, changes applied to the database, fullinfo calls, confirms, and the
-publish → NOTIFY lag. Ctrl-C (or --seconds) stops everything gracefully, then the demo compares the
-database with the stand-in's truth.
+daemon, and prints one line of progress a second: market changes, changes applied to the database,
+fullinfo calls, confirms, and the publish → NOTIFY lag. Ctrl-C (or --seconds) stops everything
+gracefully, then the demo compares the database with the stand-in's truth.
+
+The demo writes stand-in trades, so a DATABASE_URL whose database holds anything but an empty schema
+of ours (tables of its own, or trades) is refused unless --reuse says to write there anyway. The
+daemon logs at WARNING in text; on a terminal each record takes a line above the progress line
+(`daemon.terminal`), which is drawn again below it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import statistics
 import sys
 import time
@@ -24,16 +29,19 @@ from typing import Any, TextIO
 import asyncpg
 
 from common.errors import OrderSyncError
-from common.exit_codes import EXIT_FAILED
+from common.exit_codes import EXIT_FAILED, EXIT_USAGE
 from daemon.app import assemble, open_parts
 from daemon.embedded_db import EmbeddedPostgresUnavailable, create_database, embedded_postgres
 from daemon.logs import configure_logging
 from daemon.service import Service, serve
 from daemon.settings import DatabaseSettings, Settings, add_env_file_option, settings_or_exit
+from daemon.terminal import Terminal
 from simulator.compare import compare_with_market
 from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
+from store.errors import DATABASE_ERRORS
+from store.migrate import load_migrations
 from store.pg import PgStore
 from taobao.client import TopClient
 from taobao.fields import TRADE_FULLINFO_GET
@@ -47,7 +55,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shops", type=int, default=3, help="number of shops (default 3)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the market (default 7)")
     parser.add_argument("--api-latency-ms", type=float, default=0.0, help="stand-in TOP latency per call")
-    parser.add_argument("--http-port", type=int, default=0, help="daemon's /metrics port (default: any free)")
+    parser.add_argument(
+        "--http-port", type=int, default=0, help="daemon's HTTP port: /metrics, /reports (default: any free)"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="write into DATABASE_URL's database even though it holds tables or trades already",
+    )
     add_env_file_option(parser)
 
 
@@ -57,10 +72,54 @@ def run(args: argparse.Namespace) -> int:
         return database
     try:
         with choose_database(database) as dsn:
+            if database.database_url is not None and not args.reuse:
+                held = asyncio.run(contents(dsn))
+                if held:
+                    print(
+                        f"order-sync demo: DATABASE_URL's database is not empty ({held}); the demo writes "
+                        "stand-in trades into it. Use an empty database, unset DATABASE_URL for an "
+                        "embedded one, or pass --reuse to write there anyway.",
+                        file=sys.stderr,
+                    )
+                    return EXIT_USAGE
             return asyncio.run(_demo(args, dsn, sys.stdout))
     except (EmbeddedPostgresUnavailable, OrderSyncError) as exc:
         print(f"order-sync demo: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except DATABASE_ERRORS as exc:
+        # The type only: driver messages can quote the DSN's user and database.
+        print(f"order-sync demo: cannot use DATABASE_URL's database ({type(exc).__name__})", file=sys.stderr)
+        return EXIT_FAILED
+
+
+# What the migrations create (and their own bookkeeping): a database holding only these, with no
+# trades, is an empty one of ours.
+_CREATED = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?([a-z_][a-z0-9_]*)", re.IGNORECASE)
+
+
+async def contents(dsn: str) -> str | None:
+    """What the database at `dsn` holds besides an empty schema of ours, in words; None: nothing."""
+    ours = {"schema_migrations"} | {name for m in load_migrations() for name in _CREATED.findall(m.sql)}
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT n.nspname AS schema, c.relname AS name FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+            "AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
+        )
+        others = [r["name"] if r["schema"] == "public" else f"{r['schema']}.{r['name']}" for r in rows]
+        others = [name for name in others if name not in ours]
+        if others:
+            shown = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
+            return f"{len(others)} table(s) not of order-sync: {shown}"
+        if any(r["name"] == "trades" and r["schema"] == "public" for r in rows):
+            trades = await conn.fetchval("SELECT count(*) FROM trades")
+            if trades:
+                return f"{trades:,} trades"
+        return None
+    finally:
+        await conn.close()
 
 
 @contextlib.contextmanager
@@ -90,13 +149,16 @@ async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
         settings = _settings(args, dsn, standin)
         if isinstance(settings, int):
             return settings
-        configure_logging(settings.log_level, settings.log_format)
+        terminal = Terminal(out)
+        # On one terminal the log takes lines above the progress line; elsewhere stderr, as usual.
+        shared = terminal.tty and sys.stderr.isatty()
+        configure_logging(settings.log_level, settings.log_format, stream=terminal.log if shared else None)
         async with open_parts(settings) as (store, client):
             service = assemble(settings, store, client).service
             lags: deque[float] = deque(maxlen=2000)
             listener = await _listen_for_lag(dsn, settings, published_at, lags)
             try:
-                companions = {"demo-progress": _report(service, standin, store, client, lags, out)}
+                companions = {"demo-progress": _report(service, standin, store, client, lags, terminal)}
                 if args.seconds is not None:
                     companions["demo-timer"] = _finish_after(args.seconds, service, standin)
                 code = await _serve_beside(service, companions)
@@ -104,7 +166,7 @@ async def _demo(args: argparse.Namespace, dsn: str, out: TextIO) -> int:
                 await listener.close()
             standin.market.pause()
             comparison = await compare_with_market(store.pool, standin.market)
-            print(file=out)
+            terminal.end()
             print(
                 "summary: " + json.dumps(_summary(service, standin, client, lags) | comparison.to_json()),
                 file=out,
@@ -215,21 +277,27 @@ def _p99(values: deque[float]) -> float:
 
 
 async def _report(
-    service: Service, standin: StandIn, store: PgStore, client: TopClient, lags: deque[float], out: TextIO
+    service: Service,
+    standin: StandIn,
+    store: PgStore,
+    client: TopClient,
+    lags: deque[float],
+    terminal: Terminal,
 ) -> None:
-    tty = out.isatty()
     announced = False
     while True:
         await asyncio.sleep(1.0)
         if not announced and service.http_port is not None:
-            print(f"daemon: metrics at http://127.0.0.1:{service.http_port}/metrics · Ctrl-C stops", file=out)
+            base = f"http://127.0.0.1:{service.http_port}"
+            terminal.log.write(
+                f"daemon: metrics at {base}/metrics · gap reports at {base}/reports · Ctrl-C stops\n"
+            )
             announced = True
         s = _summary(service, standin, client, lags)
         applied = await store.last_position()
-        line = (
+        terminal.show(
             f"market changes {s['market_changes']:>6} · applied {applied:>6}"
             f" · fullinfo {s['fullinfo_calls']:>6}"
             f" · confirmed {s['confirmed']:>6} · pending {s['pending_on_tmc']:>4}"
-            f" · lag p50 {s['lag_p50_ms']} ms p99 {s['lag_p99_ms']} ms"
+            f" · lag p50 {s['lag_p50_ms'] or '-'} ms p99 {s['lag_p99_ms'] or '-'} ms"
         )
-        print(("\r" + line) if tty else line, end="" if tty else "\n", file=out, flush=True)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pty
 import signal
 import socket
 import time
@@ -141,6 +142,40 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: 
             raise AssertionError(f"timed out after {within:g} s waiting until {what}\n" +
                                  "\n".join(p.tail() for p in procs))  # fmt: skip
         await asyncio.sleep(0.2)
+
+
+async def on_a_terminal(
+    command: Sequence[str], *, env: dict[str, str], cwd: Path, within: float = 120
+) -> tuple[int, str]:
+    """Run `command` with a pseudo-terminal as its stdout and stderr, as a person at a shell would;
+    its exit code and everything it wrote there."""
+    leader, follower = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    try:
+        async with asyncio.timeout(within):
+            await asyncio.gather(asyncio.to_thread(read), process.wait())
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(leader)
+    assert process.returncode is not None
+    return process.returncode, b"".join(chunks).decode(errors="replace")
 
 
 async def fetchval(dsn: str, sql: str, *args: Any) -> Any:

@@ -4,8 +4,6 @@ many windows of those planned are read and how many trades were found; the repor
 from __future__ import annotations
 
 import asyncio
-import os
-import pty
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -15,7 +13,7 @@ import pytest
 
 from simulator.standin import StandIn, StandInConfig
 from tests.integration.harness import ROOT, daemon_env
-from tests.ops.processes import fetch
+from tests.ops.processes import fetch, on_a_terminal
 
 
 @pytest.fixture
@@ -27,39 +25,6 @@ async def standin() -> AsyncIterator[StandIn]:
         yield stand_in
     finally:
         await stand_in.stop()
-
-
-async def on_a_terminal(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    """Run `order-sync ARGS` with a pseudo-terminal as its stdout and stderr; its exit code and all it
-    wrote there."""
-    leader, follower = pty.openpty()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon.cli", *args, cwd=ROOT, env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=follower, stderr=follower,
-    )  # fmt: skip
-    os.close(follower)
-    chunks: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal's other side closed
-                return
-            if not chunk:
-                return
-            chunks.append(chunk)
-
-    try:
-        async with asyncio.timeout(120):
-            await asyncio.gather(asyncio.to_thread(read), process.wait())
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        os.close(leader)
-    assert process.returncode is not None
-    return process.returncode, b"".join(chunks).decode(errors="replace")
 
 
 async def test_backfill_shows_windows_read_and_trades_found_as_it_goes(
@@ -74,8 +39,8 @@ async def test_backfill_shows_windows_read_and_trades_found_as_it_goes(
         sync_overlap_seconds=60, log_level="WARNING",
     )  # fmt: skip
     code, out = await on_a_terminal(
-        "backfill", "--shop", shop.nick, "--since", since.isoformat(), "--until", "now",
-        "--env-file", "/nonexistent/.env", env=env,
+        [sys.executable, "-m", "daemon.cli", "backfill", "--shop", shop.nick, "--since", since.isoformat(),
+         "--until", "now", "--env-file", "/nonexistent/.env"], env=env, cwd=ROOT,
     )  # fmt: skip
     assert code == 0, out
     shown = rf"\r\x1b\[Kbackfill of {shop.nick}: window (\d+)/(\d+) · ([\d,]+) trades found[^\r\n]*"
