@@ -8,6 +8,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from common.exit_codes import EXIT_INTERRUPTED
 
@@ -27,6 +28,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed release, from the package's metadata (what /metrics shows as build_info)."""
+    try:
+        return metadata.version("taobao-order-sync")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser with every subcommand's options, or (`only`) with just that one's: the others are
     then listed by name and help alone, and their modules are not imported."""
@@ -34,6 +43,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="order-sync",
         description="Keep a PostgreSQL copy of Taobao/Tmall sellers' orders complete and current.",
     )
+    parser.add_argument("--version", action="version", version=f"order-sync {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import socket
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,13 @@ async def test_top_level_help_lists_every_command(tmp_path: Path) -> None:
     for name in COMMANDS:
         # A long name (initial-load) gets its help text on the next line.
         assert f"    {name} " in out or f"    {name}\n" in out, name
+
+
+async def test_version_is_the_installed_release(tmp_path: Path) -> None:
+    code, out, err = await order_sync("--version", env=clean_env(), cwd=tmp_path)
+    assert (code, err) == (0, "")
+    assert out == f"order-sync {metadata.version('taobao-order-sync')}\n"
+    assert re.fullmatch(r"order-sync \d+\.\d+\.\d+\S*\n", out)
 
 
 async def test_run_with_bad_settings_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
