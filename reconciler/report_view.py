@@ -110,17 +110,17 @@ def verdict(
         return Verdict(Status.MISSING, f"not read yet (detected {local(report.detected_at)})")
     # What is left unread after a read is the tail a fresh read cannot reach (it stops at now - safety
     # lag, and a reconnect extends the window): the proof read reads it once the horizon passes.
-    tail = f" · its last {duration(unread.total_seconds())} is read then" if unread > slack else ""
-    return Verdict(Status.PENDING, f"all found trades are in · {_provable(report.provable_at, now)}{tail}")
+    tail = f" · last {duration(unread.total_seconds())} read then" if unread > slack else ""
+    when = "once the lag horizon passes" if report.provable_at is None else relative(report.provable_at, now)
+    return Verdict(Status.PENDING, f"all found trades are in · provable {when}{tail}")
 
 
-def _provable(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return "provable once the lag horizon passes its end"
+def relative(moment: datetime, now: datetime) -> str:
+    """'at 21:08:00 (in 8.0m)', or 'since 21:08:00 (2.0m ago)' once it has passed."""
     ahead = (moment - now).total_seconds()
     if ahead > 0:
-        return f"provable at {clock(moment, now)} (in {duration(ahead)})"
-    return f"provable since {clock(moment, now)} ({duration(-ahead)} ago), on the leader's next round"
+        return f"at {clock(moment, now)} (in {duration(ahead)})"
+    return f"since {clock(moment, now)} ({duration(-ahead)} ago)"
 
 
 def clock(moment: datetime, now: datetime) -> str:
@@ -243,20 +243,15 @@ FONT_STACK = (
 _CSS = f"""
 body{{font:14px/1.45 {FONT_STACK};margin:0;background:#f5f6f8;color:#1f2933}}
 header{{background:#1f2933;color:#fff;padding:18px 28px}}
-header h1{{margin:0;font-size:20px;font-weight:600}}
-header p{{margin:4px 0 0;color:#b8c2cc;font-size:13px}}
-header a{{color:#b8c2cc}}
-main{{padding:20px 28px;max-width:1280px}}
+header h1{{margin:0;font-size:20px;font-weight:600}}header p{{margin:4px 0 0;color:#b8c2cc;font-size:13px}}
+header a{{color:#b8c2cc}}main{{padding:20px 28px;max-width:1280px}}
 .verdict{{border-radius:8px;padding:12px 16px;margin-bottom:16px;font-size:15px;border-left:6px solid}}
-.verdict.ok{{background:#e8f5e9;border-color:{GREEN}}}
-.verdict.bad{{background:#ffebee;border-color:{RED}}}
-.verdict ul{{margin:6px 0 0;padding-left:20px;font-size:13.5px}}
-.verdict a{{color:inherit}}
+.verdict.ok{{background:#e8f5e9;border-color:{GREEN}}}.verdict.bad{{background:#ffebee;border-color:{RED}}}
+.verdict ul{{margin:6px 0 0;padding-left:20px;font-size:13.5px}}.verdict a{{color:inherit}}
 .cards{{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:18px}}
 .card{{background:#fff;border-radius:8px;padding:12px 16px;min-width:120px;
   box-shadow:0 1px 2px rgba(0,0,0,.08);border-top:4px solid #e4e7eb}}
-.card b{{display:block;font-size:22px}}
-.card span{{color:#616e7c;font-size:12px}}
+.card b{{display:block;font-size:22px}}.card span{{color:#616e7c;font-size:12px}}
 section{{background:#fff;border-radius:8px;padding:14px 18px;margin-bottom:18px;
   box-shadow:0 1px 2px rgba(0,0,0,.08)}}
 section h2{{font-size:17px;margin:0 0 8px}}
@@ -264,17 +259,12 @@ section h2 small{{font-size:12.5px;font-weight:400;color:#616e7c;margin-left:10p
 .legend{{display:flex;gap:14px;flex-wrap:wrap;font-size:12px;color:#52606d;margin:6px 0 10px}}
 .legend i{{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;
   vertical-align:-2px}}
-svg text{{font-size:11px;fill:#52606d}}
-table{{border-collapse:collapse;width:100%;font-size:12.5px}}
+svg text{{font-size:11px;fill:#52606d}}table{{border-collapse:collapse;width:100%;font-size:12.5px}}
 th,td{{padding:5px 8px;border-bottom:1px solid #e4e7eb;text-align:right;white-space:nowrap}}
-th{{color:#52606d;font-weight:600;background:#f9fafb}}
-td.l,th.l{{text-align:left}}
-td.why{{white-space:normal;color:#52606d;text-align:left;max-width:380px}}
-tr.may_be_missing td{{background:#fff8f5}}
-tr.may_be_missing td.why{{color:#8a1c00}}
-.pill{{border-radius:10px;padding:1px 8px;color:#fff;font-size:11.5px}}
-.none{{color:#7b8794}}
-"""
+th{{color:#52606d;font-weight:600;background:#f9fafb}}td.l,th.l{{text-align:left}}
+td.why{{white-space:normal;color:#52606d;text-align:left;min-width:230px;max-width:400px}}
+tr.may_be_missing td{{background:#fff8f5}}tr.may_be_missing td.why{{color:#8a1c00}}
+.pill{{border-radius:10px;padding:1px 8px;color:#fff;font-size:11.5px}}.none{{color:#7b8794}}"""
 
 
 def _esc(text: object) -> str:
@@ -450,11 +440,8 @@ def _summary(data: ReportData) -> str:
         head = f"<b>Data may be missing in {len(missing)} gap(s).</b>"
         return f'<div class="verdict bad">{head}<ul>{items}</ul></div>'
     pending = [r.provable_at for r, v in verdicts if v.status is Status.PENDING and r.provable_at]
-    tail = (
-        f"; {len(pending)} wait only for the lag horizon (all provable by {_esc(local(max(pending)))})"
-        if pending
-        else ""
-    )
+    last = f", the last provable {relative(max(pending), data.generated_at)}" if pending else ""
+    tail = f"; {len(pending)} only wait for the lag horizon{last}" if pending else ""
     recovered = sum(1 for _, v in verdicts if v.status is Status.RECOVERED)
     return f'<div class="verdict ok"><b>No data missing.</b> {recovered} gap(s) recovered{tail}.</div>'
 

@@ -227,7 +227,7 @@ def test_a_report_whose_trades_are_in_waits_for_proof_and_says_until_when() -> N
     # Read ahead but for a tail the fresh read could not reach yet: still only waiting.
     tail = seen(gap(fresh_until=WINDOW.end - timedelta(seconds=40)))  # more than the safety lag
     assert tail.status is Status.PENDING
-    assert tail.why.endswith(" · its last 40.0s is read then")
+    assert tail.why.endswith(" · last 40.0s read then")
 
 
 def test_what_may_be_missing_stands_out_with_its_reason() -> None:
