@@ -4,11 +4,12 @@ process (`python -m listener`), and the check that the database equals the stand
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,9 +20,20 @@ import asyncpg
 from daemon.demo import standin_settings
 from daemon.settings import Settings, load_settings
 from simulator.compare import compare_with_market
-from simulator.standin import StandIn
+from simulator.standin import StandIn, StandInConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.asynccontextmanager
+async def running_standin(config: StandInConfig) -> AsyncIterator[StandIn]:
+    """A stand-in serving on free ports until the block ends."""
+    standin = StandIn(config)
+    await standin.start()
+    try:
+        yield standin
+    finally:
+        await standin.stop()
 
 
 def daemon_values(standin: StandIn, dsn: str, **overrides: Any) -> dict[str, Any]:

@@ -12,19 +12,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from simulator.standin import StandIn, StandInConfig
-from tests.integration.harness import ROOT, daemon_env
+from tests.integration.harness import ROOT, daemon_env, running_standin
 from tests.ops.processes import fetch, on_a_terminal
 
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    stand_in = StandIn(StandInConfig(seed=5, shops=1, market_rate=0, history_trades=20))
-    stand_in.faults.latency_ms = 100  # so the windows take long enough to be seen one by one
-    await stand_in.start()
-    try:
+    async with running_standin(StandInConfig(seed=5, shops=1, market_rate=0, history_trades=20)) as stand_in:
+        stand_in.faults.latency_ms = 100  # so the windows take long enough to be seen one by one
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 async def test_backfill_shows_windows_read_and_trades_found_as_it_goes(

@@ -22,7 +22,7 @@ import pytest
 
 from reconciler.load_plan import history_span
 from simulator.standin import StandIn, StandInConfig
-from tests.integration.harness import ROOT, daemon_env
+from tests.integration.harness import ROOT, daemon_env, running_standin
 from tests.ops.processes import fetch, fetchval, required
 
 DAYS = 20
@@ -38,12 +38,10 @@ READ_ONLY_ROOT = (
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    stand_in = StandIn(StandInConfig(seed=11, shops=3, market_rate=0, history_trades=300))
-    await stand_in.start()
-    try:
+    async with running_standin(
+        StandInConfig(seed=11, shops=3, market_rate=0, history_trades=300)
+    ) as stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 async def initial_load(

@@ -23,7 +23,7 @@ import pytest
 from common.backoff import BackoffPolicy
 from common.intervals import Interval
 from daemon.app import Daemon, assemble, make_client
-from daemon.settings import Settings, load_settings
+from daemon.settings import Settings
 from listener.session import SessionTiming
 from reconciler.report_view import FONT_STACK, RED, SLATE
 from simulator.standin import StandIn, StandInConfig
@@ -31,7 +31,7 @@ from simulator.tmc_server import TmcServerConfig
 from store.gap_reports import Cause, Outcome, PassCounts
 from store.pg import PgStore
 from store.pg_reports import PgGapReports
-from tests.integration.harness import wait_for, wait_for_async
+from tests.integration.harness import daemon_settings, running_standin, wait_for, wait_for_async
 from tests.ops.chromium import Tab, browser, decode_png, find_chromium, ink, open_page
 from tests.ops.processes import required
 
@@ -42,17 +42,12 @@ FAILURE = "list call: Invalid Arguments code=41 sub_code=isv.invalid-parameter:t
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    stand_in = StandIn(
-        StandInConfig(
-            seed=31, shops=2, market_rate=0, history_trades=50,
-            tmc=TmcServerConfig(confirm_timeout=5.0, failed_redelivery_delay=1.0, seed=31),
-        )
+    config = StandInConfig(
+        seed=31, shops=2, market_rate=0, history_trades=50,
+        tmc=TmcServerConfig(confirm_timeout=5.0, failed_redelivery_delay=1.0, seed=31),
     )  # fmt: skip
-    await stand_in.start()
-    try:
+    async with running_standin(config) as stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @pytest.fixture
@@ -67,23 +62,11 @@ async def pg(migrated_database: str) -> AsyncIterator[PgStore]:
 def settings_for(standin: StandIn, dsn: str) -> Settings:
     """The daemon's own settings, as an operator sets them, scaled so the test runs in seconds; the
     overlap stays at its default of 600 s, so the outage's report waits ten minutes for its proof."""
-    return load_settings(
-        env_file=None,
-        database_url=dsn,
-        taobao_app_key=standin.app_key,
-        taobao_app_secret=standin.app_secret,
-        taobao_api_url=standin.api_url,
-        taobao_tmc_url=standin.tmc_url,
-        taobao_shops=[{"nick": s.nick, "session": s.session} for s in standin.shops],
-        sync_api_rate=1000,
-        sync_safety_lag_seconds=1,
-        sync_stream_settle_seconds=1.5,
-        sync_reconcile_seconds=0.3,
-        sync_initial_load_days=0,
-        sync_replica_id="erp-sync-1",
-        http_port=0,
+    return daemon_settings(
+        standin, dsn, sync_api_rate=1000, sync_safety_lag_seconds=1, sync_stream_settle_seconds=1.5,
+        sync_reconcile_seconds=0.3, sync_initial_load_days=0, sync_replica_id="erp-sync-1",
         sync_drain_seconds=2,
-    )
+    )  # fmt: skip
 
 
 @pytest.fixture
