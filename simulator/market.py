@@ -38,20 +38,12 @@ from simulator.lifecycle import (
     WAIT_SELLER_SEND,
     full_topic,
 )
-from simulator.tradegen import (
-    MAX_ORDERS,
-    TID_BASE,
-    TID_GRID,
-    Shop,
-    Skeleton,
-    TradeFactory,
-    cents,
-    money,
-    pick_type,
-    plan_history,
-    top_time,
-    trade_seed,
-)
+from simulator.shops import Shop, ShopPicker, make_shops
+from simulator.trade_history import plan_history
+from simulator.trade_orders import refund_id
+from simulator.trade_types import pick_type
+from simulator.trade_values import cents, money, top_time
+from simulator.tradegen import MAX_ORDERS, TID_BASE, TID_GRID, Skeleton, TradeFactory, trade_seed
 from simulator.truth import TradeTruth, TruthSnapshot, trade_digest
 from taobao.timefmt import parse_top_time
 
@@ -181,9 +173,9 @@ class Market:
         self.config = config or MarketConfig()
         self.clock: Clock = clock or SystemClock()
         self._rng = random.Random(self.config.seed)
-        self.shops: tuple[Shop, ...] = self._make_shops(self.config.shops)
+        self.shops: tuple[Shop, ...] = make_shops(self._rng, self.config.shops)
         self._factory = TradeFactory(self.shops)
-        self._shop_cum = self._shop_weights(len(self.shops))
+        self._shop_picker = ShopPicker(len(self.shops))
         self._records: dict[int, TradeRecord] = {}
         self._by_created: list[list[tuple[int, int]]] = [[] for _ in self.shops]
         self._by_modified: list[list[tuple[int, int]]] = [[] for _ in self.shops]
@@ -203,33 +195,6 @@ class Market:
         self.typed_buyer_message: Callable[[int], str | None] | None = None
         if self.config.history_trades:
             self.generate_history(self.config.history_trades, self.config.history_days)
-
-    # ----- shops -------------------------------------------------------------------------------------
-
-    def _make_shops(self, count: int) -> tuple[Shop, ...]:
-        if count < 1:
-            raise ValueError("the market needs at least one shop")
-        shops = []
-        for i in range(count):
-            base = catalog.SHOP_NICKS[i % len(catalog.SHOP_NICKS)]
-            nick = base if i < len(catalog.SHOP_NICKS) else f"{base}{i // len(catalog.SHOP_NICKS) + 1}"
-            user_id = 2_200_000_000_000 + self._rng.randrange(10**11)
-            session = f"6100{self._rng.getrandbits(208):052x}"
-            shops.append(Shop(nick=nick, user_id=user_id, session=session))
-        return tuple(shops)
-
-    @staticmethod
-    def _shop_weights(count: int) -> list[float]:
-        # A few shops sell most: shop i gets weight 1/(i+1).
-        cum: list[float] = []
-        acc = 0.0
-        for i in range(count):
-            acc += 1.0 / (i + 1)
-            cum.append(acc)
-        return cum
-
-    def _pick_shop(self, rng: random.Random) -> int:
-        return bisect.bisect_right(self._shop_cum, rng.random() * self._shop_cum[-1]) % len(self.shops)
 
     def shop_index(self, nick: str) -> int | None:
         for i, shop in enumerate(self.shops):
@@ -388,7 +353,7 @@ class Market:
         new_by_shop: list[list[TradeRecord]] = [[] for _ in self.shops]
         for _ in range(count):
             created = now - 60 - int(rng.random() * span)
-            shop = self._pick_shop(rng)
+            shop = self._shop_picker.pick(rng)
             trade_type = pick_type(rng)
             n_orders = self._order_count(rng)
             tid = self._new_tid(rng)
@@ -448,7 +413,7 @@ class Market:
         rng = self._rng
         now = self._now()
         tid = self._new_tid(rng)
-        shop = self._pick_shop(rng)
+        shop = self._shop_picker.pick(rng)
         trade_type = pick_type(rng)
         status = NO_CREATE_PAY if rng.random() < 0.15 else WAIT_BUYER_PAY
         sk = Skeleton(
@@ -560,7 +525,7 @@ class Market:
             open_orders = [o for o in orders if o["refund_status"] == "NO_REFUND"]
             order = open_orders[rng.randrange(len(open_orders))]
             order["refund_status"] = "SUCCESS"
-            order["refund_id"] = str(order["oid"] + 70_000_000_000_000_000)
+            order["refund_id"] = refund_id(order["oid"])
             order["status"] = CLOSED
             order["end_time"] = stamp
             extra["oid"] = order["oid"]

@@ -28,7 +28,7 @@ from typing import Any
 from simulator.clock import whole_seconds
 from simulator.market import Market, Payload
 from simulator.top_protocol import FieldSelection, TopError, dump_json, invalid, parse_int, require
-from simulator.tradegen import top_time
+from simulator.trade_values import top_time
 from taobao.timefmt import GMT8
 
 logger = logging.getLogger(__name__)

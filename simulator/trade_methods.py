@@ -23,7 +23,8 @@ from simulator.top_protocol import (
     parse_time,
     require,
 )
-from simulator.tradegen import DEFAULT_QUERY_TYPES, KNOWN_TYPES, TYPE_QUERY_GROUPS, Skeleton
+from simulator.trade_types import DEFAULT_QUERY_TYPES, KNOWN_TYPES, TYPE_QUERY_GROUPS
+from simulator.tradegen import Skeleton
 
 # increment.get may cover at most one day (docs/top-api.md#one-day-span).
 MAX_INCREMENT_SPAN_SECONDS = 86400
