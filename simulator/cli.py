@@ -23,7 +23,7 @@ from simulator.faults import (
     RATE_LIMIT_SUB_CODES,
     FaultKnobs,
 )
-from simulator.standin import StandIn, StandInConfig, apply_tmc_faults
+from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_faults import TmcFaults
 from simulator.tmc_frames import UNKNOWN_HEADER_KINDS
 from simulator.tmc_server import TmcServerConfig
@@ -174,8 +174,7 @@ def config_from_args(args: argparse.Namespace) -> StandInConfig:
     tmc_faults = TmcFaults()
     # argv cannot carry a NUL, so the flag spells it \0.
     reason = None if args.tmc_close_reason is None else args.tmc_close_reason.replace("\\0", "\x00")
-    apply_tmc_faults(
-        tmc_faults,
+    tmc_faults.update(
         {
             "drop_every": args.tmc_drop_every,
             "duplicate_fraction": args.tmc_duplicate,

@@ -27,7 +27,6 @@ from simulator.lifecycle import full_topic
 from simulator.market import ChangeListener, Market, MarketChange, MarketConfig
 from simulator.odd_values import ODD_BUYER_TEXT
 from simulator.tmc_faults import TmcFaults
-from simulator.tmc_frames import UNKNOWN_HEADER_KINDS
 from simulator.tmc_server import LostMessage, TmcServer, TmcServerConfig
 from simulator.top_protocol import escape_surrogates
 from simulator.topats import TopatsService, TopatsTimings
@@ -357,36 +356,12 @@ class StandIn:
 
     def tmc_summary(self) -> dict[str, Any]:
         """Push-side counters and the messages the server withheld (only reconciliation recovers them)."""
-        st = self.tmc.stats
-        counters = {
-            name: getattr(st, name)
-            for name in (
-                "published",
-                "delivered",
-                "redelivered",
-                "confirmed",
-                "confirm_unknown",
-                "failed",
-                "expired",
-                "duplicated",
-                "reordered",
-                "connections",
-                "refused",
-                "rejected_upgrades",
-                "dropped",
-                "closed",
-                "oversized",
-                "unknown_headers",
-                "pull_requests",
-                "malformed",
-            )
-        }
         return {
-            **counters,
+            **self.tmc.stats.counters(),
             "pending": self.tmc.pending(self.app_key, self.config.tmc_group),
             # `seq`: the market change a withheld message announced (None: not a market change).
             "withheld": [self._withheld_json(m) for m in self.tmc.withheld],
-            "faults": _tmc_faults_json(self.tmc.faults),
+            "faults": self.tmc.faults.to_json(),
         }
 
     def _withheld_json(self, message: LostMessage) -> dict[str, Any]:
@@ -406,7 +381,7 @@ class StandIn:
             patch = await request.json()
             if not isinstance(patch, dict):
                 raise ValueError("send a JSON object of knob names and values")
-            apply_tmc_faults(self.tmc.faults, patch)
+            self.tmc.faults.update(patch)
         except (ValueError, TypeError) as exc:
             return _json({"error": str(exc)}, status=400)
         if patch.get("drop_now"):
@@ -414,87 +389,6 @@ class StandIn:
         if patch.get("close_now"):
             await self.tmc.close_connections()
         return _json(self.tmc_summary())
-
-
-_TMC_KNOBS: dict[str, type] = {
-    "drop_every": float,
-    "duplicate_fraction": float,
-    "reorder_fraction": float,
-    "reorder_delay": float,
-    "lose_fraction": float,
-    "lose_while_disconnected": bool,
-    "close_every": float,
-    "close_code": int,
-    "close_reason": str,
-    "close_next": int,
-    "close_next_after": float,
-    "oversize_every": int,
-    "oversize_next": int,
-    "oversize_bytes": int,
-    "unknown_header_fraction": float,
-    "unknown_header_kind": str,
-    "refund_topics": bool,
-}
-_TMC_ACTIONS = ("drop_now", "close_now")
-_NULLABLE = ("drop_every", "close_every")
-
-
-def _close_code_ok(code: int) -> bool:
-    # Codes a server may put in a close frame: the defined ones except those reserved for "no frame".
-    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
-        3000 <= code <= 4999
-    )
-
-
-def _tmc_knob(name: str, kind: type, value: Any) -> Any:
-    if value is None and name in _NULLABLE:
-        return None
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is int and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        if name == "close_code" and not _close_code_ok(value):
-            raise ValueError(f"close_code {value} cannot be sent in a close frame")
-        if name == "oversize_bytes" and value < 1:
-            raise ValueError("oversize_bytes must be at least 1")
-        return value
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        if name.endswith("_fraction") and value > 1:
-            raise ValueError(f"{name} must be between 0 and 1")
-        return float(value)
-    if kind is str and isinstance(value, str):
-        if name == "close_reason" and len(value.encode("utf-8", "replace")) > 123:
-            raise ValueError("close_reason must fit in 123 UTF-8 bytes")
-        if name == "close_reason" and any("\ud800" <= ch <= "\udfff" for ch in value):
-            raise ValueError("close_reason must be valid Unicode (a close frame carries UTF-8)")
-        if name == "unknown_header_kind" and value not in UNKNOWN_HEADER_KINDS:
-            raise ValueError(f"unknown_header_kind must be one of {list(UNKNOWN_HEADER_KINDS)}")
-        return value
-    expected = {bool: "boolean", int: "integer >= 0", float: "number >= 0", str: "string"}[kind]
-    raise ValueError(f"{name} must be a {expected}")
-
-
-def apply_tmc_faults(faults: TmcFaults, patch: dict[str, Any]) -> None:
-    """Validate every entry first, then apply: a bad patch changes nothing."""
-    updates: dict[str, Any] = {}
-    for name, value in patch.items():
-        if name in _TMC_ACTIONS:
-            continue
-        if name == "refuse_for":
-            if not isinstance(value, int | float) or value < 0:
-                raise ValueError("refuse_for must be a number of seconds >= 0")
-            continue
-        kind = _TMC_KNOBS.get(name)
-        if kind is None:
-            raise ValueError(f"unknown TMC knob {name!r}; known: {sorted(_TMC_KNOBS)}")
-        updates[name] = _tmc_knob(name, kind, value)
-    for name, value in updates.items():
-        setattr(faults, name, value)
-    if "refuse_for" in patch:
-        faults.refuse_connects_for(float(patch["refuse_for"]))
-
-
-def _tmc_faults_json(faults: TmcFaults) -> dict[str, Any]:
-    return {name: getattr(faults, name) for name in _TMC_KNOBS} | {"refusing": faults.refusing()}
 
 
 def _change_json(change: MarketChange, with_content: bool) -> dict[str, Any]:
