@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 ChangeListener = Callable[["MarketChange"], None]
 _MAX_BURST = 1000
+# Snapshots of fewer trades are built on the loop: a thread costs more than their digests.
+_THREAD_FROM_ROWS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,16 @@ class Market:
     def build_truth(self, rows: TruthRows, digests: bool = True) -> TruthSnapshot:
         """Step two: digests and the snapshot. Safe in a worker thread (it reads immutable versions)."""
         return self._truth.build(rows, digests)
+
+    async def truth_async(
+        self, shop: str | None = None, digests: bool = True, tids: Iterable[int] | None = None
+    ) -> TruthSnapshot:
+        """Like truth(), but digests are computed in a worker thread so a large snapshot (100k history
+        trades take seconds the first time) does not stall the gateway and the push channel."""
+        rows = self.truth_rows(shop, tids)
+        if not digests or len(rows.rows) < _THREAD_FROM_ROWS:
+            return self.build_truth(rows, digests)
+        return await asyncio.to_thread(self.build_truth, rows, digests)
 
     # ----- history -----------------------------------------------------------------------------------
 
