@@ -208,6 +208,18 @@ class Gateway:
         window = injector.error_window(method)
         if window is not None:
             return self._window_answer(window, method, params, request, now, logged, request_id)
+        return self._answer(method, params, request, now, logged, request_id)
+
+    def _answer(
+        self,
+        method: str,
+        params: Mapping[str, str],
+        request: web.Request,
+        now: datetime,
+        logged: dict[str, str],
+        request_id: str,
+    ) -> web.Response:
+        """TOP's JSON answer: the method's, or the error of the first gate it fails."""
         simplify = params.get("simplify", "").lower() == "true"
         shop_nick: str | None = None
         code, sub_code = 0, None
@@ -215,36 +227,51 @@ class Gateway:
         try:
             shop = self._check_request(params, method, now)
             shop_nick = self.market.shops[shop].nick
-            error = injector.rate_limit(params["app_key"], method) or injector.isp_error(method)
-            error = error or injector.trade_service_rejection(method)
-            if error is not None:
-                raise error
-            ctx = CallContext(
-                shop=shop,
-                now=whole_seconds(now),
-                online_window_seconds=self.config.online_window_days * 86400,
-                list_lag_seconds=self.faults.list_lag_seconds,
-                peak_mode=self.faults.peak_mode,
-            )
-            body = self._methods[method](ctx, params, request)
-            if method == FULLINFO:
-                self._fullinfo_faults(body, params, fault)
-            malformed = injector.malformed_page(method) if method in LIST_METHODS else None
-            if malformed is not None:
-                fault.append(f"malformed_page:{malformed}")
-                simplify = self._malform(malformed, body, params) or simplify
-            payload = envelope(method, body, request_id, simplify)
+            body, unwrapped = self._call(shop, method, params, request, now, fault)
+            payload = envelope(method, body, request_id, unwrapped or simplify)
         except TopError as exc:
             code, sub_code = exc.code, exc.sub_code
             payload = exc.body(request_id)
         text = dump_json(payload, self.faults.raw_control_chars)
-        garbled = injector.garble(method, text)
+        garbled = self.injector.garble(method, text)
         shaped = fault[0] if fault else None
         record = CallRecord(now, method, shop_nick, logged, code, sub_code, 200, garbled is not None, shaped)
         self.stats.add(record)
         return web.Response(
             text=garbled if garbled is not None else text, content_type="application/json", charset="utf-8"
         )
+
+    def _call(
+        self,
+        shop: int,
+        method: str,
+        params: Mapping[str, str],
+        request: web.Request,
+        now: datetime,
+        fault: list[str],
+    ) -> tuple[dict[str, Any], bool]:
+        """The method's answer body, shaped by the faults that act on it (named in `fault`); True when
+        it must also go out unwrapped. Raises the TopError of an injected error."""
+        injector = self.injector
+        error = injector.rate_limit(params["app_key"], method) or injector.isp_error(method)
+        error = error or injector.trade_service_rejection(method)
+        if error is not None:
+            raise error
+        ctx = CallContext(
+            shop=shop,
+            now=whole_seconds(now),
+            online_window_seconds=self.config.online_window_days * 86400,
+            list_lag_seconds=self.faults.list_lag_seconds,
+            peak_mode=self.faults.peak_mode,
+        )
+        body = self._methods[method](ctx, params, request)
+        if method == FULLINFO:
+            self._fullinfo_faults(body, params, fault)
+        malformed = injector.malformed_page(method) if method in LIST_METHODS else None
+        if malformed is None:
+            return body, False
+        fault.append(f"malformed_page:{malformed}")
+        return body, self._malform(malformed, body, params)
 
     # ----- faults that shape an answer ---------------------------------------------------------------
 
