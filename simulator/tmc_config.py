@@ -3,7 +3,11 @@ not give (docs/tmc-protocol.md#unknowns), which are ours."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
+
+from simulator.tmc_faults import TmcFaults
+from simulator.tmc_stats import TmcServerStats
 
 
 @dataclass(slots=True)
@@ -37,3 +41,14 @@ class TmcServerConfig:
     ping_timeout: float | None = 20.0
     close_timeout: float = 2.0
     seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    """What the TMC server's parts share: its config, its fault knobs (mutable at runtime), its counters
+    and the seeded RNG every random choice draws from, so a scenario replays the same way."""
+
+    config: TmcServerConfig
+    faults: TmcFaults
+    stats: TmcServerStats
+    rng: random.Random

@@ -10,9 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from websockets.protocol import State
 
-from simulator.tmc_faults import TmcFaults
+from simulator.tmc_config import ServerState
 from simulator.tmc_queue import Consumer
-from simulator.tmc_stats import TmcServerStats
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +21,15 @@ _KNOB_POLL = 0.1  # how often a waiting schedule re-reads its knob (they are mut
 class ConnectionFaults:
     """Acts on `live`, the server's set of live connections (shared, not copied)."""
 
-    def __init__(self, live: set[Consumer], faults: TmcFaults, stats: TmcServerStats) -> None:
+    def __init__(self, live: set[Consumer], shared: ServerState) -> None:
         self._live = live
-        self._faults = faults
-        self._stats = stats
+        self._shared = shared
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         """Run the scheduled faults (drop_every, close_every, close_next) on the current loop."""
-        dropper = self._periodic(lambda: self._faults.drop_every, self._drop_all, "dropped")
-        closer = self._periodic(lambda: self._faults.close_every, self._close_all, "closed")
+        dropper = self._periodic(lambda: self._shared.faults.drop_every, self._drop_all, "dropped")
+        closer = self._periodic(lambda: self._shared.faults.close_every, self._close_all, "closed")
         self._tasks = [
             asyncio.create_task(dropper, name="tmc-server-dropper"),
             asyncio.create_task(closer, name="tmc-server-closer"),
@@ -49,7 +47,7 @@ class ConnectionFaults:
         clients = list(self._live)
         for client in clients:
             client.ws.transport.abort()
-        self._stats.dropped += len(clients)
+        self._shared.stats.dropped += len(clients)
         return len(clients)
 
     async def close(
@@ -58,10 +56,10 @@ class ConnectionFaults:
         """Close live connections (all, or the `limit` oldest) with a close frame (default: the close
         fault's code and reason); returns how many. Waits for the closing handshakes (each bounded by
         close_timeout)."""
-        code = self._faults.close_code if code is None else code
-        reason = self._faults.close_reason if reason is None else reason
+        code = self._shared.faults.close_code if code is None else code
+        reason = self._shared.faults.close_reason if reason is None else reason
         clients = sorted((c for c in self._live if c.ws.state is State.OPEN), key=lambda c: c.since)[:limit]
-        self._stats.closed += len(clients)
+        self._shared.stats.closed += len(clients)
         await asyncio.gather(*(c.ws.close(code, reason) for c in clients), return_exceptions=True)
         return len(clients)
 
@@ -91,7 +89,7 @@ class ConnectionFaults:
         until that many were closed (a close asked for while no client is connected waits for one)."""
         while True:
             await asyncio.sleep(0.05)  # re-read the knob
-            faults = self._faults
+            faults = self._shared.faults
             if faults.close_next <= 0:
                 continue
             now = time.monotonic()

@@ -9,7 +9,6 @@ import contextlib
 import hmac
 import http
 import logging
-import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -17,11 +16,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from simulator.tmc_config import TmcServerConfig
-from simulator.tmc_faults import TmcFaults
+from simulator.tmc_config import ServerState
 from simulator.tmc_frames import with_unknown_header
 from simulator.tmc_queue import Consumer, GroupQueue, QueuedMessage
-from simulator.tmc_stats import TmcServerStats
 from taobao.signing import sign
 from taobao.tmc import codec
 
@@ -32,19 +29,10 @@ class ConnectionHandler:
     """Serves every connection; `live` holds those past their CONNECTACK and not yet gone."""
 
     def __init__(
-        self,
-        apps: Mapping[str, str],
-        config: TmcServerConfig,
-        faults: TmcFaults,
-        stats: TmcServerStats,
-        rng: random.Random,
-        queue_for: Callable[[str, str], GroupQueue],
+        self, apps: Mapping[str, str], shared: ServerState, queue_for: Callable[[str, str], GroupQueue]
     ) -> None:
         self._apps = apps
-        self._config = config
-        self._faults = faults
-        self._stats = stats
-        self._rng = rng
+        self._shared = shared
         self._queue_for = queue_for
         self._count = 0
         self.live: set[Consumer] = set()
@@ -53,8 +41,8 @@ class ConnectionHandler:
         """Before the upgrade: only `/` is TMC, and the refuse fault answers 503."""
         if request.path.split("?", 1)[0] != "/":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "TMC listens on /\n")
-        if self._faults.refusing():
-            self._stats.rejected_upgrades += 1
+        if self._shared.faults.refusing():
+            self._shared.stats.rejected_upgrades += 1
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "refusing connections\n")
         return None
 
@@ -63,7 +51,7 @@ class ConnectionHandler:
         if queue is None or request is None:
             return
         self._count += 1
-        self._stats.connections += 1
+        self._shared.stats.connections += 1
         client = Consumer(self._count, ws, queue.token)
         try:
             await ws.send(codec.encode(codec.connect_ack(request, token=queue.token)))
@@ -88,17 +76,17 @@ class ConnectionHandler:
     async def _login(self, ws: ServerConnection) -> tuple[GroupQueue | None, codec.Message | None]:
         """The queue a signed CONNECT names, or (None, None) once the connection has been answered."""
         try:
-            async with asyncio.timeout(self._config.handshake_timeout):
+            async with asyncio.timeout(self._shared.config.handshake_timeout):
                 frame = await ws.recv()
             request = codec.decode(frame) if isinstance(frame, bytes) else None
         except (TimeoutError, ConnectionClosed):
             return None, None
         except codec.TmcDecodeError as exc:
-            self._stats.malformed += 1
+            self._shared.stats.malformed += 1
             await ws.close(1002, f"malformed CONNECT: {exc}"[:120])
             return None, None
         if request is None or request.message_type != codec.MessageType.CONNECT:
-            self._stats.malformed += 1
+            self._shared.stats.malformed += 1
             await ws.close(1002, "expected a binary CONNECT")
             return None, None
         fields = request.content
@@ -109,13 +97,13 @@ class ConnectionHandler:
         secret = self._apps.get(app_key) if isinstance(app_key, str) else None
         phrase = None
         if secret is None or not isinstance(app_key, str):
-            phrase = self._config.unknown_app_phrase
+            phrase = self._shared.config.unknown_app_phrase
         elif not (
             isinstance(timestamp, str)
             and isinstance(given, str)
             and _sign_ok(app_key, signed_group, timestamp, given, secret)
         ):
-            phrase = self._config.bad_sign_phrase
+            phrase = self._shared.config.bad_sign_phrase
         if phrase is not None:
             await self._refuse(ws, request, phrase)
             return None, None
@@ -123,10 +111,10 @@ class ConnectionHandler:
         return self._queue_for(app_key, signed_group or "default"), request
 
     async def _refuse(self, ws: ServerConnection, request: codec.Message, phrase: str) -> None:
-        self._stats.refused += 1
+        self._shared.stats.refused += 1
         logger.info("refused TMC CONNECT: %s", phrase, extra={"action": "tmc_server_refused"})
         refusal = codec.connect_refusal(
-            request, status_code=self._config.refusal_status_code, status_phrase=phrase
+            request, status_code=self._shared.config.refusal_status_code, status_phrase=phrase
         )
         with contextlib.suppress(ConnectionClosed):
             await ws.send(codec.encode(refusal))
@@ -150,8 +138,8 @@ class ConnectionHandler:
             raise
 
     def _push_frame(self, client: Consumer, entry: QueuedMessage) -> bytes:
-        config = self._config
-        gzip_content = bool(config.gzip_fraction) and self._rng.random() < config.gzip_fraction
+        config = self._shared.config
+        gzip_content = bool(config.gzip_fraction) and self._shared.rng.random() < config.gzip_fraction
         message = codec.push(
             client.token,
             message_id=entry.id,
@@ -166,11 +154,11 @@ class ConnectionHandler:
             retried=entry.deliveries - 1 if entry.deliveries > 1 else None,
         )
         frame = codec.encode(message)
-        faults = self._faults
-        if faults.unknown_header_fraction and self._rng.random() < faults.unknown_header_fraction:
-            trace = f"{self._rng.getrandbits(64):016x}"
+        faults = self._shared.faults
+        if faults.unknown_header_fraction and self._shared.rng.random() < faults.unknown_header_fraction:
+            trace = f"{self._shared.rng.getrandbits(64):016x}"
             frame = with_unknown_header(frame, faults.unknown_header_kind, "x_trace_id", trace)
-            self._stats.unknown_headers += 1
+            self._shared.stats.unknown_headers += 1
         return frame
 
     # ----- the client's frames -----------------------------------------------------------------------
@@ -190,14 +178,14 @@ class ConnectionHandler:
         if message.token != client.token:
             await self._reject(client, message, "unknown token")
             return
-        strict = self._config.strict_types
+        strict = self._shared.config.strict_types
         kind_value = message.content.get("__kind")
         if not isinstance(kind_value, codec.TypedInt) or (strict and not isinstance(kind_value, codec.Byte)):
             await self._reject(client, message, "__kind must be a Byte")
             return
         kind = int(kind_value)
         if kind == codec.MessageKind.PULL_REQUEST:
-            self._stats.pull_requests += 1
+            self._shared.stats.pull_requests += 1
             client.pull_requests += 1
             queue.wake.set()
             return
@@ -214,11 +202,11 @@ class ConnectionHandler:
             queue.fail(int(id_value))
 
     async def _reject(self, client: Consumer, request: codec.Message | None, phrase: str) -> None:
-        self._stats.malformed += 1
+        self._shared.stats.malformed += 1
         logger.info("rejected a TMC client frame: %s", phrase, extra={"action": "tmc_server_rejected"})
         ack = codec.send_ack(
             request or codec.Message(message_type=codec.MessageType.SEND),
-            status_code=self._config.bad_request_status_code,
+            status_code=self._shared.config.bad_request_status_code,
             status_phrase=phrase[:200],
         )
         with contextlib.suppress(ConnectionClosed):

@@ -4,33 +4,22 @@ the faults that act at publish time (oversize padding, loss)."""
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from datetime import datetime
 
-from simulator.tmc_config import TmcServerConfig
-from simulator.tmc_faults import TmcFaults
+from simulator.tmc_config import ServerState
 from simulator.tmc_queue import GroupQueue, QueuedMessage
-from simulator.tmc_stats import LostMessage, TmcServerStats
+from simulator.tmc_stats import LostMessage
 from taobao.tmc import codec
 
 
 class Publisher:
     """Numbers messages and hands them to their queue, or withholds them when a loss fault says so."""
 
-    def __init__(
-        self,
-        config: TmcServerConfig,
-        faults: TmcFaults,
-        stats: TmcServerStats,
-        rng: random.Random,
-        queue_for: Callable[[str, str], GroupQueue],
-    ) -> None:
+    def __init__(self, shared: ServerState, queue_for: Callable[[str, str], GroupQueue]) -> None:
         self._queue_for = queue_for
-        self._faults = faults
-        self._stats = stats
-        self._rng = rng
-        self._next_id = config.first_message_id
+        self._shared = shared
+        self._next_id = shared.config.first_message_id
 
     def publish(
         self, app_key: str, group: str, *, topic: str, content: str, nick: str, user_id: int, time: datetime
@@ -39,16 +28,16 @@ class Publisher:
         check_publishable(topic=topic, content=content, nick=nick, user_id=user_id, time=time)
         message_id = self._next_id
         self._next_id += 1
-        self._stats.published += 1
+        self._shared.stats.published += 1
         if self._oversize_due():
-            padded = _padded(content, self._faults.oversize_bytes)
+            padded = _padded(content, self._shared.faults.oversize_bytes)
             if padded is not None:
                 content = padded
-                self._stats.oversized += 1
+                self._shared.stats.oversized += 1
         entry = QueuedMessage(message_id, topic, content, time, nick, user_id, _tid_of(content))
         queue = self._queue_for(app_key, group)
-        faults = self._faults
-        if faults.lose_fraction and self._rng.random() < faults.lose_fraction:
+        faults = self._shared.faults
+        if faults.lose_fraction and self._shared.rng.random() < faults.lose_fraction:
             self._withhold(entry, "lose_fraction")
         elif faults.lose_while_disconnected and not queue.clients:
             self._withhold(entry, "disconnected")
@@ -57,14 +46,14 @@ class Publisher:
         return message_id
 
     def _oversize_due(self) -> bool:
-        faults = self._faults
+        faults = self._shared.faults
         if faults.oversize_next > 0:
             faults.oversize_next -= 1
             return True
-        return faults.oversize_every > 0 and self._stats.published % faults.oversize_every == 0
+        return faults.oversize_every > 0 and self._shared.stats.published % faults.oversize_every == 0
 
     def _withhold(self, entry: QueuedMessage, reason: str) -> None:
-        self._stats.lost.append(LostMessage(entry.id, entry.tid, entry.topic, reason))
+        self._shared.stats.lost.append(LostMessage(entry.id, entry.tid, entry.topic, reason))
 
 
 def check_publishable(*, topic: str, content: str, nick: str, user_id: int, time: datetime) -> None:

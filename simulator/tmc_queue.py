@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import random
 import time
 import uuid
 from collections import deque
@@ -17,9 +16,7 @@ from datetime import datetime
 
 from websockets.asyncio.server import ServerConnection
 
-from simulator.tmc_config import TmcServerConfig
-from simulator.tmc_faults import TmcFaults
-from simulator.tmc_stats import TmcServerStats
+from simulator.tmc_config import ServerState
 
 
 @dataclass(eq=False, slots=True)
@@ -62,21 +59,10 @@ class _Flight:
 class GroupQueue:
     """One (app_key, group) queue and the connections competing for it."""
 
-    def __init__(
-        self,
-        app_key: str,
-        group: str,
-        config: TmcServerConfig,
-        faults: TmcFaults,
-        stats: TmcServerStats,
-        rng: random.Random,
-    ) -> None:
+    def __init__(self, app_key: str, group: str, shared: ServerState) -> None:
         self.app_key = app_key
         self.group = group
-        self._config = config
-        self._faults = faults
-        self._stats = stats
-        self._rng = rng
+        self._shared = shared
         self.token = str(uuid.uuid4())
         self.messages: dict[int, QueuedMessage] = {}  # everything not yet confirmed
         self.ready: deque[QueuedMessage] = deque()
@@ -119,11 +105,11 @@ class GroupQueue:
                 continue
             del self.in_flight[message_id]
             flight.client.in_flight.discard(message_id)
-            self._stats.expired += 1
+            self._shared.stats.expired += 1
             self.ready.appendleft(flight.entry)
 
     def _assign(self, now: float) -> None:
-        cap = self._config.max_in_flight
+        cap = self._shared.config.max_in_flight
         while self.ready:
             candidates = [c for c in self.clients if c.alive and len(c.in_flight) < cap]
             if not candidates:
@@ -131,32 +117,32 @@ class GroupQueue:
             entry = self.ready.popleft()
             if entry.done:
                 continue
-            client = candidates[0] if len(candidates) == 1 else self._rng.choice(candidates)
+            client = candidates[0] if len(candidates) == 1 else self._shared.rng.choice(candidates)
             self._deliver(entry, client, now)
 
     def _deliver(self, entry: QueuedMessage, client: Consumer, now: float) -> None:
-        deadline = now + self._config.confirm_timeout
+        deadline = now + self._shared.config.confirm_timeout
         self.in_flight[entry.id] = _Flight(entry, client, deadline)
         heapq.heappush(self.deadlines, (deadline, entry.id))
         client.in_flight.add(entry.id)
         client.delivered += 1
         if entry.deliveries:
-            self._stats.redelivered += 1
+            self._shared.stats.redelivered += 1
         else:
-            self._stats.delivered += 1
+            self._shared.stats.delivered += 1
         entry.deliveries += 1
         client.outbox.put_nowait((entry, False))
-        duplicate_fraction = self._faults.duplicate_fraction
-        if duplicate_fraction and self._rng.random() < duplicate_fraction:
-            self._stats.duplicated += 1
+        duplicate_fraction = self._shared.faults.duplicate_fraction
+        if duplicate_fraction and self._shared.rng.random() < duplicate_fraction:
+            self._shared.stats.duplicated += 1
             client.outbox.put_nowait((entry, True))
 
     def publish(self, entry: QueuedMessage) -> None:
         self.messages[entry.id] = entry
         self.drained.clear()
-        faults = self._faults
-        if faults.reorder_fraction and self._rng.random() < faults.reorder_fraction:
-            self._stats.reordered += 1
+        faults = self._shared.faults
+        if faults.reorder_fraction and self._shared.rng.random() < faults.reorder_fraction:
+            self._shared.stats.reordered += 1
             heapq.heappush(self.delayed, (time.monotonic() + faults.reorder_delay, entry.id, entry))
         else:
             self.ready.append(entry)
@@ -165,10 +151,10 @@ class GroupQueue:
     def confirm(self, message_id: int) -> None:
         entry = self.messages.pop(message_id, None)
         if entry is None:
-            self._stats.confirm_unknown += 1
+            self._shared.stats.confirm_unknown += 1
             return
         entry.done = True
-        self._stats.confirmed += 1
+        self._shared.stats.confirmed += 1
         if not self.messages:
             self.drained.set()
         flight = self.in_flight.pop(message_id, None)
@@ -177,12 +163,12 @@ class GroupQueue:
             self.wake.set()
 
     def fail(self, message_id: int) -> None:
-        self._stats.failed += 1
+        self._shared.stats.failed += 1
         flight = self.in_flight.pop(message_id, None)
         if flight is None:
             return  # already waiting for redelivery, or confirmed
         flight.client.in_flight.discard(message_id)
-        due = time.monotonic() + self._config.failed_redelivery_delay
+        due = time.monotonic() + self._shared.config.failed_redelivery_delay
         heapq.heappush(self.delayed, (due, message_id, flight.entry))
         self.wake.set()
 

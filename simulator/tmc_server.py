@@ -7,8 +7,8 @@ backlog, an in-flight cap per connection, Confirm deletes, Failed and confirm ti
 Values the public material does not give (refusal codes, timeouts) are configuration.
 
 The parts: tmc_connections (the WebSocket side), tmc_queue (queueing and redelivery), tmc_publishing
-(accepting messages), tmc_connection_faults (faults applied to live connections). They share this
-server's config, fault knobs, counters and seeded RNG: change the knobs in place, never replace them.
+(accepting messages), tmc_connection_faults (faults applied to live connections). They share one
+ServerState (config, fault knobs, counters, seeded RNG): change the knobs in place, never replace them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import datetime
 from websockets.asyncio.server import Server, serve
 from websockets.exceptions import ConnectionClosed
 
-from simulator.tmc_config import TmcServerConfig
+from simulator.tmc_config import ServerState, TmcServerConfig
 from simulator.tmc_connection_faults import ConnectionFaults
 from simulator.tmc_connections import ConnectionHandler
 from simulator.tmc_faults import TmcFaults
@@ -46,15 +46,13 @@ class TmcServer:
         faults: TmcFaults | None = None,
     ) -> None:
         self._apps = dict(apps)
-        self._config = config or TmcServerConfig()
-        self._faults = faults or TmcFaults()
-        self._stats = TmcServerStats()
-        self._rng = random.Random(self._config.seed)
+        config = config or TmcServerConfig()
+        rng = random.Random(config.seed)
+        self._shared = ServerState(config, faults or TmcFaults(), TmcServerStats(), rng)
         self._queues: dict[tuple[str, str], GroupQueue] = {}
-        config, faults, stats, rng = self._config, self._faults, self._stats, self._rng
-        self._publisher = Publisher(config, faults, stats, rng, self._queue)
-        self._connections = ConnectionHandler(self._apps, config, faults, stats, rng, self._queue)
-        self._connection_faults = ConnectionFaults(self._connections.live, self._faults, self._stats)
+        self._publisher = Publisher(self._shared, self._queue)
+        self._connections = ConnectionHandler(self._apps, self._shared, self._queue)
+        self._connection_faults = ConnectionFaults(self._connections.live, self._shared)
         self._server: Server | None = None
         self.host = "127.0.0.1"
         self.port = 0
@@ -68,21 +66,21 @@ class TmcServer:
 
     @property
     def config(self) -> TmcServerConfig:
-        return self._config
+        return self._shared.config
 
     @property
     def faults(self) -> TmcFaults:
         """The fault knobs, mutable at runtime."""
-        return self._faults
+        return self._shared.faults
 
     @property
     def stats(self) -> TmcServerStats:
-        return self._stats
+        return self._shared.stats
 
     @property
     def rng(self) -> random.Random:
         """The seeded RNG every random choice of the server draws from."""
-        return self._rng
+        return self._shared.rng
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -94,9 +92,9 @@ class TmcServer:
             port,
             process_request=self._connections.process_request,
             compression=None,
-            ping_interval=self._config.ping_interval,
-            ping_timeout=self._config.ping_timeout,
-            close_timeout=self._config.close_timeout,
+            ping_interval=self.config.ping_interval,
+            ping_timeout=self.config.ping_timeout,
+            close_timeout=self.config.close_timeout,
             max_size=1 << 20,
         )
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
@@ -140,7 +138,7 @@ class TmcServer:
     @property
     def withheld(self) -> list[LostMessage]:
         """Messages accepted but never delivered: only reconciliation can recover their trades."""
-        return list(self._stats.lost)
+        return list(self.stats.lost)
 
     def pending(self, app_key: str, group: str = "default") -> int:
         """Messages of the queue not yet confirmed (queued, delayed or in flight)."""
@@ -158,7 +156,7 @@ class TmcServer:
     def _queue(self, app_key: str, group: str) -> GroupQueue:
         queue = self._queues.get((app_key, group))
         if queue is None:
-            queue = GroupQueue(app_key, group, self._config, self._faults, self._stats, self._rng)
+            queue = GroupQueue(app_key, group, self._shared)
             self._queues[(app_key, group)] = queue
         return queue
 
