@@ -190,6 +190,7 @@ class TradeFailures:
             now = self._now()
             belongs = failure.belongs or second_of(failure.modified or now)
             payload = failure.payload
+            data = payload.encode("utf-8", errors="surrogatepass") if isinstance(payload, str) else payload
             debt = TradeDebt(
                 shop=shop,
                 tid=tid,
@@ -199,9 +200,7 @@ class TradeFailures:
                 belongs=belongs,
                 modified=failure.modified,
                 stored=failure.stored,
-                payload=payload.encode("utf-8", errors="surrogatepass")
-                if isinstance(payload, str)
-                else payload,
+                payload=data or None,  # nothing new: the row keeps the bytes it has
             )
             await self._store.record_unresolved(debt, at=now, delay=self.delay, history=history)
         if history:
