@@ -114,6 +114,10 @@ async def fetch_trade(fetcher: FullinfoFetcher, session: str, tid: int, *, prior
         trade = await fetcher.trade_fullinfo(session, tid, priority=priority)
     except TopError as exc:
         return Fetched(tid, classify(exc), error=exc)
+    if trade.fetched_at is None:
+        # The read time decides which debts a store pays (store.unresolved.resolves): a fetcher that does
+        # not stamp it (`taobao.client.TopClient` does) gets the time the answer arrived.
+        trade = trade.model_copy(update={"fetched_at": datetime.now(UTC)})
     return Fetched(tid, FetchEnd.TRADE, trade=trade)
 
 

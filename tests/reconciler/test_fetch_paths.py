@@ -37,8 +37,13 @@ async def test_a_trade_that_does_not_exist_is_recorded_alike_by_the_stream_and_t
     assert str(streamed["reason"]).startswith("fullinfo: ")
     assert backfilled.reason.startswith("fullinfo: ")
     assert stream.journal.confirmed == [1]  # the stream's message is settled by the record
-    assert report.outcome == Outcome.RECOVERED.value  # the window was read (the trade is recorded)
+    # Both are debts now: the stream's at its message's second, the backfill's in the window that named it.
+    assert [d.tid for d in stream.store.unresolved] == [100]
+    assert [key[1] for key in unit.db.trades.unresolved] == [200]
+    # The window was read, but its report stays open and the window unproven while the trade is owed.
+    assert report.outcome is None
     assert (report.not_found, report.dead_letters) == (1, 1)
+    assert await unit.reconciler.ledger.intervals("shop-a") == []
     # One series for both.
     assert unit.reconciler.metrics.dead_letters is stream.metrics.dead_letters
     assert stream.metrics.dead_letters.value(reason="TradeNotFound") == 2
