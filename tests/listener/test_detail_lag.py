@@ -7,12 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from common.backoff import BackoffPolicy
-
 from listener.workers import TradeLag
 from taobao.errors import TradeNotFound
 from taobao.tmc.events import TmcMessage
-from tests.listener.fakes import message
 from tests.integration.harness import wait_for
+from tests.listener.fakes import message
 from tests.listener.harness import FAST_BACKOFF, pipeline
 
 
@@ -27,12 +26,14 @@ async def test_a_trade_not_there_yet_is_fetched_again_while_its_message_stays_he
         await p.fetcher.wait_calls(100, 2)
         # Between the tries the message is held: nothing confirmed, nothing handed back, no debt.
         assert p.dispatcher.held_ids() == [1]
-        assert p.journal.confirmed == [] and p.channel.failed == []
+        assert p.journal.confirmed == []
+        assert p.channel.failed == []
         await p.settled()
         assert p.fetcher.calls_for(100) == 3
         assert p.store.committed_tids == [100]
         assert p.journal.confirmed == [1]
-        assert p.store.unresolved == [] and p.store.dead_letters == []
+        assert p.store.unresolved == []
+        assert p.store.dead_letters == []
         assert p.metrics.fetches.value(outcome="not_there_yet") == 2
 
 
@@ -80,4 +81,5 @@ async def test_a_paused_shop_hands_back_a_tid_that_waits_for_its_retry() -> None
         await wait_for(lambda: p.metrics.fetches.value(outcome="not_there_yet") == 1, 5, "the retry")
         await p.dispatcher.pause_shop("shop-a", "session expired")
         assert p.channel.failed_ids == [1]
-        assert p.dispatcher.is_settled and p.dispatcher.queued_count == 0
+        assert p.dispatcher.is_settled
+        assert p.dispatcher.queued_count == 0

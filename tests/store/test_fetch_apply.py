@@ -148,12 +148,15 @@ async def test_a_failure_again_grows_the_rows_attempts_and_backoff_without_a_new
         await failures.record(TradeFailure("redrive", "TradeNotFound", "no", b"", 9, "shop-a"), history=False)
         row = trades.unresolved[("shop-a", 9)]
         delays.append((row.next_attempt - clock[0]).total_seconds())
-    assert row.attempts == 5 and row.source == "stream" and len(trades.dead_letters) == 1
+    assert row.attempts == 5
+    assert row.source == "stream"
+    assert len(trades.dead_letters) == 1
     # Each delay in [ceiling/2, ceiling] of 20, 40, 40, 40 (capped), jittered.
     for delay, ceiling in zip(delays, (20, 40, 40, 40), strict=True):
         assert ceiling / 2 <= delay <= ceiling
     # The stretch grows to hold where the redrive said it belongs (here: the second of now).
-    assert row.belongs.start == second.start and row.belongs.end > second.end
+    assert row.belongs.start == second.start
+    assert row.belongs.end > second.end
 
 
 async def test_applying_fetched_trades_records_what_the_store_could_not_keep_whole() -> None:

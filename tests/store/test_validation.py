@@ -56,10 +56,12 @@ def test_nul_and_lone_surrogates_are_stored_as_u_fffd_and_the_original_kept(
     data: dict[str, object], field: str
 ) -> None:
     prepared = prepare_trade(Trade.model_validate(data))
-    assert prepared.replaced and prepared.flaws == ()
+    assert prepared.replaced
+    assert prepared.flaws == ()
     stored = json.loads(prepared.raw_json)
     assert field in stored
-    assert "\x00" not in prepared.raw_json and "\\u0000" not in prepared.raw_json
+    assert "\x00" not in prepared.raw_json
+    assert "\\u0000" not in prepared.raw_json
     prepared.raw_json.encode("utf-8")  # no lone surrogate left
     assert "\ufffd" in prepared.raw_json
     if field == "seller_nick":
