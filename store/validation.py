@@ -185,43 +185,37 @@ _ORDER_MONEY = ("price", "payment", "total_fee")
 
 def _empty_out_of_range(trade: Trade) -> tuple[Trade, tuple[str, ...]]:
     """The trade with optional fields PostgreSQL cannot hold set to None; which ones."""
-    flaws: list[str] = []
-    update: dict[str, Any] = {}
-    for name in _TRADE_TIMES:
-        value = getattr(trade, name)
-        if value is not None and not _time_storable(value):
-            update[name] = None
-            flaws.append(f"{name} {value.isoformat()} is out of range")
-    for name in _TRADE_MONEY:
-        value = getattr(trade, name)
-        if value is not None and not _money_storable(value):
-            update[name] = None
-            flaws.append(f"{name} {value} is not a storable amount")
+    update, flaws = _unstorable(trade, _TRADE_TIMES, _TRADE_MONEY, "")
     orders: list[Order] = []
     for order in trade.orders:
-        emptied, order_flaws = _empty_order(order)
-        orders.append(emptied)
+        order_update, order_flaws = _unstorable(order, ("end_time",), _ORDER_MONEY, f"order {order.oid} ")
+        if order.num is not None and abs(order.num) > INT32_MAX:
+            order_update["num"] = None
+            order_flaws.append(f"order {order.oid} num {order.num} is out of range")
+        orders.append(order.model_copy(update=order_update) if order_update else order)
         flaws += order_flaws
     if not flaws:
         return trade, ()
     return trade.model_copy(update={**update, "orders": orders}), tuple(flaws)
 
 
-def _empty_order(order: Order) -> tuple[Order, list[str]]:
-    flaws: list[str] = []
+def _unstorable(
+    model: Trade | Order, times: Iterable[str], money: Iterable[str], label: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The fields of `model` (of `times` and `money`) PostgreSQL cannot hold, set to None, and why."""
     update: dict[str, Any] = {}
-    for name in _ORDER_MONEY:
-        value = getattr(order, name)
+    flaws: list[str] = []
+    for name in times:
+        value = getattr(model, name)
+        if value is not None and not _time_storable(value):
+            update[name] = None
+            flaws.append(f"{label}{name} {value.isoformat()} is out of range")
+    for name in money:
+        value = getattr(model, name)
         if value is not None and not _money_storable(value):
             update[name] = None
-            flaws.append(f"order {order.oid} {name} {value} is not a storable amount")
-    if order.end_time is not None and not _time_storable(order.end_time):
-        update["end_time"] = None
-        flaws.append(f"order {order.oid} end_time {order.end_time.isoformat()} is out of range")
-    if order.num is not None and abs(order.num) > INT32_MAX:
-        update["num"] = None
-        flaws.append(f"order {order.oid} num {order.num} is out of range")
-    return (order.model_copy(update=update) if update else order), flaws
+            flaws.append(f"{label}{name} {value} is not a storable amount")
+    return update, flaws
 
 
 def _time_storable(value: datetime) -> bool:
