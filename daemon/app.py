@@ -56,6 +56,7 @@ def make_reconciler_config(settings: Settings) -> ReconcilerConfig:
         initial_load_days=settings.sync_initial_load_days,
         replica=replica_id(settings),
         peer_wait_seconds=settings.sync_gate_peer_wait_seconds,
+        redrive=settings.redrive_policy(),
         backfill=BackfillConfig(
             types=types,
             concurrency=concurrency,
