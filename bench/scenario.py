@@ -10,8 +10,8 @@ trades for the duration while the preset's faults are applied (bench/scenarios/p
 the run settles (polled until the database and the consumer show the truth, or a deadline), and the
 database and the consumer's view are compared with the stand-in's truth (bench/scenarios/verdict.py).
 
-Prints ONE JSON line of figures on stdout; exits 1 on any loss (lost, stale, extra, unseen, a consumer
-view that differs, or no settle before the deadline), 2 on a usage error.
+Prints ONE JSON line of figures on stdout; exits 1 on any loss (lost, stale, extra, unseen, a trade left
+unresolved, a consumer view that differs, or no settle before the deadline), 2 on a usage error.
 """
 
 from __future__ import annotations

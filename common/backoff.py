@@ -54,12 +54,31 @@ class Backoff:
     def next_delay(self) -> float:
         ceiling = min(next(self._steps), self.policy.cap)
         self.attempts += 1
-        half = ceiling / 2
-        return half + self._rng.uniform(0, half)
+        return _jittered(ceiling, self._rng)
 
     def reset(self) -> None:
         self.attempts = 0
         self._steps = self._schedule()
+
+
+def delay_after(policy: BackoffPolicy, attempt: int, rng: random.Random | None = None) -> float:
+    """The delay a `Backoff` of `policy` hands out as its `attempt`-th (1-based), for schedules kept
+    outside the process (a count of attempts stored in the database) rather than in a `Backoff`."""
+    if attempt < 1:
+        raise ValueError("attempts are counted from 1")
+    # base·factorⁿ without overflowing: past the cap it is the cap.
+    ceiling = policy.base
+    for _ in range(attempt - 1):
+        ceiling *= policy.factor
+        if ceiling >= policy.cap:
+            break
+    return _jittered(min(ceiling, policy.cap), rng or random.Random())
+
+
+def _jittered(ceiling: float, rng: random.Random) -> float:
+    """Equal jitter: half fixed, half random."""
+    half = ceiling / 2
+    return half + rng.uniform(0, half)
 
 
 RetryHook = Callable[[BaseException, int, float], None]

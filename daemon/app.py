@@ -60,6 +60,7 @@ def make_reconciler_config(settings: Settings) -> ReconcilerConfig:
         replica=replica_id(settings),
         peer_wait_seconds=settings.sync_gate_peer_wait_seconds,
         initial_load=InitialLoadConfig(workdir=settings.sync_temp_dir),
+        redrive=settings.redrive_policy(),
         backfill=BackfillConfig(
             types=types,
             concurrency=concurrency,

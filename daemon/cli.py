@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backfill": ("daemon.backfill_cmd", "backfill one shop's window through the increment API now"),
     "initial-load": ("daemon.initial_load_cmd", "load a shop's three-month history, then the increment"),
     "report": ("daemon.report_cmd", "gap-recovery reports: a table, --json, or an --html timeline"),
+    "dead-letters": (
+        "daemon.dead_letters_cmd",
+        "unresolved trades (could not be fetched or stored): a table or --json; --retry them now",
+    ),
     "simulate": ("simulator.cli", "run the Taobao stand-in (TOP gateway + TMC server), print its endpoints"),
     "demo": ("daemon.demo", "run the stand-in, a database and the daemon together, printing progress"),
 }

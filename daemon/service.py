@@ -27,6 +27,7 @@ from daemon.supervisor import Supervisor, TaskFailure, stop_signals
 from listener.batcher import STORE_RETRY
 from listener.pipeline import ChannelFactory, PipelineConfig, StreamPipeline
 from listener.ports import MessageWatch, TradeFetcher, TradeStore
+from listener.workers import TradeLag
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ def pipeline_config(settings: Settings, store_retry: BackoffPolicy = STORE_RETRY
         workers=settings.worker_count(),
         drain_seconds=settings.sync_drain_seconds,
         store_retry=store_retry,
+        lag=TradeLag(allowance=settings.sync_detail_lag_seconds),
+        redrive=settings.redrive_policy(),
     )
 
 

@@ -25,6 +25,7 @@ import pydantic_settings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_USAGE
 from store.pg import check_channel
@@ -132,6 +133,12 @@ class Settings(ReportSettings):
     sync_drain_seconds: float = Field(default=20.0, ge=0)  # graceful-stop budget for in-flight work
     sync_workers: int = Field(default=0, ge=0)  # fetch concurrency; 0 sizes it from the rate
     sync_api_latency_seconds: float = Field(default=0.15, gt=0)  # expected fullinfo latency, for sizing
+    # isv.trade-not-exist this soon after a push is the detail store lagging the message: the message
+    # stays held and the fetch is retried; after it, the trade becomes unresolved.
+    sync_detail_lag_seconds: float = Field(default=180.0, ge=0)
+    # Unresolved trades are tried again after this, doubling (jittered) up to the cap.
+    sync_redrive_seconds: float = Field(default=10.0, gt=0)
+    sync_redrive_cap_seconds: float = Field(default=600.0, gt=0)
 
     # Reconciler (see reconciler/__init__.py for how these fit together; SYNC_SAFETY_LAG_SECONDS is in
     # ReportSettings).
@@ -271,6 +278,11 @@ class Settings(ReportSettings):
     def shop_sessions(self) -> dict[str, SecretStr]:
         """nick → session, the lookup the dispatcher uses to route a message to its seller."""
         return {shop.nick: shop.session for shop in self.taobao_shops}
+
+    def redrive_policy(self) -> BackoffPolicy:
+        return BackoffPolicy(
+            base=self.sync_redrive_seconds, cap=max(self.sync_redrive_seconds, self.sync_redrive_cap_seconds)
+        )
 
     def worker_count(self) -> int:
         """Fetch concurrency. By Little's law `rate × latency` calls are in flight when the quota is

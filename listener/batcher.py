@@ -1,13 +1,13 @@
 """Commit batching: fetched trades are written to the store together, then their messages confirmed.
 
 One `apply_trades` per flush, through `store.fetch_apply.apply_fetched` (the path the reconciler takes
-too, which counts the trades the store refused). Flushes run one at a time, so the store sees the
-stream's writes in the order they were fetched, and trades that arrive while a flush runs go together
-into the next one (group commit): at low load a trade is written as soon as the store is free, at high
-load batches grow by themselves. Only when the fetch side is saturated (`backlog()` says tids are
-waiting for a worker) does a batch linger for company, until `max_size` trades are waiting or the first
-has waited `max_delay`: latency is then dominated by the queue anyway, and bigger batches cost less per
-trade. Only after a flush returns are the messages it covers confirmed
+too, which records the trades the store could not keep whole as unresolved). Flushes run one at a time,
+so the store sees the stream's writes in the order they were fetched, and trades that arrive while a
+flush runs go together into the next one (group commit): at low load a trade is written as soon as the
+store is free, at high load batches grow by themselves. Only when the fetch side is saturated
+(`backlog()` says tids are waiting for a worker) does a batch linger for company, until `max_size`
+trades are waiting or the first has waited `max_delay`: latency is then dominated by the queue anyway,
+and bigger batches cost less per trade. Only after a flush returns are the messages it covers confirmed
 (docs/design.md#confirm-after-commit). A failed flush confirms nothing and is retried
 (`common.backoff.retrying`, jittered and capped) until it succeeds or the service stops.
 """
@@ -24,7 +24,7 @@ from typing import Final, Protocol
 from common.backoff import BackoffPolicy, retrying
 from listener.metrics import ListenerMetrics
 from listener.ports import TradeStore
-from store.fetch_apply import TradeFailures, apply_fetched
+from store.fetch_apply import REDRIVE_POLICY, TradeFailures, apply_fetched
 from store.types import ApplyResult
 from taobao.models import Trade
 
@@ -76,10 +76,12 @@ class CommitBatcher:
         max_delay: float,
         metrics: ListenerMetrics,
         retry: BackoffPolicy = STORE_RETRY,
+        redrive: BackoffPolicy = REDRIVE_POLICY,
     ) -> None:
         self._store = store
-        # Trades the store refuses are counted where the reconciler counts its own (store.fetch_apply).
-        self._failures = TradeFailures(store, metrics.dead_letters)
+        # Trades the store cannot keep whole become unresolved, recorded where the reconciler records
+        # its own (store.fetch_apply), before their messages are settled.
+        self._failures = TradeFailures(store, metrics.dead_letters, policy=redrive)
         self._settler = settler
         self._max_size = max_size
         self._max_delay = max_delay
@@ -211,8 +213,8 @@ class CommitBatcher:
     async def _settle(self, batch: list[_Entry], result: ApplyResult) -> None:
         self._metrics.batches.inc(outcome="committed")
         self._metrics.trades_committed.inc(len(batch))
-        # A rejected trade was quarantined in the same transaction: its dead-letter row is committed, so
-        # its messages are settled like the others (the reconciler is the backstop for the trade).
+        # A refused trade was recorded as unresolved before the write returned: the debt is committed,
+        # so its messages are settled like the others (the redrive owns the trade now).
         covered = set(result.changed) | set(result.unchanged) | set(result.rejected)
         confirm: list[int] = []
         missing: list[int] = []

@@ -12,6 +12,10 @@ Coalescing (docs/tmc-protocol.md#duplicates: bursts per order are normal). For o
                                queued carrying every message that arrived meanwhile;
 so a message is only ever covered by a fetch that *started after it was received*
 (docs/design.md#confirm-after-commit: the committed state is then at least as new as the one it announced).
+
+Retry later (`retry_later`): a fetch whose trade is not there yet (the detail store lags the push) puts
+its messages back, still held, and the tid is queued again after a delay; messages that arrive meanwhile
+join it. Held messages keep the stream's proof behind them (`reconciler.stream_watch`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic import SecretStr
 
@@ -35,6 +41,8 @@ log = logging.getLogger(__name__)
 SOURCE = "stream"
 # TMC uploads at most 128 characters of a Failed reason (docs/tmc-protocol.md#failed).
 FAIL_REASON_MAX = 128
+
+
 @dataclass(frozen=True, slots=True)
 class WorkItem:
     """One fetch to do: the messages it covers were all received before it was handed out."""
@@ -43,6 +51,11 @@ class WorkItem:
     shop: str
     session: SecretStr = field(repr=False)
     message_ids: tuple[int, ...]
+    # The oldest of the messages' times (publish time, or receipt when the message has none), and how
+    # long the oldest has been held (monotonic seconds): what a lagging detail store is measured by.
+    oldest_time: datetime | None = None
+    held_for: float = 0.0
+    retries: int = 0  # times this tid was put back by `retry_later` since its messages came
 
 
 @dataclass(slots=True)
@@ -50,6 +63,7 @@ class _Held:
     message: TmcMessage
     tid: int
     shop: str
+    received: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -58,6 +72,8 @@ class _TidState:
     waiting: list[int] = field(default_factory=list)  # received, not yet covered by a started fetch
     queued: bool = False
     fetching: bool = False
+    retries: int = 0
+    delayed: asyncio.TimerHandle | None = None  # a retry_later waiting to queue it again
 
 
 class Dispatcher:
@@ -168,10 +184,10 @@ class Dispatcher:
         state = self._tids.get(tid)
         if state is None:
             state = self._tids[tid] = _TidState(shop=shop)
-        elif state.queued or state.fetching:
+        elif state.queued or state.fetching or state.delayed is not None:
             self._metrics.coalesced.inc()
         state.waiting.append(message.id)
-        if not state.queued and not state.fetching:
+        if not state.queued and not state.fetching and state.delayed is None:
             self._enqueue(tid, state)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -214,7 +230,18 @@ class Dispatcher:
         state.fetching = True
         ids = tuple(state.waiting)
         state.waiting.clear()
-        return WorkItem(tid=tid, shop=shop, session=self._sessions[shop], message_ids=ids)
+        held = [self._held[mid] for mid in ids if mid in self._held]
+        times = [h.message.time for h in held if h.message.time is not None]
+        oldest = min((h.received for h in held), default=time.monotonic())
+        return WorkItem(
+            tid=tid,
+            shop=shop,
+            session=self._sessions[shop],
+            message_ids=ids,
+            oldest_time=min(times, default=None),
+            held_for=time.monotonic() - oldest,
+            retries=state.retries,
+        )
 
     async def finish_fetch(self, item: WorkItem) -> None:
         """The fetch for `item` ended (whatever its outcome). Messages that arrived meanwhile get exactly
@@ -223,6 +250,8 @@ class Dispatcher:
         if state is None:
             return
         state.fetching = False
+        if state.delayed is not None:
+            return  # put back by retry_later: its timer queues it
         if not state.waiting:
             del self._tids[item.tid]
             return
@@ -232,6 +261,35 @@ class Dispatcher:
             await self.leave_unconfirmed(ids, "shop_paused", self._paused[item.shop])
             return
         self._enqueue(item.tid, state)
+
+    def retry_later(self, item: WorkItem, delay: float) -> None:
+        """Put `item`'s messages back, still held, and queue the tid again after `delay` seconds (its
+        trade is not there yet). Called by the worker before `finish_fetch`."""
+        state = self._tids.get(item.tid)
+        if state is None or item.shop in self._paused:
+            return
+        state.waiting[:0] = [mid for mid in item.message_ids if mid in self._held]
+        state.retries += 1
+        state.delayed = asyncio.get_running_loop().call_later(delay, self._retry_due, item.tid, state)
+        log.info(
+            "trade not there yet; fetching it again in %.1f s",
+            delay,
+            extra={
+                "action": "fetch_retry_later",
+                "tid": item.tid,
+                "shop": item.shop,
+                "attempt": state.retries,
+            },
+        )
+
+    def _retry_due(self, tid: int, state: _TidState) -> None:
+        state.delayed = None
+        if self._tids.get(tid) is not state or state.fetching or state.queued:
+            return  # its shop was paused meanwhile (the state was dropped), or it is on its way already
+        if state.waiting:
+            self._enqueue(tid, state)
+        else:
+            del self._tids[tid]
 
     def _enqueue(self, tid: int, state: _TidState) -> None:
         state.queued = True
@@ -277,6 +335,9 @@ class Dispatcher:
             ids += state.waiting
             state.waiting.clear()
             state.queued = False
+            if state.delayed is not None:
+                state.delayed.cancel()
+                state.delayed = None
             if not state.fetching:
                 del self._tids[tid]
         await self.leave_unconfirmed(ids, "shop_paused", reason)

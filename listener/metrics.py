@@ -11,6 +11,7 @@ from common.metrics import Registry
 from listener.ports import TradeStore
 from store.fetch_apply import dead_letter_counter
 from store.types import ApplyResult
+from store.unresolved import TradeDebt
 from taobao.models import Trade
 
 # Seconds. A stream commit is one transaction of up to SYNC_BATCH_SIZE trades.
@@ -57,7 +58,7 @@ class ListenerMetrics:
 
 class MeasuredStore:
     """The store as the stream's commit batcher sees it: each commit is timed, and each changed trade's
-    lag behind Taobao is observed (the trades it refused are counted by `store.fetch_apply`)."""
+    lag behind Taobao is observed (the trades it could not store are recorded by `store.fetch_apply`)."""
 
     def __init__(
         self, store: TradeStore, metrics: ListenerMetrics, clock: Callable[[], datetime] | None = None
@@ -88,3 +89,8 @@ class MeasuredStore:
         shop: str | None = None,
     ) -> None:
         await self._store.dead_letter(source=source, reason=reason, payload=payload, tid=tid, shop=shop)
+
+    async def record_unresolved(
+        self, debt: TradeDebt, *, at: datetime, delay: Callable[[int], float], history: bool
+    ) -> int:
+        return await self._store.record_unresolved(debt, at=at, delay=delay, history=history)

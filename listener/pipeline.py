@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import SecretStr
@@ -28,7 +28,8 @@ from listener.batcher import STORE_RETRY, CommitBatcher
 from listener.dispatcher import Dispatcher
 from listener.metrics import ListenerMetrics, MeasuredStore
 from listener.ports import MessageChannel, MessageHandler, MessageWatch, TradeFetcher, TradeStore
-from listener.workers import WorkerPool
+from listener.workers import TradeLag, WorkerPool
+from store.fetch_apply import REDRIVE_POLICY
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class PipelineConfig:
     workers: int  # concurrent fullinfo fetches
     drain_seconds: float  # graceful-stop budget for in-flight work
     store_retry: BackoffPolicy = STORE_RETRY
+    lag: TradeLag = field(default_factory=TradeLag)  # how long a trade not there yet is waited for
+    redrive: BackoffPolicy = REDRIVE_POLICY  # when an unresolved trade is tried again
 
 
 class StreamPipeline:
@@ -78,6 +81,7 @@ class StreamPipeline:
             max_delay=config.batch_delay,
             metrics=metrics,
             retry=config.store_retry,
+            redrive=config.redrive,
         )
         self.pool = WorkerPool(
             dispatcher=self.dispatcher,
@@ -86,6 +90,8 @@ class StreamPipeline:
             store=store,
             size=config.workers,
             metrics=metrics,
+            lag=config.lag,
+            redrive=config.redrive,
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
 

@@ -8,9 +8,11 @@ in-memory fakes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from store.types import ApplyResult
+from store.unresolved import TradeDebt
 from taobao.limiter import Priority
 from taobao.models import Trade
 from taobao.tmc.events import TmcMessage
@@ -34,6 +36,12 @@ class TradeStore(Protocol):
         tid: int | None = None,
         shop: str | None = None,
     ) -> None: ...
+
+    async def record_unresolved(
+        self, debt: TradeDebt, *, at: datetime, delay: Callable[[int], float], history: bool
+    ) -> int:
+        """See `store.ports.FailureLog`."""
+        ...
 
 
 class MessageAcker(Protocol):

@@ -5,9 +5,13 @@ the path the reconciler's backfill takes too; docs/design.md#one-error-taxonomy-
 
   TRADE          → batcher: committed, then confirmed
   SHOP_REJECTED  → the shop is paused; messages left unconfirmed (the server redelivers them)
-  TRADE_FAILED   → the trade failure is recorded (a dead letter for the trade), then the messages are
-                   confirmed (incl. TradeNotFound, MalformedResponse): a retry cannot succeed, and an
-                   unconfirmed message would come back forever. Not recorded: left unconfirmed.
+  TRADE_FAILED   → `isv.trade-not-exist` within SYNC_DETAIL_LAG_SECONDS of the push is lag (the detail
+                   store lags the message channel): the messages stay held and the tid is fetched again
+                   after a backoff (`Dispatcher.retry_later`). Otherwise (and after that allowance) the
+                   trade is recorded as unresolved, with its dead letter: it is retried on its own
+                   schedule and keeps the second of its message unproven
+                   (docs/design.md#unresolved-trades-block-proof); then the messages are confirmed, or
+                   they would come back forever. Not recorded: left unconfirmed.
   RETRY_LATER    → left unconfirmed: the client already retried retryable errors and waited out bans,
                    so one that escapes (or a ServiceRejection) is left to TMC's redelivery; so is a
                    defect in the fetcher
@@ -18,13 +22,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
 
+from common.backoff import BackoffPolicy, delay_after
 from listener.batcher import CommitBatcher
 from listener.dispatcher import Dispatcher, WorkItem
 from listener.metrics import ListenerMetrics
 from listener.ports import TradeFetcher
-from store.fetch_apply import Fetched, FetchEnd, TradeFailure, TradeFailures, fetch_trade
-from store.ports import DeadLetters
+from store.fetch_apply import REDRIVE_POLICY, Fetched, FetchEnd, TradeFailure, TradeFailures, fetch_trade
+from store.ports import FailureLog
+from store.unresolved import second_of
+from taobao.errors import TradeNotFound
 from taobao.limiter import Priority
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,16 @@ _OUTCOMES = {
     FetchEnd.TRADE_FAILED: "permanent_error",
     FetchEnd.RETRY_LATER: "retry_later",
 }
+# A trade not there yet is fetched again after 1 s, doubling to 30 s, jittered.
+LAG_RETRY: Final = BackoffPolicy(base=1.0, cap=30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class TradeLag:
+    """How long the stream waits for a trade fullinfo does not know yet (SYNC_DETAIL_LAG_SECONDS)."""
+
+    allowance: float = 180.0
+    retry: BackoffPolicy = LAG_RETRY
 
 
 class WorkerPool:
@@ -46,16 +66,19 @@ class WorkerPool:
         dispatcher: Dispatcher,
         fetcher: TradeFetcher,
         batcher: CommitBatcher,
-        store: DeadLetters,
+        store: FailureLog,
         size: int,
         metrics: ListenerMetrics,
+        lag: TradeLag | None = None,
+        redrive: BackoffPolicy = REDRIVE_POLICY,
     ) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self._dispatcher = dispatcher
         self._fetcher = fetcher
         self._batcher = batcher
-        self._failures = TradeFailures(store, metrics.dead_letters)
+        self._lag = lag or TradeLag()
+        self._failures = TradeFailures(store, metrics.dead_letters, policy=redrive)
         self._metrics = metrics
         self.size = size
         # Batches wait for company only while fetched trades are sure to keep coming.
@@ -100,6 +123,9 @@ class WorkerPool:
         elif fetched.end is FetchEnd.SHOP_REJECTED:
             await self._dispatcher.pause_shop(item.shop, str(fetched.error))
             await self._dispatcher.leave_unconfirmed(item.message_ids, "shop_paused", "session expired")
+        elif fetched.end is FetchEnd.TRADE_FAILED and self._lagging(item, fetched):
+            self._metrics.fetches.inc(outcome="not_there_yet")
+            self._dispatcher.retry_later(item, delay_after(self._lag.retry, item.retries + 1))
         elif fetched.end is FetchEnd.TRADE_FAILED:
             log.warning(
                 "fullinfo failed for good: %s", fetched.error, extra={"action": "fetch_permanent", **context}
@@ -113,9 +139,14 @@ class WorkerPool:
             )
             await self._dispatcher.leave_unconfirmed(item.message_ids, "fetch_failed", fetched.kind)
 
+    def _lagging(self, item: WorkItem, fetched: Fetched) -> bool:
+        """`isv.trade-not-exist` while the oldest message is younger than the allowance: lag."""
+        return isinstance(fetched.error, TradeNotFound) and item.held_for < self._lag.allowance
+
     async def _record(self, item: WorkItem, fetched: Fetched) -> None:
         """Record the trade failure, then confirm the messages; without the record, confirming would
-        lose the change, so they are left for redelivery instead."""
+        lose the change, so they are left for redelivery instead. The trade belongs to the second of
+        its oldest message: the stream's proof was held behind it until now."""
         failure = TradeFailure(
             source=SOURCE,
             kind=fetched.kind,
@@ -123,6 +154,7 @@ class WorkerPool:
             payload=json.dumps({"tid": item.tid, "message_ids": list(item.message_ids)}),
             tid=item.tid,
             shop=item.shop,
+            belongs=second_of(item.oldest_time or datetime.now(UTC)),
         )
         try:
             await self._failures.record(failure)

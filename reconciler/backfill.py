@@ -108,7 +108,6 @@ class WindowReader:
     ) -> ReadResult:
         """Read `windows` in order; stop at the first that fails. Raises SessionExpired."""
         result = ReadResult()
-        target = Target(shop, source, counts, stream_cover)
         query = ListQuery(self._client, session, self.config.types, self.config.page_size, priority)
         pending = deque(windows)
         while pending:
@@ -116,7 +115,7 @@ class WindowReader:
             try:
                 listing = await list_window(query, window, queried_at=self._now(), counts=counts)
             except ServiceRejection as exc:
-                halves = await self._narrow(window, exc, target)
+                halves = await self._narrow(window, exc, shop, counts)
                 if halves is None:
                     result.failure = Failure(f"{exc.sub_code}: window too narrow to split further", True)
                     return result
@@ -128,6 +127,8 @@ class WindowReader:
                 counts.windows_failed += 1
                 result.failure = _list_failure(exc, window, shop)
                 return result
+            # A trade of the window that cannot be fetched or stored keeps the window unproven.
+            target = Target(shop, source, counts, stream_cover, belongs=window.proves)
             result.failure = await self._fetch_listed(session, window, listing, query, target)
             if result.failure is not None:
                 counts.windows_failed += 1
@@ -137,15 +138,15 @@ class WindowReader:
         return result
 
     async def _narrow(
-        self, window: Window, exc: ServiceRejection, target: Target
+        self, window: Window, exc: ServiceRejection, shop: str, counts: PassCounts
     ) -> tuple[Window, Window] | None:
         """After `isv.trade-service-rejection`: the window's halves, once the platform's delay has passed;
         None (and the window counted failed) when it cannot be split further."""
-        target.counts.rejections += 1
-        context = _context(target.shop, window)
+        counts.rejections += 1
+        context = _context(shop, window)
         halves = window.halves(self.config.min_window)
         if halves is None:
-            target.counts.windows_failed += 1
+            counts.windows_failed += 1
             logger.error(
                 "trade service rejected a window that cannot be narrowed further",
                 extra={"action": "backfill_window_failed", **context},

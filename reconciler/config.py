@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from pydantic import SecretStr
 
+from common.backoff import BackoffPolicy
 from common.identity import default_replica
 from reconciler.backfill import BackfillConfig
 from reconciler.coordination import Coordination
@@ -18,7 +19,9 @@ from reconciler.ledger import Ledger
 from reconciler.load_plan import InitialLoadConfig
 from reconciler.metrics import ReconcilerMetrics
 from reconciler.retries import db_policy, retrying_db
+from store.fetch_apply import REDRIVE_POLICY
 from store.gap_reports import GapReports
+from store.unresolved import UnresolvedTrades
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -46,16 +49,19 @@ class ReconcilerConfig:
     peer_wait_seconds: float = 300.0  # the gate's longest wait for other replicas' backfills
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
     initial_load: InitialLoadConfig = field(default_factory=InitialLoadConfig)
+    redrive: BackoffPolicy = REDRIVE_POLICY  # when an unresolved trade is tried again
+    redrive_batch: int = 100  # unresolved trades tried per shop and round at most
 
 
 @dataclass(frozen=True, slots=True)
 class Shared:
-    """What the parts of one reconciler share: its settings, the ledger and the reports it keeps, its
-    series, the other replicas, the shops and their sessions, and its clock."""
+    """What the parts of one reconciler share: its settings, the ledger, the reports and the unresolved
+    trades it keeps, its series, the other replicas, the shops and their sessions, and its clock."""
 
     config: ReconcilerConfig
     ledger: Ledger
     reports: GapReports
+    unresolved: UnresolvedTrades
     metrics: ReconcilerMetrics
     coordination: Coordination
     shops: Mapping[str, SecretStr]
@@ -64,6 +70,10 @@ class Shared:
 
     def session_of(self, shop: str) -> str:
         return self.shops[shop].get_secret_value()
+
+    async def unresolved_in(self, shop: str, start: datetime, end: datetime) -> int:
+        """How many of `shop`'s unresolved trades belong to `[start, end)`: a report over it stays open."""
+        return len(await self.unresolved.within(shop, start, end))
 
     async def retrying_db(
         self, action: str, work: Callable[[], Awaitable[T]], *, attempts: int | None = None

@@ -7,9 +7,10 @@ How a fetch ended decides what happens (docs/design.md#one-error-taxonomy-three-
 * the trade → applied with the others of its batch;
 * the shop's session rejected → `SessionExpired` is raised: nothing more can be done for the shop;
 * a problem of the trade alone (`isv.trade-not-exist`, a malformed response, another permanent error)
-  → recorded as a trade failure (a dead letter, as the stream does) and skipped;
+  → recorded as a trade failure, as the stream does: unresolved, it keeps the window that named it
+  (`Target.belongs`) unproven and is retried by the redrive (docs/design.md#unresolved-trades-block-proof);
 * anything else (the client already retried) → the rest is not fetched and the window fails for now.
-A trade the store refuses is quarantined by the store and counted as a trade failure too.
+A trade the store cannot keep whole is recorded the same way (`store.fetch_apply.apply_fetched`).
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ class Failure:
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where fetched trades go and how they are counted: `shop`'s trades, written as `source`, counted
-    into `counts`, push loss measured against `stream_cover`."""
+    into `counts`, push loss measured against `stream_cover`; a trade that fails belongs to `belongs`
+    (the window that listed it; None: the second of the version fetched)."""
 
     shop: str
     source: str
     counts: PassCounts
     stream_cover: Sequence[Interval] = ()
+    belongs: Interval | None = None
 
 
 class TradeFetch:
@@ -129,7 +132,14 @@ class TradeFetch:
         if not trades:
             return
         existed = await self._store.existing_tids([t.tid for t in trades])
-        result = await apply_fetched(self._store, trades, source=target.source, failures=self._failures)
+        result = await apply_fetched(
+            self._store,
+            trades,
+            source=target.source,
+            failures=self._failures,
+            shop=target.shop,
+            belongs=target.belongs,
+        )
         for trade in trades:
             if trade.modified is not None:
                 seen = self.fetched.get(trade.tid)
@@ -137,7 +147,7 @@ class TradeFetch:
         counts = target.counts
         changed = set(result.changed)
         counts.unchanged += len(set(result.unchanged) - changed)
-        counts.dead_letters += len(result.rejected)
+        counts.dead_letters += len(result.refused) + len(result.flawed) + len(result.replaced)
         newest = _newest(trades)
         for tid in sorted(changed):
             trade = newest[tid]
@@ -182,7 +192,13 @@ class _Run:
             if isinstance(fetched.error, TradeNotFound):
                 target.counts.not_found += 1
             failure = TradeFailure(
-                target.source, fetched.kind, fetched.reason, fetched.payload(), fetched.tid, target.shop
+                target.source,
+                fetched.kind,
+                fetched.reason,
+                fetched.payload(),
+                fetched.tid,
+                target.shop,
+                belongs=target.belongs,
             )
             await self.fetch.record(failure, target.counts)
         elif self.failure is None:

@@ -30,6 +30,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from common.intervals import Interval
 from reconciler.backfill import WindowReader
 from reconciler.fetching import Target
 from reconciler.listing import TradeSource
@@ -265,7 +266,8 @@ class HistoryReader:
             page_no += 1
         counts.found += len(tids)
         before = counts.new + counts.changed + counts.unchanged
-        target = Target(shop, SOURCE, counts)
+        # A trade that fails belongs to the day it was created on: its `modified` is not known.
+        target = Target(shop, SOURCE, counts, belongs=Interval(part.start, part.end))
         failure = await reader.fetch.fetch_and_apply(session, list(tids), Priority.BACKFILL, target)
         if failure is not None:
             raise InitialLoadFailed(failure.reason)

@@ -3,7 +3,7 @@ and outcome of its backfills and sweeps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 from common.metrics import Registry, Samples
@@ -16,13 +16,14 @@ class CoverageMetrics:
 
     `set_proven_until(shop, t)` after each interval the ledger proves complete; `ledger_lag_seconds`
     is then `now - t` at scrape time, so it keeps growing while nothing is proven. `set_gaps_open`
-    after each gap scan; `add_push_loss` for every trade a backfill found that the stream never
-    announced."""
+    after each gap scan; `set_unresolved` each round; `add_push_loss` for every trade a backfill found
+    that the stream never announced."""
 
     def __init__(self, registry: Registry, clock: Callable[[], datetime] | None = None) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._proven_until: dict[str, datetime] = {}
         self._gaps_open: dict[str, int] = {}
+        self._unresolved: dict[str, int] = {}
         self.push_lost = registry.counter(
             "push_lost_total", "Trade changes found by reconciliation that the TMC stream never delivered"
         )
@@ -32,6 +33,11 @@ class CoverageMetrics:
             self._lag_samples,
         )
         registry.gauge("gaps_open", "Coverage gaps not yet backfilled, per shop", self._gap_samples)
+        registry.gauge(
+            "unresolved_trades",
+            "Trades that could not be fetched or stored and are not yet stored, per shop",
+            lambda: [({"shop": shop}, float(n)) for shop, n in sorted(self._unresolved.items())],
+        )
 
     def set_proven_until(self, shop: str, until: datetime) -> None:
         if until.tzinfo is None:
@@ -40,6 +46,10 @@ class CoverageMetrics:
 
     def set_gaps_open(self, shop: str, count: int) -> None:
         self._gaps_open[shop] = count
+
+    def set_unresolved(self, counts: Mapping[str, int], shops: Iterable[str]) -> None:
+        """Unresolved trades per shop (`shops` are shown at 0 when they have none)."""
+        self._unresolved = {shop: 0 for shop in shops} | dict(counts)
 
     def add_push_loss(self, shop: str, count: int = 1) -> None:
         self.push_lost.inc(count, shop=shop)

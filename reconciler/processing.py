@@ -77,6 +77,8 @@ class ReportProcessor:
             proven = await shared.ledger.intervals(report.shop, proven_from, report.window_end)
             proven_from = proven_until(proven_from, proven)
         if proven_from >= report.window_end:
+            if await shared.unresolved_in(report.shop, report.window_start, report.window_end):
+                return report  # read; open until its unresolved trades are stored (the redrive's work)
             await shared.reports.finish(report.id, Outcome.RECOVERED, None, now)
             return await shared.reports.get(report.id)
         config = shared.config
@@ -166,14 +168,14 @@ class ReportProcessor:
 
     async def _conclude(self, report: GapReport, failure: Failure | None) -> GapReport:
         """Finish the report when the pass decided it; a partial one waits for its retry."""
-        reports = self._shared.reports
+        shared = self._shared
+        reports = shared.reports
         updated = await reports.get(report.id)
-        outcome = conclusion(updated, failure)
+        unresolved = await shared.unresolved_in(report.shop, report.window_start, report.window_end)
+        outcome = conclusion(updated, failure, unresolved=unresolved)
         if outcome is None:
             return updated  # open until the horizon passes the rest of its window
-        await reports.finish(
-            report.id, outcome, None if failure is None else failure.reason, self._shared.now()
-        )
+        await reports.finish(report.id, outcome, None if failure is None else failure.reason, shared.now())
         if outcome is Outcome.PARTIAL:
             self.retries.failed(report.id)
         else:

@@ -4,8 +4,9 @@ proves is `reconciler.stream_watch`; how a stretch is cut into windows is `recon
 * Which windows of a gap report to read now (`pass_windows`): from where its proof stands (trimmed by
   what the ledger already proves, for outages), proof windows up to the lag horizon, fresh ones above
   it when asked for; nothing while a report read ahead waits for the horizon (`waits_for_horizon`).
-* When a report is done (`conclusion`): recovered once proven to its end; partial or failed when a
-  window failed, by whether retrying can help.
+* When a report is done (`conclusion`): recovered once proven to its end and no unresolved trade
+  belongs to its window (docs/design.md#unresolved-trades-block-proof); partial or failed when a window
+  failed, by whether retrying can help.
 * What a sweep may cover (`sweep_span`): from where the last sweep ended (the first starts where this
   process's stream did) to the lag horizon, no further than the stream's own proof and never into a
   window an open report owns.
@@ -90,17 +91,18 @@ def waits_for_horizon(
     )
 
 
-def is_recovered(report: GapReport) -> bool:
-    """Proven to the end of its window."""
-    return report.proven_from >= report.window_end
+def is_recovered(report: GapReport, *, unresolved: int = 0) -> bool:
+    """Proven to the end of its window, and none of the shop's unresolved trades belongs to it."""
+    return report.proven_from >= report.window_end and unresolved == 0
 
 
-def conclusion(report: GapReport, failure: Failure | None) -> Outcome | None:
-    """The outcome after a pass (`report` as the pass left it): None while it stays open, waiting for
-    the horizon to pass the rest of its window."""
+def conclusion(report: GapReport, failure: Failure | None, *, unresolved: int = 0) -> Outcome | None:
+    """The outcome after a pass (`report` as the pass left it; `unresolved`: the shop's unresolved
+    trades that belong to its window): None while it stays open, waiting for the horizon to pass the
+    rest of its window, or for its unresolved trades to be stored."""
     if failure is not None:
         return failed(failure)
-    return Outcome.RECOVERED if is_recovered(report) else None
+    return Outcome.RECOVERED if is_recovered(report, unresolved=unresolved) else None
 
 
 def failed(failure: Failure) -> Outcome:

@@ -6,12 +6,14 @@ schedules its parts:
 * `reconciler.gate` — backfill before resume, and the wait for other leaders;
 * `reconciler.processing` — a gap report's windows read, recorded, finished, retried;
 * `reconciler.sweep` — the periodic re-read that measures push loss;
+* `reconciler.redrive` — unresolved trades fetched again when they are due;
 * `reconciler.proof` — the rules they follow, pure.
 
 Hooks for the TMC session: `gate` (awaited before every (re)connect) and `on_state` (connects and
 disconnects; `watch` hears the messages). A side task, `run`: every SYNC_RECONCILE_SECONDS (or when the
-gate asks) it records what the stream proved, looks for silence, works on open reports whose windows
-became provable, and sweeps when due. The CLI's operations: `backfill`, `process`, `sweep`.
+gate asks) it records what the stream proved, looks for silence, redrives the unresolved trades that are
+due, works on open reports whose windows became provable, and sweeps when due. The CLI's operations:
+`backfill`, `process`, `sweep`.
 
 With SYNC_STREAM_DURING_BACKFILL=true the gate returns at once and the side task backfills while the
 stream consumes; that is correct because the store never lets an older state overwrite a newer one
@@ -49,6 +51,7 @@ from reconciler.ledger import Ledger
 from reconciler.metrics import CoverageMetrics, ReconcilerMetrics
 from reconciler.new_shops import NewShops
 from reconciler.processing import ReportProcessor
+from reconciler.redrive import Redrive, RedriveCounts
 from reconciler.retries import RetrySchedule
 from reconciler.stream_watch import StreamWatch
 from reconciler.sweep import Sweeper
@@ -87,10 +90,22 @@ class Reconciler:
         self.ledger = Ledger(storage.coverage, fence=self.coordination.fence if several else None)
         self.reports = storage.reports
         self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics)
+        self.unresolved = storage.unresolved
         self._shared = Shared(
-            config, self.ledger, self.reports, self.metrics, self.coordination, dict(shops), now, sleep
+            config,
+            self.ledger,
+            self.reports,
+            storage.unresolved,
+            self.metrics,
+            self.coordination,
+            dict(shops),
+            now,
+            sleep,
         )
-        self._failures = TradeFailures(storage.trades, self.metrics.dead_letters)
+        self._failures = TradeFailures(
+            storage.trades, self.metrics.dead_letters, policy=config.redrive, now=now
+        )
+        self.redrive = Redrive(self._shared, client, storage.trades, self._failures)
         self.watch = StreamWatch(shops, settle=config.stream_settle, now=now)
         self.lag = LagMeter(config.overlap)
         self.loader = InitialLoader(
@@ -193,6 +208,7 @@ class Reconciler:
         now = self._shared.now()
         await self.detector.flush_stream(now)
         await self.detector.check_silence(now)
+        await self.redrive_due()
         await self.recover(fresh=fresh)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.config.sweep_every.total_seconds()
@@ -215,6 +231,11 @@ class Reconciler:
         await self.detector.start()
 
     # ---- recovery
+
+    async def redrive_due(self) -> RedriveCounts:
+        """Fetch the led shops' unresolved trades whose next attempt has come (`reconciler.redrive`)."""
+        led = [shop for shop in self._shared.shops if self.coordination.leads(shop)]
+        return await self.redrive.run(led) if led else RedriveCounts()
 
     async def recover(self, *, fresh: bool) -> None:
         """Work on every shop's open reports (shops in parallel, each shop's reports in order)."""
@@ -263,6 +284,7 @@ class Reconciler:
             return await self.sweeper.sweep(shop, stream_started=self.detector.first_connected_at)
 
     async def _update_gauges(self) -> None:
+        self.metrics.coverage.set_unresolved(await self.unresolved.counts(), self._shared.shops)
         for shop in self._shared.shops:
             end = await self.ledger.covered_end(shop)
             if end is not None:

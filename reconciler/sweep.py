@@ -82,8 +82,9 @@ class Sweeper:
             counts.push_loss,
             extra={"action": "sweep_done", "shop": shop},
         )
-        if counts.brought_in or result.failure is not None:
-            await self._report(shop, windows, result.read, counts, result.failure, now)
+        unresolved = await shared.unresolved_in(shop, windows[0].start, windows[-1].end)
+        if counts.brought_in or result.failure is not None or unresolved:
+            await self._report(shop, windows, result.read, counts, result.failure, now, unresolved=unresolved)
         return counts
 
     async def _windows(
@@ -120,8 +121,11 @@ class Sweeper:
         counts: PassCounts,
         failure: Failure | None,
         now: datetime,
+        *,
+        unresolved: int,
     ) -> None:
-        """What the sweep brought in, and (when a window failed) the rest of its stretch, left open."""
+        """What the sweep brought in, and (when a window failed) the rest of its stretch, left open; left
+        open too while unresolved trades belong to it (docs/design.md#unresolved-trades-block-proof)."""
         shared = self._shared
         report = await open_gap(
             shared, shop, Cause.SWEEP, Interval(windows[0].start, windows[-1].end), detected_at=now
@@ -134,7 +138,7 @@ class Sweeper:
             fresh_until=None,
             overlap_seconds=self._lag.overlap(now).total_seconds(),
         )
-        if failure is None:
+        if failure is None and not unresolved:
             await shared.reports.finish(report.id, Outcome.RECOVERED, None, shared.now())
-        else:
+        elif failure is not None:
             await shared.reports.finish(report.id, failed(failure), failure.reason, shared.now())

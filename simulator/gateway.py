@@ -132,6 +132,29 @@ class CallStats:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One request to the router, as read before any gate."""
+
+    method: str
+    params: dict[str, str]
+    http: web.Request
+    now: datetime
+    logged: dict[str, str]  # the parameters the call log keeps
+    request_id: str
+
+    def record(
+        self,
+        shop: str | None,
+        code: int,
+        sub_code: str | None,
+        garbled: bool = False,
+        fault: str | None = None,
+    ) -> CallRecord:
+        """The call log's record of an HTTP 200 answer."""
+        return CallRecord(self.now, self.method, shop, self.logged, code, sub_code, 200, garbled, fault)
+
+
 @dataclass
 class GatewayConfig:
     app_key: str = "12345678"
@@ -204,47 +227,58 @@ class Gateway:
                 status=status, text="<html><body>Bad Gateway</body></html>", content_type="text/html"
             )
 
-        request_id = new_request_id(self._ids)
+        call = _Call(method, params, request, now, logged, new_request_id(self._ids))
         window = injector.error_window(method)
         if window is not None:
-            return self._window_answer(window, method, params, request, now, logged, request_id)
-        simplify = params.get("simplify", "").lower() == "true"
+            return self._window_answer(window, call)
+        return self._answer(call)
+
+    def _answer(self, call: _Call) -> web.Response:
+        """TOP's JSON answer: the method's, or the error of the first gate it fails."""
+        method, now = call.method, call.now
+        simplify = call.params.get("simplify", "").lower() == "true"
         shop_nick: str | None = None
         code, sub_code = 0, None
         fault: list[str] = []
         try:
-            shop = self._check_request(params, method, now)
+            shop = self._check_request(call.params, method, now)
             shop_nick = self.market.shops[shop].nick
-            error = injector.rate_limit(params["app_key"], method) or injector.isp_error(method)
-            error = error or injector.trade_service_rejection(method)
-            if error is not None:
-                raise error
-            ctx = CallContext(
-                shop=shop,
-                now=whole_seconds(now),
-                online_window_seconds=self.config.online_window_days * 86400,
-                list_lag_seconds=self.faults.list_lag_seconds,
-                peak_mode=self.faults.peak_mode,
-            )
-            body = self._methods[method](ctx, params, request)
-            if method == FULLINFO:
-                self._fullinfo_faults(body, params, fault)
-            malformed = injector.malformed_page(method) if method in LIST_METHODS else None
-            if malformed is not None:
-                fault.append(f"malformed_page:{malformed}")
-                simplify = self._malform(malformed, body, params) or simplify
-            payload = envelope(method, body, request_id, simplify)
+            body, unwrapped = self._call(shop, call, fault)
+            payload = envelope(method, body, call.request_id, unwrapped or simplify)
         except TopError as exc:
             code, sub_code = exc.code, exc.sub_code
-            payload = exc.body(request_id)
+            payload = exc.body(call.request_id)
         text = dump_json(payload, self.faults.raw_control_chars)
-        garbled = injector.garble(method, text)
+        garbled = self.injector.garble(method, text)
         shaped = fault[0] if fault else None
-        record = CallRecord(now, method, shop_nick, logged, code, sub_code, 200, garbled is not None, shaped)
-        self.stats.add(record)
+        self.stats.add(call.record(shop_nick, code, sub_code, garbled is not None, shaped))
         return web.Response(
             text=garbled if garbled is not None else text, content_type="application/json", charset="utf-8"
         )
+
+    def _call(self, shop: int, call: _Call, fault: list[str]) -> tuple[dict[str, Any], bool]:
+        """The method's answer body, shaped by the faults that act on it (named in `fault`); True when
+        it must also go out unwrapped. Raises the TopError of an injected error."""
+        method, params, injector = call.method, call.params, self.injector
+        error = injector.rate_limit(params["app_key"], method) or injector.isp_error(method)
+        error = error or injector.trade_service_rejection(method)
+        if error is not None:
+            raise error
+        ctx = CallContext(
+            shop=shop,
+            now=whole_seconds(call.now),
+            online_window_seconds=self.config.online_window_days * 86400,
+            list_lag_seconds=self.faults.list_lag_seconds,
+            peak_mode=self.faults.peak_mode,
+        )
+        body = self._methods[method](ctx, params, call.http)
+        if method == FULLINFO:
+            self._fullinfo_faults(body, params, fault)
+        malformed = injector.malformed_page(method) if method in LIST_METHODS else None
+        if malformed is None:
+            return body, False
+        fault.append(f"malformed_page:{malformed}")
+        return body, self._malform(malformed, body, params)
 
     # ----- faults that shape an answer ---------------------------------------------------------------
 
@@ -304,27 +338,19 @@ class Gateway:
             body["total_results"] = max(int(body["total_results"]), page_no * page_size + 1)
         return False
 
-    def _window_answer(
-        self,
-        kind: str,
-        method: str,
-        params: Mapping[str, str],
-        request: web.Request,
-        now: datetime,
-        logged: dict[str, str],
-        request_id: str,
-    ) -> web.Response:
+    def _window_answer(self, kind: str, call: _Call) -> web.Response:
+        params = call.params
         shop = self._sessions.get(params.get("session", ""))
         nick = None if shop is None else self.market.shops[shop].nick
         fault = f"error_window:{kind}"
         if kind in ("unwrapped-json", "html-200"):
-            self.stats.add(CallRecord(now, method, nick, logged, 0, None, 200, fault=fault))
+            self.stats.add(call.record(nick, 0, None, fault=fault))
             if kind == "html-200":
                 return web.Response(text=CAPTIVE_PAGE, content_type="text/html", charset="utf-8")
             return web.Response(text=UNWRAPPED_JSON, content_type="application/json", charset="utf-8")
-        error = self.injector.window_error(kind, params.get("app_key", ""), request.remote or "127.0.0.1")
-        self.stats.add(CallRecord(now, method, nick, logged, error.code, error.sub_code, 200, fault=fault))
-        text = dump_json(error.body(request_id), self.faults.raw_control_chars)
+        error = self.injector.window_error(kind, params.get("app_key", ""), call.http.remote or "127.0.0.1")
+        self.stats.add(call.record(nick, error.code, error.sub_code, fault=fault))
+        text = dump_json(error.body(call.request_id), self.faults.raw_control_chars)
         return web.Response(text=text, content_type="application/json", charset="utf-8")
 
     def _check_request(self, params: Mapping[str, str], method: str, now: datetime) -> int:

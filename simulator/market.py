@@ -6,13 +6,13 @@ changes into pushes, tests compare what the service stored with it.
 
 Every trade keeps a short history of versions so list calls can show what Taobao's lagging list
 indexes would show (docs/top-api.md#data-delay); a version is a raw dict, or for untouched history trades a
-small `Skeleton` rebuilt on demand.
+small `Skeleton` rebuilt on demand. The parts: trade_index (records and indexes), trade_changes (what
+each change does), tradegen (building trades), trade_history (history trades' states), truth (snapshots).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import random
@@ -22,46 +22,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from simulator import catalog
 from simulator.clock import Clock, SystemClock, from_seconds, whole_seconds
-from simulator.lifecycle import (
-    BUYER_SIGNED,
-    CLOSED,
-    CLOSED_BY_TAOBAO,
-    CONSIGNED_PART,
-    FINISHED,
-    LEGAL_MOVES,
-    NO_CREATE_PAY,
-    TOPIC_FIELDS,
-    WAIT_BUYER_CONFIRM,
-    WAIT_BUYER_PAY,
-    WAIT_SELLER_SEND,
-    full_topic,
-)
-from simulator.tradegen import (
-    MAX_ORDERS,
-    TID_BASE,
-    TID_GRID,
-    Shop,
-    Skeleton,
-    TradeFactory,
-    cents,
-    money,
-    pick_type,
-    plan_history,
-    top_time,
-    trade_seed,
-)
-from simulator.truth import TradeTruth, TruthSnapshot, trade_digest
-from taobao.timefmt import parse_top_time
+from simulator.lifecycle import LEGAL_MOVES, NO_CREATE_PAY, TOPIC_FIELDS, WAIT_BUYER_PAY, full_topic
+from simulator.shops import Shop, ShopPicker, make_shops
+from simulator.trade_changes import Announcement, apply_change, copy_trade, edit_buyer_memo, pick_kind
+from simulator.trade_history import plan_history
+from simulator.trade_index import Payload, TradeIndex, TradeRecord, Version
+from simulator.trade_types import pick_type
+from simulator.trade_values import top_time
+from simulator.tradegen import MAX_ORDERS, TID_BASE, TID_GRID, RawTrade, Skeleton, TradeFactory, trade_seed
+from simulator.truth import TruthBuilder, TruthRows, TruthSnapshot
+
+__all__ = ["ChangeListener", "Market", "MarketChange", "MarketConfig", "Payload", "TradeRecord", "Version"]
 
 logger = logging.getLogger(__name__)
 
-RawTrade = dict[str, Any]
-Payload = RawTrade | Skeleton
-# (modified epoch seconds, the trade as it was from then on)
-Version = tuple[int, Payload]
 ChangeListener = Callable[["MarketChange"], None]
+_MAX_BURST = 1000
+# Snapshots of fewer trades are built on the loop: a thread costs more than their digests.
+_THREAD_FROM_ROWS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +55,6 @@ class MarketChange:
     modified: datetime
     content: dict[str, Any]  # the topic's TMC content fields (docs/tmc-protocol.md#trade-topics)
     status: str  # the trade's status after the change
-
-
-@dataclass(frozen=True, slots=True)
-class TruthRows:
-    """What a truth snapshot is built from, captured at one instant."""
-
-    rows: list[tuple[int, int, str, str, int, int, Payload]]
-    change_count: int
-    counters: dict[str, int]
 
 
 @dataclass
@@ -102,78 +72,6 @@ class MarketConfig:
     change_log_limit: int | None = None
 
 
-@dataclass(slots=True)
-class TradeRecord:
-    """Index fields of one trade (current state) and its recent versions, oldest first."""
-
-    tid: int
-    shop: int
-    type: str
-    created: int
-    status: str
-    modified: int
-    versions: list[Version]
-
-    @property
-    def current(self) -> Payload:
-        return self.versions[-1][1]
-
-
-class _Pool:
-    """A set of tids with O(1) add, remove and uniform random pick."""
-
-    __slots__ = ("_items", "_pos")
-
-    def __init__(self) -> None:
-        self._items: list[int] = []
-        self._pos: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def add(self, tid: int) -> None:
-        if tid not in self._pos:
-            self._pos[tid] = len(self._items)
-            self._items.append(tid)
-
-    def remove(self, tid: int) -> None:
-        index = self._pos.pop(tid)
-        last = self._items.pop()
-        if index < len(self._items):
-            self._items[index] = last
-            self._pos[last] = index
-
-    def pick(self, rng: random.Random) -> int:
-        return self._items[rng.randrange(len(self._items))]
-
-
-# (action, weight, statuses it applies to)
-_ACTIONS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
-    ("create", 20, ()),
-    ("alipay_create", 6, (NO_CREATE_PAY,)),
-    ("pay", 18, (WAIT_BUYER_PAY,)),
-    ("close_unpaid", 5, (NO_CREATE_PAY, WAIT_BUYER_PAY)),
-    ("modify_fee", 3, (NO_CREATE_PAY, WAIT_BUYER_PAY)),
-    ("partly_ship", 3, (WAIT_SELLER_SEND,)),
-    ("ship", 14, (WAIT_SELLER_SEND, CONSIGNED_PART)),
-    ("delay_confirm", 1, (WAIT_BUYER_CONFIRM,)),
-    ("finish", 12, (WAIT_BUYER_CONFIRM, BUYER_SIGNED)),
-    ("refund", 4, (WAIT_SELLER_SEND, CONSIGNED_PART, WAIT_BUYER_CONFIRM, BUYER_SIGNED)),
-    ("memo", 6, tuple(LEGAL_MOVES)),
-    ("address", 3, (NO_CREATE_PAY, WAIT_BUYER_PAY, WAIT_SELLER_SEND)),
-    ("rate", 3, (FINISHED,)),
-)
-_ACTION_TOTAL = sum(weight for _, weight, _ in _ACTIONS)
-_MAX_BURST = 1000
-
-
-def _copy_trade(raw: RawTrade) -> RawTrade:
-    """Copy deep enough that the new version can be edited without touching the old one."""
-    new = dict(raw)
-    new["orders"] = {"order": [dict(order) for order in raw["orders"]["order"]]}
-    return new
-
-
 class Market:
     """Seeded shops and their trades. Not thread-safe: drive it from one event loop."""
 
@@ -181,16 +79,13 @@ class Market:
         self.config = config or MarketConfig()
         self.clock: Clock = clock or SystemClock()
         self._rng = random.Random(self.config.seed)
-        self.shops: tuple[Shop, ...] = self._make_shops(self.config.shops)
+        self.shops: tuple[Shop, ...] = make_shops(self._rng, self.config.shops)
         self._factory = TradeFactory(self.shops)
-        self._shop_cum = self._shop_weights(len(self.shops))
-        self._records: dict[int, TradeRecord] = {}
-        self._by_created: list[list[tuple[int, int]]] = [[] for _ in self.shops]
-        self._by_modified: list[list[tuple[int, int]]] = [[] for _ in self.shops]
-        self._pools: dict[str, _Pool] = {status: _Pool() for status in LEGAL_MOVES}
+        self._shop_picker = ShopPicker(len(self.shops))
+        self._index = TradeIndex(len(self.shops), LEGAL_MOVES)
+        self._truth = TruthBuilder(self.materialize, [shop.nick for shop in self.shops])
         self._listeners: list[ChangeListener] = []
         self._changes: list[MarketChange] = []
-        self._digests: dict[int, tuple[Payload, str]] = {}
         self._dropped_changes = 0
         self._seq = 0
         self.counters: Counter[str] = Counter()
@@ -203,33 +98,6 @@ class Market:
         self.typed_buyer_message: Callable[[int], str | None] | None = None
         if self.config.history_trades:
             self.generate_history(self.config.history_trades, self.config.history_days)
-
-    # ----- shops -------------------------------------------------------------------------------------
-
-    def _make_shops(self, count: int) -> tuple[Shop, ...]:
-        if count < 1:
-            raise ValueError("the market needs at least one shop")
-        shops = []
-        for i in range(count):
-            base = catalog.SHOP_NICKS[i % len(catalog.SHOP_NICKS)]
-            nick = base if i < len(catalog.SHOP_NICKS) else f"{base}{i // len(catalog.SHOP_NICKS) + 1}"
-            user_id = 2_200_000_000_000 + self._rng.randrange(10**11)
-            session = f"6100{self._rng.getrandbits(208):052x}"
-            shops.append(Shop(nick=nick, user_id=user_id, session=session))
-        return tuple(shops)
-
-    @staticmethod
-    def _shop_weights(count: int) -> list[float]:
-        # A few shops sell most: shop i gets weight 1/(i+1).
-        cum: list[float] = []
-        acc = 0.0
-        for i in range(count):
-            acc += 1.0 / (i + 1)
-            cum.append(acc)
-        return cum
-
-    def _pick_shop(self, rng: random.Random) -> int:
-        return bisect.bisect_right(self._shop_cum, rng.random() * self._shop_cum[-1]) % len(self.shops)
 
     def shop_index(self, nick: str) -> int | None:
         for i, shop in enumerate(self.shops):
@@ -249,10 +117,10 @@ class Market:
     # ----- reading -----------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._index)
 
     def record(self, tid: int) -> TradeRecord | None:
-        return self._records.get(tid)
+        return self._index.get(tid)
 
     def materialize(self, payload: Payload) -> RawTrade:
         """The raw trade of a version. Safe from another thread: versions are never edited in place."""
@@ -262,45 +130,23 @@ class Market:
 
     def trade(self, tid: int) -> RawTrade | None:
         """The trade as it is now (fullinfo view). The dict is shared: do not edit it."""
-        rec = self._records.get(tid)
+        rec = self._index.get(tid)
         return None if rec is None else self.materialize(rec.current)
 
     def visible_version(self, rec: TradeRecord, cutoff: int | None) -> Version | None:
         """The newest version whose `modified` is at or before `cutoff` (None: the current one)."""
-        if cutoff is None or rec.modified <= cutoff:
-            return rec.versions[-1]
-        for version in reversed(rec.versions):
-            if version[0] <= cutoff:
-                return version
-        if rec.created <= cutoff:
-            # The trade existed but its versions that old were dropped (retention) or never recorded
-            # (history trades): the oldest kept one is the best answer.
-            return rec.versions[0]
-        return None
+        return rec.visible_version(cutoff)
 
     def created_between(self, shop: int, start: int, end: int) -> list[TradeRecord]:
         """Trades of `shop` with start <= created <= end, by created ascending."""
-        index = self._by_created[shop]
-        lo = bisect.bisect_left(index, (start, -1))
-        hi = bisect.bisect_right(index, (end, 2**63))
-        return [self._records[tid] for _, tid in index[lo:hi]]
+        return self._index.created_between(shop, start, end)
 
     def modified_candidates(self, shop: int, start: int, end: int, cutoff: int | None) -> list[TradeRecord]:
-        """Trades that may have a visible version with start <= modified <= end: those whose current
-        `modified` is in the window, plus (under lag) those changed after max(end, cutoff)."""
-        index = self._by_modified[shop]
-        lo = bisect.bisect_left(index, (start, -1))
-        hi = bisect.bisect_right(index, (end, 2**63))
-        tids = [tid for _, tid in index[lo:hi]]
-        if cutoff is not None:
-            tail = bisect.bisect_right(index, (max(end, cutoff), 2**63))
-            tids.extend(tid for _, tid in index[max(tail, hi):])
-        return [self._records[tid] for tid in tids]
+        """See TradeIndex.modified_candidates."""
+        return self._index.modified_candidates(shop, start, end, cutoff)
 
     def records(self, shop: int | None = None) -> Iterable[TradeRecord]:
-        if shop is None:
-            return self._records.values()
-        return (self._records[tid] for _, tid in self._by_created[shop])
+        return self._index.all() if shop is None else self._index.of_shop(shop)
 
     @property
     def changes(self) -> Sequence[MarketChange]:
@@ -310,6 +156,8 @@ class Market:
     @property
     def change_count(self) -> int:
         return self._seq
+
+    # ----- truth -------------------------------------------------------------------------------------
 
     def truth(
         self, shop: str | None = None, digests: bool = True, tids: Iterable[int] | None = None
@@ -321,53 +169,36 @@ class Market:
     def truth_rows(self, shop: str | None = None, tids: Iterable[int] | None = None) -> TruthRows:
         """Step one of a snapshot, cheap, on the loop: which trades, in which version, and the counters."""
         shop_i = None if shop is None else self.shop_index(shop)
+        chosen: Iterable[TradeRecord]
         if shop is not None and shop_i is None:
-            chosen: list[TradeRecord] = []
+            chosen = []
         elif tids is not None:
-            chosen = [self._records[t] for t in tids if t in self._records]
-        elif shop_i is not None:
-            chosen = list(self.records(shop_i))
+            chosen = [self._index[t] for t in tids if t in self._index]
         else:
-            chosen = list(self._records.values())
-        rows = [
-            (rec.tid, rec.shop, rec.status, rec.type, rec.created, rec.modified, rec.current)
-            for rec in chosen
-            if shop_i is None or rec.shop == shop_i
-        ]
-        return TruthRows(rows, self._seq, dict(self.counters))
+            chosen = self.records(shop_i)
+        picked = [rec for rec in chosen if shop_i is None or rec.shop == shop_i]
+        return TruthRows.of(picked, self._seq, dict(self.counters))
 
     def build_truth(self, rows: TruthRows, digests: bool = True) -> TruthSnapshot:
         """Step two: digests and the snapshot. Safe in a worker thread (it reads immutable versions)."""
-        trades: dict[int, TradeTruth] = {}
-        cache = self._digests
-        for tid, shop, status, trade_type, created, modified, payload in rows.rows:
-            digest = None
-            if digests:
-                cached = cache.get(tid)
-                if cached is not None and cached[0] is payload:
-                    digest = cached[1]
-                else:
-                    digest = trade_digest(self.materialize(payload))
-                    cache[tid] = (payload, digest)
-            trades[tid] = TradeTruth(
-                tid=tid,
-                seller_nick=self.shops[shop].nick,
-                status=status,
-                type=trade_type,
-                created=from_seconds(created),
-                modified=from_seconds(modified),
-                digest=digest,
-            )
-        return TruthSnapshot(
-            trades=trades, change_count=rows.change_count, last_seq=rows.change_count, counters=rows.counters
-        )
+        return self._truth.build(rows, digests)
+
+    async def truth_async(
+        self, shop: str | None = None, digests: bool = True, tids: Iterable[int] | None = None
+    ) -> TruthSnapshot:
+        """Like truth(), but digests are computed in a worker thread so a large snapshot (100k history
+        trades take seconds the first time) does not stall the gateway and the push channel."""
+        rows = self.truth_rows(shop, tids)
+        if not digests or len(rows.rows) < _THREAD_FROM_ROWS:
+            return self.build_truth(rows, digests)
+        return await asyncio.to_thread(self.build_truth, rows, digests)
 
     # ----- history -----------------------------------------------------------------------------------
 
     def _new_tid(self, rng: random.Random) -> int:
         while True:
             tid = TID_BASE + rng.randrange(10**17 // TID_GRID) * TID_GRID
-            if tid not in self._records:
+            if tid not in self._index:
                 return tid
 
     @staticmethod
@@ -385,10 +216,9 @@ class Market:
         rng = random.Random(self.config.seed * 7_919 + 17)
         now = whole_seconds(self.clock.now())
         span = max(days * 86400 - 60, 1)
-        new_by_shop: list[list[TradeRecord]] = [[] for _ in self.shops]
         for _ in range(count):
             created = now - 60 - int(rng.random() * span)
-            shop = self._pick_shop(rng)
+            shop = self._shop_picker.pick(rng)
             trade_type = pick_type(rng)
             n_orders = self._order_count(rng)
             tid = self._new_tid(rng)
@@ -396,17 +226,11 @@ class Market:
             sk = Skeleton(
                 tid, shop, trade_type, plan.status, created, plan.modified, plan.pay_time, plan.consign_time,
                 plan.end_time, n_orders, trade_seed(self.config.seed, tid),
-            )
+            )  # fmt: skip
             versions: list[Version] = [(plan.modified, sk)]
             rec = TradeRecord(tid, shop, trade_type, created, plan.status, plan.modified, versions)
-            self._records[tid] = rec
-            self._pools[plan.status].add(tid)
-            new_by_shop[shop].append(rec)
-        for shop, recs in enumerate(new_by_shop):
-            self._by_created[shop].extend((r.created, r.tid) for r in recs)
-            self._by_created[shop].sort()
-            self._by_modified[shop].extend((r.modified, r.tid) for r in recs)
-            self._by_modified[shop].sort()
+            self._index.add(rec, keep_sorted=False)
+        self._index.sort()
         self.counters["history_trades"] += count
 
     # ----- stepping ----------------------------------------------------------------------------------
@@ -419,232 +243,55 @@ class Market:
         return whole_seconds(self.clock.now())
 
     def _one_change(self) -> MarketChange:
-        r = self._rng.randrange(_ACTION_TOTAL)
-        action, statuses = _ACTIONS[-1][0], _ACTIONS[-1][2]
-        for name, weight, applies_to in _ACTIONS:
-            if r < weight:
-                action, statuses = name, applies_to
-                break
-            r -= weight
-        if action != "create":
-            tid = self._pick_trade(statuses)
+        kind = pick_kind(self._rng)
+        if kind.edit is not None:
+            tid = self._index.pick(self._rng, kind.applies_to)
             if tid is not None:
-                return self._apply(action, self._records[tid])
-        return self._create()
-
-    def _pick_trade(self, statuses: tuple[str, ...]) -> int | None:
-        total = sum(len(self._pools[s]) for s in statuses)
-        if total == 0:
-            return None
-        r = self._rng.randrange(total)
-        for status in statuses:
-            size = len(self._pools[status])
-            if r < size:
-                return self._pools[status].pick(self._rng)
-            r -= size
-        return None
+                return self._apply(kind.name, self._index[tid])
+        return self._create()  # a create, or a change no trade fits yet
 
     def _create(self) -> MarketChange:
         rng = self._rng
         now = self._now()
         tid = self._new_tid(rng)
-        shop = self._pick_shop(rng)
+        shop = self._shop_picker.pick(rng)
         trade_type = pick_type(rng)
         status = NO_CREATE_PAY if rng.random() < 0.15 else WAIT_BUYER_PAY
         sk = Skeleton(
             tid, shop, trade_type, status, now, now, None, None, None, self._order_count(rng),
             trade_seed(self.config.seed, tid),
-        )
+        )  # fmt: skip
         raw = self._factory.build(sk)
         typed = self.typed_buyer_message(tid) if self.typed_buyer_message is not None else None
         if typed is not None:
             raw["buyer_message"] = typed
             raw["has_buyer_message"] = True
         rec = TradeRecord(tid, shop, trade_type, now, status, now, [(now, raw)])
-        self._records[tid] = rec
-        self._pools[status].add(tid)
-        bisect.insort(self._by_created[shop], (now, tid))
-        bisect.insort(self._by_modified[shop], (now, tid))
+        self._index.add(rec)
         self.counters["trades_created"] += 1
         return self._emit(rec, raw, "TradeCreate", {"oid": raw["orders"]["order"][0]["oid"]})
 
     def _apply(self, action: str, rec: TradeRecord) -> MarketChange:
-        now = max(self._now(), rec.modified)
-        stamp = top_time(now)
-        raw = _copy_trade(self.materialize(rec.current))
-        orders: list[dict[str, Any]] = raw["orders"]["order"]
-        extra: dict[str, Any] = {"oid": orders[0]["oid"]}
-        rng = self._rng
-        topic: str
-
-        if action == "alipay_create":
-            topic = "TradeAlipayCreate"
-            self._set_status(raw, WAIT_BUYER_PAY)
-        elif action == "pay":
-            if raw.get("step_trade_status") == "FRONT_NOPAID_FINAL_NOPAID":
-                topic = "TradeBuyerStepPay"
-                raw["step_trade_status"] = "FRONT_PAID_FINAL_NOPAID"
-                raw["step_paid_fee"] = money(cents(raw["payment"]) * 3 // 10)
-            else:
-                topic = "TradeBuyerPay"
-                self._set_status(raw, WAIT_SELLER_SEND)
-                raw["pay_time"] = stamp
-                raw["alipay_no"] = f"2024{rng.randrange(10**23, 10**24)}"
-                raw["alipay_id"] = 2088_000_000_000_000 + rng.randrange(10**12)
-                raw["available_confirm_fee"] = raw["payment"]
-                raw.pop("timeout_action_time", None)
-                if "step_trade_status" in raw:
-                    raw["step_trade_status"] = "FRONT_PAID_FINAL_PAID"
-                    raw["step_paid_fee"] = raw["payment"]
-        elif action == "close_unpaid":
-            topic = "TradeClose"
-            self._set_status(raw, CLOSED_BY_TAOBAO)
-            raw["end_time"] = stamp
-            raw.pop("timeout_action_time", None)
-            for order in orders:
-                order["end_time"] = stamp
-        elif action == "modify_fee":
-            topic = "TradeModifyFee"
-            base = cents(raw["total_fee"]) - cents(raw["discount_fee"]) + cents(raw["post_fee"])
-            adjust = -rng.randrange(0, max(base // 10, 1))
-            raw["adjust_fee"] = money(adjust)
-            raw["payment"] = money(base + adjust)
-            if len(orders) == 1:
-                orders[0]["adjust_fee"] = money(adjust)
-                orders[0]["payment"] = raw["payment"]
-        elif action in ("partly_ship", "ship"):
-            waiting = [
-                o for o in orders if o["status"] == WAIT_SELLER_SEND and o["refund_status"] == "NO_REFUND"
-            ]
-            partial = action == "partly_ship" and len(waiting) >= 2
-            shipping = waiting[:1] if partial else waiting
-            for order in shipping:
-                order["status"] = WAIT_BUYER_CONFIRM
-                order["consign_time"] = stamp
-                if raw["shipping_type"] != "virtual":
-                    order["logistics_company"] = rng.choice(catalog.LOGISTICS_COMPANIES)
-                    order["invoice_no"] = str(rng.randrange(10**11, 10**12))
-            if shipping:
-                extra["oid"] = shipping[0]["oid"]
-            raw["consign_time"] = stamp
-            if partial:
-                topic = "TradePartlySellerShip"
-                raw["status"] = CONSIGNED_PART
-                raw["is_part_consign"] = True
-            else:
-                topic = "TradeSellerShip"
-                raw["status"] = WAIT_BUYER_CONFIRM
-                raw["timeout_action_time"] = top_time(now + 10 * 86400)
-        elif action == "delay_confirm":
-            topic = "TradeDelayConfirmPay"
-            current = raw.get("timeout_action_time")
-            base_s = now if current is None else max(now, self._parse_stamp(current))
-            raw["timeout_action_time"] = top_time(base_s + 3 * 86400)
-        elif action == "finish" and raw["type"] == "cod" and rec.status == WAIT_BUYER_CONFIRM:
-            topic = "TradeChanged"
-            self._set_status(raw, BUYER_SIGNED)
-            raw["cod_status"] = "SIGN_IN"
-        elif action == "finish":
-            topic = "TradeSuccess"
-            self._set_status(raw, FINISHED)
-            raw["end_time"] = stamp
-            raw["seller_can_rate"] = True
-            raw.pop("timeout_action_time", None)
-            refunded = sum(cents(o["payment"]) for o in orders if o["refund_status"] == "SUCCESS")
-            received = max(cents(raw["payment"]) - refunded, 0)
-            raw["received_payment"] = money(received)
-            raw["commission_fee"] = money(received // 100)
-            for order in orders:
-                order["end_time"] = stamp
-        elif action == "refund":
-            open_orders = [o for o in orders if o["refund_status"] == "NO_REFUND"]
-            order = open_orders[rng.randrange(len(open_orders))]
-            order["refund_status"] = "SUCCESS"
-            order["refund_id"] = str(order["oid"] + 70_000_000_000_000_000)
-            order["status"] = CLOSED
-            order["end_time"] = stamp
-            extra["oid"] = order["oid"]
-            remaining = cents(raw["available_confirm_fee"]) - cents(order["payment"])
-            raw["available_confirm_fee"] = money(max(remaining, 0))
-            if len(open_orders) == 1:
-                topic = "TradeClose"
-                raw["status"] = CLOSED
-                raw["end_time"] = stamp
-                raw.pop("timeout_action_time", None)
-            else:
-                topic = "TradePartlyRefund"
-        elif action == "memo":
-            topic = "TradeMemoModified"
-            raw["seller_memo"] = rng.choice(catalog.SELLER_MEMOS)
-            raw["seller_flag"] = rng.randrange(0, 6)
-            extra["action_type"] = "seller"
-        elif action == "address":
-            topic = "TradeLogisticsAddressChanged"
-            state, city, district, zip_code = rng.choice(catalog.REGIONS)
-            raw.update(
-                receiver_state=state,
-                receiver_city=city,
-                receiver_district=district,
-                receiver_zip=zip_code,
-                receiver_address=f"{rng.choice(catalog.STREETS)}{rng.randrange(1, 999)}号**",
-                oaid=f"{rng.getrandbits(128):032x}",
-            )
-        elif action == "rate":
-            topic = "TradeRated"
-            rater = "seller" if raw.get("buyer_rate") and not raw.get("seller_rate") else "buyer"
-            raw[f"{rater}_rate"] = True
-            for order in orders:
-                order[f"{rater}_rate"] = True
-            extra["rater"] = rater
-        else:  # pragma: no cover - the action table and this chain are kept in step
-            raise AssertionError(action)
-
-        raw["modified"] = stamp
-        self._store_version(rec, now, raw)
-        return self._emit(rec, raw, topic, extra)
+        """Make the change `action` (see trade_changes.CHANGE_KINDS) to the trade."""
+        return self._change(rec, lambda raw, now: apply_change(action, raw, rec.status, now, self._rng))
 
     def edit_buyer_memo(self, tid: int, text: str) -> MarketChange:
         """The buyer edits the trade's buyer memo to `text` (any characters: this is what the buyer
         typed). A real change: `modified` moves and a TradeMemoModified is announced."""
-        rec = self._records.get(tid)
+        rec = self._index.get(tid)
         if rec is None:
             raise ValueError(f"unknown tid {tid}")
+        return self._change(rec, lambda raw, _now: edit_buyer_memo(raw, text))
+
+    def _change(self, rec: TradeRecord, edit: Callable[[RawTrade, int], Announcement]) -> MarketChange:
+        """Edit a copy of the trade's current version, keep it as the newest version, announce it."""
         now = max(self._now(), rec.modified)
-        raw = _copy_trade(self.materialize(rec.current))
-        raw["buyer_memo"] = text
+        raw = copy_trade(self.materialize(rec.current))
+        topic, extra = edit(raw, now)
         raw["modified"] = top_time(now)
-        self._store_version(rec, now, raw)
-        return self._emit(rec, raw, "TradeMemoModified", {"oid": raw["orders"]["order"][0]["oid"],
-                                                          "action_type": "buyer"})  # fmt: skip
-
-    @staticmethod
-    def _parse_stamp(value: str) -> int:
-        return whole_seconds(parse_top_time(value))
-
-    @staticmethod
-    def _set_status(raw: RawTrade, status: str) -> None:
-        raw["status"] = status
-        for order in raw["orders"]["order"]:
-            if order["status"] != CLOSED:
-                order["status"] = status
-
-    def _store_version(self, rec: TradeRecord, now: int, raw: RawTrade) -> None:
-        shop_index = self._by_modified[rec.shop]
-        old_key = (rec.modified, rec.tid)
-        pos = bisect.bisect_left(shop_index, old_key)
-        if pos < len(shop_index) and shop_index[pos] == old_key:
-            del shop_index[pos]
-        bisect.insort(shop_index, (now, rec.tid))
-        if raw["status"] != rec.status:
-            self._pools[rec.status].remove(rec.tid)
-            self._pools[raw["status"]].add(rec.tid)
-        rec.status = raw["status"]
-        rec.modified = now
-        versions = rec.versions
-        versions.append((now, raw))
-        horizon = now - self.config.version_retention_seconds
-        while len(versions) > 1 and versions[1][0] <= horizon:
-            del versions[0]
+        self._index.update(rec, now, raw["status"])
+        rec.add_version(now, raw, self.config.version_retention_seconds)
+        return self._emit(rec, raw, topic, extra)
 
     def _emit(self, rec: TradeRecord, raw: RawTrade, topic_name: str, extra: dict[str, Any]) -> MarketChange:
         source = dict(raw)

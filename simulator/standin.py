@@ -1,6 +1,6 @@
 """The Taobao stand-in as one object: the order market, the TOP gateway, the TMC push server, and an
-admin/truth surface on the gateway's aiohttp app. Every market change is published on the TMC queue of
-the app's group, as Taobao pushes trade topics to a subscribed app.
+admin/truth surface on the gateway's aiohttp app (standin_admin). Every market change is published on
+the TMC queue of the app's group (change_publisher), as Taobao pushes trade topics to a subscribed app.
 
     async with StandIn(StandInConfig(seed=7, history_trades=500)) as standin:
         standin.api_url, standin.app_key, standin.app_secret, standin.shops
@@ -10,8 +10,6 @@ the app's group, as Taobao pushes trade topics to a subscribed app.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,23 +18,17 @@ from typing import Any
 
 from aiohttp import web
 
+from simulator.change_publisher import ChangePublisher
 from simulator.clock import Clock
 from simulator.faults import FaultKnobs
 from simulator.gateway import ROUTER_PATH, CallStats, Gateway, GatewayConfig
-from simulator.lifecycle import full_topic
-from simulator.market import ChangeListener, Market, MarketChange, MarketConfig
+from simulator.market import ChangeListener, Market, MarketConfig
 from simulator.odd_values import ODD_BUYER_TEXT
+from simulator.standin_admin import ADMIN_PREFIX, AdminRoutes
 from simulator.tmc_faults import TmcFaults
-from simulator.tmc_frames import UNKNOWN_HEADER_KINDS
-from simulator.tmc_server import LostMessage, TmcServer, TmcServerConfig
-from simulator.top_protocol import escape_surrogates
+from simulator.tmc_server import TmcServer, TmcServerConfig
 from simulator.topats import TopatsService, TopatsTimings
 from simulator.truth import TruthSnapshot
-from taobao.timefmt import format_top_time
-
-ADMIN_PREFIX = "/__standin"
-REFUND_TOPICS = ("taobao_refund_RefundCreated", "taobao_refund_RefundSuccess")
-_REFUNDING_TOPICS = frozenset({full_topic("TradePartlyRefund"), full_topic("TradeClose")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +62,17 @@ class StandInConfig:
     # The TMC group market changes are published to (the app's `default` group unless told otherwise).
     tmc_group: str = "default"
 
+    def market_config(self) -> MarketConfig:
+        return MarketConfig(
+            seed=self.seed,
+            shops=self.shops,
+            history_trades=self.history_trades,
+            history_days=self.history_days,
+            rate=self.market_rate,
+            version_retention_seconds=self.version_retention_seconds,
+            change_log_limit=self.change_log_limit,
+        )
+
 
 class StandIn:
     def __init__(self, config: StandInConfig | None = None, clock: Clock | None = None) -> None:
@@ -77,18 +80,7 @@ class StandIn:
         cfg = self.config
         self.app_key = cfg.app_key
         self.app_secret = cfg.app_secret or f"{random.Random(cfg.seed ^ 0x5EC).getrandbits(128):032x}"
-        self.market = Market(
-            MarketConfig(
-                seed=cfg.seed,
-                shops=cfg.shops,
-                history_trades=cfg.history_trades,
-                history_days=cfg.history_days,
-                rate=cfg.market_rate,
-                version_retention_seconds=cfg.version_retention_seconds,
-                change_log_limit=cfg.change_log_limit,
-            ),
-            clock=clock,
-        )
+        self.market = Market(cfg.market_config(), clock=clock)
         self.topats = TopatsService(self.market, cfg.topats, seed=cfg.seed)
         self.gateway = Gateway(
             self.market,
@@ -100,15 +92,13 @@ class StandIn:
             topats=self.topats,
         )
         self.tmc = TmcServer({self.app_key: self.app_secret}, cfg.tmc, cfg.tmc_faults)
-        # Message id → market change seq of the messages the TMC server withheld (other messages, such
-        # as refund topics, are not market changes and have none).
-        self._withheld_seq: dict[int, int] = {}
+        self._pushes = ChangePublisher(self.market, self.tmc, self.app_key, cfg.tmc_group)
         self.market.typed_buyer_message = self._typed_buyer_message
-        self.market.add_change_listener(self._publish)
+        self.market.add_change_listener(self._pushes)
         # Routes may be added to `app` until start().
         self.app = web.Application()
         self.gateway.add_routes(self.app)
-        self._add_admin_routes(self.app)
+        AdminRoutes(self.market, self.gateway, self.tmc, self._pushes).add_to(self.app)
         self.tmc_url: str | None = None
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -138,55 +128,6 @@ class StandIn:
             await runner.cleanup()
         await self.tmc.stop()
         await self.topats.close()
-
-    def _publish(self, change: MarketChange) -> None:
-        withheld_before = len(self.tmc.stats.lost)
-        message_id = self.tmc.publish(
-            self.app_key,
-            topic=change.topic,
-            content=json.dumps(change.content, ensure_ascii=False),
-            nick=change.seller_nick,
-            user_id=change.seller_id,
-            time=change.modified,
-            group=self.config.tmc_group,
-        )
-        if len(self.tmc.stats.lost) > withheld_before:
-            self._withheld_seq[message_id] = change.seq
-        if self.tmc.faults.refund_topics and change.topic in _REFUNDING_TOPICS:
-            self._publish_refund(change)
-
-    def _publish_refund(self, change: MarketChange) -> None:
-        """The refund topics of a refund the market just made: the market refunds in one step, so the
-        refund is created and succeeds at the same instant (in production days can pass between)."""
-        trade = self.market.trade(change.tid)
-        oid = change.content.get("oid")
-        order = next(
-            (o for o in (trade or {}).get("orders", {}).get("order", []) if o.get("oid") == oid), None
-        )
-        if trade is None or order is None or order.get("refund_status") != "SUCCESS":
-            return  # a close before payment, not a refund
-        content = {
-            "bill_type": "refund_bill",
-            "buyer_nick": trade.get("buyer_nick"),
-            "buyer_open_uid": trade.get("buyer_open_uid"),
-            "modified": trade["modified"],
-            "oid": oid,
-            "refund_fee": order.get("payment"),
-            "refund_id": order.get("refund_id"),
-            "refund_phase": "onsale",  # the market refunds only before a trade finishes
-            "seller_nick": change.seller_nick,
-            "tid": change.tid,
-        }
-        for topic in REFUND_TOPICS:
-            self.tmc.publish(
-                self.app_key,
-                topic=topic,
-                content=json.dumps({k: v for k, v in content.items() if v is not None}, ensure_ascii=False),
-                nick=change.seller_nick,
-                user_id=change.seller_id,
-                time=change.modified,
-                group=self.config.tmc_group,
-            )
 
     def _typed_buyer_message(self, tid: int) -> str | None:
         return ODD_BUYER_TEXT if self.gateway.injector.odd_text(tid) else None
@@ -252,270 +193,9 @@ class StandIn:
     async def truth_async(
         self, shop: str | None = None, digests: bool = True, tids: Iterable[int] | None = None
     ) -> TruthSnapshot:
-        """Like truth(), but digests are computed in a worker thread so a large snapshot (100k history
-        trades take seconds the first time) does not stall the gateway and the push channel."""
-        rows = self.market.truth_rows(shop, tids)
-        if not digests or len(rows.rows) < 2000:
-            return self.market.build_truth(rows, digests)
-        return await asyncio.to_thread(self.market.build_truth, rows, digests)
-
-    # ----- admin HTTP surface ------------------------------------------------------------------------
-
-    def _add_admin_routes(self, app: web.Application) -> None:
-        app.router.add_get(ADMIN_PREFIX + "/truth", self._get_truth)
-        app.router.add_get(ADMIN_PREFIX + "/stats", self._get_stats)
-        app.router.add_get(ADMIN_PREFIX + "/faults", self._get_faults)
-        app.router.add_post(ADMIN_PREFIX + "/faults", self._post_faults)
-        app.router.add_post(ADMIN_PREFIX + "/market", self._post_market)
-        app.router.add_get(ADMIN_PREFIX + "/tmc", self._get_tmc)
-        app.router.add_post(ADMIN_PREFIX + "/tmc", self._post_tmc)
-
-    async def _get_truth(self, request: web.Request) -> web.Response:
-        query = request.query
-        try:
-            tids = [int(t) for t in query["tids"].split(",") if t] if query.get("tids") else None
-        except ValueError:
-            return _json({"error": "tids must be comma-separated integers"}, status=400)
-        snapshot = await self.truth_async(
-            shop=query.get("shop") or None, digests=query.get("digest", "1") not in ("0", "false"), tids=tids
-        )
-        body = snapshot.to_json()
-        wanted = [f for f in query.get("fields", "").split(",") if f]
-        if wanted:
-            # The current values of these fields, for checks beyond status and modified.
-            for tid in snapshot.trades:
-                raw = self.market.trade(tid) or {}
-                body["trades"][str(tid)]["fields"] = {f: raw[f] for f in wanted if f in raw}
-        if query.get("changes", "0") not in ("0", "false"):
-            body["changes"] = [_change_json(c, with_content=False) for c in self.market.changes]
-        return _json(body)
-
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        try:
-            recent = int(request.query.get("recent", "50"))
-        except ValueError:
-            return _json({"error": "recent must be an integer"}, status=400)
-        return _json(self.stats.summary(recent))
-
-    async def _get_faults(self, _request: web.Request) -> web.Response:
-        return _json(self.faults.to_json())
-
-    async def _post_faults(self, request: web.Request) -> web.Response:
-        try:
-            patch = await request.json()
-            if not isinstance(patch, dict):
-                raise ValueError("send a JSON object of knob names and values")
-            self.faults.update(patch)
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            return _json({"error": str(exc)}, status=400)
-        if "rate_limit_per_second" in patch or "ban_seconds" in patch:
-            self.gateway.injector.clear_bans()
-        return _json(self.faults.to_json())
-
-    async def _post_market(self, request: web.Request) -> web.Response:
-        try:
-            command = await request.json()
-            if not isinstance(command, dict):
-                raise ValueError("send a JSON object")
-            action = command.get("action")
-            changes: list[MarketChange] = []
-            if "rate" in command:
-                self.market.set_rate(float(command["rate"]))
-            if action == "pause":
-                self.market.pause()
-            elif action == "resume":
-                self.market.resume()
-                if not self.market.running and self.market.rate > 0:
-                    self.market.start()
-            elif action == "step":
-                count = int(command.get("n", 1))
-                if not 0 <= count <= 100_000:
-                    raise ValueError("n must be between 0 and 100000")
-                changes = self.market.step(count)
-            elif action == "buyer_memo":
-                # The buyer types a memo (by default one holding a NUL and a lone surrogate).
-                text = command.get("text", ODD_BUYER_TEXT)
-                if not isinstance(text, str):
-                    raise ValueError("text must be a string")
-                changes = [self.market.edit_buyer_memo(int(command["tid"]), text)]
-            elif action is not None:
-                raise ValueError("action must be pause, resume, step or buyer_memo")
-        except (ValueError, TypeError, KeyError) as exc:
-            return _json({"error": str(exc)}, status=400)
-        return _json(
-            {
-                "paused": self.market.paused,
-                "running": self.market.running,
-                "rate": self.market.rate,
-                "change_count": self.market.change_count,
-                "changes": [_change_json(c, with_content=True) for c in changes],
-            }
-        )
-
-    async def _get_tmc(self, _request: web.Request) -> web.Response:
-        return _json(self.tmc_summary())
+        """See Market.truth_async."""
+        return await self.market.truth_async(shop=shop, digests=digests, tids=tids)
 
     def tmc_summary(self) -> dict[str, Any]:
         """Push-side counters and the messages the server withheld (only reconciliation recovers them)."""
-        st = self.tmc.stats
-        counters = {
-            name: getattr(st, name)
-            for name in (
-                "published",
-                "delivered",
-                "redelivered",
-                "confirmed",
-                "confirm_unknown",
-                "failed",
-                "expired",
-                "duplicated",
-                "reordered",
-                "connections",
-                "refused",
-                "rejected_upgrades",
-                "dropped",
-                "closed",
-                "oversized",
-                "unknown_headers",
-                "pull_requests",
-                "malformed",
-            )
-        }
-        return {
-            **counters,
-            "pending": self.tmc.pending(self.app_key, self.config.tmc_group),
-            # `seq`: the market change a withheld message announced (None: not a market change).
-            "withheld": [self._withheld_json(m) for m in self.tmc.withheld],
-            "faults": _tmc_faults_json(self.tmc.faults),
-        }
-
-    def _withheld_json(self, message: LostMessage) -> dict[str, Any]:
-        return {
-            "id": message.id,
-            "tid": message.tid,
-            "topic": message.topic,
-            "reason": message.reason,
-            "seq": self._withheld_seq.get(message.id),
-        }
-
-    async def _post_tmc(self, request: web.Request) -> web.Response:
-        """Patch the TMC fault knobs; `{"drop_now": true}` aborts every live connection at once,
-        `{"close_now": true}` closes them with close_code and close_reason, and `{"refuse_for": S}`
-        refuses connects for S seconds (an outage)."""
-        try:
-            patch = await request.json()
-            if not isinstance(patch, dict):
-                raise ValueError("send a JSON object of knob names and values")
-            apply_tmc_faults(self.tmc.faults, patch)
-        except (ValueError, TypeError) as exc:
-            return _json({"error": str(exc)}, status=400)
-        if patch.get("drop_now"):
-            self.tmc.drop_connections()
-        if patch.get("close_now"):
-            await self.tmc.close_connections()
-        return _json(self.tmc_summary())
-
-
-_TMC_KNOBS: dict[str, type] = {
-    "drop_every": float,
-    "duplicate_fraction": float,
-    "reorder_fraction": float,
-    "reorder_delay": float,
-    "lose_fraction": float,
-    "lose_while_disconnected": bool,
-    "close_every": float,
-    "close_code": int,
-    "close_reason": str,
-    "close_next": int,
-    "close_next_after": float,
-    "oversize_every": int,
-    "oversize_next": int,
-    "oversize_bytes": int,
-    "unknown_header_fraction": float,
-    "unknown_header_kind": str,
-    "refund_topics": bool,
-}
-_TMC_ACTIONS = ("drop_now", "close_now")
-_NULLABLE = ("drop_every", "close_every")
-
-
-def _close_code_ok(code: int) -> bool:
-    # Codes a server may put in a close frame: the defined ones except those reserved for "no frame".
-    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
-        3000 <= code <= 4999
-    )
-
-
-def _tmc_knob(name: str, kind: type, value: Any) -> Any:
-    if value is None and name in _NULLABLE:
-        return None
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is int and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        if name == "close_code" and not _close_code_ok(value):
-            raise ValueError(f"close_code {value} cannot be sent in a close frame")
-        if name == "oversize_bytes" and value < 1:
-            raise ValueError("oversize_bytes must be at least 1")
-        return value
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        if name.endswith("_fraction") and value > 1:
-            raise ValueError(f"{name} must be between 0 and 1")
-        return float(value)
-    if kind is str and isinstance(value, str):
-        if name == "close_reason" and len(value.encode("utf-8", "replace")) > 123:
-            raise ValueError("close_reason must fit in 123 UTF-8 bytes")
-        if name == "close_reason" and any("\ud800" <= ch <= "\udfff" for ch in value):
-            raise ValueError("close_reason must be valid Unicode (a close frame carries UTF-8)")
-        if name == "unknown_header_kind" and value not in UNKNOWN_HEADER_KINDS:
-            raise ValueError(f"unknown_header_kind must be one of {list(UNKNOWN_HEADER_KINDS)}")
-        return value
-    expected = {bool: "boolean", int: "integer >= 0", float: "number >= 0", str: "string"}[kind]
-    raise ValueError(f"{name} must be a {expected}")
-
-
-def apply_tmc_faults(faults: TmcFaults, patch: dict[str, Any]) -> None:
-    """Validate every entry first, then apply: a bad patch changes nothing."""
-    updates: dict[str, Any] = {}
-    for name, value in patch.items():
-        if name in _TMC_ACTIONS:
-            continue
-        if name == "refuse_for":
-            if not isinstance(value, int | float) or value < 0:
-                raise ValueError("refuse_for must be a number of seconds >= 0")
-            continue
-        kind = _TMC_KNOBS.get(name)
-        if kind is None:
-            raise ValueError(f"unknown TMC knob {name!r}; known: {sorted(_TMC_KNOBS)}")
-        updates[name] = _tmc_knob(name, kind, value)
-    for name, value in updates.items():
-        setattr(faults, name, value)
-    if "refuse_for" in patch:
-        faults.refuse_connects_for(float(patch["refuse_for"]))
-
-
-def _tmc_faults_json(faults: TmcFaults) -> dict[str, Any]:
-    return {name: getattr(faults, name) for name in _TMC_KNOBS} | {"refusing": faults.refusing()}
-
-
-def _change_json(change: MarketChange, with_content: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "seq": change.seq,
-        "tid": change.tid,
-        "seller_nick": change.seller_nick,
-        "topic": change.topic,
-        "modified": format_top_time(change.modified),
-        "status": change.status,
-    }
-    if with_content:
-        out["content"] = change.content
-    return out
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        # Truth fields can hold lone surrogates a buyer typed: JSON text spells them as escapes.
-        text=escape_surrogates(json.dumps(body, ensure_ascii=False)),
-        status=status,
-        content_type="application/json",
-        charset="utf-8",
-    )
+        return self._pushes.summary()

@@ -1,10 +1,14 @@
-"""Fault knobs of the stand-in TMC server. Mutable at runtime; every random choice uses the server's
-seeded RNG, so a scenario replays the same way for the same sequence of calls."""
+"""Fault knobs of the stand-in TMC server and their validation. Mutable at runtime; every random choice
+uses the server's seeded RNG, so a scenario replays the same way for the same sequence of calls."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from simulator.tmc_frames import UNKNOWN_HEADER_KINDS
 
 
 @dataclass(slots=True)
@@ -56,3 +60,85 @@ class TmcFaults:
 
     def refusing(self) -> bool:
         return time.monotonic() < self.refuse_until
+
+    def update(self, patch: Mapping[str, Any]) -> None:
+        """Apply a partial update (e.g. from the admin endpoint). Every entry is validated first, so a
+        bad patch changes nothing. `refuse_for` refuses connects for that many seconds from now;
+        `drop_now` and `close_now` are actions on live connections, left to whoever holds them."""
+        updates: dict[str, Any] = {}
+        for name, value in patch.items():
+            if name in ACTIONS:
+                continue
+            if name == "refuse_for":
+                if not isinstance(value, int | float) or value < 0:
+                    raise ValueError("refuse_for must be a number of seconds >= 0")
+                continue
+            kind = KNOBS.get(name)
+            if kind is None:
+                raise ValueError(f"unknown TMC knob {name!r}; known: {sorted(KNOBS)}")
+            updates[name] = _checked(name, kind, value)
+        for name, value in updates.items():
+            setattr(self, name, value)
+        if "refuse_for" in patch:
+            self.refuse_connects_for(float(patch["refuse_for"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in KNOBS} | {"refusing": self.refusing()}
+
+
+# The knobs a patch may set, with their types.
+KNOBS: dict[str, type] = {
+    "drop_every": float,
+    "duplicate_fraction": float,
+    "reorder_fraction": float,
+    "reorder_delay": float,
+    "lose_fraction": float,
+    "lose_while_disconnected": bool,
+    "close_every": float,
+    "close_code": int,
+    "close_reason": str,
+    "close_next": int,
+    "close_next_after": float,
+    "oversize_every": int,
+    "oversize_next": int,
+    "oversize_bytes": int,
+    "unknown_header_fraction": float,
+    "unknown_header_kind": str,
+    "refund_topics": bool,
+}
+ACTIONS = ("drop_now", "close_now")
+_NULLABLE = ("drop_every", "close_every")
+
+
+def _close_code_ok(code: int) -> bool:
+    # Codes a server may put in a close frame: the defined ones except those reserved for "no frame".
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
+        3000 <= code <= 4999
+    )
+
+
+def _checked(name: str, kind: type, value: Any) -> Any:
+    if value is None and name in _NULLABLE:
+        return None
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if name == "close_code" and not _close_code_ok(value):
+            raise ValueError(f"close_code {value} cannot be sent in a close frame")
+        if name == "oversize_bytes" and value < 1:
+            raise ValueError("oversize_bytes must be at least 1")
+        return value
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if name.endswith("_fraction") and value > 1:
+            raise ValueError(f"{name} must be between 0 and 1")
+        return float(value)
+    if kind is str and isinstance(value, str):
+        if name == "close_reason" and len(value.encode("utf-8", "replace")) > 123:
+            raise ValueError("close_reason must fit in 123 UTF-8 bytes")
+        if name == "close_reason" and any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise ValueError("close_reason must be valid Unicode (a close frame carries UTF-8)")
+        if name == "unknown_header_kind" and value not in UNKNOWN_HEADER_KINDS:
+            raise ValueError(f"unknown_header_kind must be one of {list(UNKNOWN_HEADER_KINDS)}")
+        return value
+    expected = {bool: "boolean", int: "integer >= 0", float: "number >= 0", str: "string"}[kind]
+    raise ValueError(f"{name} must be a {expected}")

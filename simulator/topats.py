@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from simulator.clock import whole_seconds
-from simulator.market import Market, Payload
+from simulator.market import Market
 from simulator.top_protocol import FieldSelection, TopError, dump_json, invalid, parse_int, require
-from simulator.tradegen import top_time
+from simulator.trade_index import Payload
+from simulator.trade_values import top_time
 from taobao.timefmt import GMT8
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 
 from simulator.clock import whole_seconds
 from simulator.lifecycle import ALL_STATUSES, STATUS_QUERY_GROUPS
-from simulator.market import Market, Payload, TradeRecord, Version
+from simulator.market import Market
 from simulator.top_protocol import (
     FieldSelection,
     TopError,
@@ -23,7 +23,9 @@ from simulator.top_protocol import (
     parse_time,
     require,
 )
-from simulator.tradegen import DEFAULT_QUERY_TYPES, KNOWN_TYPES, TYPE_QUERY_GROUPS, Skeleton
+from simulator.trade_index import Payload, TradeRecord, Version
+from simulator.trade_types import DEFAULT_QUERY_TYPES, KNOWN_TYPES, TYPE_QUERY_GROUPS
+from simulator.tradegen import Skeleton
 
 # increment.get may cover at most one day (docs/top-api.md#one-day-span).
 MAX_INCREMENT_SPAN_SECONDS = 86400

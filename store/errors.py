@@ -22,6 +22,17 @@ DATABASE_ERRORS: Final = (
     TimeoutError,
 )
 
+# What PostgreSQL answers about the data of a write, not about the connection: a value it cannot hold
+# (DataError, raised by asyncpg's encoders too), a constraint (a CHECK the ERP's DBA added, NOT NULL,
+# a foreign key), a trigger's RAISE, a limit (a JSON nested too deep). A batch refused with one of
+# these is bisected to find the trades it is about (docs/design.md#bad-input-never-crashes).
+TRADE_REFUSALS: Final = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.RaiseError,
+    asyncpg.ProgramLimitExceededError,
+)
+
 
 class StoreError(OrderSyncError):
     """The database refused or lost a store operation; the transaction was rolled back."""

@@ -21,8 +21,9 @@ from store.coverage import Coverage, Fence, ProvenBy
 from store.errors import StoreError
 from store.gap_reports import Cause, GapReport, Outcome, PassCounts, RecoveredTrade, StreamConnection
 from store.initial_loads import LoadPart, LoadState
-from store.memory_trades import MemoryTrades
+from store.memory_trades import MemoryTrades, MemoryUnresolved
 from store.ports import ReconcilerStore
+from store.unresolved import without
 
 
 def _now() -> datetime:
@@ -43,6 +44,25 @@ class MemoryDatabase:
         self.parts: dict[str, dict[datetime, LoadPart]] = {}
         self.ids = itertools.count(1)
         self.shop_locks: dict[str, asyncio.Lock] = {}
+        self.trades.cut = self.cut
+
+    def cut(self, shop: str, hole: Interval) -> None:
+        """`store.pg_coverage.cut`: `hole` taken out of the shop's proven stretches."""
+        kept: list[tuple[str, Coverage]] = []
+        for row_shop, row in self.coverage:
+            if row_shop != shop or row.interval.end <= hole.start or row.interval.start >= hole.end:
+                kept.append((row_shop, row))
+                continue
+            kept += [(shop, Coverage(part, row.proven_by)) for part in without(row.interval, [hole])]
+        self.coverage = kept
+
+    def holds(self, shop: str, interval: Interval) -> list[Interval]:
+        """The stretches `shop`'s unresolved trades belong to that reach into `interval`."""
+        return [
+            row.belongs
+            for row in self.trades.unresolved.values()
+            if row.shop == shop and row.belongs.end > interval.start and row.belongs.start < interval.end
+        ]
 
     def new_report(
         self,
@@ -104,20 +124,25 @@ class MemoryCoverageLedger:
         async with db.shop_locks.setdefault(shop, asyncio.Lock()):
             if fence is not None:
                 await fence(db, shop)
+            for part in without(interval, db.holds(shop, interval)):
+                self._merge(shop, part, proven_by)
 
-            def mergeable(row_shop: str, row: Coverage) -> bool:
-                return (
-                    row_shop == shop
-                    and row.proven_by is proven_by
-                    and row.interval.start <= interval.end
-                    and row.interval.end >= interval.start
-                )
+    def _merge(self, shop: str, interval: Interval, proven_by: ProvenBy) -> None:
+        db = self._db
 
-            taken = [row.interval for row_shop, row in db.coverage if mergeable(row_shop, row)]
-            start = min([interval.start, *(i.start for i in taken)])
-            end = max([interval.end, *(i.end for i in taken)])
-            db.coverage = [(s, row) for s, row in db.coverage if not mergeable(s, row)]
-            db.coverage.append((shop, Coverage(Interval(start, end), proven_by)))
+        def mergeable(row_shop: str, row: Coverage) -> bool:
+            return (
+                row_shop == shop
+                and row.proven_by is proven_by
+                and row.interval.start <= interval.end
+                and row.interval.end >= interval.start
+            )
+
+        taken = [row.interval for row_shop, row in db.coverage if mergeable(row_shop, row)]
+        start = min([interval.start, *(i.start for i in taken)])
+        end = max([interval.end, *(i.end for i in taken)])
+        db.coverage = [(s, row) for s, row in db.coverage if not mergeable(s, row)]
+        db.coverage.append((shop, Coverage(Interval(start, end), proven_by)))
 
     async def coverage(
         self, shop: str, lo: datetime | None = None, hi: datetime | None = None
@@ -352,6 +377,7 @@ def memory_reconciler_store(db: MemoryDatabase | None = None, *, replica: str) -
         reports=MemoryGapReports(db, replica),
         loads=MemoryInitialLoads(db, replica),
         trades=db.trades,
+        unresolved=MemoryUnresolved(db.trades),
     )
 
 

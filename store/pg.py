@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from types import TracebackType
 
 import asyncpg
 
-from store import sql
+from common.intervals import Interval
+from store import reconciler_sql, sql
+from store.bisect import bisect
 from store.constants import DEFAULT_NOTIFY_CHANNEL, SERVER_SETTINGS
-from store.errors import DATABASE_ERRORS, StoreError
+from store.errors import DATABASE_ERRORS, TRADE_REFUSALS, StoreError
+from store.pg_coverage import cut
 from store.types import ApplyResult
-from store.upsert import apply_batch
-from store.validation import storable_text
+from store.unresolved import TradeDebt
+from store.upsert import write_prepared
+from store.validation import PreparedTrade, Rejection, prepare_batch, rejection, storable_text
 from taobao.models import Trade
 
 logger = logging.getLogger(__name__)
@@ -26,6 +32,36 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _ATTEMPTS = 3
 
 
+# The `kind` of a trade PostgreSQL refused: the `reason` label of dead_letters_total.
+REFUSED_BY_DATABASE = "refused_by_database"
+
+
+def _refused_by_database(prepared: PreparedTrade, exc: BaseException) -> Rejection:
+    what = f"PostgreSQL refused it ({type(exc).__name__}: {exc})"
+    logger.warning(
+        "trade %s refused by PostgreSQL: %s",
+        prepared.trade.tid,
+        type(exc).__name__,
+        extra={"action": "trade_refused", "tid": prepared.trade.tid, "shop": prepared.trade.seller_nick},
+    )
+    return rejection(prepared.trade, what[:1000], REFUSED_BY_DATABASE)
+
+
+def _combined(results: Sequence[ApplyResult], refused: Sequence[Rejection]) -> ApplyResult:
+    """The results of the parts of one bisected batch as one."""
+    changed = tuple(sorted(tid for r in results for tid in r.changed))
+    unchanged = tuple(tid for r in results for tid in r.unchanged)
+    first = results[0] if results else ApplyResult(changed=(), unchanged=())
+    return dataclasses.replace(
+        first,
+        changed=changed,
+        unchanged=unchanged,
+        refused=tuple(refused),
+        flawed=tuple(f for r in results for f in r.flawed),
+        replaced=tuple(t for r in results for t in r.replaced),
+    )
+
+
 def check_channel(channel: str) -> str:
     if not _CHANNEL.match(channel):
         raise ValueError(f"notify channel must be a lower-case identifier of at most 63 bytes: {channel!r}")
@@ -35,8 +71,9 @@ def check_channel(channel: str) -> str:
 class PgStore:
     """Guarded upserts, the change feed, NOTIFY and dead letters over one asyncpg pool.
 
-    `apply_trades` runs one transaction per call; see `store.upsert` for what it does and
-    `store.types.ApplyResult` for what it returns. Invalid trades are quarantined, never raised.
+    `apply_trades` runs one transaction per call, or, when PostgreSQL refuses the batch for a reason
+    about its data, bisects it (`store.bisect`); see `store.upsert` for what it does and
+    `store.types.ApplyResult` for what it returns. Trades it cannot store are reported, never raised.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, notify_channel: str = DEFAULT_NOTIFY_CHANNEL) -> None:
@@ -71,10 +108,21 @@ class PgStore:
             raise ValueError("source must name who fetched the trades (e.g. 'stream', 'backfill')")
         if not trades:
             return ApplyResult(changed=(), unchanged=())
+        prepared, refused = prepare_batch(trades)
+
+        async def write(part: Sequence[PreparedTrade]) -> ApplyResult:
+            return await self._write(part, source)
+
+        results, failures = await bisect(prepared, write, lambda exc: isinstance(exc, TRADE_REFUSALS))
+        refused += [_refused_by_database(p, exc) for p, exc in failures]
+        return _combined(results, refused)
+
+    async def _write(self, prepared: Sequence[PreparedTrade], source: str) -> ApplyResult:
+        """One transaction; deadlocks retried; a refusal about the data raised as the driver's error."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 async with self._pool.acquire() as conn:
-                    return await apply_batch(conn, trades, source=source, channel=self.notify_channel)
+                    return await write_prepared(conn, prepared, source=source, channel=self.notify_channel)
             except _RETRYABLE as exc:
                 if attempt == _ATTEMPTS:
                     raise StoreError(f"apply_trades gave up after {attempt} attempts: {exc}") from exc
@@ -83,9 +131,54 @@ class PgStore:
                     type(exc).__name__,
                     extra={"action": "apply_retry", "attempt": attempt},
                 )
+            except TRADE_REFUSALS:
+                raise
             except DATABASE_ERRORS as exc:
                 raise StoreError(f"apply_trades failed: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def record_unresolved(
+        self, debt: TradeDebt, *, at: datetime, delay: Callable[[int], float], history: bool
+    ) -> int:
+        """Record `debt` as unresolved (docs/design.md#unresolved-trades-block-proof), with its
+        dead-letter row when `history`, in one transaction under the shop's ledger lock: its next
+        attempt `delay(attempts)` seconds after `at`, and the stretch it belongs to cut out of what is
+        proven. Returns its attempts."""
+        shop, source = storable_text(debt.shop), storable_text(debt.source)
+        reason = storable_text(debt.reason)
+
+        async def write() -> int:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(reconciler_sql.LOCK_SHOP, shop)
+                if history:
+                    await conn.execute(
+                        sql.INSERT_DEAD_LETTER, source, reason, debt.payload or b"", debt.tid, shop
+                    )
+                row = await conn.fetchrow(
+                    reconciler_sql.RECORD_UNRESOLVED,
+                    shop,
+                    debt.tid,
+                    source,
+                    storable_text(debt.kind),
+                    reason,
+                    at,
+                    debt.belongs.start,
+                    debt.belongs.end,
+                    debt.modified,
+                    debt.stored,
+                    debt.payload,
+                )
+                assert row is not None  # INSERT ... RETURNING
+                attempts = int(row["attempts"])
+                next_attempt = at + timedelta(seconds=delay(attempts))
+                await conn.execute(reconciler_sql.SCHEDULE_UNRESOLVED, shop, debt.tid, next_attempt)
+                await cut(conn, shop, Interval(row["belongs_from"], row["belongs_until"]))
+                return attempts
+
+        try:
+            return await write()
+        except DATABASE_ERRORS as exc:
+            raise StoreError(f"recording an unresolved trade failed: {exc}") from exc
 
     async def dead_letter(
         self,

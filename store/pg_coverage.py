@@ -1,4 +1,6 @@
-"""`CoverageLedger` over PostgreSQL (tables `coverage` and `sync_shops`)."""
+"""`CoverageLedger` over PostgreSQL (tables `coverage` and `sync_shops`). A proof leaves out the stretches
+the shop's unresolved trades belong to (`store.unresolved`); `cut` takes such a stretch out of what is
+proven already. Both run under the shop's ledger lock."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from common.intervals import Interval
 from store import reconciler_sql as sql
 from store.coverage import Coverage, Fence, ProvenBy
 from store.errors import guarded
+from store.unresolved import without
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +35,10 @@ class PgCoverageLedger:
                 await conn.execute(sql.LOCK_SHOP, shop)
                 if fence is not None:
                     await fence(conn, shop)
-                rows = await conn.fetch(
-                    sql.TAKE_MERGEABLE, shop, proven_by.value, interval.start, interval.end
-                )
-                start = min([interval.start, *(r["interval_start"] for r in rows)])
-                end = max([interval.end, *(r["interval_end"] for r in rows)])
-                await conn.execute(sql.INSERT_COVERAGE, shop, start, end, proven_by.value)
+                holds = await conn.fetch(sql.SELECT_HOLDS, shop, interval.start, interval.end)
+                held = [Interval(r["belongs_from"], r["belongs_until"]) for r in holds]
+                for part in without(interval, held):
+                    await _merge(conn, shop, part, proven_by)
 
         await guarded("recording coverage", write)
         logger.debug(
@@ -81,3 +82,27 @@ class PgCoverageLedger:
         value = await guarded("registering a shop", write)
         assert isinstance(value, datetime)
         return value
+
+
+async def _merge(conn: Any, shop: str, interval: Interval, proven_by: ProvenBy) -> None:
+    rows = await conn.fetch(sql.TAKE_MERGEABLE, shop, proven_by.value, interval.start, interval.end)
+    start = min([interval.start, *(r["interval_start"] for r in rows)])
+    end = max([interval.end, *(r["interval_end"] for r in rows)])
+    await conn.execute(sql.INSERT_COVERAGE, shop, start, end, proven_by.value)
+
+
+async def cut(conn: Any, shop: str, hole: Interval) -> None:
+    """Take `hole` out of `shop`'s proven stretches, on a connection inside a transaction that holds the
+    shop's ledger lock (`sql.LOCK_SHOP`)."""
+    rows = await conn.fetch(sql.CUT_COVERAGE, shop, hole.start, hole.end)
+    for row in rows:
+        kept = Interval(row["interval_start"], row["interval_end"])
+        for part in without(kept, [hole]):
+            await conn.execute(sql.INSERT_COVERAGE, shop, part.start, part.end, row["proven_by"])
+    if rows:
+        logger.warning(
+            "proof withdrawn for %s .. %s: an unresolved trade belongs there",
+            hole.start.isoformat(),
+            hole.end.isoformat(),
+            extra={"action": "coverage_cut", "shop": shop},
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from store import reconciler_sql as sql
@@ -11,13 +11,16 @@ from store.pg import PgStore
 from store.pg_coverage import PgCoverageLedger
 from store.pg_loads import PgInitialLoads
 from store.pg_reports import PgGapReports
+from store.pg_unresolved import PgUnresolved
 from store.ports import ReconcilerStore
 from store.types import ApplyResult
+from store.unresolved import TradeDebt
 from taobao.models import Trade
 
 
 class PgTrades:
-    """`ReconcilerTrades`: `PgStore`'s guarded upsert and dead letters, and the backfill's lookups."""
+    """`ReconcilerTrades`: `PgStore`'s guarded upsert, dead letters and unresolved trades, and the
+    backfill's lookups."""
 
     def __init__(self, store: PgStore) -> None:
         self._store = store
@@ -36,6 +39,11 @@ class PgTrades:
         shop: str | None = None,
     ) -> None:
         await self._store.dead_letter(source=source, reason=reason, payload=payload, tid=tid, shop=shop)
+
+    async def record_unresolved(
+        self, debt: TradeDebt, *, at: datetime, delay: Callable[[int], float], history: bool
+    ) -> int:
+        return await self._store.record_unresolved(debt, at=at, delay=delay, history=history)
 
     async def existing_tids(self, tids: Sequence[int]) -> set[int]:
         rows = await guarded(
@@ -76,4 +84,5 @@ def pg_reconciler_store(store: PgStore, *, replica: str) -> ReconcilerStore:
         reports=PgGapReports(pool, replica),
         loads=PgInitialLoads(pool, replica),
         trades=PgTrades(store),
+        unresolved=PgUnresolved(pool),
     )

@@ -1,10 +1,11 @@
 """The interfaces through which the reconciler reaches the database (docs/design.md#storage-seam), and
-the bundle it is given. Each has a PostgreSQL implementation (`store.pg_reconciler` assembles them) and
-an in-memory one with the same semantics (`store.memory`), for unit tests of the reconciler's parts."""
+the bundle it is given (unresolved trades: `store.unresolved`). Each has a PostgreSQL implementation
+(`store.pg_reconciler` assembles them) and an in-memory one with the same semantics (`store.memory`),
+for unit tests of the reconciler's parts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -13,6 +14,7 @@ from store.coverage import CoverageLedger
 from store.gap_reports import GapReports
 from store.initial_loads import InitialLoads
 from store.types import ApplyResult
+from store.unresolved import TradeDebt, UnresolvedTrades
 from taobao.models import Trade
 
 
@@ -30,10 +32,24 @@ class DeadLetters(Protocol):
         ...
 
 
-class TradeWriter(DeadLetters, Protocol):
+class FailureLog(DeadLetters, Protocol):
+    """Where `store.fetch_apply.TradeFailures` writes (both the stream's store and the reconciler's)."""
+
+    async def record_unresolved(
+        self, debt: TradeDebt, *, at: datetime, delay: Callable[[int], float], history: bool
+    ) -> int:
+        """Record `debt` as unresolved (docs/design.md#unresolved-trades-block-proof) and, when
+        `history`, its dead-letter row, in one transaction: the row's next attempt is `delay(attempts)`
+        seconds after `at`, and the stretch it belongs to is cut out of the shop's proven ones. Returns
+        the row's attempts."""
+        ...
+
+
+class TradeWriter(FailureLog, Protocol):
     async def apply_trades(self, trades: Sequence[Trade], *, source: str) -> ApplyResult:
-        """The guarded upsert (docs/design.md#modified-never-goes-backwards): one transaction; trades that
-        fail validation are quarantined as dead letters in it and reported `rejected`."""
+        """The guarded upsert (docs/design.md#modified-never-goes-backwards); trades it cannot store are
+        reported (`ApplyResult.refused`, `flawed`), never raised; it resolves the unresolved rows the
+        stored versions pay."""
         ...
 
 
@@ -71,3 +87,4 @@ class ReconcilerStore:
     reports: GapReports
     loads: InitialLoads
     trades: ReconcilerTrades
+    unresolved: UnresolvedTrades

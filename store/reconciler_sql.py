@@ -208,3 +208,73 @@ FINISH_PART: Final = """
 UPDATE initial_load_parts SET state = 'done', trades = $3, updated_at = now()
 WHERE shop = $1 AND part_start = $2
 """
+
+# -- unresolved trades (store/migrations/040; docs/design.md#unresolved-trades-block-proof) -----------
+
+# A failure recorded: a new row, or the row failing again (store.unresolved.merged does the same in
+# memory): its first source and failure stay, its stretch grows to hold both, the newest version known
+# wins (greatest ignores NULL), the rest is the latest failure's.
+RECORD_UNRESOLVED: Final = """
+INSERT INTO unresolved_trades AS u (
+    shop, tid, source, kind, reason, attempts, first_failure, last_failure, next_attempt,
+    belongs_from, belongs_until, modified, stored, payload
+)
+VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (shop, tid) DO UPDATE SET
+    kind = EXCLUDED.kind,
+    reason = EXCLUDED.reason,
+    attempts = u.attempts + 1,
+    last_failure = EXCLUDED.last_failure,
+    belongs_from = least(u.belongs_from, EXCLUDED.belongs_from),
+    belongs_until = greatest(u.belongs_until, EXCLUDED.belongs_until),
+    modified = greatest(u.modified, EXCLUDED.modified),
+    stored = EXCLUDED.stored,
+    payload = coalesce(EXCLUDED.payload, u.payload)
+RETURNING attempts, belongs_from, belongs_until
+"""
+
+SCHEDULE_UNRESOLVED: Final = "UPDATE unresolved_trades SET next_attempt = $3 WHERE shop = $1 AND tid = $2"
+
+# Every proven stretch (of any kind) of the shop that reaches into [$2, $3), taken out to be put back
+# without that part.
+CUT_COVERAGE: Final = """
+DELETE FROM coverage
+WHERE shop = $1 AND interval_start < $3 AND interval_end > $2
+RETURNING interval_start, interval_end, proven_by
+"""
+
+# The stretches the shop's unresolved trades belong to that reach into [$2, $3).
+SELECT_HOLDS: Final = """
+SELECT belongs_from, belongs_until FROM unresolved_trades
+WHERE shop = $1 AND belongs_until > $2 AND belongs_from < $3
+"""
+
+UNRESOLVED_COLUMNS: Final = """
+shop, tid, source, kind, reason, attempts, first_failure, last_failure, next_attempt, belongs_from,
+belongs_until, modified, stored
+"""
+
+SELECT_UNRESOLVED: Final = f"""
+SELECT {UNRESOLVED_COLUMNS} FROM unresolved_trades
+WHERE $1::text IS NULL OR shop = $1
+ORDER BY first_failure, tid
+"""
+
+SELECT_UNRESOLVED_DUE: Final = f"""
+SELECT {UNRESOLVED_COLUMNS} FROM unresolved_trades
+WHERE shop = ANY($1::text[]) AND next_attempt <= $2
+ORDER BY next_attempt, tid
+LIMIT $3
+"""
+
+SELECT_UNRESOLVED_WITHIN: Final = f"""
+SELECT {UNRESOLVED_COLUMNS} FROM unresolved_trades
+WHERE shop = $1 AND belongs_until > $2 AND belongs_from < $3
+ORDER BY belongs_from, tid
+"""
+
+COUNT_UNRESOLVED: Final = "SELECT shop, count(*) AS n FROM unresolved_trades GROUP BY shop"
+
+RETRY_UNRESOLVED_NOW: Final = """
+UPDATE unresolved_trades SET next_attempt = $1 WHERE $2::text IS NULL OR shop = $2
+"""

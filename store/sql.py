@@ -136,6 +136,20 @@ SELECT $1, r.reason, r.payload, r.tid, r.shop
 FROM unnest($2::text[], $3::bytea[], $4::bigint[], $5::text[]) AS r(reason, payload, tid, shop)
 """
 
+# -- unresolved trades (docs/design.md#unresolved-trades-block-proof)
+# ---------------------------------------------------------------------
+
+# In the upsert's transaction, for the trades it just wrote whole: the rows their stored version pays
+# (store.unresolved.resolves): at least the newest version known of the trade, or, when none is known,
+# a version read after the last failure. `t` is the row as the upsert left it (maybe newer still).
+RESOLVE_STORED: Final = """
+DELETE FROM unresolved_trades u
+USING trades t, unnest($1::bigint[], $2::timestamptz[]) AS s(tid, read_at)
+WHERE u.tid = s.tid AND t.tid = s.tid
+  AND CASE WHEN u.modified IS NOT NULL THEN t.modified >= u.modified
+           ELSE s.read_at IS NOT NULL AND s.read_at >= u.last_failure END
+"""
+
 # -- the ERP's catch-up read -----------------------------------------------------------------------
 
 # Positions are dense and committed in order, so "everything after my cursor" is exact: re-run it

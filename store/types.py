@@ -5,22 +5,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from store.validation import Rejection
+
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """What one guarded upsert batch did: `changed` tids got a feed row; `unchanged` were already at
-    this state or newer (docs/design.md#modified-never-goes-backwards), which still counts as committed for
+    """What one guarded upsert did: `changed` tids got a feed row; `unchanged` were already at this
+    state or newer (docs/design.md#modified-never-goes-backwards), which still counts as committed for
     confirming.
 
-    `rejected` tids failed validation (e.g. no `modified`): each was quarantined as a dead-letter row
-    in the same transaction and the rest of the batch was applied (docs/design.md#bad-input-never-crashes).
-    The quarantine is committed, so a caller may confirm the message that announced them; the reconciler is
-    the backstop. A tid can be both rejected and changed/unchanged when the batch also held a valid version of
-    it."""
+    `refused` trades were not stored (validation refused them, or PostgreSQL did and the batch was
+    bisected to find them); `flawed` ones were stored with fields PostgreSQL cannot hold left empty
+    (their tids are among `changed`/`unchanged`). The store writes nothing about either: the caller
+    records each as unresolved (`store.fetch_apply.apply_fetched` does) before it settles them
+    (docs/design.md#bad-input-never-crashes). `replaced`: stored tids whose text had U+0000 or lone
+    surrogates replaced; their originals were written as dead-letter rows in the same transaction.
+    A tid can be both refused and changed/unchanged when the batch also held a storable version of it."""
 
     changed: tuple[int, ...]
     unchanged: tuple[int, ...]
-    rejected: tuple[int, ...] = ()
+    refused: tuple[Rejection, ...] = ()
+    flawed: tuple[Rejection, ...] = ()
+    replaced: tuple[int, ...] = ()
+
+    @property
+    def rejected(self) -> tuple[int, ...]:
+        """The tids of `refused`."""
+        return tuple(r.tid for r in self.refused)
 
 
 @dataclass(frozen=True, slots=True)

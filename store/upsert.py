@@ -6,17 +6,22 @@ own transaction should commit right after it: every other feed writer waits on t
 then. Applying the same trades again is harmless (they come back `unchanged`), so a caller that lost
 its connection during COMMIT may simply retry.
 
-Statements, in this order and within one transaction:
-  1. quarantine invalid trades (dead_letters);
+Trades validation refuses are only reported (`ApplyResult.refused`): the caller records them as
+unresolved. Statements, in this order and within one transaction:
+  1. the originals of trades whose text had U+0000 or lone surrogates replaced, as dead-letter rows
+     (history: the stored trade is complete);
   2. upsert trades from unnest() arrays, guarded by `modified` and the content hash; RETURNING tells
      which rows really changed;
   3. replace the sub-orders of the changed trades;
-  4. last: take feed positions from the counter row, append feed rows, queue NOTIFYs. The counter row
+  4. resolve the unresolved rows the stored versions pay (`store.unresolved.resolves`; not by a trade
+     stored with fields left empty);
+  5. last: take feed positions from the counter row, append feed rows, queue NOTIFYs. The counter row
      stays locked until COMMIT, which is what makes positions commit-ordered (see sql.APPEND_FEED).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -29,7 +34,7 @@ from asyncpg.pool import PoolConnectionProxy
 from store import sql
 from store.constants import PAYLOAD_TEXT_LIMIT
 from store.types import ApplyResult
-from store.validation import PreparedTrade, Rejection, prepare_batch
+from store.validation import PreparedTrade, flawed, prepare_batch
 from taobao.models import Trade
 
 logger = logging.getLogger(__name__)
@@ -38,14 +43,34 @@ logger = logging.getLogger(__name__)
 AnyConnection = Connection | PoolConnectionProxy
 
 
+# The reason on the dead-letter row that keeps a trade's original text (docs/design.md#text-replaced).
+TEXT_REPLACED = "text held U+0000 or lone surrogates, stored as U+FFFD; the original is kept here"
+
+
 async def apply_batch(
     conn: AnyConnection, trades: Sequence[Trade], *, source: str, channel: str
 ) -> ApplyResult:
     """Apply `trades` (any order, duplicates allowed) and return what changed. See module docstring."""
-    prepared, rejected = prepare_batch(trades)
+    prepared, refused = prepare_batch(trades)
+    result = await write_prepared(conn, prepared, source=source, channel=channel)
+    return dataclasses.replace(result, refused=tuple(refused))
+
+
+async def write_prepared(
+    conn: AnyConnection, prepared: Sequence[PreparedTrade], *, source: str, channel: str
+) -> ApplyResult:
+    """Write trades validation let through (one per tid), in one transaction: steps 1-5 above."""
+    replaced = [p for p in prepared if p.replaced]
     async with conn.transaction():
-        if rejected:
-            await _quarantine(conn, rejected, source)
+        if replaced:
+            await conn.execute(
+                sql.INSERT_DEAD_LETTERS,
+                source,
+                [TEXT_REPLACED] * len(replaced),
+                [p.original for p in replaced],
+                [p.trade.tid for p in replaced],
+                [p.trade.seller_nick for p in replaced],
+            )
         rows = await conn.fetch(sql.UPSERT_TRADES, *_trade_columns(prepared), source) if prepared else []
         if rows:
             changed = {row["tid"] for row in rows}
@@ -55,6 +80,12 @@ async def apply_batch(
             order_columns = _order_columns([p for p in prepared if p.trade.tid in changed])
             if order_columns[0]:
                 await conn.execute(sql.INSERT_ORDERS, *order_columns)
+        whole = [p for p in prepared if not p.flaws]
+        if whole:
+            await conn.execute(
+                sql.RESOLVE_STORED, [p.trade.tid for p in whole], [p.trade.fetched_at for p in whole]
+            )
+        if rows:
             await conn.execute(
                 sql.APPEND_FEED,
                 [row["tid"] for row in rows],
@@ -68,28 +99,17 @@ async def apply_batch(
             )
     changed_tids = tuple(sorted(row["tid"] for row in rows))
     changed_set = set(changed_tids)
+    for p in replaced:
+        logger.warning(
+            "trade %s stored with U+FFFD for text PostgreSQL cannot hold",
+            p.trade.tid,
+            extra={"action": "trade_text_replaced", "tid": p.trade.tid, "shop": p.trade.seller_nick},
+        )
     return ApplyResult(
         changed=changed_tids,
         unchanged=tuple(p.trade.tid for p in prepared if p.trade.tid not in changed_set),
-        rejected=tuple(r.tid for r in rejected),
-    )
-
-
-async def _quarantine(conn: AnyConnection, rejected: Sequence[Rejection], source: str) -> None:
-    for r in rejected:
-        logger.warning(
-            "trade %s quarantined: %s",
-            r.tid,
-            r.reason,
-            extra={"action": "trade_quarantined", "tid": r.tid, "shop": r.shop},
-        )
-    await conn.execute(
-        sql.INSERT_DEAD_LETTERS,
-        source,
-        [r.reason for r in rejected],
-        [r.payload for r in rejected],
-        [r.tid for r in rejected],
-        [r.shop for r in rejected],
+        flawed=tuple(flawed(p) for p in prepared if p.flaws),
+        replaced=tuple(p.trade.tid for p in replaced),
     )
 
 

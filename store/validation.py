@@ -1,9 +1,18 @@
 """Pure checks and shaping before a trade reaches the database (no I/O).
 
-Anything PostgreSQL would refuse must be caught here, per trade, so one bad trade is quarantined
-instead of failing its whole batch (docs/design.md#bad-input-never-crashes): a missing `modified`, NUL
-characters (text and jsonb refuse them), lone surrogates (not UTF-8), NaN/Infinity in `raw` (jsonb refuses
-them), amounts beyond numeric(14,2), counts beyond integer, an oid twice in one trade.
+Anything PostgreSQL would refuse is caught here, per trade, so it never reaches the database as an
+error (docs/design.md#bad-input-never-crashes). What can be stored is stored
+(docs/design.md#text-replaced):
+
+* U+0000 and lone surrogates, which text and jsonb cannot hold, are replaced with U+FFFD in every
+  text column and in `raw`; the trade is stored, and the original is kept as a dead-letter row (a
+  history record, not a debt).
+* An optional field out of PostgreSQL's range (a time before year 1 in UTC, an amount beyond
+  numeric(14,2) or with an exponent no numeric holds, a count beyond integer) is stored empty (NULL);
+  the trade is stored with `raw` as received and reported `flawed`, so it stays unresolved and is read
+  again until an answer stores whole (such values are broken answers, not the trade's truth).
+* A trade whose required parts are unusable (no `modified`, `modified` out of range, `raw` that is not
+  JSON, an oid twice) is refused: unresolved, with its raw bytes.
 """
 
 from __future__ import annotations
@@ -12,41 +21,59 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel
 
 from store.constants import INT32_MAX, MONEY_DIGITS
 from store.errors import InvalidTradeError
-from taobao.models import Trade
+from taobao.models import Order, Trade
 from taobao.timefmt import format_top_time
 
 # A JSON escape for NUL: an odd number of backslashes before "u0000" (an escaped backslash followed by
 # the text "u0000" is an even number and is harmless).
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# What text and jsonb cannot hold: NUL and surrogate code points (in a Python str a valid pair is one
+# code point, so any surrogate left is a lone one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT: Final = "\ufffd"
+# asyncpg encodes numeric in binary, which refuses exponents below this; PostgreSQL's own input limit
+# is of the same order. Taobao's amounts have two decimals.
+MIN_MONEY_EXPONENT: Final = -1000
+# The `kind` of a refusal: the `reason` label of dead_letters_total.
+INVALID_TRADE: Final = "invalid_trade"
+OUT_OF_RANGE: Final = "out_of_range_field"
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedTrade:
-    """A trade that passed validation, with its canonical JSON and content hash."""
+    """A trade that can be stored, with its canonical JSON and content hash. `trade` is what is stored:
+    text replaced (`replaced`) and out-of-range optional fields emptied (`flaws` says which)."""
 
     trade: Trade
     modified: datetime
     raw_json: str
     content_hash: bytes
+    replaced: bool = False
+    flaws: tuple[str, ...] = ()
+    # The trade as received, for the dead-letter row of a replaced text or the unresolved row of a flaw.
+    original: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A trade refused by validation, shaped as a dead-letter row."""
+    """A trade the store could not keep whole, shaped for a dead-letter row and an unresolved one:
+    refused (not stored), or flawed (stored with fields left empty)."""
 
     tid: int
     shop: str | None
     reason: str
     payload: bytes
+    kind: str = INVALID_TRADE
+    modified: datetime | None = None
 
 
 def _json_default(value: Any) -> Any:
@@ -75,30 +102,138 @@ def content_hash(raw_json: str) -> bytes:
 
 
 def prepare_trade(trade: Trade) -> PreparedTrade:
-    """Validate one trade for the store; raise InvalidTradeError with a reason a person can act on."""
-    if trade.modified is None:
+    """Shape one trade for the store; raise InvalidTradeError (with a reason a person can act on) when
+    its required parts are unusable."""
+    modified = trade.modified
+    if modified is None:
         raise InvalidTradeError("no `modified` time: cannot order it against other versions", tid=trade.tid)
+    if not _time_storable(modified):
+        raise InvalidTradeError(f"`modified` {modified!r} is out of range", tid=trade.tid)
+    _check_orders(trade)
+    received = trade
+    trade, replaced = _replace_unstorable(trade)
+    trade, flaws = _empty_out_of_range(trade)
     try:
         raw_json = canonical_json(trade.raw)
-    except (TypeError, ValueError) as exc:
-        raise InvalidTradeError(f"raw is not storable JSON ({exc})", tid=trade.tid) from exc
-    texts = _texts(trade)
-    nul_in_raw = "\\u0000" in raw_json and _JSON_NUL.search(raw_json) is not None
-    if nul_in_raw or any("\x00" in text for text in texts):
-        raise InvalidTradeError("text contains a NUL character, which PostgreSQL refuses", tid=trade.tid)
-    try:
-        digest = content_hash(raw_json)
-        for text in texts:
-            text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidTradeError("text is not valid Unicode (lone surrogate)", tid=trade.tid) from exc
-    _check_numbers(trade)
-    return PreparedTrade(trade, trade.modified, raw_json, digest)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidTradeError(f"raw is not storable JSON ({type(exc).__name__})", tid=trade.tid) from exc
+    original = dead_letter_payload(received) if replaced or flaws else b""
+    return PreparedTrade(trade, modified, raw_json, content_hash(raw_json), replaced, flaws, original)
 
 
 def check_trade(trade: Trade) -> None:
-    """Raise InvalidTradeError if `apply_trades` would quarantine this trade."""
+    """Raise InvalidTradeError if `apply_trades` would refuse this trade."""
     prepare_trade(trade)
+
+
+def sanitized_text(text: str) -> str:
+    """`text` with NUL and lone surrogates replaced by U+FFFD."""
+    return _UNSTORABLE.sub(REPLACEMENT, text)
+
+
+def _replace_unstorable(trade: Trade) -> tuple[Trade, bool]:
+    """The trade with U+0000 and lone surrogates replaced by U+FFFD in its text columns and in `raw`;
+    whether anything was replaced. Cheap for the usual trade: `raw` is walked only when its JSON holds
+    one of them."""
+    texts = _texts(trade)
+    dirty = any(_UNSTORABLE.search(text) for text in texts) or _raw_unstorable(trade.raw)
+    if not dirty:
+        return trade, False
+    orders = [
+        order.model_copy(update={name: _clean(getattr(order, name)) for name in _ORDER_TEXTS})
+        for order in trade.orders
+    ]
+    update: dict[str, Any] = {name: _clean(getattr(trade, name)) for name in _TRADE_TEXTS}
+    update |= {"orders": orders, "raw": _clean_json(trade.raw)}
+    return trade.model_copy(update=update), True
+
+
+def _raw_unstorable(raw: dict[str, Any]) -> bool:
+    try:
+        text = json.dumps(raw, ensure_ascii=False, default=_json_default)
+    except (TypeError, ValueError, RecursionError):
+        return False  # not JSON at all: refused below, with the reason
+    if "\\u0000" in text and _JSON_NUL.search(text) is not None:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _clean(value: str | None) -> str | None:
+    return None if value is None else sanitized_text(value)
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return sanitized_text(value)
+    if isinstance(value, dict):
+        return {sanitized_text(k) if isinstance(k, str) else k: _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+_TRADE_TEXTS = ("seller_nick", "buyer_nick", "buyer_open_uid", "status", "type")
+_ORDER_TEXTS = ("status", "refund_status", "title", "sku_id")
+_TRADE_TIMES = ("created", "pay_time", "consign_time", "end_time")
+_TRADE_MONEY = ("payment", "total_fee", "post_fee")
+_ORDER_MONEY = ("price", "payment", "total_fee")
+
+
+def _empty_out_of_range(trade: Trade) -> tuple[Trade, tuple[str, ...]]:
+    """The trade with optional fields PostgreSQL cannot hold set to None; which ones."""
+    update, flaws = _unstorable(trade, _TRADE_TIMES, _TRADE_MONEY, "")
+    orders: list[Order] = []
+    for order in trade.orders:
+        order_update, order_flaws = _unstorable(order, ("end_time",), _ORDER_MONEY, f"order {order.oid} ")
+        if order.num is not None and abs(order.num) > INT32_MAX:
+            order_update["num"] = None
+            order_flaws.append(f"order {order.oid} num {order.num} is out of range")
+        orders.append(order.model_copy(update=order_update) if order_update else order)
+        flaws += order_flaws
+    if not flaws:
+        return trade, ()
+    return trade.model_copy(update={**update, "orders": orders}), tuple(flaws)
+
+
+def _unstorable(
+    model: Trade | Order, times: Iterable[str], money: Iterable[str], label: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The fields of `model` (of `times` and `money`) PostgreSQL cannot hold, set to None, and why."""
+    update: dict[str, Any] = {}
+    flaws: list[str] = []
+    for name in times:
+        value = getattr(model, name)
+        if value is not None and not _time_storable(value):
+            update[name] = None
+            flaws.append(f"{label}{name} {value.isoformat()} is out of range")
+    for name in money:
+        value = getattr(model, name)
+        if value is not None and not _money_storable(value):
+            update[name] = None
+            flaws.append(f"{label}{name} {value} is not a storable amount")
+    return update, flaws
+
+
+def _time_storable(value: datetime) -> bool:
+    """timestamptz holds any time Python does, once in UTC: year 1 in GMT+8 falls before it."""
+    try:
+        value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def _money_storable(value: Decimal) -> bool:
+    if not value.is_finite():
+        return False
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    # adjusted() is the exponent of the leading digit: >= 12 means at least 10**12.
+    return exponent >= MIN_MONEY_EXPONENT and not (value and value.adjusted() >= MONEY_DIGITS)
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -119,13 +254,27 @@ def prepare_batch(trades: Iterable[Trade]) -> tuple[list[PreparedTrade], list[Re
         try:
             prepared = prepare_trade(trade)
         except InvalidTradeError as exc:
-            shop = None if trade.seller_nick is None else storable_text(trade.seller_nick)
-            rejected.append(Rejection(trade.tid, shop, storable_text(exc.reason), dead_letter_payload(trade)))
+            rejected.append(rejection(trade, exc.reason))
             continue
         kept = newest.get(trade.tid)
         if kept is None or (prepared.modified, _read_time(trade)) >= (kept.modified, _read_time(kept.trade)):
             newest[trade.tid] = prepared
     return [newest[tid] for tid in sorted(newest)], rejected
+
+
+def rejection(trade: Trade, reason: str, kind: str = INVALID_TRADE) -> Rejection:
+    """`trade` refused for `reason`, with its bytes as received."""
+    shop = None if trade.seller_nick is None else storable_text(trade.seller_nick)
+    modified = trade.modified if trade.modified is not None and _time_storable(trade.modified) else None
+    return Rejection(trade.tid, shop, storable_text(reason), dead_letter_payload(trade), kind, modified)
+
+
+def flawed(prepared: PreparedTrade) -> Rejection:
+    """A stored trade with fields left empty, shaped for its unresolved row."""
+    trade = prepared.trade
+    shop = None if trade.seller_nick is None else storable_text(trade.seller_nick)
+    reason = storable_text("stored with fields left empty: " + "; ".join(prepared.flaws))
+    return Rejection(trade.tid, shop, reason, prepared.original, OUT_OF_RANGE, prepared.modified)
 
 
 def dead_letter_payload(trade: Trade) -> bytes:
@@ -154,23 +303,10 @@ def _texts(trade: Trade) -> list[str]:
     return [t for t in texts if t is not None]
 
 
-def _check_numbers(trade: Trade) -> None:
-    money: list[tuple[str, Decimal | None]] = [
-        ("payment", trade.payment),
-        ("total_fee", trade.total_fee),
-        ("post_fee", trade.post_fee),
-    ]
+def _check_orders(trade: Trade) -> None:
+    """Sub-orders are keyed by oid: one twice cannot be stored as it came."""
     seen: set[int] = set()
     for order in trade.orders:
         if order.oid in seen:
             raise InvalidTradeError(f"sub-order {order.oid} appears twice", tid=trade.tid)
         seen.add(order.oid)
-        money.append((f"order {order.oid} price", order.price))
-        money.append((f"order {order.oid} payment", order.payment))
-        money.append((f"order {order.oid} total_fee", order.total_fee))
-        if order.num is not None and abs(order.num) > INT32_MAX:
-            raise InvalidTradeError(f"order {order.oid} num {order.num} is out of range", tid=trade.tid)
-    for name, value in money:
-        # adjusted() is the exponent of the leading digit: >= 12 means at least 10**12.
-        if value is not None and (not value.is_finite() or (value and value.adjusted() >= MONEY_DIGITS)):
-            raise InvalidTradeError(f"{name} {value} is not a storable amount", tid=trade.tid)

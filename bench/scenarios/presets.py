@@ -107,6 +107,10 @@ FLAKY_FLAGS: tuple[str, ...] = (
 # lost push is found within a short run, and no initial load (the shops are followed from the start).
 COMMON_SETTINGS: dict[str, Any] = {
     "sync_initial_load_days": 0,
+    # Unresolved trades tried again within seconds, so what the faults left owed is stored in the settle
+    # phase (production: from 10 s to 10 min).
+    "sync_redrive_seconds": 1,
+    "sync_redrive_cap_seconds": 5,
     "sync_reconcile_seconds": 2,
     "sync_stream_settle_seconds": 2,
     "sync_safety_lag_seconds": 2,

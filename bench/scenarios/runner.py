@@ -224,13 +224,20 @@ class Scenario:
     async def _settle(
         self, conn: asyncpg.Connection, truth: dict[int, TradeState], changed: list[int], within: float
     ) -> tuple[bool, float]:
-        """Poll until the database and the consumer both show the truth, or `within` seconds pass."""
+        """Poll until the database and the consumer both show the truth and no trade is left unresolved,
+        or `within` seconds pass."""
         started = time.monotonic()
         while True:
             stored = await self._database_state(conn, changed)
             verdict = compare_database(truth, changed, stored)
             last = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM trade_changes"))
-            if not verdict["lost"] and not verdict["stale"] and self.recorder.cursor >= last:
+            unresolved = await _unresolved_count(conn)
+            if (
+                not verdict["lost"]
+                and not verdict["stale"]
+                and not unresolved
+                and self.recorder.cursor >= last
+            ):
                 return True, time.monotonic() - started
             if time.monotonic() - started > within:
                 return False, time.monotonic() - started
@@ -348,6 +355,7 @@ class Scenario:
         needing, unmatched = withheld_needing_recovery(
             withheld, changes, FIRST_MESSAGE_ID, result.delivered_by
         )
+        unresolved = await _unresolved_count(conn)
         reports = [dict(r) for r in await conn.fetch("SELECT * FROM gap_reports ORDER BY id")]
         report_trades = [
             ReportTrade(int(r["report_id"]), int(r["tid"]), bool(r["push_loss"]))
@@ -370,6 +378,7 @@ class Scenario:
             "stale": len(db["stale"]),
             "extra": len(db["extra"]),
             "fields_differ": len(fields_differ),
+            "unresolved": unresolved,
             "unseen": len(result.unseen),
             "consumer_stale": len(result.consumer_stale),
             "settled": settled,
@@ -414,11 +423,18 @@ class Scenario:
             settled
             and not (db["lost"] or db["stale"] or db["extra"] or result.unseen or result.consumer_stale)
             and not fields_differ
+            and not unresolved
         )
         self.samples = {"lost": db["lost"][:20], "stale": db["stale"][:20], "unseen_seqs": result.unseen[:20],
                         "consumer_stale": result.consumer_stale[:20],
                         "fields_differ": fields_differ[:20]}  # fmt: skip
         return figures
+
+
+async def _unresolved_count(conn: asyncpg.Connection) -> int:
+    """Trades the daemon could not fetch or store and still owes
+    (docs/design.md#unresolved-trades-block-proof)."""
+    return int(await conn.fetchval("SELECT count(*) FROM unresolved_trades"))
 
 
 def _count_prefixed(counts: dict[str, int], prefix: str) -> int:

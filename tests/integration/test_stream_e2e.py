@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from store.pg import PgStore
 from store.types import ApplyResult
+from store.unresolved import TradeDebt
 from taobao.client import TopClient
 from taobao.models import Trade
 from taobao.tmc.events import TmcMessage
@@ -108,6 +109,12 @@ class RecordingStore:
     ) -> None:
         self.dead_letters += 1
         await self.inner.dead_letter(source=source, reason=reason, payload=payload, tid=tid, shop=shop)
+
+    async def record_unresolved(
+        self, debt: TradeDebt, *, at: datetime, delay: Callable[[int], float], history: bool
+    ) -> int:
+        self.dead_letters += history
+        return await self.inner.record_unresolved(debt, at=at, delay=delay, history=history)
 
 
 class Acks:

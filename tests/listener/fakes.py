@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from common.errors import OrderSyncError
 from listener.ports import MessageHandler
 from store.types import ApplyResult
+from store.unresolved import TradeDebt
+from store.validation import rejection
 from taobao.limiter import Priority
 from taobao.models import Trade
 from taobao.tmc.events import TmcMessage
@@ -159,7 +161,8 @@ class FakeStore:
         self.gate: asyncio.Event | None = None
         self.apply_started = asyncio.Event()
         self.omit: set[int] = set()  # tids to leave out of the ApplyResult
-        self.reject: set[int] = set()  # tids to report as quarantined in the same transaction
+        self.reject: set[int] = set()  # tids to report as refused (not stored)
+        self.unresolved: list[TradeDebt] = []  # every record_unresolved, in order
         self.dead_letter_gate: asyncio.Event | None = None
 
     async def apply_trades(self, trades: Sequence[Trade], *, source: str) -> ApplyResult:
@@ -174,11 +177,24 @@ class FakeStore:
         self.journal.committed(trades)
         self.batches.append(list(trades))
         tids = [t.tid for t in trades if t.tid not in self.omit]
+        refused = [rejection(t, "refused by the fake store") for t in trades if t.tid in self.reject]
         return ApplyResult(
             changed=tuple(t for t in tids if t not in self.reject),
             unchanged=(),
-            rejected=tuple(t for t in tids if t in self.reject),
+            refused=tuple(r for r in refused if r.tid in tids),
         )
+
+    async def record_unresolved(
+        self, debt: TradeDebt, *, at: datetime, delay: Callable[[int], float], history: bool
+    ) -> int:
+        self.journal.tick("dead_letter_row", debt.tid)
+        if history:
+            payload = debt.payload or b"{}"
+            await self.dead_letter(
+                source=debt.source, reason=debt.reason, payload=payload, tid=debt.tid, shop=debt.shop
+            )
+        self.unresolved.append(debt)
+        return sum(1 for d in self.unresolved if d.tid == debt.tid)
 
     async def dead_letter(
         self,
@@ -206,6 +222,9 @@ class FakeStore:
                     "shop": shop,
                 }
             )
+            return
+        if "id" not in body:  # a refused trade's own JSON
+            self.dead_letters.append({"source": source, "reason": reason, "tid": tid, "shop": shop})
             return
         self.journal.dead_lettered.add(body["id"])
         self.journal.tick("dead_letter", body["id"])

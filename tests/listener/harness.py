@@ -15,7 +15,7 @@ from listener.batcher import CommitBatcher
 from listener.dispatcher import Dispatcher
 from listener.metrics import ListenerMetrics
 from listener.pipeline import PipelineConfig, StreamPipeline
-from listener.workers import WorkerPool
+from listener.workers import TradeLag, WorkerPool
 from taobao.tmc.events import TmcMessage
 from tests.listener.fakes import FakeChannel, FakeFetcher, FakeStore, Journal
 
@@ -78,6 +78,7 @@ async def pipeline(
     batch_ms: int = 0,
     workers: int = 2,
     start: bool = True,
+    lag: TradeLag | None = None,
 ) -> AsyncIterator[Pipeline]:
     journal = Journal()
     fetcher = FakeFetcher(journal)
@@ -90,6 +91,8 @@ async def pipeline(
         workers=workers,
         drain_seconds=5.0,
         store_retry=FAST_BACKOFF,
+        # By default a trade fullinfo does not know is not waited for (tests of the lag say otherwise).
+        lag=lag or TradeLag(allowance=0.0, retry=FAST_BACKOFF),
     )
     stream = StreamPipeline(
         config,

@@ -171,14 +171,18 @@ async def test_messages_of_a_trade_the_store_did_not_report_applied_stay_unconfi
         assert p.channel.failed_ids == [2]
 
 
-async def test_messages_of_a_trade_the_store_quarantined_in_the_commit_are_confirmed() -> None:
+async def test_messages_of_a_trade_the_store_refused_are_confirmed_once_it_is_recorded_unresolved() -> None:
     async with pipeline() as p:
         p.store.reject = {200}
         await p.deliver(message(1, 100), message(2, 200))
         await p.settled()
         assert sorted(p.journal.confirmed) == [1, 2]
         assert p.channel.failed == []
-        assert p.metrics.dead_letters.value(reason="invalid_trade") == 1  # counted once, by the commit
+        assert p.metrics.dead_letters.value(reason="invalid_trade") == 1  # counted once
+        [debt] = p.store.unresolved
+        assert (debt.tid, debt.shop, debt.source, debt.stored) == (200, "shop", "stream", False)
+        # Recorded before its messages were settled: the debt exists when the confirm goes out.
+        assert p.journal.index("dead_letter_row", 200) < p.journal.index("confirm", 2)
 
 
 async def test_fetches_use_stream_priority_and_the_shop_session() -> None:

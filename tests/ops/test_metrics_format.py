@@ -145,11 +145,14 @@ class RecordingStore:
     ) -> None:
         self.dead.append(reason)
 
+    async def record_unresolved(self, *args: object, **kwargs: object) -> int:
+        raise AssertionError("not used here")
+
 
 async def test_measured_store_times_commits_and_observes_the_lag_of_changed_trades() -> None:
     now = datetime(2024, 11, 11, 12, 0, tzinfo=UTC)
     metrics = ListenerMetrics()
-    inner = RecordingStore(ApplyResult(changed=(1,), unchanged=(2,), rejected=(3,)))
+    inner = RecordingStore(ApplyResult(changed=(1,), unchanged=(2,)))
     store = MeasuredStore(inner, metrics, clock=lambda: now)
     trades = [
         Trade.model_validate({"tid": tid, "modified": "2024-11-11 19:59:30"})  # GMT+8: 30 s before `now`

@@ -171,17 +171,31 @@ async def test_a_malformed_response_keeps_what_came_for_the_dead_letter() -> Non
     assert r.dead_letters("MalformedResponse") == 1
 
 
-async def test_a_trade_the_store_refuses_is_quarantined_and_counted_in_the_same_series() -> None:
+async def test_a_trade_the_store_refuses_is_owed_and_counted_in_the_same_series() -> None:
     r = Reading()
     [good] = r.trades_in_window(1)
-    bad = r.top.change(SHOP, 77, WINDOW.start + timedelta(minutes=1), note="a NUL \x00 in a memo").tid
+    bad = r.top.change(SHOP, 77, WINDOW.start + timedelta(minutes=1)).tid
+    r.db.trades.refuse = lambda trade: "a CHECK on trades" if trade.tid == bad else None
     result = await r.read()
-    assert result.read == [WINDOW]
+    assert result.read == [WINDOW]  # read; the unresolved trade keeps it from being proven
     assert list(r.db.trades.rows) == [good]
     [letter] = r.db.trades.dead_letters
     assert letter.tid == bad
+    [(shop, tid)] = r.db.trades.unresolved
+    assert (shop, tid, r.db.trades.unresolved[(shop, tid)].belongs) == (SHOP, bad, WINDOW.proves)
     assert r.counts.dead_letters == 1
-    assert r.dead_letters("invalid_trade") == 1
+    assert r.dead_letters("refused_by_database") == 1
+
+
+async def test_a_nul_a_buyer_typed_is_stored_as_u_fffd_and_its_original_kept() -> None:
+    r = Reading()
+    typed = r.top.change(SHOP, 78, WINDOW.start + timedelta(minutes=1), note="a NUL \x00 in a memo").tid
+    await r.read()
+    assert typed in r.db.trades.rows
+    assert r.db.trades.unresolved == {}
+    [letter] = r.db.trades.dead_letters
+    assert b"\\u0000" in letter.payload
+    assert r.dead_letters("text_replaced") == 1
 
 
 async def test_a_fetch_that_may_pass_later_fails_the_window_for_now() -> None:

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from simulator.standin import StandIn
-from simulator.tradegen import top_time as fmt_time
+from simulator.trade_values import top_time as fmt_time
 from simulator.truth import trade_digest
 from tests.simulator.toputil import ALL_TYPES, LENIENT, TopCaller, now_minus, top_time, trades_of
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from simulator.clock import whole_seconds
 from simulator.standin import StandIn
-from simulator.tradegen import DEFAULT_QUERY_TYPES
+from simulator.trade_types import DEFAULT_QUERY_TYPES
 from taobao.timefmt import parse_top_time
 from tests.simulator.toputil import ALL_TYPES, TopCaller, now_minus, top_time, trades_of
 

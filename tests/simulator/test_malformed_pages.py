@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from simulator.standin import StandIn
-from simulator.tradegen import top_time
+from simulator.trade_values import top_time
 from tests.simulator.toputil import ALL_TYPES, TopCaller, trades_of
 
 SOLD = "taobao.trades.sold.get"

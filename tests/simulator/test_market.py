@@ -17,7 +17,8 @@ from simulator.lifecycle import (
     is_legal_move,
 )
 from simulator.market import Market, MarketChange, MarketConfig
-from simulator.tradegen import DEFAULT_QUERY_TYPES, KNOWN_TYPES, cents
+from simulator.trade_types import DEFAULT_QUERY_TYPES, KNOWN_TYPES
+from simulator.trade_values import cents
 from taobao.models import Trade
 from taobao.timefmt import parse_top_time
 

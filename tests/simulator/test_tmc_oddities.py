@@ -17,8 +17,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from simulator.change_publisher import REFUND_TOPICS
 from simulator.market import MarketChange
-from simulator.standin import REFUND_TOPICS, StandIn, StandInConfig
+from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_faults import TmcFaults
 from taobao.tmc import codec
 

@@ -19,6 +19,7 @@ from store.memory import MemoryDatabase, memory_reconciler_store
 from store.pg import PgStore
 from store.pg_reconciler import pg_reconciler_store
 from store.ports import ReconcilerStore
+from store.unresolved import TradeDebt
 from taobao.models import Trade
 from tests.store.factory import BASE_TIME, fresh_tids, trade_json
 
@@ -353,3 +354,114 @@ async def test_a_load_resumes_from_its_parts_and_can_change_method(open_store: O
     assert state is not None
     assert (state.state, state.method, state.trades, state.done) == ("done", "sold_get", 162, True)
 
+
+# ---- unresolved trades (docs/design.md#unresolved-trades-block-proof) ------------------------------
+
+
+def debt(shop: str, tid: int, belongs: Interval, **changes: Any) -> TradeDebt:
+    fields: dict[str, Any] = {
+        "source": "stream",
+        "kind": "TradeNotFound",
+        "reason": "not there",
+        "payload": b"{}",
+    }
+    return TradeDebt(shop=shop, tid=tid, belongs=belongs, **(fields | changes))
+
+
+def ten_seconds(attempts: int) -> float:
+    return 10.0 * attempts
+
+
+async def test_an_unresolved_trade_is_cut_out_of_every_proof_and_left_out_of_new_ones(
+    open_store: Open,
+) -> None:
+    storage = open_store("r1")
+    shop, other = new_shop(), new_shop()
+    await storage.coverage.prove(shop, span(0, 10), ProvenBy.STREAM)
+    await storage.coverage.prove(shop, span(0, 20), ProvenBy.BACKFILL)
+    await storage.coverage.prove(other, span(0, 10), ProvenBy.STREAM)
+    (tid,) = fresh_tids(1)
+    attempts = await storage.trades.record_unresolved(
+        debt(shop, tid, span(5, 6)), at=at(30), delay=ten_seconds, history=True
+    )
+    assert attempts == 1
+    kept = [(c.interval, c.proven_by) for c in await storage.coverage.coverage(shop)]
+    assert sorted(kept) == sorted(
+        [
+            (span(0, 5), ProvenBy.STREAM),
+            (span(6, 10), ProvenBy.STREAM),
+            (span(0, 5), ProvenBy.BACKFILL),
+            (span(6, 20), ProvenBy.BACKFILL),
+        ]
+    )
+    assert [c.interval for c in await storage.coverage.coverage(other)] == [span(0, 10)]  # another shop
+    # A new proof over it leaves the stretch out, whatever proves it.
+    await storage.coverage.prove(shop, span(0, 30), ProvenBy.SWEEP)
+    sweep = [c.interval for c in await storage.coverage.coverage(shop) if c.proven_by is ProvenBy.SWEEP]
+    assert sweep == [span(0, 5), span(6, 30)]
+
+
+async def test_unresolved_rows_are_listed_due_by_their_backoff_and_made_due_now(open_store: Open) -> None:
+    storage = open_store("r1")
+    unresolved, trades = storage.unresolved, storage.trades
+    shop, other = new_shop(), new_shop()
+    a, b, c = fresh_tids(3)
+    await trades.record_unresolved(debt(shop, a, span(1, 2)), at=at(0), delay=ten_seconds, history=True)
+    await trades.record_unresolved(debt(shop, b, span(3, 4)), at=at(1), delay=ten_seconds, history=True)
+    await trades.record_unresolved(debt(other, c, span(1, 2)), at=at(1), delay=ten_seconds, history=True)
+    # b fails again, from a window that reaches further: attempts and stretch grow, the first source stays.
+    again = debt(shop, b, span(2, 5), source="backfill", kind="refused_by_database", modified=at(4))
+    assert await trades.record_unresolved(again, at=at(2), delay=ten_seconds, history=False) == 2
+    rows = {row.tid: row for row in await unresolved.rows(shop)}
+    assert sorted(rows) == sorted((a, b))
+    row = rows[b]
+    assert (row.source, row.kind, row.attempts, row.belongs, row.modified) == (
+        "stream",
+        "refused_by_database",
+        2,
+        span(2, 5),
+        at(4),
+    )
+    assert (row.first_failure, row.last_failure, row.next_attempt) == (
+        at(1),
+        at(2),
+        at(2) + timedelta(seconds=20),
+    )
+    assert [r.tid for r in await unresolved.due([shop], at(0) + timedelta(seconds=10), 10)] == [a]
+    assert [r.tid for r in await unresolved.due([shop, other], at(5), 10)] == [a, c, b]
+    assert [r.tid for r in await unresolved.within(shop, at(4), at(10))] == [b]
+    counts = await unresolved.counts()
+    assert (counts[shop], counts[other]) == (2, 1)
+    assert await unresolved.retry_now(at(0), shop) == 2
+    assert sorted(r.tid for r in await unresolved.due([shop], at(0), 10)) == sorted((a, b))
+
+
+async def test_a_store_of_the_trade_resolves_it_unless_older_or_left_incomplete(open_store: Open) -> None:
+    storage = open_store("r1")
+    trades, unresolved = storage.trades, storage.unresolved
+    shop = new_shop()
+    known, unknown, odd = fresh_tids(3)
+    newest = trade(known, 20, shop=shop)
+    assert newest.modified is not None
+    failed_at = datetime(2026, 1, 1, tzinfo=UTC)
+    await trades.record_unresolved(
+        debt(shop, known, span(0, 1), modified=newest.modified), at=failed_at, delay=ten_seconds, history=True
+    )
+    await trades.record_unresolved(
+        debt(shop, unknown, span(0, 1)), at=failed_at, delay=ten_seconds, history=True
+    )
+    await trades.apply_trades([trade(known, 10, shop=shop)], source="stream")  # older than the one owed
+    before = failed_at - timedelta(seconds=1)
+    await trades.apply_trades([trade(unknown, 1, shop=shop, fetched=before)], source="stream")  # read before
+    assert sorted(r.tid for r in await unresolved.rows(shop)) == sorted((known, unknown))
+    await trades.apply_trades(
+        [newest, trade(unknown, 1, shop=shop, fetched=failed_at + timedelta(seconds=1), note="read later")],
+        source="redrive",
+    )
+    assert await unresolved.rows(shop) == []
+    # Stored with a field left empty: the store reports it, and resolves nothing for it.
+    flawed = Trade.model_validate({**trade_json(odd, 5, shop=shop), "end_time": "0001-01-01 00:00:00"})
+    await trades.record_unresolved(debt(shop, odd, span(0, 1)), at=failed_at, delay=ten_seconds, history=True)
+    result = await trades.apply_trades([flawed.model_copy(update={"fetched_at": at(60)})], source="redrive")
+    assert [f.tid for f in result.flawed] == [odd]
+    assert [r.tid for r in await unresolved.rows(shop)] == [odd]

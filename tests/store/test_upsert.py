@@ -134,31 +134,51 @@ async def test_duplicates_in_one_batch_keep_the_newest(store: PgStore) -> None:
     assert [f["status"] for f in await _feed(store, tid)] == ["C"]
 
 
-async def test_a_trade_without_modified_is_quarantined_and_the_rest_applied(store: PgStore) -> None:
+async def test_a_trade_without_modified_is_refused_and_the_rest_applied(store: PgStore) -> None:
     good, bad = fresh_tids(2)
     broken = Trade.model_validate({"tid": bad, "seller_nick": "shop-b", "status": "TRADE_FINISHED"})
     result = await store.apply_trades([broken, make_trade(good, 0)], source="stream")
     assert (result.changed, result.rejected) == ((good,), (bad,))
-    row = await store.pool.fetchrow("SELECT * FROM dead_letters WHERE tid = $1", bad)
-    assert row is not None
-    assert (row["source"], row["shop"]) == ("stream", "shop-b")
-    assert "modified" in row["reason"]
-    assert json.loads(row["payload"]) == {"tid": bad, "seller_nick": "shop-b", "status": "TRADE_FINISHED"}
+    [refused] = result.refused
+    assert (refused.shop, refused.kind, refused.modified) == ("shop-b", "invalid_trade", None)
+    assert "modified" in refused.reason
+    assert json.loads(refused.payload) == {"tid": bad, "seller_nick": "shop-b", "status": "TRADE_FINISHED"}
+    # The store writes nothing about it: its caller records it (store.fetch_apply).
+    assert await store.pool.fetchval("SELECT count(*) FROM dead_letters WHERE tid = $1", bad) == 0
     assert await store.pool.fetchval("SELECT count(*) FROM trades WHERE tid = $1", bad) == 0
 
 
-async def test_text_postgres_refuses_does_not_fail_the_batch(store: PgStore) -> None:
+async def test_text_postgres_cannot_hold_is_stored_as_u_fffd_and_the_original_kept(store: PgStore) -> None:
     good, nul, surrogate = fresh_tids(3)
     batch = [
-        Trade.model_validate({**trade_json(nul, 0), "seller_memo": "x\x00y"}),
+        Trade.model_validate({**trade_json(nul, 0), "buyer_message": "请尽快发货\x00谢谢\ud800"}),
         make_trade(good, 0),
         Trade.model_validate({**trade_json(surrogate, 0, shop="shop\ud800")}),
     ]
     result = await store.apply_trades(batch, source="stream")
-    assert result.changed == (good,)
-    assert sorted(result.rejected) == sorted((nul, surrogate))
-    shops = await store.pool.fetch("SELECT tid, shop FROM dead_letters WHERE tid = ANY($1)", [nul, surrogate])
-    assert {row["tid"]: row["shop"] for row in shops} == {nul: "shop-a", surrogate: "shop\\ud800"}
+    assert result.changed == tuple(sorted((good, nul, surrogate)))
+    assert (result.refused, sorted(result.replaced)) == ((), sorted((nul, surrogate)))
+    stored = await _row(store, nul)
+    assert json.loads(stored["raw"])["buyer_message"] == "请尽快发货\ufffd谢谢\ufffd"
+    assert (await _row(store, surrogate))["seller_nick"] == "shop\ufffd"
+    letters = await store.pool.fetch(
+        "SELECT tid, payload FROM dead_letters WHERE tid = ANY($1::bigint[])", [nul, surrogate]
+    )
+    originals = {row["tid"]: json.loads(row["payload"]) for row in letters}
+    assert originals[nul]["buyer_message"] == "请尽快发货\x00谢谢\ud800"
+    assert originals[surrogate]["seller_nick"] == "shop\ud800"
+
+
+async def test_out_of_range_optional_fields_are_stored_empty_and_reported_flawed(store: PgStore) -> None:
+    [tid] = fresh_tids(1)
+    odd = {**trade_json(tid, 0), "end_time": "0001-01-01 00:00:00", "post_fee": "1E-20000"}
+    result = await store.apply_trades([Trade.model_validate(odd)], source="stream")
+    assert result.changed == (tid,)
+    [flawed] = result.flawed
+    assert (flawed.tid, flawed.kind) == (tid, "out_of_range_field")
+    row = await _row(store, tid)
+    assert (row["end_time"], row["post_fee"]) == (None, None)
+    assert json.loads(row["raw"])["end_time"] == "0001-01-01 00:00:00"
 
 
 async def test_dead_letter_keeps_the_bytes(store: PgStore) -> None:
