@@ -68,12 +68,16 @@ def shop_settings_or_exit(args: argparse.Namespace, command: str) -> Settings | 
 
 
 async def report_data(reconciler: Reconciler, report: GapReport, settings: Settings) -> ReportData:
-    """The command's report with what its verdict needs: the shop's ledger over its window."""
-    coverage = await reconciler.ledger.coverage(report.shop, report.window_start, report.window_end)
+    """The command's report with what its verdict needs: the shop's ledger over its window and the
+    shop's unresolved trades."""
+    shop, start, end = report.shop, report.window_start, report.window_end
+    owed = [row.belongs for row in await reconciler.unresolved.within(shop, start, end)]
     return ReportData(
         generated_at=datetime.now(UTC),
         reports=[report],
-        coverage={report.shop: coverage},
+        coverage={shop: await reconciler.ledger.coverage(shop, start, end)},
+        unresolved=await reconciler.unresolved.counts(),
+        owed={shop: owed},
         slack=slack(settings.sync_safety_lag_seconds),
     )
 

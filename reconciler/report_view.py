@@ -9,8 +9,9 @@ design (reconciler/__init__.py: a report stays open until the lag horizon passes
 * **recovered** — its window is proven complete;
 * **data in, proof pending** — open, every stretch of its window was read (or proven by the ledger
   otherwise) and nothing in it failed: it only waits for the horizon, and says when that comes;
-* **data may be missing** — a failed or partial window, a stretch nobody has read yet, trades that
-  could not be stored, or unresolved trades in its shop.
+* **data may be missing** — a failed or partial window, a stretch nobody has read yet, or unresolved
+  trades (fetched or stored by nobody yet, `store.unresolved`) that belong to its window. A report's
+  dead letters are history, not a debt: a trade that failed is unresolved until a fetch stores it.
 
 Times are shown in GMT+8, Taobao's clock, which is also what sellers and on-call talk in.
 """
@@ -59,14 +60,17 @@ class Verdict:
 @dataclass(frozen=True)
 class ReportData:
     """What one rendering shows: the reports (newest first), the TMC connections beside them, each
-    shop's ledger stretches, and per shop the trades not stored yet."""
+    shop's ledger stretches, and its unresolved trades: how many, and the stretches of those that
+    reach into the reports' windows."""
 
     generated_at: datetime
     reports: Sequence[GapReport]
     connections: Sequence[StreamConnection] = ()
     coverage: Mapping[str, Sequence[Coverage]] = field(default_factory=dict)
-    # Per shop, trades not fetched or stored yet (docs/design.md#unresolved-trades-block-proof).
+    # Per shop, trades not fetched or stored yet (docs/design.md#unresolved-trades-block-proof), and
+    # the stretch of `modified` time each of those in the reports' windows belongs to.
     unresolved: Mapping[str, int] = field(default_factory=dict)
+    owed: Mapping[str, Sequence[Interval]] = field(default_factory=dict)
     # An unread stretch at most this long is the safety lag every fresh read leaves, not a hole.
     slack: timedelta = timedelta(seconds=31)
     shops: Sequence[str] = ()  # shops to show even without reports (a `--shop` asked for)
@@ -75,7 +79,7 @@ class ReportData:
         return verdict(
             report,
             covered=[c.interval for c in self.coverage.get(report.shop, ())],
-            unresolved=self.unresolved.get(report.shop, 0),
+            owed=self.owed.get(report.shop, ()),
             slack=self.slack,
             now=self.generated_at,
         )
@@ -85,7 +89,12 @@ class ReportData:
 
 
 def verdict(
-    report: GapReport, *, covered: Sequence[Interval], unresolved: int, slack: timedelta, now: datetime
+    report: GapReport,
+    *,
+    covered: Sequence[Interval],
+    owed: Sequence[Interval],
+    slack: timedelta,
+    now: datetime,
 ) -> Verdict:
     """Recovered, proof pending or data may be missing (module docstring), with the reason in words."""
     outcome = report.outcome
@@ -93,12 +102,12 @@ def verdict(
         return Verdict(Status.MISSING, f"failed for good: {report.reason or 'no reason recorded'}", True)
     if outcome == Outcome.PARTIAL.value:
         return Verdict(Status.MISSING, f"part of the window failed, retried: {report.reason or '-'}")
-    if report.dead_letters:
-        return Verdict(Status.MISSING, f"{report.dead_letters} trade(s) could not be stored (dead_letters)")
+    unresolved = sum(1 for b in owed if b.end > report.window_start and b.start < report.window_end)
+    if unresolved:
+        why = f"{unresolved} unresolved trade(s) in its window, retried (order-sync dead-letters)"
+        return Verdict(Status.MISSING, why)
     if outcome == Outcome.RECOVERED.value:
         return Verdict(Status.RECOVERED, "proven complete")
-    if unresolved:
-        return Verdict(Status.MISSING, f"{unresolved} unresolved trade(s) in this shop block its proof")
     read_until = max(report.progress_until or report.window_start, report.fresh_until or report.window_start)
     known = (
         [*covered, Interval(report.window_start, read_until)] if read_until > report.window_start else covered

@@ -35,6 +35,7 @@ from store.gap_reports import Cause, GapReport, Outcome, PassCounts, RecoveredTr
 from store.pg import PgStore
 from store.pg_coverage import PgCoverageLedger
 from store.pg_reports import PgGapReports
+from store.unresolved import TradeDebt
 from taobao.timefmt import GMT8
 
 SHOP_A, SHOP_B = "南山优品旗舰店", "江南布衣小铺"
@@ -191,6 +192,31 @@ async def test_a_report_waiting_for_the_lag_horizon_shows_when_it_will_be_provab
     assert (await reports.get(created.id)).provable_at is None
 
 
+async def test_an_unresolved_trade_in_its_window_means_data_may_be_missing(
+    pg: PgStore, dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    reports = PgGapReports(pg.pool, replica="erp-sync-1")
+    window = Interval(now - timedelta(seconds=40), now - timedelta(seconds=5))
+    created = await reports.create(SHOP_B, Cause.DISCONNECT, window, detected_at=now)
+    counts = PassCounts(list_calls=1, fullinfo_calls=3, found=3, new=2, dead_letters=1)
+    await reports.add_pass(
+        created.id, counts, started_at=now, progress_until=None, fresh_until=window.end, overlap_seconds=600
+    )
+    debt = TradeDebt(
+        SHOP_B, 2800000000000000042, "backfill", "TradeNotFound", "isv.trade-not-exist",
+        belongs=Interval(window.start + timedelta(seconds=10), window.start + timedelta(seconds=11)),
+    )  # fmt: skip
+    await pg.record_unresolved(debt, at=now, delay=lambda attempts: 10.0, history=True)
+
+    assert await run(dsn, "--json") == 0
+    document = json.loads(capsys.readouterr().out)
+    [shown] = document["reports"]
+    assert (shown["status"], shown["needs_action"]) == ("may_be_missing", False)
+    assert shown["why"] == "1 unresolved trade(s) in its window, retried (order-sync dead-letters)"
+    assert document["unresolved_trades"] == {SHOP_B: 1}
+
+
 # ---- the view on its own ----------------------------------------------------------------------------------
 
 NOW = datetime(2026, 11, 11, 13, 0, 0, tzinfo=UTC)  # 21:00 GMT+8
@@ -213,9 +239,11 @@ def gap(**changes: Any) -> GapReport:
     return GapReport(**(values | changes))
 
 
-def seen(report: GapReport, *, covered: list[Interval] | None = None, unresolved: int = 0) -> Verdict:
+def seen(
+    report: GapReport, *, covered: list[Interval] | None = None, owed: list[Interval] | None = None
+) -> Verdict:
     coverage = {report.shop: [Coverage(i, ProvenBy.STREAM) for i in covered or []]}
-    data = ReportData(NOW, [report], coverage=coverage, unresolved={report.shop: unresolved})
+    data = ReportData(NOW, [report], coverage=coverage, owed={report.shop: owed or []})
     return data.verdict(report)
 
 
@@ -240,14 +268,16 @@ def test_what_may_be_missing_stands_out_with_its_reason() -> None:
     unread = seen(gap(started_at=None, fresh_until=None, overlap_seconds=None))
     assert unread.status is Status.MISSING
     assert unread.why == "not read yet (detected 11-11 20:58:00)"
-    dead = seen(gap(dead_letters=2))
-    assert (dead.status, dead.why) == (Status.MISSING, "2 trade(s) could not be stored (dead_letters)")
-    assert seen(gap(outcome="recovered", dead_letters=1)).status is Status.MISSING
-    blocked = seen(gap(), unresolved=3)
-    assert (blocked.status, blocked.why) == (
-        Status.MISSING,
-        "3 unresolved trade(s) in this shop block its proof",
-    )
+    second = timedelta(seconds=1)
+    inside = [Interval(WINDOW.start + k * second, WINDOW.start + (k + 1) * second) for k in (3, 9)]
+    outside = [Interval(WINDOW.end + second, WINDOW.end + 2 * second)]
+    blocked = seen(gap(), owed=inside + outside)
+    assert blocked.status is Status.MISSING
+    assert blocked.why == "2 unresolved trade(s) in its window, retried (order-sync dead-letters)"
+    assert seen(gap(outcome="recovered"), owed=inside).status is Status.MISSING  # owed since its proof
+    assert seen(gap(), owed=outside).status is Status.PENDING  # another window's debt
+    # Dead letters are history: a trade that failed and was stored since owes nothing.
+    assert seen(gap(dead_letters=2)).status is Status.PENDING
     loading = seen(gap(cause=Cause.INITIAL_LOAD.value, fresh_until=None, overlap_seconds=None))
     assert (loading.status, loading.why) == (Status.MISSING, "history still loading")
 
