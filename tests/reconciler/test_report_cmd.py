@@ -156,22 +156,25 @@ async def test_table_json_and_html(
     assert "isv.invalid-parameter:type" in html
 
 
+async def read_ahead(reports: PgGapReports, shop: str, counts: PassCounts) -> tuple[GapReport, Interval]:
+    """An outage of the last 40 s read to its end by a fresh pass, as the gate reads it before the
+    stream resumes: open until the horizon (overlap 600 s) passes its end."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    window = Interval(now - timedelta(seconds=40), now - timedelta(seconds=5))
+    created = await reports.create(shop, Cause.DISCONNECT, window, detected_at=now)
+    assert (await reports.get(created.id)).provable_at is None  # not worked on yet: nothing to say
+    await reports.add_pass(
+        created.id, counts, started_at=now, progress_until=None, fresh_until=window.end, overlap_seconds=600
+    )
+    return created, window
+
+
 async def test_a_report_waiting_for_the_lag_horizon_shows_when_it_will_be_provable(
     pg: PgStore, dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
     reports = PgGapReports(pg.pool, replica="erp-sync-1")
-    window = Interval(now - timedelta(seconds=40), now - timedelta(seconds=5))
-    created = await reports.create(SHOP_A, Cause.RESTART, window, detected_at=now)
-    waiting = await reports.get(created.id)
-    assert waiting.provable_at is None  # not worked on yet: nothing to say
-    await reports.add_pass(
-        created.id,
-        PassCounts(list_calls=1, fullinfo_calls=7, found=7, new=7),
-        started_at=now,
-        progress_until=None,
-        fresh_until=window.end,
-        overlap_seconds=600,
+    created, window = await read_ahead(
+        reports, SHOP_A, PassCounts(list_calls=1, fullinfo_calls=7, found=7, new=7)
     )
     provable = window.end + timedelta(seconds=600)
 
@@ -195,19 +198,13 @@ async def test_a_report_waiting_for_the_lag_horizon_shows_when_it_will_be_provab
 async def test_an_unresolved_trade_in_its_window_means_data_may_be_missing(
     pg: PgStore, dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
-    reports = PgGapReports(pg.pool, replica="erp-sync-1")
-    window = Interval(now - timedelta(seconds=40), now - timedelta(seconds=5))
-    created = await reports.create(SHOP_B, Cause.DISCONNECT, window, detected_at=now)
     counts = PassCounts(list_calls=1, fullinfo_calls=3, found=3, new=2, dead_letters=1)
-    await reports.add_pass(
-        created.id, counts, started_at=now, progress_until=None, fresh_until=window.end, overlap_seconds=600
-    )
+    _, window = await read_ahead(PgGapReports(pg.pool, replica="erp-sync-1"), SHOP_B, counts)
     debt = TradeDebt(
         SHOP_B, 2800000000000000042, "backfill", "TradeNotFound", "isv.trade-not-exist",
         belongs=Interval(window.start + timedelta(seconds=10), window.start + timedelta(seconds=11)),
     )  # fmt: skip
-    await pg.record_unresolved(debt, at=now, delay=lambda attempts: 10.0, history=True)
+    await pg.record_unresolved(debt, at=window.end, delay=lambda attempts: 10.0, history=True)
 
     assert await run(dsn, "--json") == 0
     document = json.loads(capsys.readouterr().out)
