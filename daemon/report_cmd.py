@@ -20,7 +20,8 @@ from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from daemon.report_data import MAX_LAST, ReportQuery, load
 from daemon.settings import ReportSettings, add_env_file_option, database_overrides, settings_or_exit
-from reconciler.report_view import page, table, to_json
+from reconciler.report_page import page
+from reconciler.report_view import table, to_json
 from store.errors import DATABASE_ERRORS
 
 

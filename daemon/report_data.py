@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from reconciler.report_view import SECOND, ReportData, time_range
+from reconciler.report_page import time_range
+from reconciler.report_view import SECOND, ReportData
 from store.gap_reports import Cause
 from store.pg_coverage import PgCoverageLedger
 from store.pg_reports import PgGapReports

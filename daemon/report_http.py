@@ -20,7 +20,8 @@ from aiohttp import web
 
 from common.errors import OrderSyncError
 from daemon.report_data import MAX_LAST, ReportQuery, load
-from reconciler.report_view import ReportData, page, to_json
+from reconciler.report_page import page
+from reconciler.report_view import ReportData, to_json
 from store.errors import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ Modules, in the order data flows:
   shop gets one.
 * `reconciler` — the orchestration: schedules the parts above (the side task's rounds, the TMC
   session's hooks, the CLI's operations); `config` its settings; `coordination` the other replicas.
-* `metrics` — coverage and backfill series; `report_view` formats gap reports; `progress` one line.
+* `metrics` — coverage and backfill series; `report_view` judges gap reports and writes them as text
+  and JSON, `report_page` as an HTML page; `progress` one line.
 
 What the reconciler keeps lives in the database behind the interfaces of `store.ports` (coverage
 ledger, gap reports, initial loads, trades), implemented over PostgreSQL and in memory (`store.memory`).

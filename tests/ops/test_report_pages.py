@@ -25,7 +25,7 @@ from common.intervals import Interval
 from daemon.app import Daemon, assemble, make_client
 from daemon.settings import Settings
 from listener.session import SessionTiming
-from reconciler.report_view import FONT_STACK, RED, SLATE
+from reconciler.report_page import FONT_STACK, RED, SLATE
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from store.gap_reports import Cause, Outcome, PassCounts

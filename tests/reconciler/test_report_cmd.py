@@ -18,18 +18,8 @@ from hypothesis import strategies as st
 
 from common.intervals import Interval
 from daemon import report_cmd
-from reconciler.report_view import (
-    FONT_STACK,
-    ORANGE,
-    RED,
-    SLATE,
-    ReportData,
-    Status,
-    Verdict,
-    colour,
-    page,
-    ticks,
-)  # fmt: skip
+from reconciler.report_page import FONT_STACK, ORANGE, RED, SLATE, colour, page, ticks
+from reconciler.report_view import ReportData, Status, Verdict
 from store.coverage import Coverage, ProvenBy
 from store.gap_reports import Cause, GapReport, Outcome, PassCounts, RecoveredTrade, StreamConnection
 from store.pg import PgStore
