@@ -4,9 +4,10 @@ the retries (docs/top-api.md#http-request, docs/top-api.md#signature, docs/top-a
 Every call takes the app-wide limiter first (docs/design.md#one-quota), is signed over all parameters, and is
 retried only when the taxonomy says so (docs/design.md#one-error-taxonomy-three-scopes): transport failures
 and `isp.*` back off with full jitter; a ban pauses the limiter for everyone and the call tries again once it
-ends; every other error goes straight back to the caller. The session key is a call argument, never stored,
-and no log line, repr or exception carries it or the app secret. `taobao.client.TopClient` adds the trade
-APIs on top.
+ends; every other error goes straight back to the caller. An app-wide error also pauses every later
+call of the app behind one probe (`taobao.pause.AppPause`) until TOP answers again. The session key is
+a call argument, never stored, and no log line, repr or exception carries it or the app secret.
+`taobao.client.TopClient` adds the trade APIs on top.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from yarl import URL
 from taobao.envelope import parse_response
 from taobao.errors import RateLimited, RetryableTopError, TopError
 from taobao.limiter import Priority, TopRateLimiter
+from taobao.pause import AppPause
 from taobao.signing import SignMethod, sign
 from taobao.timefmt import format_top_time
 
@@ -141,6 +143,7 @@ class TopTransport:
         read_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         partner_id: str | None = PARTNER_ID,
+        app_pause: AppPause | None = None,
     ) -> None:
         self.app_key = app_key
         self._secret = app_secret
@@ -149,6 +152,7 @@ class TopTransport:
         self.sign_method: SignMethod = sign_method
         self.partner_id = partner_id
         self.retry = retry or RetryPolicy()
+        self.app_pause = app_pause or AppPause()
         self.stats = ClientStats()
         self._http = http
         self._owns_http = http is None
@@ -219,6 +223,27 @@ class TopTransport:
         return result
 
     async def _attempt(
+        self,
+        *,
+        method: str,
+        params: Mapping[str, ParamValue],
+        session: str | None,
+        priority: Priority,
+        tid: int | None,
+    ) -> dict[str, Any]:
+        """One attempt, admitted by the app-wide pause first (it holds every call but its probe while
+        an app-wide failure lasts) and reported to it afterwards."""
+        probe = await self.app_pause.admit()
+        error: BaseException | None = None
+        try:
+            return await self._send(method=method, params=params, session=session, priority=priority, tid=tid)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.app_pause.settle(method, error, probe=probe)
+
+    async def _send(
         self,
         *,
         method: str,
