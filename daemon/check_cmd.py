@@ -35,6 +35,7 @@ from store.errors import DATABASE_ERRORS
 from store.migrate import applied_versions, load_migrations
 from taobao.client import RetryPolicy, TopClient
 from taobao.errors import (
+    AppWideTopError,
     PermanentTopError,
     RateLimited,
     RetryableTopError,
@@ -218,7 +219,7 @@ async def _bounded_shop(call: Callable[[], Awaitable[None]], name: str, limit: f
         return Item(
             False, name, f"API not usable now: {exc.msg}", "check TAOBAO_API_URL and the network"
         ), True
-    except PermanentTopError as exc:
+    except (AppWideTopError, PermanentTopError) as exc:
         what = _APP_CODES.get(exc.code or 0)
         if what == "signature":
             hint = "check TAOBAO_APP_SECRET and TAOBAO_SIGN_METHOD"

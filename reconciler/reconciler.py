@@ -33,6 +33,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 
 from pydantic import SecretStr
 
@@ -80,7 +81,10 @@ class Reconciler:
         now: Clock = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         coordination: Coordination | None = None,
+        top_paused_since: Callable[[], datetime | None] = lambda: None,
     ) -> None:
+        """`top_paused_since`: when the client's app-wide pause began (None: not paused); the stream
+        proves nothing past it."""
         self.config = config
         self._client = client
         self._trades = storage.trades
@@ -106,7 +110,9 @@ class Reconciler:
             storage.trades, self.metrics.dead_letters, policy=config.redrive, now=now
         )
         self.redrive = Redrive(self._shared, client, storage.trades, self._failures)
-        self.watch = StreamWatch(shops, settle=config.stream_settle, now=now)
+        self.watch = StreamWatch(
+            shops, settle=config.stream_settle, now=now, paused_since=top_paused_since
+        )
         self.lag = LagMeter(config.overlap)
         self.loader = InitialLoader(
             client,
