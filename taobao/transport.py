@@ -28,6 +28,7 @@ import backoff
 from pydantic import SecretStr
 from yarl import URL
 
+from taobao.clock import ClockSkew, parse_http_date
 from taobao.envelope import parse_response
 from taobao.errors import RateLimited, RetryableTopError, TopError
 from taobao.limiter import Priority, TopRateLimiter
@@ -153,6 +154,8 @@ class TopTransport:
         self.partner_id = partner_id
         self.retry = retry or RetryPolicy()
         self.app_pause = app_pause or AppPause()
+        # Taobao's clock against ours, from the Date header of every TOP answer (docs/design.md#clock-skew).
+        self.clock_skew = ClockSkew()
         self.stats = ClientStats()
         self._http = http
         self._owns_http = http is None
@@ -254,6 +257,7 @@ class TopTransport:
     ) -> dict[str, Any]:
         await self.limiter.acquire(priority)
         query, form = self._signed_request(method, params, session)
+        sent = datetime.now(UTC)
         try:
             async with self._session().post(
                 self.api_url,
@@ -264,6 +268,7 @@ class TopTransport:
             ) as resp:
                 status = resp.status
                 body = await resp.read()
+                server_date = parse_http_date(resp.headers.get("Date"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._count(method, "retryable")
             # No `from exc`: aiohttp errors can carry the request URL, whose query holds the session.
@@ -277,14 +282,20 @@ class TopTransport:
             # The official SDK treats any non-200 as a transport failure (docs/top-api.md#http-request).
             self._count(method, "retryable")
             raise RetryableTopError(f"HTTP {status}", method=method, tid=tid)
+        received = datetime.now(UTC)
         try:
             payload = parse_response(body, method, tid=tid)
         except TopError as exc:
+            if server_date is not None and exc.code is not None:
+                # TOP's own error answer (a code 31 above all), not a proxy's page.
+                self.clock_skew.observe_answer(server_date, sent, received)
             exc.redact(session or "", self._secret.get_secret_value())
             self._count(method, exc.kind.value)
             if isinstance(exc, RateLimited):
                 self._on_ban(exc)
             raise
+        if server_date is not None:
+            self.clock_skew.observe_answer(server_date, sent, received)
         self._count(method, "ok")
         return payload
 
@@ -296,7 +307,8 @@ class TopTransport:
         system = {
             "method": method,
             "app_key": self.app_key,
-            "timestamp": format_top_time(datetime.now(UTC)),
+            # On Taobao's clock when ours is known to be off: TOP refuses over 10 minutes (code 31).
+            "timestamp": format_top_time(self.clock_skew.taobao_now(datetime.now(UTC))),
             "v": "2.0",
             "format": "json",
             "sign_method": self.sign_method,
