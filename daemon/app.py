@@ -111,6 +111,7 @@ def assemble(
     metrics = DaemonMetrics()
     metrics.watch_top_client(client.stats)
     metrics.watch_app_pause(client.app_pause)
+    metrics.watch_clock_skew(client.clock_skew)
     tasks = dict(side_tasks or {})
     reconciler: Reconciler | None = None
     replicas: ReplicaSet | None = None
@@ -126,6 +127,7 @@ def assemble(
             coverage_metrics=metrics.coverage,
             coordination=replicas,
             top_paused_since=lambda: client.app_pause.state().since,
+            clock_skew=client.clock_skew,
         )
         tasks |= {"reconciler": reconciler.run, "replicas": replicas.run}
     channel_factory = functools.partial(

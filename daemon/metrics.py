@@ -13,6 +13,7 @@ from common.metrics import Registry, Samples
 from listener.metrics import ListenerMetrics
 from listener.session import TmcSession
 from reconciler.metrics import CoverageMetrics
+from taobao.clock import ClockSkew
 from taobao.pause import AppPause
 
 
@@ -65,6 +66,19 @@ class DaemonMetrics:
             "top_ban_seconds_total",
             "Seconds of rate-limit bans announced by TOP",
             lambda: [({}, stats.ban_seconds)],
+        )
+
+    def watch_clock_skew(self, skew: ClockSkew) -> None:
+        """Taobao's clock minus ours (docs/design.md#clock-skew); alert well before 600 s (code 31)."""
+
+        def seconds() -> Samples:
+            estimate = skew.estimate()
+            return [] if estimate is None else [({}, estimate.total_seconds())]
+
+        self.registry.gauge(
+            "top_clock_skew_seconds",
+            "Taobao's clock minus this host's, estimated from TOP answers' Date headers and TMC times",
+            seconds,
         )
 
     def watch_app_pause(self, pause: AppPause) -> None:

@@ -47,9 +47,12 @@ class StreamWatch:
         now: Callable[[], datetime],
         rate_window: timedelta = timedelta(hours=1),
         paused_since: Callable[[], datetime | None] = lambda: None,
+        observe_time: Callable[[datetime, datetime], None] = lambda published, received: None,
     ) -> None:
+        """`observe_time(published, received)` hears every message's time (a clock skew floor)."""
         self.shops = list(shops)
         self._paused_since = paused_since
+        self._observe_time = observe_time
         self.settle = settle
         self._now = now
         self._rate_window = rate_window
@@ -70,6 +73,8 @@ class StreamWatch:
 
     def received(self, message: TmcMessage) -> None:
         now = self._now()
+        if message.time is not None:
+            self._observe_time(message.time, now)
         shop = message.nick if message.nick in self._recent else ANY_SHOP
         at = now if message.time is None else min(message.time, now)
         known = self._pending.get(message.id)

@@ -6,11 +6,13 @@ its clock somewhere between our send and our receipt, and within the second it n
 says: Taobao minus us ≈ (Date + 0.5 s) − (midpoint of send and receipt), give or take half the round
 trip plus half a second. The estimate is the median of the recent samples, which a slow answer or one
 odd header cannot move. A TMC message's `time` is when Taobao published it, before we received it, so
-it bounds the offset from below: a message stamped later than our clock, corrected by the estimate,
-says Taobao is ahead by at least that much (`observe_event`).
+it bounds the offset from below (`observe_event`, `floor`); it is shown, never used to correct
+anything: one message with a wrong time must not move a horizon.
 
 `offset` is what the service uses: the estimate rounded to whole seconds, and zero within `dead_band`
 (TOP times have one-second resolution; correcting by noise would only make our clock jitter).
+`horizon_offset` is the part of it that makes lag horizons earlier, never later: a host clock ahead of
+Taobao's is subtracted; one behind it already errs on the safe side.
 """
 
 from __future__ import annotations
@@ -63,14 +65,14 @@ class ClockSkew:
         self._floors.append((published - received).total_seconds())
 
     def estimate(self) -> timedelta | None:
-        """The best guess of Taobao minus us, None before any sample."""
-        floor = max(self._floors) if self._floors else None
+        """The best guess of Taobao minus us from TOP answers, None before any."""
         if not self._samples:
-            return None if floor is None else timedelta(seconds=max(floor, 0.0))
-        seconds = statistics.median(self._samples)
-        if floor is not None and floor > seconds:
-            seconds = floor
-        return timedelta(seconds=seconds)
+            return None
+        return timedelta(seconds=statistics.median(self._samples))
+
+    def floor(self) -> timedelta | None:
+        """The least Taobao minus us that recent TMC messages imply, None before any."""
+        return timedelta(seconds=max(self._floors)) if self._floors else None
 
     def offset(self) -> timedelta:
         """What to add to our clock to read Taobao's: whole seconds, zero within the dead band."""
@@ -78,6 +80,10 @@ class ClockSkew:
         if estimate is None or abs(estimate) < self.dead_band:
             return timedelta(0)
         return timedelta(seconds=round(estimate.total_seconds()))
+
+    def horizon_offset(self) -> timedelta:
+        """The offset where it makes a horizon earlier (our clock ahead of Taobao's), else zero."""
+        return min(self.offset(), timedelta(0))
 
     def taobao_now(self, now: datetime) -> datetime:
         """`now` (our clock) on Taobao's clock."""

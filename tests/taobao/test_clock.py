@@ -53,14 +53,22 @@ def test_within_the_dead_band_nothing_is_corrected() -> None:
     assert skew.offset() == timedelta(0)
 
 
-def test_a_tmc_message_from_our_future_is_a_floor() -> None:
+def test_tmc_message_times_are_a_floor_shown_never_a_correction() -> None:
     skew = ClockSkew()
-    skew.observe_event(T0 - 5 * S, T0)  # published 5 s before we got it: says nothing new
-    assert skew.offset() == timedelta(0)
-    skew.observe_event(T0 + 90 * S, T0)  # Taobao is at least 90 s ahead of us
-    assert skew.offset() == 90 * S
-    skew.observe_answer(T0 + 120 * S, T0, T0)
-    assert skew.offset() == 120 * S  # answers above the floor win
+    assert skew.floor() is None
+    skew.observe_event(T0 - 5 * S, T0)  # published 5 s before we got it
+    skew.observe_event(T0 + 90 * S, T0)  # Taobao is at least 90 s ahead of us, or the time is wrong
+    assert skew.floor() == 90 * S
+    assert skew.estimate() is None
+    assert skew.offset() == timedelta(0)  # one wrong message time must not move a horizon
+
+
+def test_only_a_clock_ahead_of_taobaos_moves_horizons() -> None:
+    behind, ahead = ClockSkew(), ClockSkew()
+    behind.observe_answer(T0 + 120 * S, T0, T0)  # Taobao 120 s ahead: our horizons are early already
+    ahead.observe_answer(T0 - 120 * S, T0, T0)  # ours 120 s ahead: subtract it
+    assert behind.horizon_offset() == timedelta(0)
+    assert ahead.horizon_offset() == -120 * S
 
 
 @pytest.mark.parametrize(
