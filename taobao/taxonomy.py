@@ -55,15 +55,14 @@ _BAN_RE = re.compile(r"This ban will last for (\d+) more seconds")
 _RATE_LIMIT_CODES = frozenset({4, 5, 6, 7, 8})
 
 # 26/27 missing/invalid session; 44 invalid access token (the session is the access token);
-# 53 insufficient security level, whose documented fix is to refresh the authorisation;
-# 12 insufficient user permissions: the seller's authorisation lacks what the call needs.
-_SESSION_CODES = frozenset({12, 26, 27, 44, 53})
+# 53 insufficient security level, whose documented fix is to refresh the authorisation.
+_SESSION_CODES = frozenset({26, 27, 44, 53})
 _SESSION_SUB_CODES = frozenset({"invalid-sessionkey", "session-expired"})
 
 # The request could not have worked for any trade or shop: HTTP verb (9), the app's permission
-# package (11) or partner permissions (13), method, format, signature, app key, timestamp (31: the
-# host clock is over 10 minutes off), version (21-34 less the session codes), forbidden request (42).
-APP_WIDE_CODES = frozenset({9, 11, 13, 42, *range(21, 35)}) - _SESSION_CODES
+# package (11), user or partner permissions (12, 13), method, format, signature, app key, timestamp
+# (31: the host clock is over 10 minutes off), version (21-34 less the session codes), forbidden (42).
+APP_WIDE_CODES = frozenset({9, 11, 12, 13, 42, *range(21, 35)}) - _SESSION_CODES
 
 # A parameter of this one call was refused (40/41 missing/invalid arguments, 43 parameter error).
 _PARAMETER_CODES = frozenset({40, 41, 43})

@@ -85,12 +85,12 @@ CASES: list[tuple[int | None, str | None, str | None, ErrorKind]] = [
     (43, None, None, P),
     (15, "isv.task-not-exist", None, P),  # a TOPATS task: start that task again
     (15, "isv.invalid-download-url", "下载链接已失效", P),
-    (12, None, None, S),  # insufficient user permissions: the seller's authorisation
     # app-wide: 9, 11, 13, 21-34 (less the session codes), 42, accesscontrol.* other than a ban
     (15, "isv.permission-api-package-limit", None, A),
     (11, "isv.permission-api-package-limit", "scope ids is 289 378", A),
     (11, "accesscontrol.ip-not-allowed", "only allowed to call from 10.8.*.*", A),
     (11, None, None, A),
+    (12, None, None, A),
     (13, None, None, A),
     (9, None, None, A),
     (21, None, None, A),
@@ -159,7 +159,7 @@ def test_trade_not_found_is_permanent() -> None:
 
 
 def test_every_listed_app_wide_code_is_app_wide_and_the_session_codes_are_not() -> None:
-    listed = {9, 11, 13, 42, *range(21, 35)}
+    listed = {9, 11, 12, 13, 42, *range(21, 35)}
     assert listed - APP_WIDE_CODES == {26, 27}
     for code in listed - {26, 27}:
         assert classify(code, None) is A, code
