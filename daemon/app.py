@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from common.backoff import BackoffPolicy
 from common.identity import default_replica
-from daemon.health import ping_pool
+from daemon.health import check_top, ping_pool
 from daemon.metrics import DaemonMetrics
 from daemon.report_http import report_routes
 from daemon.service import Service, SideTask
@@ -110,6 +110,8 @@ def assemble(
     replica on the same database (see replicas/replica_set.py)."""
     metrics = DaemonMetrics()
     metrics.watch_top_client(client.stats)
+    metrics.watch_app_pause(client.app_pause)
+    metrics.watch_clock_skew(client.clock_skew)
     tasks = dict(side_tasks or {})
     reconciler: Reconciler | None = None
     replicas: ReplicaSet | None = None
@@ -124,6 +126,8 @@ def assemble(
             registry=metrics.registry,
             coverage_metrics=metrics.coverage,
             coordination=replicas,
+            top_paused_since=lambda: client.app_pause.state().since,
+            clock_skew=client.clock_skew,
         )
         tasks |= {"reconciler": reconciler.run, "replicas": replicas.run}
     channel_factory = functools.partial(
@@ -143,7 +147,10 @@ def assemble(
         side_tasks=tasks,
         metrics=metrics,
         db_ping=functools.partial(ping_pool, store.pool),
-        extra_checks={} if replicas is None else {"replica": replicas.readiness},
+        extra_checks={
+            "top": lambda: check_top(client.app_pause.state()),
+            **({} if replicas is None else {"replica": replicas.readiness}),
+        },
         watch=None if reconciler is None else reconciler.watch,
         http_routes=report_routes(store.pool, safety_lag_seconds=settings.sync_safety_lag_seconds),
     )

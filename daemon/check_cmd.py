@@ -34,7 +34,9 @@ from listener.session import TmcConnectRefused, TmcProtocolError, TmcSession
 from store.errors import DATABASE_ERRORS
 from store.migrate import applied_versions, load_migrations
 from taobao.client import RetryPolicy, TopClient
+from taobao.clock import ClockSkew
 from taobao.errors import (
+    AppWideTopError,
     PermanentTopError,
     RateLimited,
     RetryableTopError,
@@ -45,6 +47,8 @@ from taobao.errors import (
 from taobao.fields import TRADE_FULLINFO_GET
 from taobao.limiter import Priority, TopRateLimiter
 
+# A skew past which `check` fails: far from TOP's 600 s (code 31), but no host should drift this far.
+CLOCK_WARN_SECONDS: Final = 60.0
 # A tid no shop has: TOP answers isv.trade-not-exist after checking signature and session.
 PROBE_TID: Final = 1
 
@@ -191,7 +195,22 @@ async def check_shops(settings: Settings, limit: float) -> list[Item]:
                 if skipped:
                     items.append(Item(False, "shops", f"{skipped} more shop(s) not checked (same error)"))
                 break
+    items.append(clock_item(client.clock_skew))
     return items
+
+
+def clock_item(skew: ClockSkew) -> Item:
+    """Taobao's clock against this host's, from the answers' Date headers (docs/design.md#clock-skew)."""
+    estimate = skew.estimate()
+    if estimate is None:
+        return Item(True, "clock", "not measured (no answer from TOP)")
+    seconds = estimate.total_seconds()
+    side = "ahead of" if seconds >= 0 else "behind"
+    detail = f"Taobao's clock is {abs(seconds):.1f} s {side} this host's"
+    if abs(seconds) < CLOCK_WARN_SECONDS:
+        return Item(True, "clock", detail)
+    hint = "sync this host's clock (NTP); TOP refuses requests over 600 s off, the service corrects for it"
+    return Item(False, "clock", detail, hint)
 
 
 async def _bounded_shop(call: Callable[[], Awaitable[None]], name: str, limit: float) -> tuple[Item, bool]:
@@ -218,13 +237,17 @@ async def _bounded_shop(call: Callable[[], Awaitable[None]], name: str, limit: f
         return Item(
             False, name, f"API not usable now: {exc.msg}", "check TAOBAO_API_URL and the network"
         ), True
-    except PermanentTopError as exc:
+    except AppWideTopError as exc:
+        # Every later call would wait behind the client's probe: the other shops are not checked.
         what = _APP_CODES.get(exc.code or 0)
         if what == "signature":
             hint = "check TAOBAO_APP_SECRET and TAOBAO_SIGN_METHOD"
             return Item(False, name, f"signature rejected ({_codes(exc)})", hint), True
         if what == "app key":
             return Item(False, name, f"app key rejected ({_codes(exc)})", "check TAOBAO_APP_KEY"), True
+        hint = "the app may lack the trade API permission package, or this address is not allowed"
+        return Item(False, name, f"refused for the whole app: {exc.msg} ({_codes(exc)})", hint), True
+    except PermanentTopError as exc:
         hint = "the app may lack the trade API permission for this shop"
         return Item(False, name, f"call refused: {exc.msg} ({_codes(exc)})", hint), False
     except TopError as exc:

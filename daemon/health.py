@@ -24,6 +24,7 @@ import asyncpg
 from aiohttp import web
 
 from common.health import Check
+from taobao.pause import PauseState
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -68,6 +69,21 @@ def check_stream(*, connected: bool, connects: int, refusals: int, down_for: flo
     if down_for <= grace:
         return Check(True, f"reconnecting for {down_for:.1f} s (grace {grace:g} s)")
     return Check(False, f"disconnected for {down_for:.0f} s (grace {grace:g} s)")
+
+
+def check_top(state: PauseState) -> tuple[Check, dict[str, Any]]:
+    """Red while the app-wide pause holds every TOP call (docs/design.md#app-wide-pause), with the
+    failure that tripped it; the details for /readyz's `top` key."""
+    details: dict[str, Any] = {"paused": state.paused, "pauses": state.pauses}
+    if not state.paused:
+        return Check(True, "TOP calls pass"), details
+    since = state.since.isoformat(timespec="seconds") if state.since else "?"
+    details |= {"since": since, "reason": state.reason, "probes": state.probes}
+    detail = (
+        f"all TOP calls paused since {since} (app-wide: {state.reason}); "
+        f"{state.probes} probe(s), next in {state.next_probe_in:.0f} s"
+    )
+    return Check(False, detail), details
 
 
 def check_channel(channel: object, grace: float) -> Check | None:

@@ -13,6 +13,8 @@ from common.metrics import Registry, Samples
 from listener.metrics import ListenerMetrics
 from listener.session import TmcSession
 from reconciler.metrics import CoverageMetrics
+from taobao.clock import ClockSkew
+from taobao.pause import AppPause
 
 
 class TopCallStats(Protocol):
@@ -64,6 +66,32 @@ class DaemonMetrics:
             "top_ban_seconds_total",
             "Seconds of rate-limit bans announced by TOP",
             lambda: [({}, stats.ban_seconds)],
+        )
+
+    def watch_clock_skew(self, skew: ClockSkew) -> None:
+        """Taobao's clock minus ours (docs/design.md#clock-skew); alert well before 600 s (code 31)."""
+
+        def seconds() -> Samples:
+            estimate = skew.estimate()
+            return [] if estimate is None else [({}, estimate.total_seconds())]
+
+        self.registry.gauge(
+            "top_clock_skew_seconds",
+            "Taobao's clock minus this host's, estimated from TOP answers' Date headers and TMC times",
+            seconds,
+        )
+
+    def watch_app_pause(self, pause: AppPause) -> None:
+        """Expose the app-wide pause (docs/design.md#app-wide-pause): alert on `top_app_paused`."""
+        self.registry.gauge(
+            "top_app_paused",
+            "1 while every TOP call is held behind one probe after an app-wide failure",
+            lambda: [({}, float(pause.paused))],
+        )
+        self.registry.counter_from(
+            "top_app_pauses_total",
+            "App-wide TOP failures that paused every call (permissions, signature, clock, unknown code)",
+            lambda: [({}, pause.state().pauses)],
         )
 
     def watch_tmc_session(self, session: TmcSession) -> None:

@@ -12,6 +12,10 @@ the path the reconciler's backfill takes too; docs/design.md#one-error-taxonomy-
                    schedule and keeps the second of its message unproven
                    (docs/design.md#unresolved-trades-block-proof); then the messages are confirmed, or
                    they would come back forever. Not recorded: left unconfirmed.
+  APP_FAILED     → left unconfirmed (nothing recorded against the trade, nothing confirmed, so nothing
+                   proven): an app-wide failure is never the message's fault. The client now holds
+                   every fetch behind one probe (`taobao.pause`); the server redelivers the messages
+                   and they are fetched once the probe is answered
   RETRY_LATER    → left unconfirmed: the client already retried retryable errors and waited out bans,
                    so one that escapes (or a ServiceRejection) is left to TMC's redelivery; so is a
                    defect in the fetcher
@@ -45,6 +49,7 @@ _OUTCOMES = {
     FetchEnd.TRADE: "ok",
     FetchEnd.SHOP_REJECTED: "session_expired",
     FetchEnd.TRADE_FAILED: "permanent_error",
+    FetchEnd.APP_FAILED: "app_wide_error",
     FetchEnd.RETRY_LATER: "retry_later",
 }
 # A trade not there yet is fetched again after 1 s, doubling to 30 s, jittered.
@@ -131,6 +136,9 @@ class WorkerPool:
                 "fullinfo failed for good: %s", fetched.error, extra={"action": "fetch_permanent", **context}
             )
             await self._record(item, fetched)
+        elif fetched.end is FetchEnd.APP_FAILED:
+            # No log line per message: the pause logs once when it trips and once when it clears.
+            await self._dispatcher.leave_unconfirmed(item.message_ids, "app_paused", fetched.kind)
         else:
             log.warning(
                 "fullinfo failed (%s); messages left for redelivery",

@@ -5,8 +5,9 @@ read. A failed window is never reported as read, so the ledger never advances ov
 What a list call's error means for the window (docs/design.md#one-error-taxonomy-three-scopes):
 * `isv.trade-service-rejection` → the window is split in two and retried after the configured delay
   (the platform says 3 minutes); a window that cannot be split further fails.
-* other `isv.*` and permanent errors → logged, never retried; the window fails for good.
-* retryable errors the client could not get past (it already retried) → the window fails for now.
+* a parameter refused (per call, `PermanentTopError`) → logged, never retried; the window fails for good.
+* app-wide errors (`AppWideTopError`: the client now holds every call behind one probe) and retryable
+  errors the client could not get past (it already retried) → the window fails for now, proves nothing.
 * a rejected session → `SessionExpired` is raised: nothing more can be done for the shop.
 List entries that fail validation are recorded as trade failures (dead letters). What a fullinfo
 error means: see `reconciler.fetching`.

@@ -67,6 +67,14 @@ class Shared:
     shops: Mapping[str, SecretStr]
     now: Clock = utc_now
     sleep: Sleep = asyncio.sleep
+    # Taobao's clock minus ours where ours is ahead (`taobao.clock.ClockSkew.horizon_offset`), else 0.
+    skew: Callable[[], timedelta] = lambda: timedelta(0)
+
+    def horizon_now(self) -> datetime:
+        """Now on Taobao's clock, which stamps `modified`: what lag horizons are computed from
+        (docs/design.md#clock-skew). A host clock ahead of Taobao's would otherwise prove windows
+        whose changes Taobao has not made visible yet."""
+        return self.now() + self.skew()
 
     def session_of(self, shop: str) -> str:
         return self.shops[shop].get_secret_value()

@@ -9,7 +9,8 @@ How a fetch ended decides what happens (docs/design.md#one-error-taxonomy-three-
 * a problem of the trade alone (`isv.trade-not-exist`, a malformed response, another permanent error)
   → recorded as a trade failure, as the stream does: unresolved, it keeps the window that named it
   (`Target.belongs`) unproven and is retried by the redrive (docs/design.md#unresolved-trades-block-proof);
-* anything else (the client already retried) → the rest is not fetched and the window fails for now.
+* anything else (an app-wide failure, which pauses the client; a transient error the client already
+  retried) → the rest is not fetched and the window fails for now: it stays a gap, proven by nothing.
 A trade the store cannot keep whole is recorded the same way (`store.fetch_apply.apply_fetched`).
 """
 

@@ -27,7 +27,8 @@ from reconciler.progress import Progress
 from store.coverage import ProvenBy
 from store.gap_reports import GapReport, GapReports, PassCounts
 from store.initial_loads import SOLD_GET, TOPATS, InitialLoads, LoadPart, LoadState
-from taobao.errors import PermanentTopError, SessionExpired, TopError
+from taobao.errors import AppWideTopError, PermanentTopError, SessionExpired, TopError
+from taobao.pause import PAUSING_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,11 @@ class InitialLoader:
             raise
         except PermanentTopError as exc:
             return await self._fall_back(shop, session, exc, shown)
+        except AppWideTopError as exc:
+            if exc.method not in PAUSING_METHODS:
+                # The app lacks the TOPATS permission package: the one call no sync needs.
+                return await self._fall_back(shop, session, exc, shown)
+            raise InitialLoadFailed(f"initial load: {exc}") from exc
         except TopError as exc:
             # The client already retried (or waited out a ban): the load goes on from this part on a
             # later round, instead of failing the round, or the gate and with it the stream.

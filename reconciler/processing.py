@@ -85,7 +85,7 @@ class ReportProcessor:
         windows = pass_windows(
             report,
             proven_from,
-            now=now,
+            now=shared.horizon_now(),
             safety_lag=config.safety_lag,
             overlap=work.overlap,
             max_span=config.max_span,

@@ -33,6 +33,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 
 from pydantic import SecretStr
 
@@ -59,6 +60,7 @@ from store.errors import DATABASE_ERRORS, NotLeader
 from store.fetch_apply import TradeFailures
 from store.gap_reports import Cause, GapReport, PassCounts
 from store.ports import ReconcilerStore
+from taobao.clock import ClockSkew
 from taobao.tmc.events import Connected, Disconnected, SessionEvent
 
 logger = logging.getLogger(__name__)
@@ -80,7 +82,14 @@ class Reconciler:
         now: Clock = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         coordination: Coordination | None = None,
+        top_paused_since: Callable[[], datetime | None] = lambda: None,
+        clock_skew: ClockSkew | None = None,
     ) -> None:
+        """`top_paused_since`: when the client's app-wide pause began (None: not paused); the stream
+        proves nothing past it. `clock_skew`: Taobao's clock against ours (the client's estimate): a clock
+        of ours ahead of Taobao's is subtracted where lag horizons are computed; TMC message times
+        feed its floor."""
+        skew = clock_skew or ClockSkew()
         self.config = config
         self._client = client
         self._trades = storage.trades
@@ -101,12 +110,19 @@ class Reconciler:
             dict(shops),
             now,
             sleep,
+            skew.horizon_offset,
         )
         self._failures = TradeFailures(
             storage.trades, self.metrics.dead_letters, policy=config.redrive, now=now
         )
         self.redrive = Redrive(self._shared, client, storage.trades, self._failures)
-        self.watch = StreamWatch(shops, settle=config.stream_settle, now=now)
+        self.watch = StreamWatch(
+            shops,
+            settle=config.stream_settle,
+            now=now,
+            paused_since=top_paused_since,
+            observe_time=skew.observe_event,
+        )
         self.lag = LagMeter(config.overlap)
         self.loader = InitialLoader(
             client,

@@ -6,8 +6,9 @@ first. A trade fetched and stored whole is resolved by the store, in the upsert'
 version read after the last failure, or at least as new as the newest one known, pays the debt). One
 that fails again is recorded again without a new dead letter: its attempts grow and its next attempt
 moves out on the backoff (`store.fetch_apply.TradeFailures`). What the client could not get past
-(a retryable error, a ban) and defects leave the trade as it is, due again after its backoff: an error
-that might be the platform's is never the trade's. A rejected session stops the shop's redrive.
+(a retryable error, a ban, an app-wide failure) and defects leave the trade as it is, due again after
+its backoff: an error that might be the platform's is never the trade's. A rejected session stops
+the shop's redrive.
 """
 
 from __future__ import annotations

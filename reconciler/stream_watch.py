@@ -10,7 +10,9 @@ and every message received for the shop with a time in it has been committed
   moment it is received until the dispatcher confirms it (it only does so after the commit); a
   message handed back (Failed) stays open, since its trade is not committed; `settle` covers pushes
   still in transit;
-* it ends at the disconnect, at the same bound.
+* it ends at the disconnect, at the same bound;
+* while TOP calls are paused app-wide (docs/design.md#app-wide-pause) it stops where the pause began:
+  messages received then cannot be fetched, so the stream proves nothing until the pause clears.
 
 With several replicas (`replicas.replica_set`), the other replicas' oldest uncommitted messages bound
 the proof too (`bound_by_peers`), and this replica publishes its own (`hold`), including, for a while
@@ -44,8 +46,13 @@ class StreamWatch:
         settle: timedelta,
         now: Callable[[], datetime],
         rate_window: timedelta = timedelta(hours=1),
+        paused_since: Callable[[], datetime | None] = lambda: None,
+        observe_time: Callable[[datetime, datetime], None] = lambda published, received: None,
     ) -> None:
+        """`observe_time(published, received)` hears every message's time (a clock skew floor)."""
         self.shops = list(shops)
+        self._paused_since = paused_since
+        self._observe_time = observe_time
         self.settle = settle
         self._now = now
         self._rate_window = rate_window
@@ -66,6 +73,8 @@ class StreamWatch:
 
     def received(self, message: TmcMessage) -> None:
         now = self._now()
+        if message.time is not None:
+            self._observe_time(message.time, now)
         shop = message.nick if message.nick in self._recent else ANY_SHOP
         at = now if message.time is None else min(message.time, now)
         known = self._pending.get(message.id)
@@ -110,6 +119,9 @@ class StreamWatch:
                 bound = at
         if self._peer_bound is not None and self._peer_bound < bound:
             bound = self._peer_bound
+        paused = self._paused_since()
+        if paused is not None and paused - self.settle < bound:
+            bound = paused - self.settle
         return bound
 
     def hold(self) -> datetime | None:

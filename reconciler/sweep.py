@@ -100,13 +100,13 @@ class Sweeper:
             sync_from=await ledger.sync_from(shop) or now,
             stream_end=stream_end,
             open_starts=[r.window_start for r in await shared.reports.open_reports(shop)],
-            horizon=lag_horizon(now, safety_lag=config.safety_lag, overlap=overlap),
+            horizon=lag_horizon(shared.horizon_now(), safety_lag=config.safety_lag, overlap=overlap),
         )
         if span is None:
             return []
         return plan_windows(
             span,
-            now=now,
+            now=shared.horizon_now(),
             safety_lag=config.safety_lag,
             overlap=overlap,
             max_span=config.max_span,

@@ -5,11 +5,18 @@ one place that applies fetched trades, and one call that records a trade-level f
 How a fetch ended decides everything that follows (docs/design.md#one-error-taxonomy-three-scopes):
 
   TRADE          the trade's current state: apply it
-  SHOP_REJECTED  the shop's session was rejected (SessionExpired): stop working on the shop, alert
-  TRADE_FAILED   about this trade alone (PermanentTopError: TradeNotFound, MalformedResponse, ...):
-                 record it as a trade failure (unresolved: it is retried later) and go on
-  RETRY_LATER    anything else the client could not get past although it retried (RetryableTopError,
+  SHOP_REJECTED  per-shop: the shop's session was rejected (SessionExpired): stop working on the shop,
+                 alert
+  TRADE_FAILED   per-trade (PermanentTopError: TradeNotFound, MalformedResponse, a refused
+                 parameter): record it as a trade failure (unresolved: it is retried later) and go on
+  APP_FAILED     app-wide (AppWideTopError: permissions, signature, clock, an unknown code, a proxy's
+                 answer): nothing about this trade; the client now holds every call behind one probe
+                 (`taobao.pause`). Record nothing, confirm nothing, prove nothing: try again later
+  RETRY_LATER    transient: what the client could not get past although it retried (RetryableTopError,
                  RateLimited, ServiceRejection): try again later, record nothing against the trade
+
+`end_of` maps an error to its end through the error's scope (`taobao.taxonomy.scope_of`, the one
+classification): no code is looked at here.
 
 A trade the store refuses (validation, or PostgreSQL itself, found by bisecting the batch) or stores
 with fields left empty is reported by the store; `apply_fetched` records each as a trade failure before
@@ -41,9 +48,10 @@ from store.ports import FailureLog, TradeWriter
 from store.types import ApplyResult
 from store.unresolved import TradeDebt, second_of
 from store.validation import Rejection
-from taobao.errors import MalformedResponse, PermanentTopError, SessionExpired, TopError
+from taobao.errors import MalformedResponse, TopError
 from taobao.limiter import Priority
 from taobao.models import Trade
+from taobao.taxonomy import Scope
 
 logger = logging.getLogger(__name__)
 
@@ -70,16 +78,22 @@ class FetchEnd(enum.Enum):
     TRADE = "trade"
     SHOP_REJECTED = "shop_rejected"
     TRADE_FAILED = "trade_failed"
+    APP_FAILED = "app_failed"
     RETRY_LATER = "retry_later"
 
 
-def classify(error: TopError) -> FetchEnd:
-    """What a fullinfo error means for the trade and its shop (see the module docstring)."""
-    if isinstance(error, SessionExpired):
-        return FetchEnd.SHOP_REJECTED
-    if isinstance(error, PermanentTopError):
-        return FetchEnd.TRADE_FAILED
-    return FetchEnd.RETRY_LATER
+_END_OF_SCOPE: Final = {
+    Scope.TRADE: FetchEnd.TRADE_FAILED,
+    Scope.SHOP: FetchEnd.SHOP_REJECTED,
+    Scope.APP: FetchEnd.APP_FAILED,
+    Scope.TRANSIENT: FetchEnd.RETRY_LATER,
+}
+
+
+def end_of(error: TopError) -> FetchEnd:
+    """What a fullinfo error means for the trade, its shop and the app: its scope (see the module
+    docstring)."""
+    return _END_OF_SCOPE[error.scope]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +127,7 @@ async def fetch_trade(fetcher: FullinfoFetcher, session: str, tid: int, *, prior
     try:
         trade = await fetcher.trade_fullinfo(session, tid, priority=priority)
     except TopError as exc:
-        return Fetched(tid, classify(exc), error=exc)
+        return Fetched(tid, end_of(exc), error=exc)
     if trade.fetched_at is None:
         # The read time decides which debts a store pays (store.unresolved.resolves): a fetcher that does
         # not stamp it (`taobao.client.TopClient` does) gets the time the answer arrived.

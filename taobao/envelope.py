@@ -1,9 +1,12 @@
 """Decoding TOP response bodies (docs/top-api.md#http-request, docs/top-api.md#response-envelope,
 docs/top-api.md#error-envelope). Pure: bytes in, the payload dict or a `TopError` out.
 
-Shapes handled: `{"<method>_response": {...}}` (the documented default), simplified JSON without the
-wrapper, `{"error_response": {...}}` with or without sub-code, and raw control characters inside
-strings (buyer messages and memos carry unescaped tabs and newlines).
+Shapes handled: `{"<method>_response": {...}}` (the documented default; the client never asks for
+simplified JSON), `{"error_response": {...}}` with or without sub-code, and raw control characters
+inside strings (buyer messages and memos carry unescaped tabs and newlines). A 200 answer that is not
+TOP's (an object without any `*_response` wrapper, an HTML page) comes from something between us and
+TOP, a proxy or a captive portal: it is app-wide (docs/top-api.md#error-scopes), never the message's
+fault and never an empty answer.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import logging
 from typing import Any
 
-from taobao.errors import RetryableTopError, error_from_response
+from taobao.errors import AppWideTopError, RetryableTopError, error_from_response
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ def decode_body(body: bytes | str, *, method: str | None = None) -> dict[str, An
     else:
         text = body
     text = text.lstrip("\ufeff")
+    if text.lstrip()[:9].lower().startswith(("<html", "<!doctype")):
+        # A captive portal's or a proxy's page: every call gets it until someone fixes the network.
+        raise AppWideTopError("HTTP 200 with an HTML page, not a TOP answer", method=method)
     try:
         decoded = json.loads(text, strict=False)
     except ValueError as exc:
@@ -55,8 +61,8 @@ def decode_body(body: bytes | str, *, method: str | None = None) -> dict[str, An
 
 
 def unwrap_response(document: dict[str, Any], method: str, *, tid: int | None = None) -> dict[str, Any]:
-    """The payload of a decoded response: the object under `<method>_response`, or the document itself
-    when it is simplified JSON. An `error_response` raises the matching `TopError`."""
+    """The payload of a decoded response: the object under `<method>_response`. An `error_response`
+    raises the matching `TopError`; a document without any wrapper raises `AppWideTopError`."""
     error = document.get("error_response")
     if error is not None:
         if not isinstance(error, dict):
@@ -76,7 +82,11 @@ def unwrap_response(document: dict[str, Any], method: str, *, tid: int | None = 
         )
         inner: dict[str, Any] = document[wrappers[0]]
         return inner
-    return document
+    raise AppWideTopError(
+        f"HTTP 200 without a {response_key(method)} wrapper ({len(wrappers)} candidates)",
+        method=method,
+        tid=tid,
+    )
 
 
 def parse_response(body: bytes | str, method: str, *, tid: int | None = None) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The TOP error classes (docs/design.md#one-error-taxonomy-three-scopes).
 
 Every class of `taobao.taxonomy.ErrorKind` has one exception class here; `error_from_response` builds the
-right one from an `error_response` object. No exception carries a session key, the app secret or a
-request URL: callers log them freely.
+right one from an `error_response` object, and every error's `scope` (trade, shop, app, or transient)
+comes from `taobao.taxonomy.scope_of`, the one table callers act on. No exception carries a session
+key, the app secret or a request URL: callers log them freely.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from common.errors import OrderSyncError
-from taobao.taxonomy import ErrorKind, classify, parse_ban_seconds
+from taobao.taxonomy import ErrorKind, Scope, classify, parse_ban_seconds, scope_of
 
 
 class TopError(OrderSyncError):
@@ -39,6 +40,11 @@ class TopError(OrderSyncError):
         self.method = method
         self.tid = tid
         super().__init__(self._describe())
+
+    @property
+    def scope(self) -> Scope:
+        """Whom this failure is about: what must stop (`taobao.taxonomy.scope_of`)."""
+        return scope_of(self.kind)
 
     def _describe(self) -> str:
         parts = [f"{self.method or 'TOP call'}: {self.msg}"]
@@ -104,9 +110,19 @@ class ServiceRejection(TopError):
 
 
 class PermanentTopError(TopError):
-    """`isv.*`, bad signature, missing permissions, unknown codes: log, quarantine, never retry."""
+    """This call alone cannot succeed (a parameter refused, a trade failing validation): retrying the
+    same call cannot help; for a fullinfo call the trade becomes unresolved and is tried again later."""
 
     kind = ErrorKind.PERMANENT
+
+
+class AppWideTopError(TopError):
+    """No call of the app can succeed now: permissions (11, 13), signature, app key, timestamp (31),
+    method or version (9, 21-34), forbidden (42), `accesscontrol.*` other than a ban, an unknown code or
+    sub-code, a 200 answer without the `*_response` wrapper. Never the message's fault: all fetching
+    pauses behind one probe (`taobao.pause`) until a call succeeds again."""
+
+    kind = ErrorKind.APP_WIDE
 
 
 class TradeNotFound(PermanentTopError):
@@ -136,6 +152,7 @@ _CLASS_BY_KIND: dict[ErrorKind, type[TopError]] = {
     ErrorKind.SERVICE_REJECTION: ServiceRejection,
     ErrorKind.TRADE_NOT_FOUND: TradeNotFound,
     ErrorKind.PERMANENT: PermanentTopError,
+    ErrorKind.APP_WIDE: AppWideTopError,
 }
 
 

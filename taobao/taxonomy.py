@@ -1,9 +1,10 @@
-"""The one "retry or not?" decision for TOP errors (docs/design.md#one-error-taxonomy-three-scopes,
-docs/top-api.md#error-codes, docs/top-api.md#sub-codes).
+"""The one "retry or not, and whose fault?" decision for TOP errors
+(docs/design.md#one-error-taxonomy-three-scopes, docs/top-api.md#error-codes, docs/top-api.md#sub-codes).
 
-Pure: a code, a sub-code and a sub-message in, an `ErrorKind` out. `taobao.errors` turns the kind into
-an exception; the client acts on it. Rules are checked in the order written below, and anything no rule
-recognises is permanent (docs/top-api.md#sub-codes).
+Pure: a code, a sub-code and a sub-message in, an `ErrorKind` out; `scope_of` says whom a kind is about.
+`taobao.errors` turns the kind into an exception; callers act on its scope. Rules are checked in the
+order written below. Anything no rule recognises is app-wide: an answer nobody understands might be the
+platform's fault or ours, and it is never taken as the message's fault (docs/top-api.md#sub-codes).
 """
 
 from __future__ import annotations
@@ -15,10 +16,35 @@ import re
 class ErrorKind(enum.Enum):
     RETRYABLE = "retryable"  # network, HTTP non-200, garbled body, isp.*: back off and retry
     RATE_LIMITED = "rate_limited"  # code 7: pause every caller for the ban, then retry
-    SESSION_EXPIRED = "session_expired"  # the shop must re-authorise: pause the shop, alert, no retry
     SERVICE_REJECTION = "service_rejection"  # isv.trade-service-rejection: narrow the window, wait 3 min
-    TRADE_NOT_FOUND = "trade_not_found"  # isv.trade-not-exist: permanent for this tid
-    PERMANENT = "permanent"  # isv.*, bad request, permissions, unknown: log, quarantine, no retry
+    SESSION_EXPIRED = "session_expired"  # the shop must re-authorise: pause the shop, alert, no retry
+    TRADE_NOT_FOUND = "trade_not_found"  # isv.trade-not-exist: this tid (after a lag allowance)
+    PERMANENT = "permanent"  # this call alone: a parameter refused, a trade failing validation
+    APP_WIDE = "app_wide"  # permissions, signature, app key, clock, unknown: pause all fetching
+
+
+class Scope(enum.Enum):
+    """Whom a failure is about, which decides what stops (docs/design.md#one-error-taxonomy-three-scopes)."""
+
+    TRANSIENT = "transient"  # nobody: the same call later will do
+    TRADE = "trade"  # one trade (one call): it becomes unresolved, the rest goes on
+    SHOP = "shop"  # one shop: its work pauses until it is re-authorised
+    APP = "app"  # every call of the app: all fetching pauses behind one probe
+
+
+_SCOPES = {
+    ErrorKind.RETRYABLE: Scope.TRANSIENT,
+    ErrorKind.RATE_LIMITED: Scope.TRANSIENT,
+    ErrorKind.SERVICE_REJECTION: Scope.TRANSIENT,
+    ErrorKind.SESSION_EXPIRED: Scope.SHOP,
+    ErrorKind.TRADE_NOT_FOUND: Scope.TRADE,
+    ErrorKind.PERMANENT: Scope.TRADE,
+    ErrorKind.APP_WIDE: Scope.APP,
+}
+
+
+def scope_of(kind: ErrorKind) -> Scope:
+    return _SCOPES[kind]
 
 
 # "This ban will last for 71 more seconds" (docs/top-api.md#bans).
@@ -32,6 +58,17 @@ _RATE_LIMIT_CODES = frozenset({4, 5, 6, 7, 8})
 # 53 insufficient security level, whose documented fix is to refresh the authorisation.
 _SESSION_CODES = frozenset({26, 27, 44, 53})
 _SESSION_SUB_CODES = frozenset({"invalid-sessionkey", "session-expired"})
+
+# The request could not have worked for any trade or shop: HTTP verb (9), the app's permission
+# package (11), user or partner permissions (12, 13), method, format, signature, app key, timestamp
+# (31: the host clock is over 10 minutes off), version (21-34 less the session codes), forbidden (42).
+APP_WIDE_CODES = frozenset({9, 11, 12, 13, 42, *range(21, 35)}) - _SESSION_CODES
+
+# A parameter of this one call was refused (40/41 missing/invalid arguments, 43 parameter error).
+_PARAMETER_CODES = frozenset({40, 41, 43})
+_PARAMETER_SUB_PREFIXES = ("isv.invalid-parameter", "isv.missing-parameter")
+# A TOPATS task or its single-use download link is gone: start that one task again.
+_CALL_SUB_CODES = frozenset({"isv.task-not-exist", "isv.invalid-download-url"})
 
 # 10 "Service Currently Unavailable": the platform's own "retry later".
 _RETRYABLE_CODES = frozenset({10})
@@ -48,6 +85,16 @@ def parse_ban_seconds(text: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _is_rate_limit(code: int | None, lowered: str, sub_msg: str | None) -> bool:
+    return (
+        code in _RATE_LIMIT_CODES
+        or lowered.startswith("accesscontrol.limited-by-")
+        # taobaopy waits 1 s and retries on it; a throttle signal should slow everyone, not one caller.
+        or lowered == "isp.call-limited"
+        or parse_ban_seconds(sub_msg) is not None
+    )
+
+
 def classify(code: int | None, sub_code: str | None, sub_msg: str | None = None) -> ErrorKind:
     """Kind of a TOP `error_response` with these fields (any of them may be absent)."""
     sub = (sub_code or "").strip()
@@ -59,22 +106,20 @@ def classify(code: int | None, sub_code: str | None, sub_msg: str | None = None)
         return ErrorKind.TRADE_NOT_FOUND
     if lowered in _SESSION_SUB_CODES or lowered.endswith((".invalid-sessionkey", ".session-expired")):
         return ErrorKind.SESSION_EXPIRED
-    if (
-        code in _RATE_LIMIT_CODES
-        or lowered.startswith("accesscontrol.limited-by-")
-        # taobaopy waits 1 s and retries on it; a throttle signal should slow everyone, not one caller.
-        or lowered == "isp.call-limited"
-        or parse_ban_seconds(sub_msg) is not None
-    ):
+    if _is_rate_limit(code, lowered, sub_msg):
         return ErrorKind.RATE_LIMITED
     if code in _SESSION_CODES:
         return ErrorKind.SESSION_EXPIRED
+    if code in APP_WIDE_CODES or lowered.startswith("accesscontrol."):
+        return ErrorKind.APP_WIDE
+    if lowered in _CALL_SUB_CODES or lowered.startswith(_PARAMETER_SUB_PREFIXES):
+        return ErrorKind.PERMANENT
+    if code in _PARAMETER_CODES and not sub:
+        return ErrorKind.PERMANENT
     if lowered.startswith("isp."):
         return ErrorKind.RETRYABLE
-    if lowered.startswith("isv."):
-        return ErrorKind.PERMANENT
     if code in _RETRYABLE_CODES:
         return ErrorKind.RETRYABLE
     if code in _REMOTE_WRAPPER_CODES and not sub:
         return ErrorKind.RETRYABLE
-    return ErrorKind.PERMANENT
+    return ErrorKind.APP_WIDE

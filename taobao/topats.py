@@ -21,7 +21,7 @@ from typing import IO, Any
 import aiohttp
 from pydantic import ValidationError
 
-from taobao.envelope import parse_response, response_key
+from taobao.envelope import decode_body, response_key, unwrap_response
 from taobao.errors import TopatsDownloadError
 from taobao.fields import TOPATS_RESULT_GET, TRADE_FULLINFO_GET
 from taobao.models import RejectedItem, Trade
@@ -79,7 +79,9 @@ async def _download_into(
             if content_type not in _DOWNLOAD_CONTENT_TYPES:
                 # Java AtsUtils: any other content type means the body is an error response.
                 body = await resp.read()
-                parse_response(body, TOPATS_RESULT_GET)  # raises the TopError when it is one
+                document = decode_body(body, method=TOPATS_RESULT_GET)
+                if "error_response" in document:
+                    unwrap_response(document, TOPATS_RESULT_GET)  # raises the TopError it holds
                 raise TopatsDownloadError(
                     f"download returned {content_type!r} instead of a file", method=TOPATS_RESULT_GET
                 )

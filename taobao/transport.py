@@ -4,9 +4,10 @@ the retries (docs/top-api.md#http-request, docs/top-api.md#signature, docs/top-a
 Every call takes the app-wide limiter first (docs/design.md#one-quota), is signed over all parameters, and is
 retried only when the taxonomy says so (docs/design.md#one-error-taxonomy-three-scopes): transport failures
 and `isp.*` back off with full jitter; a ban pauses the limiter for everyone and the call tries again once it
-ends; every other error goes straight back to the caller. The session key is a call argument, never stored,
-and no log line, repr or exception carries it or the app secret. `taobao.client.TopClient` adds the trade
-APIs on top.
+ends; every other error goes straight back to the caller. An app-wide error also pauses every later
+call of the app behind one probe (`taobao.pause.AppPause`) until TOP answers again. The session key is
+a call argument, never stored, and no log line, repr or exception carries it or the app secret.
+`taobao.client.TopClient` adds the trade APIs on top.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import backoff
 from pydantic import SecretStr
 from yarl import URL
 
+from taobao.clock import ClockSkew, parse_http_date
 from taobao.envelope import parse_response
 from taobao.errors import RateLimited, RetryableTopError, TopError
 from taobao.limiter import Priority, TopRateLimiter
+from taobao.pause import AppPause
 from taobao.signing import SignMethod, sign
 from taobao.timefmt import format_top_time
 
@@ -141,6 +144,7 @@ class TopTransport:
         read_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         partner_id: str | None = PARTNER_ID,
+        app_pause: AppPause | None = None,
     ) -> None:
         self.app_key = app_key
         self._secret = app_secret
@@ -149,6 +153,9 @@ class TopTransport:
         self.sign_method: SignMethod = sign_method
         self.partner_id = partner_id
         self.retry = retry or RetryPolicy()
+        self.app_pause = app_pause or AppPause()
+        # Taobao's clock against ours, from the Date header of every TOP answer (docs/design.md#clock-skew).
+        self.clock_skew = ClockSkew()
         self.stats = ClientStats()
         self._http = http
         self._owns_http = http is None
@@ -227,8 +234,30 @@ class TopTransport:
         priority: Priority,
         tid: int | None,
     ) -> dict[str, Any]:
+        """One attempt, admitted by the app-wide pause first (it holds every call but its probe while
+        an app-wide failure lasts) and reported to it afterwards."""
+        probe = await self.app_pause.admit()
+        error: BaseException | None = None
+        try:
+            return await self._send(method=method, params=params, session=session, priority=priority, tid=tid)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.app_pause.settle(method, error, probe=probe)
+
+    async def _send(
+        self,
+        *,
+        method: str,
+        params: Mapping[str, ParamValue],
+        session: str | None,
+        priority: Priority,
+        tid: int | None,
+    ) -> dict[str, Any]:
         await self.limiter.acquire(priority)
         query, form = self._signed_request(method, params, session)
+        sent = datetime.now(UTC)
         try:
             async with self._session().post(
                 self.api_url,
@@ -239,6 +268,7 @@ class TopTransport:
             ) as resp:
                 status = resp.status
                 body = await resp.read()
+                server_date = parse_http_date(resp.headers.get("Date"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._count(method, "retryable")
             # No `from exc`: aiohttp errors can carry the request URL, whose query holds the session.
@@ -252,14 +282,20 @@ class TopTransport:
             # The official SDK treats any non-200 as a transport failure (docs/top-api.md#http-request).
             self._count(method, "retryable")
             raise RetryableTopError(f"HTTP {status}", method=method, tid=tid)
+        received = datetime.now(UTC)
         try:
             payload = parse_response(body, method, tid=tid)
         except TopError as exc:
+            if server_date is not None and exc.code is not None:
+                # TOP's own error answer (a code 31 above all), not a proxy's page.
+                self.clock_skew.observe_answer(server_date, sent, received)
             exc.redact(session or "", self._secret.get_secret_value())
             self._count(method, exc.kind.value)
             if isinstance(exc, RateLimited):
                 self._on_ban(exc)
             raise
+        if server_date is not None:
+            self.clock_skew.observe_answer(server_date, sent, received)
         self._count(method, "ok")
         return payload
 
@@ -271,7 +307,8 @@ class TopTransport:
         system = {
             "method": method,
             "app_key": self.app_key,
-            "timestamp": format_top_time(datetime.now(UTC)),
+            # On Taobao's clock when ours is known to be off: TOP refuses over 10 minutes (code 31).
+            "timestamp": format_top_time(self.clock_skew.taobao_now(datetime.now(UTC))),
             "v": "2.0",
             "format": "json",
             "sign_method": self.sign_method,

@@ -28,6 +28,16 @@ def test_parse_takes_seller_nick_from_content_when_the_message_has_none() -> Non
     assert parse_trade_event(msg) == TradeEvent(tid=42, shop="s")
 
 
+@pytest.mark.parametrize(
+    "topic", ["taobao_refund_RefundCreated", "taobao_refund_RefundSuccess", "taobao_refund_RefundClosed"]
+)
+def test_a_refund_message_with_a_tid_asks_for_its_trade(topic: str) -> None:
+    content = json.dumps(
+        {"refund_id": 77, "tid": BIG_TID, "oid": 8, "seller_nick": "shop-a", "refund_fee": "9.90"}
+    )
+    assert parse_trade_event(TmcMessage(id=1, topic=topic, content=content)) == TradeEvent(BIG_TID, "shop-a")
+
+
 def test_parse_tolerates_control_characters_in_strings() -> None:
     content = '{"tid": 7, "seller_memo": "line1\nline2\t"}'  # raw newline/tab inside a string
     assert parse_trade_event(TmcMessage(id=1, topic="taobao_trade_TradeMemoModified", content=content)) == (
@@ -38,7 +48,9 @@ def test_parse_tolerates_control_characters_in_strings() -> None:
 @pytest.mark.parametrize(
     ("topic", "content", "kind"),
     [
-        ("taobao_refund_RefundCreated", '{"tid": 1}', "not_trade_topic"),
+        ("taobao_item_ItemUpdate", '{"tid": 1, "num_iid": 2}', "not_trade_topic"),
+        ("taobao_refund_RefundableMarked", '{"modified": "2024-05-01 12:00:00"}', "names_no_trade"),
+        ("taobao_refund_RefundCreated", '{"tid": "x", "refund_id": 3}', "bad_content"),
         ("taobao_trade_TradeCreate", "{not json", "bad_content"),
         ("taobao_trade_TradeCreate", "[1, 2]", "bad_content"),
         ("taobao_trade_TradeCreate", '{"oid": 5}', "bad_content"),
@@ -71,6 +83,16 @@ async def test_a_burst_for_one_queued_tid_costs_one_fetch() -> None:
         assert p.metrics.coalesced.total() == 2
         commit = p.journal.index("commit", (100,))
         assert all(p.journal.index("confirm", mid) > commit for mid in (1, 2, 3))
+
+
+async def test_a_refund_message_refetches_its_trade_and_is_confirmed_after_the_commit() -> None:
+    async with pipeline() as p:
+        await p.deliver(message(1, 100, topic="taobao_refund_RefundSuccess"))
+        await p.settled()
+        assert p.fetcher.calls_for(100) == 1
+        assert p.journal.confirmed == [1]
+        assert p.journal.index("confirm", 1) > p.journal.index("commit", (100,))
+        assert p.metrics.dead_letters.total() == 0
 
 
 async def test_events_during_a_fetch_cause_exactly_one_more_fetch() -> None:
@@ -160,7 +182,7 @@ async def test_shops_are_served_round_robin() -> None:
 @pytest.mark.parametrize(
     ("msg", "reason_part"),
     [
-        (message(1, 5, topic="taobao_refund_RefundCreated"), "not a trade topic"),
+        (message(1, 5, topic="taobao_item_ItemUpdate"), "not a trade topic"),
         (message(1, None, content='{"tid": '), "not JSON"),
         (message(1, None), "no usable tid"),
         (message(1, 5, shop="stranger"), "not in TAOBAO_SHOPS"),

@@ -9,12 +9,15 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from daemon.check_cmd import Item, clock_item
 from simulator.standin import StandIn, StandInConfig
+from taobao.clock import ClockSkew
 from tests.integration.harness import daemon_env
 
 
@@ -85,7 +88,8 @@ async def test_check_passes_against_the_standin(
     assert result.code == 0, result
     lines = result.out.splitlines()
     assert all(row.startswith("✓") for row in lines[:-1]), result.out
-    assert lines[-1] == "5 of 5 checks passed"
+    assert lines[-1] == "6 of 6 checks passed"
+    assert "Taobao's clock is" in result.line("clock")
     assert "no schema yet (run creates it)" in result.line("postgres")
     for shop in standin.shops:
         assert "signed call accepted" in result.line(f"shop {shop.nick}")
@@ -110,7 +114,7 @@ async def test_a_wrong_secret_fails_with_a_clear_line_and_a_hint(
     assert result.line("tmc").startswith("✗")
     assert "CONNECT refused" in result.line("tmc")
     assert result.line("postgres").startswith("✓")
-    assert result.out.splitlines()[-1] == "2 of 5 checks passed"
+    assert result.out.splitlines()[-1] == "3 of 6 checks passed"  # settings, postgres, clock
     assert "not-the-secret" not in result.out + result.err
 
 
@@ -139,3 +143,15 @@ async def test_missing_settings_exit_2_naming_each_variable(tmp_path: Path, stan
     assert "✗ settings   TAOBAO_SHOPS: required but not set" in result.out
     assert "✗ settings   TAOBAO_SIGN_METHOD: Input should be 'md5', 'hmac' or 'hmac-sha256'" in result.out
     assert result.out.rstrip().endswith("hint: every setting is described in .env.example")
+
+
+def test_the_clock_line_says_how_far_taobao_is_and_fails_past_a_minute() -> None:
+    skew = ClockSkew()
+    assert clock_item(skew) == Item(True, "clock", "not measured (no answer from TOP)")
+    now = datetime.now(UTC)
+    skew.observe_answer(now - timedelta(seconds=700), now, now)
+    item = clock_item(skew)
+    assert not item.ok
+    assert item.detail == "Taobao's clock is 699.5 s behind this host's"
+    assert item.hint is not None
+    assert "NTP" in item.hint

@@ -207,7 +207,7 @@ async def test_demo_order_sync_passes_check_against_the_simulator_its_compose_fi
     finally:
         await standin.stop()
     assert [item.name for item in items if not item.ok] == [], out.getvalue()
-    assert len(items) == 2 + len(standin.shops) + 1
+    assert len(items) == 2 + len(standin.shops) + 2  # settings, postgres, shops, clock, tmc
 
 
 def example_lines() -> dict[str, str]:

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.intervals import Interval, covers, normalize
+from reconciler.config import Shared
 from reconciler.fetching import Failure
 from reconciler.plan import SECOND, Window, floor_second, lag_horizon
 from reconciler.proof import (
@@ -29,6 +30,9 @@ from reconciler.proof import (
 )
 from store.gap_reports import Cause, GapReport, Outcome
 from store.memory import MemoryDatabase
+from taobao.clock import HALF_SECOND as HALF
+from taobao.clock import ClockSkew
+from tests.reconciler.conftest import small_config
 
 T0 = datetime(2026, 11, 11, tzinfo=UTC)
 OVERLAP, SAFETY = timedelta(seconds=60), timedelta(seconds=5)
@@ -269,3 +273,18 @@ def test_the_gate_waits_for_an_outage_not_read_up_to_when_it_connects() -> None:
     # Only up to now - safety lag: the newest seconds cannot be read yet by anyone.
     recent = report(500, 1000, cause=Cause.DISCONNECT, fresh_until=at(1000 - 5 - 1))
     assert not outage_unread(recent, since, safety_lag=SAFETY)
+
+
+def test_lag_horizons_subtract_a_host_clock_ahead_of_taobaos_and_ignore_one_behind() -> None:
+    now = datetime(2026, 11, 11, 12, 0, tzinfo=UTC)
+    overlap = timedelta(seconds=600)
+    nothing: Any = None
+    for taobao_minus_ours, shift in ((-300, -300), (300, 0), (1, 0)):
+        skew = ClockSkew()
+        skew.observe_answer(now + timedelta(seconds=taobao_minus_ours) - HALF, now, now)
+        shared = Shared(
+            small_config(), nothing, nothing, nothing, nothing, nothing, {}, lambda: now,
+            skew=skew.horizon_offset,
+        )  # fmt: skip
+        horizon = lag_horizon(shared.horizon_now(), safety_lag=timedelta(seconds=1), overlap=overlap)
+        assert horizon == now - overlap + timedelta(seconds=shift), taobao_minus_ours

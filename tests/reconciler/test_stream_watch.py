@@ -35,6 +35,28 @@ def message(message_id: int, nick: str | None, at: datetime) -> TmcMessage:
     return TmcMessage(id=message_id, topic="taobao_trade_TradeBuyerPay", content="{}", time=at, nick=nick)
 
 
+def test_while_top_calls_are_paused_the_stream_proves_nothing_past_the_pause() -> None:
+    clock = Clock(T0)
+    paused: list[datetime | None] = [None]
+    seen: list[tuple[datetime, datetime]] = []
+    watch = StreamWatch(
+        ["a"],
+        settle=SETTLE,
+        now=clock,
+        paused_since=lambda: paused[0],
+        observe_time=lambda published, received: seen.append((published, received)),
+    )
+    watch.connected_at(T0)
+    clock.advance(60)
+    paused[0] = T0 + timedelta(seconds=40)
+    clock.advance(600)  # quiet for ten minutes: no message holds the proof back, the pause does
+    assert watch.provable(clock.now) == {"a": Interval(T0, T0 + timedelta(seconds=40) - SETTLE)}
+    paused[0] = None
+    assert watch.provable(clock.now) == {"a": Interval(T0, clock.now - SETTLE)}
+    watch.received(message(1, "a", T0 + timedelta(seconds=650)))
+    assert seen == [(T0 + timedelta(seconds=650), clock.now)]  # every message time feeds the skew
+
+
 def test_the_stream_proves_from_the_connect_up_to_the_oldest_uncommitted_message() -> None:
     clock = Clock(T0)
     watch = StreamWatch(["a", "b"], settle=SETTLE, now=clock)

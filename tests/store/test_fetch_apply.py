@@ -18,12 +18,13 @@ from store.fetch_apply import (
     TradeFailure,
     TradeFailures,
     apply_fetched,
-    classify,
     dead_letter_counter,
+    end_of,
     fetch_trade,
 )
 from store.memory_trades import MemoryTrades
 from taobao.errors import (
+    AppWideTopError,
     MalformedResponse,
     PermanentTopError,
     RateLimited,
@@ -32,6 +33,7 @@ from taobao.errors import (
     SessionExpired,
     TopError,
     TradeNotFound,
+    error_from_response,
 )
 from taobao.limiter import Priority
 from taobao.models import Trade
@@ -48,12 +50,16 @@ from tests.store.factory import fresh_tids, trade_json
         (RetryableTopError("HTTP 502"), FetchEnd.RETRY_LATER),
         (RateLimited("banned", code=7, ban_seconds=30), FetchEnd.RETRY_LATER),
         (ServiceRejection("slow", sub_code="isv.trade-service-rejection"), FetchEnd.RETRY_LATER),
+        (AppWideTopError("Insufficient isv permissions", code=11), FetchEnd.APP_FAILED),
+        (AppWideTopError("HTTP 200 without a wrapper"), FetchEnd.APP_FAILED),
+        (error_from_response({"code": 31, "msg": "Invalid Timestamp"}), FetchEnd.APP_FAILED),
+        (error_from_response({"code": 99999, "sub_code": "isv.unknown-error"}), FetchEnd.APP_FAILED),
     ],
 )
 def test_every_fullinfo_error_means_one_thing_for_the_trade_and_its_shop(
     error: TopError, end: FetchEnd
 ) -> None:
-    assert classify(error) is end
+    assert end_of(error) is end
 
 
 class Fetcher:

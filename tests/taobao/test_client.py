@@ -12,6 +12,7 @@ import pytest
 from listener.ports import TradeFetcher
 from taobao.client import RetryPolicy, TopClient
 from taobao.errors import (
+    AppWideTopError,
     MalformedResponse,
     PermanentTopError,
     RateLimited,
@@ -210,10 +211,12 @@ async def test_no_partner_id_when_disabled(make_client: ClientFactory, gateway: 
     assert "partner_id" not in gateway.requests[0].query
 
 
-async def test_simplified_reply_is_understood(client: TopClient, gateway: ScriptedGateway) -> None:
+async def test_a_reply_without_the_wrapper_is_app_wide(client: TopClient, gateway: ScriptedGateway) -> None:
+    # The client never asks for simplified JSON: an unwrapped 200 answer is not TOP's (a proxy's).
     gateway.then(ok(FULLINFO, {"trade": {"tid": TID, "orders": [{"oid": 1}]}}, simplified=True))
-    trade = await client.trade_fullinfo(SESSION, TID)
-    assert trade.orders[0].oid == 1
+    with pytest.raises(AppWideTopError):
+        await client.trade_fullinfo(SESSION, TID)
+    assert len(gateway.requests) == 1
 
 
 # ---- retries and the taxonomy -------------------------------------------------------------------
@@ -300,8 +303,8 @@ async def test_retries_are_bounded(client: TopClient, gateway: ScriptedGateway) 
         (error(27, "Invalid session", "invalid-sessionkey", "SessionKey非法"), SessionExpired),
         (error(27, "Invalid session", "session-expired"), SessionExpired),
         (error(520, "Remote error", "isv.trade-service-rejection", "3分钟后再查询"), ServiceRejection),
-        (error(11, "Insufficient isv permissions", "isv.permission-api-package-limit"), PermanentTopError),
-        (error(15, "Remote service error", "some-unknown-code"), PermanentTopError),
+        (error(11, "Insufficient isv permissions", "isv.permission-api-package-limit"), AppWideTopError),
+        (error(15, "Remote service error", "some-unknown-code"), AppWideTopError),
     ],
 )
 async def test_non_retryable_errors_are_raised_after_exactly_one_call(
@@ -315,13 +318,13 @@ async def test_non_retryable_errors_are_raised_after_exactly_one_call(
     assert caught.value.tid == TID  # type: ignore[attr-defined]
 
 
-async def test_wrong_secret_is_a_permanent_signature_error(
+async def test_wrong_secret_is_an_app_wide_signature_error(
     make_client: ClientFactory, gateway: ScriptedGateway
 ) -> None:
     from pydantic import SecretStr
 
     client = make_client(app_secret=SecretStr("not-the-secret"))
-    with pytest.raises(PermanentTopError) as caught:
+    with pytest.raises(AppWideTopError) as caught:
         await client.trade_fullinfo(SESSION, TID)
     assert caught.value.code == 25
     assert len(gateway.requests) == 1

@@ -8,7 +8,13 @@ import json
 import pytest
 
 from taobao.envelope import decode_body, parse_response, response_key, unwrap_response
-from taobao.errors import PermanentTopError, RateLimited, RetryableTopError, SessionExpired, TradeNotFound
+from taobao.errors import (
+    AppWideTopError,
+    RateLimited,
+    RetryableTopError,
+    SessionExpired,
+    TradeNotFound,
+)
 from taobao.models import TradePage
 
 
@@ -44,7 +50,13 @@ def test_invalid_utf8_is_replaced_not_retried() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"<html>502</html>", b'{"trades_sold_get_response": {"total_results": 1', b"[1, 2]", b'"x"'],
+    [
+        b"",
+        b"<?xml version='1.0'?><error_response/>",
+        b'{"trades_sold_get_response": {"total_results": 1',
+        b"[1, 2]",
+        b'"x"',
+    ],
 )
 def test_garbled_bodies_are_retryable(body: bytes) -> None:
     with pytest.raises(RetryableTopError, match="garbled body"):
@@ -76,7 +88,7 @@ def test_error_response_with_sub_code() -> None:
 
 def test_error_response_without_sub_code() -> None:
     body = b'{"error_response":{"code":25,"msg":"Invalid signature","request_id":"109wcmcgllsj1"}}'
-    with pytest.raises(PermanentTopError) as caught:
+    with pytest.raises(AppWideTopError) as caught:
         parse_response(body, "taobao.trades.sold.get")
     assert (caught.value.code, caught.value.sub_code, caught.value.msg) == (25, None, "Invalid signature")
 
@@ -127,12 +139,20 @@ def test_empty_window_with_has_next_only() -> None:
     assert page.total_results is None
 
 
-def test_simplified_json_has_no_wrappers() -> None:
-    body = b'{"total_results":"1","has_next":"true","trades":[{"tid":7,"orders":[{"oid":8}]}]}'
-    page = TradePage.from_payload(parse_response(body, "taobao.trades.sold.get"))
-    assert page.total_results == 1
-    assert page.has_next is True
-    assert page.trades[0].orders[0].oid == 8
+def test_a_body_without_a_wrapper_is_app_wide_never_an_empty_page() -> None:
+    # The client never asks for simplified JSON: a 200 answer without the wrapper is a proxy's.
+    for body in (
+        b'{"total_results":"1","has_next":"true","trades":[{"tid":7,"orders":[{"oid":8}]}]}',
+        b'{"status":"ok"}',
+        b"{}",
+    ):
+        with pytest.raises(AppWideTopError):
+            parse_response(body, "taobao.trades.sold.get")
+
+
+def test_an_html_page_with_status_200_is_app_wide() -> None:
+    with pytest.raises(AppWideTopError):
+        parse_response(b"\n <html><body>Please log in to the network</body></html>", "taobao.trades.sold.get")
 
 
 def test_single_trade_not_in_a_list() -> None:
@@ -151,7 +171,8 @@ def test_invalid_entries_are_rejected_not_fatal() -> None:
 
 def test_unexpected_root_name_is_taken_like_the_java_sdk() -> None:
     body = b'{"one_response":{"x":1},"other_response":{"total_results":3}}'
-    # Two candidates and none matching: treated as simplified JSON (the whole document).
-    assert parse_response(body, "taobao.trades.sold.get")["other_response"] == {"total_results": 3}
+    # Two candidates and none matching: not an answer to this call.
+    with pytest.raises(AppWideTopError):
+        parse_response(body, "taobao.trades.sold.get")
     body = b'{"trade_get_response":{"trade":{"tid":1}}}'
     assert parse_response(body, "taobao.trade.fullinfo.get") == {"trade": {"tid": 1}}

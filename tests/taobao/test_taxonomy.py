@@ -1,11 +1,13 @@
 """Every code and sub-code family of docs/top-api.md#error-codes, docs/top-api.md#sub-codes against the one
-classifier."""
+classifier, and the scope (trade, shop, app, transient) of every kind."""
 
 from __future__ import annotations
 
 import pytest
 
 from taobao.errors import (
+    AppWideTopError,
+    MalformedResponse,
     PermanentTopError,
     RateLimited,
     RetryableTopError,
@@ -15,15 +17,16 @@ from taobao.errors import (
     TradeNotFound,
     error_from_response,
 )
-from taobao.taxonomy import ErrorKind, classify, parse_ban_seconds
+from taobao.taxonomy import APP_WIDE_CODES, ErrorKind, Scope, classify, parse_ban_seconds, scope_of
 
-R, L, S, J, N, P = (
+R, L, S, J, N, P, A = (
     ErrorKind.RETRYABLE,
     ErrorKind.RATE_LIMITED,
     ErrorKind.SESSION_EXPIRED,
     ErrorKind.SERVICE_REJECTION,
     ErrorKind.TRADE_NOT_FOUND,
     ErrorKind.PERMANENT,
+    ErrorKind.APP_WIDE,
 )
 BAN = "This ban will last for 71 more seconds"
 
@@ -73,40 +76,49 @@ CASES: list[tuple[int | None, str | None, str | None, ErrorKind]] = [
     (15, "isv.trade-service-rejection", None, J),
     (15, "isv.trade-not-exist", "交易订单不存在", N),
     (None, "isv.trade-not-exist", None, N),
-    # ISV business errors and basic-validation failures: never retry
+    # a parameter of this one call refused: about this call (for fullinfo: this trade) alone
     (15, "isv.invalid-parameter:end_modified", None, P),
-    (15, "isv.permission-api-package-limit", None, P),
-    (11, "isv.permission-api-package-limit", None, P),
-    (11, None, None, P),
-    (12, None, None, P),
-    (13, None, None, P),
+    (15, "isv.invalid-parameter:tid", None, P),
     (40, None, None, P),
     (41, None, None, P),
     (41, "isv.missing-parameter:fields", None, P),
-    (3, None, None, P),
-    (9, None, None, P),
-    (21, None, None, P),
-    (22, None, None, P),
-    (23, None, None, P),
-    (24, None, None, P),
-    (25, None, "Invalid signature", P),
-    (28, None, None, P),
-    (29, None, None, P),
-    (30, None, None, P),
-    (31, None, None, P),
-    (32, None, None, P),
-    (33, None, None, P),
-    (34, None, None, P),
-    (42, None, None, P),
     (43, None, None, P),
-    (47, None, None, P),
-    (50, None, None, P),
-    # unknown sub-codes (other prefixes, bare strings, numbers) default to permanent
-    (15, "accesscontrol.ip-not-allowed", None, P),
-    (15, "some-bare-string", None, P),
-    (15, "12345", None, P),
-    (999, None, None, P),
-    (None, None, None, P),
+    (15, "isv.task-not-exist", None, P),  # a TOPATS task: start that task again
+    (15, "isv.invalid-download-url", "下载链接已失效", P),
+    # app-wide: 9, 11, 13, 21-34 (less the session codes), 42, accesscontrol.* other than a ban
+    (15, "isv.permission-api-package-limit", None, A),
+    (11, "isv.permission-api-package-limit", "scope ids is 289 378", A),
+    (11, "accesscontrol.ip-not-allowed", "only allowed to call from 10.8.*.*", A),
+    (11, None, None, A),
+    (12, None, None, A),
+    (13, None, None, A),
+    (9, None, None, A),
+    (21, None, None, A),
+    (22, None, None, A),
+    (23, None, None, A),
+    (24, None, None, A),
+    (25, None, "Invalid signature", A),
+    (28, None, None, A),
+    (29, "isv.appkey-not-exists", None, A),
+    (30, None, None, A),
+    (31, None, "时间戳错误，与服务器时间相差不能超过10分钟", A),
+    (32, None, None, A),
+    (33, None, None, A),
+    (34, None, None, A),
+    (42, None, None, A),
+    (15, "accesscontrol.ip-not-allowed", None, A),
+    (None, "accesscontrol.app-disabled", None, A),
+    # unknown codes and sub-codes (other prefixes, bare strings, numbers, new isv.*): app-wide, never
+    # the message's fault
+    (3, None, None, A),
+    (47, None, None, A),
+    (50, None, None, A),
+    (15, "isv.unknown-error-99999", None, A),
+    (99999, "isv.unknown-error-99999", "未知错误", A),
+    (15, "some-bare-string", None, A),
+    (15, "12345", None, A),
+    (999, None, None, A),
+    (None, None, None, A),
 ]
 
 
@@ -122,6 +134,7 @@ EXCEPTION_FOR_KIND: dict[ErrorKind, type[TopError]] = {
     J: ServiceRejection,
     N: TradeNotFound,
     P: PermanentTopError,
+    A: AppWideTopError,
 }
 
 
@@ -143,6 +156,30 @@ def test_error_from_response_builds_the_class_of_the_kind(
 
 def test_trade_not_found_is_permanent() -> None:
     assert issubclass(TradeNotFound, PermanentTopError)
+
+
+def test_every_listed_app_wide_code_is_app_wide_and_the_session_codes_are_not() -> None:
+    listed = {9, 11, 12, 13, 42, *range(21, 35)}
+    assert listed - APP_WIDE_CODES == {26, 27}
+    for code in listed - {26, 27}:
+        assert classify(code, None) is A, code
+        assert classify(code, "isv.whatever") is A, code
+    assert classify(26, None) is S
+    assert classify(27, None) is S
+
+
+@pytest.mark.parametrize(
+    ("kind", "scope"),
+    [(R, Scope.TRANSIENT), (L, Scope.TRANSIENT), (J, Scope.TRANSIENT), (S, Scope.SHOP),
+     (N, Scope.TRADE), (P, Scope.TRADE), (A, Scope.APP)],
+)  # fmt: skip
+def test_every_kind_has_one_scope(kind: ErrorKind, scope: Scope) -> None:
+    assert scope_of(kind) is scope
+    assert EXCEPTION_FOR_KIND[kind]("m").scope is scope
+
+
+def test_a_trade_failing_validation_is_about_that_trade() -> None:
+    assert MalformedResponse("trade failed validation", payload="{}").scope is Scope.TRADE
 
 
 @pytest.mark.parametrize(
@@ -178,16 +215,16 @@ def test_service_rejection_waits_three_minutes() -> None:
 
 def test_error_without_sub_code_and_with_string_code() -> None:
     error = error_from_response({"code": "25", "msg": "Invalid signature", "request_id": "109wcmcgllsj1"})
-    assert type(error) is PermanentTopError
+    assert type(error) is AppWideTopError
     assert error.code == 25
     assert error.sub_code is None
     assert "Invalid signature" in str(error)
     assert "109wcmcgllsj1" in str(error)
 
 
-def test_error_with_nothing_usable_is_permanent() -> None:
+def test_error_with_nothing_usable_is_app_wide() -> None:
     error = error_from_response({"code": True, "msg": ""})
-    assert type(error) is PermanentTopError
+    assert type(error) is AppWideTopError
     assert error.code is None
 
 
