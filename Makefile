@@ -37,12 +37,15 @@ test: $(VENV)/.installed-test
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
-# The fault scenarios CI runs at small size: no loss with no faults, and none under `lossy`
-# (drops, duplicates, lost pushes, a 20 s outage, bans, a SIGKILL, killed database connections).
+# The fault scenarios CI runs at small size: no loss with no faults, none under `lossy` (drops,
+# duplicates, lost pushes, a 20 s outage, bans, a SIGKILL, killed database connections), and none
+# under `hostile` (lossy + detail lag, broken values, NUL text, malformed list pages, an app-wide
+# error window, unknown headers, a NUL close reason, an oversize frame), with nothing left unresolved.
 scenarios: $(VENV)/.installed-test
 	scripts/ensure-postgres
 	$(BIN)/python -m bench.scenario --preset none --size small
 	$(BIN)/python -m bench.scenario --preset lossy --size small
+	$(BIN)/python -m bench.scenario --preset hostile --size small
 
 # Refresh requirements/*.txt after a change to pyproject.toml's dependency lists (scripts/lock says
 # how); `make lock UPGRADE=1` moves every pin to the newest release its range allows.

@@ -10,7 +10,7 @@ from importlib import metadata
 from typing import Protocol
 
 from common.metrics import Registry, Samples
-from listener.metrics import ListenerMetrics
+from listener.metrics import ListenerMetrics, watch_session_counters
 from listener.session import TmcSession
 from reconciler.metrics import CoverageMetrics
 from taobao.clock import ClockSkew
@@ -124,6 +124,7 @@ class DaemonMetrics:
             "Confirms or fails not sent because the connection was gone (the server redelivers)",
             lambda: [({}, counters.acks_dropped)],
         )
+        watch_session_counters(r, counters)
 
     def render(self) -> str:
         return self.registry.render()

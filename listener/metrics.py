@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from common.metrics import Registry
 from listener.ports import TradeStore
+from listener.session import SessionCounters
 from store.fetch_apply import dead_letter_counter
 from store.types import ApplyResult
 from store.unresolved import TradeDebt
@@ -54,6 +55,30 @@ class ListenerMetrics:
             "From a trade's modified time at Taobao to the commit of that change here (stream)",
             CHANGE_LAG_BUCKETS,
         )
+
+
+# What the TMC session saw besides data messages, one series per kind (`SessionCounters`): each is a
+# sign of a broken or newer server, or of a defect in the handler.
+SESSION_EVENTS: dict[str, str] = {
+    "foreign_token": "foreign_token",
+    "unexpected_kind": "unexpected",
+    "undecodable": "decode_errors",
+    "unknown_header": "unknown_headers",
+    "oversize": "oversize",
+    "handler_error": "handler_errors",
+    "quarantined": "quarantined",
+    "server_error": "server_errors",
+}
+
+
+def watch_session_counters(registry: Registry, counters: SessionCounters) -> None:
+    """Export the TMC session's counters as `tmc_session_events_total{kind=...}`. `undecodable` counts
+    every frame dead-lettered unread, unknown headers and oversize frames included."""
+    registry.counter_from(
+        "tmc_session_events_total",
+        "TMC frames the session did not hand on as data messages, and handler failures, by kind",
+        lambda: [({"kind": kind}, float(getattr(counters, name))) for kind, name in SESSION_EVENTS.items()],
+    )
 
 
 class MeasuredStore:

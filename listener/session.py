@@ -26,6 +26,7 @@ from websockets.uri import parse_uri
 
 from common.backoff import Backoff, BackoffPolicy
 from common.errors import OrderSyncError
+from common.text import sanitize, sanitize_optional
 from taobao.tmc import codec
 from taobao.tmc.events import Connected, Disconnected, Refused, SessionEvent, TmcMessage
 
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 SDK_NAME = "taobao-order-sync-0.1"
 # Server pushes are small JSON documents; a frame beyond this is refused by the WebSocket layer.
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+# What the socket accepts at all. A frame between the two limits is read and dead-lettered (and
+# confirmed when it has an id): refusing it at the socket would close the connection, and the server
+# would push the same frame again on every reconnect.
+READ_CEILING_BYTES = 8 * MAX_FRAME_BYTES
 # what the Java client says when it closes (docs/tmc-protocol.md#transport)
 CLOSE_REASON = "tmc client closed"
 
@@ -43,7 +48,7 @@ class TmcConnectRefused(OrderSyncError):
 
     def __init__(self, status_code: int | None, status_phrase: str | None) -> None:
         self.status_code = status_code
-        self.status_phrase = status_phrase
+        self.status_phrase = sanitize_optional(status_phrase)
         super().__init__(f"TMC server refused CONNECT: status {status_code}, {status_phrase!r}")
 
 
@@ -68,7 +73,9 @@ class SessionCounters:
     confirmed: int = 0
     failed: int = 0
     acks_dropped: int = 0  # confirms/fails not sent because the connection was gone
-    decode_errors: int = 0
+    decode_errors: int = 0  # undecodable frames, unknown header types included
+    unknown_headers: int = 0  # frames with a header type this protocol version does not define
+    oversize: int = 0  # frames over MAX_FRAME_BYTES
     handler_errors: int = 0
     quarantined: int = 0
     foreign_token: int = 0  # pushes carrying a token this session was not given
@@ -239,7 +246,7 @@ class TmcSession:
             ping_timeout=timing.ping_timeout,
             close_timeout=timing.close_timeout,
             compression=None,  # no TMC client negotiates permessage-deflate
-            max_size=MAX_FRAME_BYTES,
+            max_size=READ_CEILING_BYTES,
             user_agent_header=self._sdk,
         )
         try:
@@ -331,7 +338,7 @@ class TmcSession:
             while True:
                 await self._on_frame(await conn.recv(), token)
         except ConnectionClosed as exc:
-            return str(exc)
+            return sanitize(str(exc))  # the close reason is the server's text
 
     # ------------------------------------------------------------------------------------------ frames
 
@@ -342,7 +349,14 @@ class TmcSession:
         try:
             message = codec.decode(frame)
         except codec.TmcDecodeError as exc:
+            if isinstance(exc, codec.TmcUnknownHeader):
+                self.counters.unknown_headers += 1
             await self._malformed(frame, str(exc), None)
+            return
+        if len(frame) > MAX_FRAME_BYTES:
+            self.counters.oversize += 1
+            reason = f"frame of {len(frame)} bytes over the {MAX_FRAME_BYTES}-byte limit"
+            await self._malformed(frame, reason, codec.message_id_of(message))
             return
         if message.message_type == codec.MessageType.SENDACK:
             if message.status_code or message.status_phrase:
@@ -391,6 +405,7 @@ class TmcSession:
             self._handling = False
 
     async def _malformed(self, raw: bytes, reason: str, message_id: int | None) -> None:
+        reason = sanitize(reason)  # decode errors quote the frame's own keys
         self.counters.decode_errors += 1
         logger.warning(
             "malformed TMC frame skipped: %s",
@@ -456,4 +471,4 @@ def _close_reason(conn: websockets.asyncio.client.ClientConnection) -> str:
     code, text = conn.close_code, conn.close_reason
     if code is None:
         return "connection lost"
-    return f"closed with code {code}" + (f" {text}" if text else "")
+    return f"closed with code {code}" + (f" {sanitize(text)}" if text else "")

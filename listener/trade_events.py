@@ -43,6 +43,8 @@ def parse_trade_event(message: TmcMessage) -> TradeEvent | Rejection:
         body = _CONTENT_DECODER.decode(message.content)
     except ValueError as exc:
         return Rejection("bad_content", f"content is not JSON: {exc}")
+    except RecursionError:
+        return Rejection("bad_content", "content is nested deeper than the JSON parser goes")
     if not isinstance(body, dict):
         return Rejection("bad_content", "content is not a JSON object")
     tid = _int64(body.get("tid"))

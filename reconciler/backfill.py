@@ -28,7 +28,7 @@ from common.metrics import Registry
 from reconciler.fetching import Failure, Target, TradeFetch
 from reconciler.lag import LagMeter
 from reconciler.listing import Listing, ListQuery, TradeSource, list_window
-from reconciler.plan import Window
+from reconciler.plan import SECOND, Window
 from store.fetch_apply import FetchEnd, TradeFailure, TradeFailures, dead_letter_counter, fetch_trade
 from store.gap_reports import PassCounts
 from store.ports import ReconcilerTrades
@@ -110,6 +110,7 @@ class WindowReader:
         """Read `windows` in order; stop at the first that fails. Raises SessionExpired."""
         result = ReadResult()
         query = ListQuery(self._client, session, self.config.types, self.config.page_size, priority)
+        await self._check_suspects(shop, query, counts)
         pending = deque(windows)
         while pending:
             window = pending.popleft()
@@ -136,6 +137,8 @@ class WindowReader:
                 return result
             counts.windows_read += 1
             result.read.append(window)
+            if window.proof and self._lag is not None:
+                self._lag.proven(shop, window.proves, listing.queried_at)
         return result
 
     async def _narrow(
@@ -206,10 +209,29 @@ class WindowReader:
                 continue  # a probe is a measurement; its trade is read through its own window
             trades.append(probe.trade)
             if probe.trade.modified is not None and probe.trade.modified == modified:
-                lag = (listing.queried_at - modified).total_seconds()
-                target.counts.note_lag(lag)
-                self._lag.observe(lag, listing.queried_at, target.shop)
+                # Lag, or left out for another reason: only a later listing that shows it can tell.
+                self._lag.suspect(target.shop, tid, modified, listing.queried_at)
         await self.fetch.apply(trades, target)
+
+    async def _check_suspects(self, shop: str, query: ListQuery, counts: PassCounts) -> None:
+        """List each suspect's second again: shown now, its earlier absence was lag (a sample); still
+        missing, it counts towards dropping it (`reconciler.lag`). A failed call just leaves it."""
+        if self._lag is None:
+            return
+        now = self._now()
+        for suspect in self._lag.suspects(shop, now)[: self.config.lag_probes]:
+            second = Window(suspect.modified, suspect.modified + SECOND, proof=False)
+            counts.list_calls += 1
+            try:
+                page = await query.page(second, 1, use_has_next=False)
+            except SessionExpired:
+                raise
+            except TopError:
+                continue
+            listed = any(t.tid == suspect.tid for t in page.trades)
+            if listed:
+                counts.note_lag((suspect.unlisted_at - suspect.modified).total_seconds())
+            self._lag.checked(suspect, listed=listed, at=now)
 
     async def dead_letter(
         self, source: str, reason: str, item: RejectedItem, shop: str, counts: PassCounts

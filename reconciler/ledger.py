@@ -22,6 +22,11 @@ class Ledger:
         fence = None if proven_by is ProvenBy.STREAM else self._fence
         await self.store.prove(shop, interval, proven_by, fence=fence)
 
+    async def withdraw_list_proofs(self, shop: str, interval: Interval) -> bool:
+        """Withdraw what list reads (backfill, sweep) proved in `interval`: it becomes a gap again. The
+        stream's proof there stands (it never relied on the lists)."""
+        return await self.store.withdraw(shop, interval, (ProvenBy.BACKFILL, ProvenBy.SWEEP))
+
     async def coverage(
         self, shop: str, lo: datetime | None = None, hi: datetime | None = None
     ) -> list[Coverage]:

@@ -138,6 +138,8 @@ class ReportProcessor:
             if failure is not None:
                 break
         shared.metrics.count_pass(shop, work.report.cause, total, purpose="backfill")
+        withdraw = functools.partial(self._lag.withdraw, shop, shared.ledger)
+        await shared.retrying_db("coverage_withdraw_failed", withdraw, attempts=RECORD_ATTEMPTS)
         return failure
 
     async def _record(self, work: _Pass, counts: PassCounts, *, result: ReadResult | None) -> None:

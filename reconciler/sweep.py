@@ -73,6 +73,7 @@ class Sweeper:
             return counts
         for window in result.read:
             await ledger.prove(shop, window.proves, ProvenBy.SWEEP)
+        await self._lag.withdraw(shop, ledger)  # proofs read under a lag since measured longer
         shared.metrics.count_pass(shop, Cause.SWEEP.value, counts, purpose="sweep")
         logger.info(
             "sweep read %d window(s): %d trades, %d brought in, %d pushes lost",

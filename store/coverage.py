@@ -10,7 +10,7 @@ keeps about one row per stream connection and one per stretch of backfill.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -45,6 +45,11 @@ class CoverageLedger(Protocol):
         """Record `interval` as proven for `shop`, merged with the stretches of its kind it overlaps or
         touches. Writes to one shop's ledger are serialised; `fence` runs inside that serialised write
         before anything is changed, and what it raises aborts the write."""
+        ...
+
+    async def withdraw(self, shop: str, interval: Interval, kinds: Collection[ProvenBy]) -> bool:
+        """Take `interval` out of `shop`'s stretches proven by `kinds` (a proof found wanting: the
+        stretch becomes a gap again and is read again); whether anything was proven there."""
         ...
 
     async def coverage(

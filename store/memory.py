@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from common.intervals import Interval
@@ -143,6 +143,21 @@ class MemoryCoverageLedger:
         end = max([interval.end, *(i.end for i in taken)])
         db.coverage = [(s, row) for s, row in db.coverage if not mergeable(s, row)]
         db.coverage.append((shop, Coverage(Interval(start, end), proven_by)))
+
+    async def withdraw(self, shop: str, interval: Interval, kinds: Collection[ProvenBy]) -> bool:
+        db = self._db
+        async with db.shop_locks.setdefault(shop, asyncio.Lock()):
+            kept: list[tuple[str, Coverage]] = []
+            withdrawn = False
+            for row_shop, row in db.coverage:
+                reaches = row.interval.start < interval.end and row.interval.end > interval.start
+                if row_shop != shop or row.proven_by not in kinds or not reaches:
+                    kept.append((row_shop, row))
+                    continue
+                withdrawn = True
+                kept += [(shop, Coverage(part, row.proven_by)) for part in without(row.interval, [interval])]
+            db.coverage = kept
+        return withdrawn
 
     async def coverage(
         self, shop: str, lo: datetime | None = None, hi: datetime | None = None

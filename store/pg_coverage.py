@@ -5,6 +5,7 @@ proven already. Both run under the shop's ledger lock."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +49,29 @@ class PgCoverageLedger:
             proven_by.value,
             extra={"action": "coverage_proven", "shop": shop},
         )
+
+    async def withdraw(self, shop: str, interval: Interval, kinds: Collection[ProvenBy]) -> bool:
+        async def write() -> bool:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(sql.LOCK_SHOP, shop)
+                rows = await conn.fetch(
+                    sql.WITHDRAW_COVERAGE, shop, interval.start, interval.end, [k.value for k in kinds]
+                )
+                for row in rows:
+                    kept = Interval(row["interval_start"], row["interval_end"])
+                    for part in without(kept, [interval]):
+                        await conn.execute(sql.INSERT_COVERAGE, shop, part.start, part.end, row["proven_by"])
+                return bool(rows)
+
+        withdrawn = await guarded("withdrawing coverage", write)
+        if withdrawn:
+            logger.warning(
+                "proof withdrawn for %s .. %s: it was read under a list lag later measured longer",
+                interval.start.isoformat(),
+                interval.end.isoformat(),
+                extra={"action": "coverage_withdrawn", "shop": shop},
+            )
+        return withdrawn
 
     async def coverage(
         self, shop: str, lo: datetime | None = None, hi: datetime | None = None

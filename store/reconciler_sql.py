@@ -243,6 +243,13 @@ WHERE shop = $1 AND interval_start < $3 AND interval_end > $2
 RETURNING interval_start, interval_end, proven_by
 """
 
+# The stretches of the kinds in $4 that reach into [$2, $3), taken out to be written back without it.
+WITHDRAW_COVERAGE: Final = """
+DELETE FROM coverage
+WHERE shop = $1 AND interval_start < $3 AND interval_end > $2 AND proven_by = ANY($4::text[])
+RETURNING interval_start, interval_end, proven_by
+"""
+
 # The stretches the shop's unresolved trades belong to that reach into [$2, $3).
 SELECT_HOLDS: Final = """
 SELECT belongs_from, belongs_until FROM unresolved_trades

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
+from common.text import UNSTORABLE, storable
 from store.constants import INT32_MAX, MONEY_DIGITS
 from store.errors import InvalidTradeError
 from taobao.models import Order, Trade
@@ -38,8 +39,7 @@ from taobao.timefmt import format_top_time
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 # What text and jsonb cannot hold: NUL and surrogate code points (in a Python str a valid pair is one
 # code point, so any surrogate left is a lone one).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-REPLACEMENT: Final = "\ufffd"
+_UNSTORABLE = UNSTORABLE
 # asyncpg encodes numeric in binary, which refuses exponents below this; PostgreSQL's own input limit
 # is of the same order. Taobao's amounts have two decimals.
 MIN_MONEY_EXPONENT: Final = -1000
@@ -127,8 +127,8 @@ def check_trade(trade: Trade) -> None:
 
 
 def sanitized_text(text: str) -> str:
-    """`text` with NUL and lone surrogates replaced by U+FFFD."""
-    return _UNSTORABLE.sub(REPLACEMENT, text)
+    """`text` with NUL and lone surrogates replaced by U+FFFD (`common.text.storable`)."""
+    return storable(text)
 
 
 def _replace_unstorable(trade: Trade) -> tuple[Trade, bool]:

@@ -9,14 +9,14 @@ a response it cannot use is a `MalformedResponse` carrying the payload for the d
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
-from typing import IO, Any
+from datetime import date, datetime
+from typing import IO
 
 from pydantic import ValidationError
 
+from taobao.answers import dump_payload, parse_trade, parse_trade_page
 from taobao.errors import MalformedResponse
 from taobao.fields import (
     ALL_TRADE_TYPES,
@@ -38,8 +38,6 @@ from taobao.transport import RetryPolicy, TopTransport
 # A TopClient is configured with a RetryPolicy, so both are importable from here.
 __all__ = ["RetryPolicy", "TopClient"]
 
-_PAYLOAD_CHARS = 64 * 1024
-
 
 class TopClient(TopTransport):
     """Async client for the TOP trade APIs. Use `async with` or call `close()`."""
@@ -56,28 +54,7 @@ class TopClient(TopTransport):
         payload = await self.call(
             TRADE_FULLINFO_GET, {"fields": fields, "tid": tid}, session=session, priority=priority, tid=tid
         )
-        item = payload.get("trade")
-        if not isinstance(item, dict):
-            raise MalformedResponse(
-                "no trade object in the response", payload=_dump(payload), method=TRADE_FULLINFO_GET, tid=tid
-            )
-        try:
-            trade = Trade.model_validate(item)
-        except ValidationError as exc:
-            raise MalformedResponse(
-                f"trade failed validation ({exc.error_count()} error(s))",
-                payload=_dump(item),
-                method=TRADE_FULLINFO_GET,
-                tid=tid,
-            ) from exc
-        if trade.tid != tid:
-            raise MalformedResponse(
-                f"asked for tid {tid}, got {trade.tid}",
-                payload=_dump(item),
-                method=TRADE_FULLINFO_GET,
-                tid=tid,
-            )
-        return trade.model_copy(update={"fetched_at": datetime.now(UTC)})
+        return parse_trade(payload, tid)
 
     async def trades_sold_get(
         self,
@@ -163,7 +140,9 @@ class TopClient(TopTransport):
             session=session,
             priority=priority,
         )
-        return TradePage.from_payload(payload)
+        return parse_trade_page(
+            payload, method=method, page_no=page_no, page_size=page_size, use_has_next=use_has_next
+        )
 
     # ---- TOPATS (legacy asynchronous export, docs/top-api.md#topats) ---------------------------------------
 
@@ -195,7 +174,7 @@ class TopClient(TopTransport):
             task_id = int(task_id)
         if not isinstance(task_id, int) or isinstance(task_id, bool):
             raise MalformedResponse(
-                "no task id in the response", payload=_dump(payload), method=TOPATS_TRADES_SOLD_GET
+                "no task id in the response", payload=dump_payload(payload), method=TOPATS_TRADES_SOLD_GET
             )
         return task_id
 
@@ -207,13 +186,13 @@ class TopClient(TopTransport):
         task = payload.get("task")
         if not isinstance(task, dict):
             raise MalformedResponse(
-                "no task object in the response", payload=_dump(payload), method=TOPATS_RESULT_GET
+                "no task object in the response", payload=dump_payload(payload), method=TOPATS_RESULT_GET
             )
         try:
             return TopatsTask.model_validate(task)
         except ValidationError as exc:
             raise MalformedResponse(
-                "task failed validation", payload=_dump(task), method=TOPATS_RESULT_GET
+                "task failed validation", payload=dump_payload(task), method=TOPATS_RESULT_GET
             ) from exc
 
     async def download_topats_result(
@@ -235,7 +214,3 @@ def _check_paging(page_no: int, page_size: int, types: Sequence[str]) -> None:
     if isinstance(types, str) or not types:
         # Without `type` TOP returns only a few default types and silently drops the rest.
         raise ValueError("types must be a non-empty sequence of trade types")
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)[:_PAYLOAD_CHARS]

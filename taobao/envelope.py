@@ -15,9 +15,12 @@ import json
 import logging
 from typing import Any
 
-from taobao.errors import AppWideTopError, RetryableTopError, error_from_response
+from taobao.errors import AppWideTopError, MalformedResponse, RetryableTopError, TopError, error_from_response
 
 logger = logging.getLogger(__name__)
+
+# How much of an unusable body a dead-letter row keeps.
+_PAYLOAD_CHARS = 64 * 1024
 
 
 def response_key(method: str) -> str:
@@ -91,4 +94,18 @@ def unwrap_response(document: dict[str, Any], method: str, *, tid: int | None = 
 
 def parse_response(body: bytes | str, method: str, *, tid: int | None = None) -> dict[str, Any]:
     """decode_body then unwrap_response."""
-    return unwrap_response(decode_body(body, method=method), method, tid=tid)
+    try:
+        document = decode_body(body, method=method)
+    except RecursionError:
+        raise _too_deep(body, method, tid) from None
+    return unwrap_response(document, method, tid=tid)
+
+
+def _too_deep(body: bytes | str, method: str, tid: int | None) -> TopError:
+    """JSON nested deeper than the parser goes: one trade's broken content when the call was about one
+    trade (it becomes unresolved and is read again later), else a garbled answer worth retrying."""
+    reason = "body nested deeper than the JSON parser goes"
+    if tid is None:
+        return RetryableTopError(f"garbled body ({reason})", method=method)
+    payload = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    return MalformedResponse(reason, payload=payload[:_PAYLOAD_CHARS], method=method, tid=tid)

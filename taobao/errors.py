@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from common.errors import OrderSyncError
+from common.text import sanitize
 from taobao.taxonomy import ErrorKind, Scope, classify, parse_ban_seconds, scope_of
 
 
@@ -140,6 +141,12 @@ class MalformedResponse(PermanentTopError):
         self.payload = payload
 
 
+class MalformedPage(RetryableTopError):
+    """A list page whose shape or counts do not add up (a missing or garbled count or flag, a short or
+    empty page where more were promised, content that does not parse): the window it belongs to fails
+    for now and is read again later; it is never proven (docs/design.md#lists-are-checked-before-proof)."""
+
+
 class TopatsDownloadError(RetryableTopError):
     """A TOPATS result file could not be fetched or failed its check code. The download URL is single
     use: retrying means asking `taobao.topats.result.get` for a fresh one."""
@@ -169,7 +176,8 @@ def _optional_int(value: Any) -> int | None:
 def _optional_str(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    return str(value)
+    # The server's words reach logs and columns: one sanitizer for all text from outside.
+    return sanitize(str(value))
 
 
 def error_from_response(

@@ -8,7 +8,7 @@ stays in `raw`, so fields this model does not name still reach the database.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -31,7 +31,12 @@ def _to_money(value: Any) -> Any:
         # A float has already lost the cents; refuse rather than store a wrong amount.
         raise ValueError("money must be a string or an integer, not a float")
     if isinstance(value, str):
-        return Decimal(value.strip() or "0")
+        try:
+            return Decimal(value.strip() or "0")
+        except InvalidOperation:
+            # An ArithmeticError, which validation would not catch: "N/A" must fail the trade, not the
+            # process (docs/design.md#bad-input-never-crashes).
+            raise ValueError("money is not a decimal number") from None
     return value
 
 

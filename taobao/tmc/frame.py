@@ -63,6 +63,11 @@ class TmcDecodeError(OrderSyncError):
     """Bytes that are not a well-formed TMC v2 message (or a push missing its required fields)."""
 
 
+class TmcUnknownHeader(TmcDecodeError):
+    """A header type this protocol version does not define: nothing after it can be read (its length is
+    unknown), so the frame is undecodable; counted apart, as a newer server's sign."""
+
+
 class TmcEncodeError(OrderSyncError):
     """A `Message` that cannot be put on the wire (value out of range, untyped int, naive datetime…)."""
 

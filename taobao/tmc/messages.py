@@ -9,6 +9,7 @@ import gzip
 import zlib
 from datetime import datetime
 
+from common.text import sanitize
 from taobao.signing import sign
 from taobao.tmc.events import TmcMessage
 from taobao.tmc.frame import (
@@ -205,10 +206,10 @@ def parse_push(message: Message) -> TmcMessage:
     retried = fields.get("retried")
     return TmcMessage(
         id=message_id,
-        topic=topic,
+        topic=sanitize(topic),
         content=text,
         time=published if isinstance(published, datetime) else None,
-        nick=nick if isinstance(nick, str) and nick else None,
+        nick=sanitize(nick) if isinstance(nick, str) and nick else None,
         user_id=_as_int(user_id),
         retried=_as_int(retried),
     )

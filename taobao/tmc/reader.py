@@ -22,6 +22,7 @@ from taobao.tmc.frame import (
     Message,
     MessageType,
     TmcDecodeError,
+    TmcUnknownHeader,
     TypedInt,
     Value,
     ValueFormat,
@@ -148,4 +149,4 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         elif header == _TOKEN:
             message.token, pos = _read_text(buf, pos, end, "Token")
         else:
-            raise TmcDecodeError(f"unknown header type {header} at offset {pos - 2}")
+            raise TmcUnknownHeader(f"unknown header type {header} at offset {pos - 2}")

@@ -1,115 +1,125 @@
-"""List lag is real and the overlap knob is what copes with it (docs/sync-rules.md#overlap,
-docs/top-api.md#data-delay): the stand-in shows a change in the lists only D seconds after its `modified`.
-With an overlap of at least D nothing the ledger calls proven is missing; with less, the test finds trades
-missing inside a stretch the ledger claims (the knob matters). The reconciler also measures the lag and widens
-the overlap itself.
-
-The stand-in runs on a manual clock (within the gateway's ten-minute timestamp tolerance), so minutes
-of lag take no time."""
+"""List lag (reconciler/lag.py): a trade the lists leave out is only lag once a later listing shows it,
+so the overlap converges on the real lag instead of ratcheting up on trades the lists leave out for
+other reasons; and a window proven under an overlap later shown too short is withdrawn."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-
-import pytest
+from datetime import datetime, timedelta
 
 from common.intervals import Interval
-from reconciler.plan import floor_second
-from simulator.clock import ManualClock
-from simulator.compare import compare_with_market
-from simulator.standin import StandIn, StandInConfig
+from common.metrics import Registry
+from reconciler.backfill import BackfillConfig, WindowReader
+from reconciler.lag import LagMeter
+from reconciler.ledger import Ledger
+from reconciler.plan import Window
 from store.coverage import ProvenBy
-from store.gap_reports import Outcome
-from store.pg import PgStore
-from taobao.models import Trade
-from tests.reconciler.conftest import make_reconciler, small_config, top_client
+from store.fetch_apply import TradeFailures, dead_letter_counter
+from store.gap_reports import PassCounts
+from store.memory import MemoryCoverageLedger, MemoryDatabase
+from taobao.limiter import Priority
+from tests.reconciler.fakes import T0, FakeTop
 
-LAG = 120  # seconds the lists lag behind
-
-
-@pytest.fixture
-async def clock() -> ManualClock:
-    return ManualClock(floor_second(datetime.now(UTC) - timedelta(minutes=4)))
+SHOP, SESSION = "shop-a", "session-of-shop-a"
+CONFIGURED = timedelta(seconds=30)
+MINUTE = timedelta(minutes=1)
 
 
-@pytest.fixture
-async def standin(clock: ManualClock) -> AsyncIterator[StandIn]:
-    stand_in = StandIn(StandInConfig(seed=91, shops=1, market_rate=0, history_trades=50), clock=clock)
-    await stand_in.start()
-    stand_in.faults.list_lag_seconds = LAG
-    try:
-        yield stand_in
-    finally:
-        await stand_in.stop()
+class LagReading:
+    def __init__(self) -> None:
+        self.top = FakeTop({SHOP: SESSION})
+        self.db = MemoryDatabase()
+        self.lag = LagMeter(CONFIGURED)
+        self.now = T0
+        failures = TradeFailures(self.db.trades, dead_letter_counter(Registry()))
+        self.reader = WindowReader(
+            self.top,
+            self.db.trades,
+            BackfillConfig(lag_probes=5),
+            lag=self.lag,
+            now=lambda: self.now,
+            failures=failures,
+        )
+
+    async def stored(self, tid: int, modified: datetime) -> None:
+        trade = self.top.change(SHOP, tid, modified)
+        await self.db.trades.apply_trades([trade], source="stream")
+
+    async def read(self, window: Window) -> list[Window]:
+        result = await self.reader.read(
+            SHOP, SESSION, [window], priority=Priority.BACKFILL, source="backfill", counts=PassCounts()
+        )
+        assert result.failure is None
+        return result.read
 
 
-def trade_for_a_while(standin: StandIn, clock: ManualClock, seconds: int) -> datetime:
-    """Two market changes every second of manual time; returns the time of the last."""
-    for _ in range(seconds):
-        clock.advance(1)
-        standin.market.step(2)
-    return clock.now()
+def _window(end: datetime, span: timedelta = 10 * MINUTE) -> Window:
+    return Window(end - span, end, proof=True)
 
 
-async def missing_in(pg: PgStore, standin: StandIn, proven: list[Interval]) -> list[int]:
-    """Trades whose current `modified` lies in a proven stretch but that the database lacks or has older."""
-    tids = [
-        rec.tid
-        for rec in standin.market.records()
-        if any(i.start.timestamp() <= rec.modified < i.end.timestamp() for i in proven)
-    ]
-    comparison = await compare_with_market(pg.pool, standin.market, tids)
-    return comparison.lost + comparison.stale
+async def test_a_trade_the_lists_leave_out_for_good_is_no_evidence_of_lag() -> None:
+    r = LagReading()
+    for n in range(6):
+        # Each read lies further back, as a growing overlap would push it: before, every such trade was
+        # a sample at least as old as the overlap, and the overlap grew 1.5x per read.
+        window = _window(r.now - CONFIGURED - n * 10 * MINUTE)
+        await r.stored(100 + n, window.start + MINUTE)
+        r.top.listed_as[100 + n] = T0 - timedelta(days=30)  # never in any window read
+        assert await r.read(window) == [window]
+        r.now += MINUTE
+    assert r.lag.measured(r.now) is None
+    assert r.lag.overlap(r.now) == CONFIGURED
+    assert r.lag.withdrawals(SHOP) == []
+    for _ in range(LagMeter.MAX_CHECKS):
+        await r.read(_window(r.now - CONFIGURED, MINUTE))
+    assert r.lag.suspects(SHOP, r.now) == []  # each looked at again three times, then dropped
 
 
-@pytest.mark.parametrize(
-    ("overlap", "misses"), [(60, True), (180, False)], ids=["overlap<lag", "overlap>=lag"]
-)
-async def test_the_overlap_must_cover_the_list_lag(
-    standin: StandIn, clock: ManualClock, pg: PgStore, overlap: int, misses: bool
-) -> None:
-    shop = standin.shops[0].nick
-    start = clock.now()
-    now = trade_for_a_while(standin, clock, 300)
-    async with top_client(standin) as client:
-        config = small_config(overlap=timedelta(seconds=overlap))
-        reconciler = make_reconciler(standin, pg, client, config, now=clock.now)
-        report = await reconciler.backfill(shop, Interval(start, now))
-        proven = await reconciler.ledger.intervals(shop, kinds=[ProvenBy.BACKFILL])
-        assert proven
-        assert proven[-1].end == now - timedelta(seconds=overlap)  # proof stops at the lag horizon
+async def test_lag_is_measured_once_a_later_listing_shows_the_trade_and_the_overlap_converges() -> None:
+    r = LagReading()
+    real_lag = timedelta(seconds=100)
+    window = _window(r.now - CONFIGURED)
+    await r.stored(7, window.end - timedelta(seconds=40))
+    r.top.listed_as[7] = T0 - timedelta(days=30)  # not visible yet
+    assert await r.read(window) == [window]
+    assert r.lag.measured(r.now) is None  # a suspect, not yet a sample
 
-        clock.advance(LAG + 60)  # every change is visible in the lists now
-        missing = await missing_in(pg, standin, proven)
-        if misses:
-            # Trades created within the lag before the horizon were invisible when the window was read,
-            # yet the ledger calls their time proven: exactly what a too small overlap costs.
-            assert len(missing) >= 3
-        else:
-            assert missing == []
-            # The rest of the window is proven once the horizon has passed it.
-            await reconciler.process(await reconciler.reports.get(report.id), fresh=False)
-            final = await reconciler.reports.get(report.id)
-            assert final.outcome == Outcome.RECOVERED.value
-            assert await missing_in(pg, standin, [Interval(start, now)]) == []
+    r.now += real_lag
+    del r.top.listed_as[7]  # the list caught up
+    later = _window(r.now - CONFIGURED)
+    await r.read(later)
+    sample = r.lag.measured(r.now)
+    assert sample == 70.0  # 30 s overlap + 40 s before the window's end: below the real 100 s lag
+    assert r.lag.overlap(r.now) == timedelta(seconds=105)  # 1.5 x the sample
+    # Samples can only come from changes younger than the real lag, so they never pass it.
+    assert sample < real_lag.total_seconds()
 
 
-async def test_measured_lag_widens_the_overlap(standin: StandIn, clock: ManualClock, pg: PgStore) -> None:
-    shop = standin.shops[0].nick
-    start = clock.now()
-    now = trade_for_a_while(standin, clock, 300)
-    # The stream delivered every change as it happened: the database is current.
-    current = [Trade.model_validate(standin.market.trade(rec.tid)) for rec in standin.market.records()]
-    await pg.apply_trades(current, source="stream")
-    async with top_client(standin) as client:
-        config = small_config(overlap=timedelta(seconds=60))
-        reconciler = make_reconciler(standin, pg, client, config, now=clock.now)
-        assert reconciler.lag.overlap(now) == timedelta(seconds=60)
-        report = await reconciler.backfill(shop, Interval(start, now))
-    # Trades stored with a `modified` inside the window, unchanged since, yet not listed: the list lags.
-    assert report.list_lag_seconds is not None
-    assert 60 <= report.list_lag_seconds < LAG + 5
-    widened = reconciler.lag.overlap(clock.now())
-    assert widened >= timedelta(seconds=LAG)
-    assert widened == timedelta(seconds=int(report.list_lag_seconds * 1.5 + 0.999))
+async def test_a_window_proven_under_a_lag_later_measured_longer_is_withdrawn() -> None:
+    r = LagReading()
+    window = _window(r.now - CONFIGURED)
+    await r.stored(7, window.end - timedelta(seconds=40))
+    r.top.listed_as[7] = T0 - timedelta(days=30)
+    await r.read(window)
+    ledger = Ledger(MemoryCoverageLedger(r.db))
+    await ledger.prove(SHOP, window.proves, ProvenBy.BACKFILL)
+    await ledger.prove(SHOP, window.proves, ProvenBy.STREAM)
+
+    r.now += MINUTE
+    del r.top.listed_as[7]
+    await r.read(_window(r.now - CONFIGURED))
+    assert r.lag.overlap(r.now) == timedelta(seconds=105)
+    withdrawn = await r.lag.withdraw(SHOP, ledger)
+    assert withdrawn == 1
+    # Read at T0, with 105 s of lag the list could not see past T0 - 105 s: that part is a gap again.
+    blind = Interval(T0 - timedelta(seconds=105), window.end)
+    assert await ledger.intervals(SHOP, kinds=[ProvenBy.BACKFILL]) == [Interval(window.start, blind.start)]
+    # The stream's proof never relied on the lists: it stands.
+    assert await ledger.intervals(SHOP, kinds=[ProvenBy.STREAM]) == [window.proves]
+    assert r.lag.withdrawals(SHOP) == []  # handed out once
+
+
+def test_samples_expire_and_the_overlap_returns_to_the_configured_one() -> None:
+    lag = LagMeter(CONFIGURED, memory=timedelta(minutes=10))
+    lag.observe(60.0, T0)
+    assert lag.overlap(T0) == timedelta(seconds=90)
+    assert lag.overlap(T0 + timedelta(minutes=11)) == CONFIGURED

@@ -151,6 +151,24 @@ async def test_the_ledger_merges_touching_stretches_of_one_kind_only(open_store:
     assert await ledger.covered_end(new_shop()) is None
 
 
+async def test_a_withdrawn_stretch_leaves_the_proofs_of_other_kinds_and_shops(open_store: Open) -> None:
+    ledger = open_store("r1").coverage
+    shop, other = new_shop(), new_shop()
+    await ledger.prove(shop, span(0, 30), ProvenBy.BACKFILL)
+    await ledger.prove(shop, span(20, 40), ProvenBy.SWEEP)
+    await ledger.prove(shop, span(0, 40), ProvenBy.STREAM)
+    await ledger.prove(other, span(0, 40), ProvenBy.BACKFILL)
+    assert await ledger.withdraw(shop, span(10, 25), [ProvenBy.BACKFILL, ProvenBy.SWEEP])
+    assert set(await ledger.coverage(shop)) == {
+        Coverage(span(0, 10), ProvenBy.BACKFILL),
+        Coverage(span(0, 40), ProvenBy.STREAM),
+        Coverage(span(25, 30), ProvenBy.BACKFILL),
+        Coverage(span(25, 40), ProvenBy.SWEEP),
+    }
+    assert await ledger.coverage(other) == [Coverage(span(0, 40), ProvenBy.BACKFILL)]
+    assert not await ledger.withdraw(shop, span(10, 25), [ProvenBy.BACKFILL, ProvenBy.SWEEP])
+
+
 async def test_a_shops_ledger_begins_once(open_store: Open) -> None:
     ledger = open_store("r1").coverage
     shop = new_shop()
