@@ -108,7 +108,7 @@ def assemble(
     its connects and disconnects, watches which messages are committed, and runs as a side task; so
     does the replica set, which shares the TOP quota and the shops' reconciliation with any other
     replica on the same database (see replicas/replica_set.py)."""
-    metrics = DaemonMetrics()
+    metrics = DaemonMetrics(shops=[shop.nick for shop in settings.taobao_shops])
     metrics.watch_top_client(client.stats)
     tasks = dict(side_tasks or {})
     reconciler: Reconciler | None = None
