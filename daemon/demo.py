@@ -110,7 +110,9 @@ async def contents(dsn: str, schema: str = DEFAULT_SCHEMA) -> str | None:
             "AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
         )
         others = [
-            f"{r['schema']}.{r['name']}" for r in rows if r["schema"] != schema or r["name"] not in ours
+            r["name"] if r["schema"] == "public" else f"{r['schema']}.{r['name']}"
+            for r in rows
+            if r["schema"] != schema or r["name"] not in ours
         ]
         if others:
             shown = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
