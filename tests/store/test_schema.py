@@ -3,6 +3,9 @@ an ERP's own `public.trades` and `public.schema_migrations` left alone, and the 
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -138,3 +141,28 @@ def test_every_connection_speaks_utc_under_its_name_in_its_schema() -> None:
         "application_name": "order-sync",
         "search_path": SCHEMA,
     }
+
+
+async def _order_sync(*args: str, schema: str, dsn: str) -> tuple[int, str]:
+    env = {**os.environ, "DATABASE_URL": dsn, "DATABASE_SCHEMA": schema}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon.cli", *args, "--env-file", "/nonexistent/.env", env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode() + err.decode()
+
+
+async def test_the_commands_read_the_schema_they_are_given(plain_database: str) -> None:
+    code, said = await _order_sync("migrate", schema=SCHEMA, dsn=plain_database)
+    assert code == 0, said
+    for command in (["report", "--json"], ["dead-letters", "--json"], ["migrate"]):
+        code, said = await _order_sync(*command, schema=SCHEMA, dsn=plain_database)
+        assert code == 0, (command, said)
+    assert "schema is up to date" in said
+    # The same commands against a schema that was never migrated find nothing of the service's.
+    code, said = await _order_sync("report", "--json", schema="order_sync_elsewhere", dsn=plain_database)
+    assert code != 0
+    assert 'relation "gap_reports" does not exist' in said
