@@ -25,7 +25,13 @@ import asyncpg
 from store import sql
 from store.constants import MIGRATION_LOCK_KEY
 from store.errors import DATABASE_ERRORS, MigrationError
-from store.schema import DEFAULT_SCHEMA, connection_settings, create_schema_sql, set_search_path_sql
+from store.schema import (
+    DEFAULT_SCHEMA,
+    connection_settings,
+    create_schema_if_missing_sql,
+    create_schema_sql,
+    set_search_path_sql,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +107,7 @@ def print_sql(schema: str = DEFAULT_SCHEMA, migrations: Sequence[Migration] | No
     plan = list(migrations) if migrations is not None else load_migrations()
     parts = [
         f"-- taobao-order-sync schema in {schema}: run as the role that is to own it",
-        f"{create_schema_sql(schema)};",
+        f"{create_schema_if_missing_sql(schema)};",
         f"{set_search_path_sql(schema)};",
         f"{sql.CREATE_SCHEMA_MIGRATIONS.strip()};",
     ]

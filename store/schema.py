@@ -36,5 +36,16 @@ def create_schema_sql(schema: str) -> str:
     return f"CREATE SCHEMA IF NOT EXISTS {check_schema(schema)}"
 
 
+def create_schema_if_missing_sql(schema: str) -> str:
+    """For a script: `CREATE SCHEMA IF NOT EXISTS` checks the database's CREATE privilege even when the
+    schema exists, which a role given its schema by a DBA need not hold; this creates it only when
+    missing."""
+    name = check_schema(schema)
+    return (
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '{name}') THEN "
+        f"CREATE SCHEMA {name}; END IF; END $$"
+    )
+
+
 def set_search_path_sql(schema: str) -> str:
     return f"SET search_path TO {check_schema(schema)}"

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from store.feed import parse_doorbell
-from store.migrate import migrate
+from store.migrate import migrate, print_sql
 from store.pg import PgStore
 from store.schema import DEFAULT_SCHEMA
 from tests.conftest import ADMIN_DSN, create_database, drop_database
@@ -76,14 +76,20 @@ async def _as_superuser(dsn: str, script: str) -> None:
         await conn.close()
 
 
-async def test_readme_roles_let_the_erp_follow_the_feed_and_read_nothing_else(roles: Roles) -> None:
+@pytest.mark.parametrize("how", ["migrate", "print-sql"])
+async def test_readme_roles_let_the_erp_follow_the_feed_and_read_nothing_else(roles: Roles, how: str) -> None:
     before, after = readme_role_blocks()
     await _as_superuser(roles.dsn, roles.as_written(before))
-    # The service as its own role, a non-superuser that owns the schema and holds nothing else.
+    # The service's role, a non-superuser that owns the schema and holds nothing else, migrates; or a
+    # DBA runs `migrate --print-sql`'s script as that role, and `migrate` then finds nothing to do.
     service = await asyncpg.connect(roles.dsn, user=roles.owner)
     try:
         assert not await service.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        await migrate(service)
+        if how == "print-sql":
+            await service.execute(print_sql())
+            assert await migrate(service) == []
+        else:
+            assert await migrate(service) != []
     finally:
         await service.close()
     await _as_superuser(roles.dsn, roles.as_written(after))

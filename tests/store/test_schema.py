@@ -123,7 +123,7 @@ def test_migrate_print_sql_needs_no_database(
     assert main(["migrate", "--print-sql", "--env-file", str(tmp_path / "absent.env")]) == 0
     out = capsys.readouterr().out
     assert out == print_sql(SCHEMA)
-    assert f"CREATE SCHEMA IF NOT EXISTS {SCHEMA};" in out
+    assert f"CREATE SCHEMA {SCHEMA};" in out
     assert "INSERT INTO schema_migrations" in out
 
 
