@@ -43,6 +43,7 @@ from daemon.demo import standin_settings
 from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
+from store.schema import connection_settings
 from taobao.fields import TRADE_FULLINFO_GET
 
 DEFAULT_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -77,7 +78,7 @@ async def measure(n: int, mode: str, args: argparse.Namespace, workdir: Path) ->
                 "sync_overlap_seconds": args.overlap,
                 "sync_stream_during_backfill": mode == "during",
             }  # fmt: skip
-            conn = await asyncpg.connect(dsn)
+            conn = await asyncpg.connect(dsn, server_settings=connection_settings())
             try:
                 return {"mode": mode} | await _run(n, args, standin, conn, values, workdir)
             finally:

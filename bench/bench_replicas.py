@@ -46,6 +46,7 @@ from bench.scenarios.database import throwaway_database
 from bench.scenarios.standin_client import StandInProcess
 from daemon.demo import standin_settings
 from store.migrate import migrate
+from store.schema import connection_settings
 from taobao.fields import TRADE_FULLINFO_GET
 
 DEFAULT_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -124,7 +125,7 @@ class Cluster:
         return [r for r in stats["recent"] if r["method"] == TRADE_FULLINFO_GET]
 
     async def shares(self) -> dict[str, float]:
-        conn = await asyncpg.connect(self.dsn)
+        conn = await asyncpg.connect(self.dsn, server_settings=connection_settings())
         try:
             rows = await conn.fetch(
                 "SELECT replica, api_rate FROM replicas WHERE stopped_at IS NULL"

@@ -34,6 +34,7 @@ import asyncpg
 
 from store.migrate import migrate
 from store.pg import PgStore
+from store.schema import connection_settings
 from store.upsert import apply_batch
 from store.validation import prepare_batch
 from taobao.models import Trade
@@ -148,7 +149,7 @@ def _prepare_figure(budget: float) -> dict[str, Any]:
 
 async def _notify_latency(dsn: str, tids: itertools.count[int], budget: float) -> dict[str, Any]:
     listener = await asyncpg.connect(dsn)
-    writer = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+    writer = await asyncpg.connect(dsn, server_settings=connection_settings())
     arrived: asyncio.Queue[float] = asyncio.Queue()
 
     def on_notify(*_: Any) -> None:

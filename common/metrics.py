@@ -1,156 +1,173 @@
-"""A small Prometheus registry that renders the text exposition format 0.0.4.
+"""The service's Prometheus series, kept and rendered by prometheus-client.
 
-One registry per daemon, passed to each part that keeps series (the listener, the reconciler, the
-replica set), so tests and several daemons in one process never share a global registry. Families, in
-registration order: counters (`inc`), counters read from another object's counts, gauges read on
-scrape, and histograms (`observe`). Names get the `order_sync_` prefix.
+One registry per daemon (its own `CollectorRegistry`, never the library's global one), passed to each
+part that keeps series (the listener, the reconciler, the replica set), so tests and several daemons in
+one process never share series. Names get the `order_sync_` prefix. What the parts register:
+
+- `counter(name, help, labels=(...))`: a counter the service bumps (`inc(reason="...")`); its label
+  names are declared up front, and `touch(...)` makes a labelled series exist at 0 before its first
+  event, so `increase(...[1h]) > 0` fires on the first one after a restart.
+- `histogram(name, help, buckets, labels=(...))`: `observe(value)`.
+- `gauge(name, help, read)` and `counter_from(name, help, read)`: series read at scrape time from
+  another object (the TOP client's counts, the TMC session's state); `read` returns (labels, value)
+  pairs, so their label names need no declaring. Registering the name again replaces the reader.
+- `watch_process()`: prometheus-client's process collector (`process_resident_memory_bytes`,
+  `process_cpu_seconds_total`, `process_open_fds`, ...).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
-Labels = tuple[tuple[str, str], ...]
+import prometheus_client
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
 Samples = Iterable[tuple[Mapping[str, str], float]]
 SampleReader = Callable[[], Samples]
 
+# No `<name>_created` series beside every counter and histogram: Prometheus does not need them, and
+# they would double what an operator scrolls through. A library-wide switch, set once here.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+# The names the 0.0.4 text format takes unquoted (the library itself would accept any UTF-8 name).
+_LABEL_NAME = re.compile(r"^(?!__)[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-def _escape_help(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    """Integers without a fraction, NaN and infinities the way Prometheus spells them."""
-    value = float(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 2**63:
-        return str(int(value))
-    return repr(value)
-
-
-def _key(labels: Mapping[str, str]) -> Labels:
+def _declared(labels: Sequence[str]) -> tuple[str, ...]:
     for name in labels:
-        if not _LABEL_NAME.match(name) or name.startswith("__"):
+        if not _LABEL_NAME.match(name):
             raise ValueError(f"invalid label name {name!r}")
-    return tuple(sorted((name, str(value)) for name, value in labels.items()))
+    return tuple(labels)
 
 
-def _series(name: str, labels: Labels, value: float) -> str:
-    if labels:
-        inner = ",".join(f'{key}="{_escape_label(val)}"' for key, val in labels)
-        name = f"{name}{{{inner}}}"
-    return f"{name} {format_value(value)}"
+def _label_values(family: str, declared: Sequence[str], labels: Mapping[str, object]) -> list[str]:
+    if set(labels) != set(declared):
+        raise ValueError(
+            f"{family} has labels {sorted(declared)}, got {sorted(labels)} "
+            "(declare label names when registering it: labels=(...))"
+        )
+    return [str(labels[name]) for name in declared]
 
 
-class _Family(Protocol):
-    name: str
-    help: str
-    kind: str
-
-    def samples(self) -> list[str]: ...
-
-
-@dataclass
 class Counter:
-    """A counter the service bumps. Labels are given per call (`inc(reason="...")`)."""
+    """A counter the service bumps; `inc(amount, **labels)` with exactly the declared labels."""
 
-    name: str
-    help: str
-    values: dict[Labels, float] = field(default_factory=dict)
-    kind: str = "counter"
+    kind = "counter"
+
+    def __init__(self, registry: Registry, name: str, help: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.labels = _declared(labels)
+        self._metric = prometheus_client.Counter(
+            name, help, labelnames=self.labels, registry=registry.collectors
+        )
+
+    def _series(self, labels: Mapping[str, object]) -> prometheus_client.Counter:
+        if not self.labels:
+            _label_values(self.name, (), labels)
+            return self._metric
+        return self._metric.labels(*_label_values(self.name, self.labels, labels))
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if amount < 0:
             raise ValueError("a counter only goes up")
-        key = _key(labels)
-        self.values[key] = self.values.get(key, 0.0) + amount
+        self._series(labels).inc(amount)
+
+    def touch(self, **labels: str) -> None:
+        """The series exists (at 0 until its first `inc`)."""
+        self._series(labels)
+
+    def _samples(self, suffix: str) -> Iterator[tuple[dict[str, str], float]]:
+        for family in self._metric.collect():
+            for sample in family.samples:
+                if sample.name == f"{family.name}{suffix}":
+                    yield sample.labels, sample.value
 
     def value(self, **labels: str) -> float:
-        return self.values.get(_key(labels), 0.0)
+        """One series' value (0 when it does not exist yet)."""
+        _label_values(self.name, self.labels, labels)
+        wanted = {k: str(v) for k, v in labels.items()}
+        return next((v for found, v in self._samples("_total") if found == wanted), 0.0)
 
     def total(self) -> float:
-        return sum(self.values.values())
-
-    def samples(self) -> list[str]:
-        return [_series(self.name, labels, v) for labels, v in sorted(self.values.items())]
+        """The sum over all of its series."""
+        return sum(v for _, v in self._samples("_total"))
 
 
-@dataclass
-class ReadFamily:
-    """A counter or gauge whose samples are read from elsewhere at scrape time."""
-
-    name: str
-    help: str
-    kind: str
-    read: SampleReader
-
-    def samples(self) -> list[str]:
-        rows = sorted((_key(labels), float(value)) for labels, value in self.read())
-        return [_series(self.name, labels, value) for labels, value in rows]
-
-
-@dataclass
 class Histogram:
-    """Cumulative buckets, `_sum` and `_count` per label set."""
+    """Cumulative buckets, `_sum` and `_count` per series."""
 
-    name: str
-    help: str
-    buckets: tuple[float, ...]
-    kind: str = "histogram"
-    _counts: dict[Labels, list[int]] = field(default_factory=dict)
-    _sums: dict[Labels, float] = field(default_factory=dict)
+    kind = "histogram"
 
-    def __post_init__(self) -> None:
-        bounds = [float(b) for b in self.buckets if not math.isinf(b)]
+    def __init__(
+        self, registry: Registry, name: str, help: str, buckets: Sequence[float], labels: Sequence[str]
+    ) -> None:
+        bounds = [float(b) for b in buckets if b != float("inf")]
         if not bounds or bounds != sorted(set(bounds)):
             raise ValueError("histogram buckets must be increasing")
-        self.buckets = (*bounds, math.inf)
+        self.name = name
+        self.labels = _declared(labels)
+        self._metric = prometheus_client.Histogram(
+            name, help, labelnames=self.labels, buckets=bounds, registry=registry.collectors
+        )
+
+    def _series(self, labels: Mapping[str, object]) -> prometheus_client.Histogram:
+        if not self.labels:
+            _label_values(self.name, (), labels)
+            return self._metric
+        return self._metric.labels(*_label_values(self.name, self.labels, labels))
 
     def observe(self, value: float, **labels: str) -> None:
-        key = _key(labels)
-        counts = self._counts.setdefault(key, [0] * len(self.buckets))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-                break
-        self._sums[key] = self._sums.get(key, 0.0) + value
+        self._series(labels).observe(value)
+
+    def _sample(self, suffix: str, labels: Mapping[str, str]) -> float:
+        wanted = {k: str(v) for k, v in labels.items()}
+        for family in self._metric.collect():
+            for sample in family.samples:
+                if sample.name == f"{family.name}{suffix}" and sample.labels == wanted:
+                    return sample.value
+        return 0.0
 
     def count(self, **labels: str) -> int:
-        return sum(self._counts.get(_key(labels), ()))
+        return int(self._sample("_count", labels))
 
     def sum(self, **labels: str) -> float:
-        return self._sums.get(_key(labels), 0.0)
+        return self._sample("_sum", labels)
 
-    def samples(self) -> list[str]:
-        lines: list[str] = []
-        for labels, counts in sorted(self._counts.items()):
-            running = 0
-            for bound, n in zip(self.buckets, counts, strict=True):
-                running += n
-                le = "+Inf" if math.isinf(bound) else format_value(bound)
-                lines.append(_series(f"{self.name}_bucket", (*labels, ("le", le)), running))
-            lines.append(_series(f"{self.name}_sum", labels, self._sums[labels]))
-            lines.append(_series(f"{self.name}_count", labels, running))
-        return lines
+
+class ReadFamily(Collector):
+    """A counter or gauge whose samples are read from elsewhere at scrape time."""
+
+    def __init__(self, name: str, help: str, kind: str, read: SampleReader) -> None:
+        self.name, self.help, self.kind, self.read = name, help, kind, read
+
+    def _family(self) -> Metric:
+        # The library names a counter family without `_total`; its samples carry it.
+        name = self.name.removesuffix("_total") if self.kind == "counter" else self.name
+        return Metric(name, self.help, self.kind)
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        sample = f"{family.name}_total" if self.kind == "counter" else family.name
+        for labels, value in sorted(self.read(), key=lambda pair: sorted(pair[0].items())):
+            family.add_sample(sample, {k: str(v) for k, v in labels.items()}, float(value))
+        yield family
+
+
+Family = Counter | Histogram | ReadFamily
 
 
 class Registry:
     def __init__(self, namespace: str = "order_sync") -> None:
         self._namespace = namespace
-        self._families: dict[str, _Family] = {}
+        self.collectors = CollectorRegistry()
+        self._families: dict[str, Family] = {}
 
     def _name(self, name: str) -> str:
         full = f"{self._namespace}_{name}"
@@ -158,16 +175,34 @@ class Registry:
             raise ValueError(f"invalid metric name {full!r}")
         return full
 
-    def counter(self, name: str, help: str) -> Counter:
-        full = self._name(name)
+    def _existing(self, full: str, kind: type[Family]) -> Family | None:
         existing = self._families.get(full)
-        if isinstance(existing, Counter):
-            return existing
-        if existing is not None:
+        if existing is not None and not isinstance(existing, kind):
             raise ValueError(f"{full} is already registered as a {existing.kind}")
-        counter = Counter(full, help)
+        return existing
+
+    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
+        """The counter `name` (the same one when registered again with the same labels)."""
+        full = self._name(name)
+        existing = self._existing(full, Counter)
+        if isinstance(existing, Counter):
+            if existing.labels != tuple(labels):
+                raise ValueError(f"{full} is already registered with labels {existing.labels}")
+            return existing
+        counter = Counter(self, full, help, labels)
         self._families[full] = counter
         return counter
+
+    def histogram(
+        self, name: str, help: str, buckets: Sequence[float], labels: Sequence[str] = ()
+    ) -> Histogram:
+        full = self._name(name)
+        existing = self._existing(full, Histogram)
+        if isinstance(existing, Histogram):
+            return existing
+        histogram = Histogram(self, full, help, buckets, labels)
+        self._families[full] = histogram
+        return histogram
 
     def gauge(self, name: str, help: str, read: SampleReader) -> None:
         """A gauge read on every scrape; registering the name again replaces the reader."""
@@ -177,28 +212,20 @@ class Registry:
         """A counter kept by another object (the TOP client, the TMC session), read on every scrape."""
         self._register_read(name, help, "counter", read)
 
-    def histogram(self, name: str, help: str, buckets: Sequence[float]) -> Histogram:
-        full = self._name(name)
-        existing = self._families.get(full)
-        if isinstance(existing, Histogram):
-            return existing
-        if existing is not None:
-            raise ValueError(f"{full} is already registered as a {existing.kind}")
-        histogram = Histogram(full, help, tuple(buckets))
-        self._families[full] = histogram
-        return histogram
-
     def _register_read(self, name: str, help: str, kind: str, read: SampleReader) -> None:
         full = self._name(name)
-        existing = self._families.get(full)
-        if existing is not None and not isinstance(existing, ReadFamily):
-            raise ValueError(f"{full} is already registered as a {existing.kind}")
-        self._families[full] = ReadFamily(full, help, kind, read)
+        existing = self._existing(full, ReadFamily)
+        if isinstance(existing, ReadFamily):
+            existing.read = read
+            return
+        family = ReadFamily(full, help, kind, read)
+        self.collectors.register(family)
+        self._families[full] = family
+
+    def watch_process(self) -> None:
+        """The process's own series (memory, CPU, open files), where the platform has /proc."""
+        ProcessCollector(registry=self.collectors)
 
     def render(self) -> str:
-        lines: list[str] = []
-        for family in self._families.values():
-            lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-            lines.append(f"# TYPE {family.name} {family.kind}")
-            lines += family.samples()
-        return "\n".join(lines) + "\n"
+        """The text exposition format 0.0.4."""
+        return generate_latest(self.collectors).decode("utf-8")

@@ -108,7 +108,7 @@ def assemble(
     its connects and disconnects, watches which messages are committed, and runs as a side task; so
     does the replica set, which shares the TOP quota and the shops' reconciliation with any other
     replica on the same database (see replicas/replica_set.py)."""
-    metrics = DaemonMetrics()
+    metrics = DaemonMetrics(shops=[shop.nick for shop in settings.taobao_shops])
     metrics.watch_top_client(client.stats)
     metrics.watch_app_pause(client.app_pause)
     metrics.watch_clock_skew(client.clock_skew)
@@ -198,6 +198,7 @@ def make_replica_set(
         app_key=settings.taobao_app_key,
         api_rate=settings.sync_api_rate,
         heartbeat_seconds=settings.sync_heartbeat_seconds,
+        schema=settings.database_schema,
     )
     return ReplicaSet(
         config,
@@ -222,11 +223,14 @@ def compose(
 async def open_parts(settings: Settings) -> AsyncIterator[tuple[PgStore, TopClient]]:
     """Migrate, then open the store and the TOP client; both are closed on the way out."""
     dsn = settings.dsn()
-    applied = await migrate(dsn)
+    applied = await migrate(dsn, schema=settings.database_schema)
     if applied:
         log.info("database migrated to version %s", applied[-1], extra={"action": "migrated"})
     store = await PgStore.connect(
-        dsn, max_size=max(4, settings.worker_count() // 4), notify_channel=settings.notify_channel
+        dsn,
+        max_size=max(4, settings.worker_count() // 4),
+        notify_channel=settings.notify_channel,
+        schema=settings.database_schema,
     )
     try:
         async with make_client(settings) as client:

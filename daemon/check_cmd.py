@@ -137,7 +137,11 @@ async def check_postgres(settings: Settings, limit: float) -> Item:
             False, "postgres", "DATABASE_URL is not set", "point DATABASE_URL at the ERP's PostgreSQL"
         )
     try:
-        conn = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=limit)
+        conn = await asyncpg.connect(
+            settings.database_url.get_secret_value(),
+            timeout=limit,
+            server_settings=settings.server_settings(),
+        )
     except (OSError, TimeoutError) as exc:
         return Item(
             False,

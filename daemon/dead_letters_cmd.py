@@ -64,11 +64,15 @@ def run(args: argparse.Namespace) -> int:
 async def _main(settings: DatabaseSettings, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     if args.retry:
-        async with asyncpg.create_pool(settings.dsn(), min_size=1, max_size=2) as pool:
+        async with asyncpg.create_pool(
+            settings.dsn(), min_size=1, max_size=2, server_settings=settings.server_settings()
+        ) as pool:
             marked = await PgUnresolved(pool).retry_now(now, args.shop)
         print(f"{marked} unresolved trade(s) due now", file=sys.stderr)
         await _redrive_here(args)
-    async with asyncpg.create_pool(settings.dsn(), min_size=1, max_size=2) as pool:
+    async with asyncpg.create_pool(
+        settings.dsn(), min_size=1, max_size=2, server_settings=settings.server_settings()
+    ) as pool:
         rows = await PgUnresolved(pool).rows(args.shop)
     now = datetime.now(UTC)
     if args.json:

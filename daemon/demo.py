@@ -43,6 +43,7 @@ from simulator.tmc_server import TmcServerConfig
 from store.errors import DATABASE_ERRORS
 from store.migrate import load_migrations
 from store.pg import PgStore
+from store.schema import DEFAULT_SCHEMA, check_schema
 from taobao.client import TopClient
 from taobao.fields import TRADE_FULLINFO_GET
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with choose_database(database) as dsn:
             if database.database_url is not None and not args.reuse:
-                held = asyncio.run(contents(dsn))
+                held = asyncio.run(contents(dsn, database.database_schema))
                 if held:
                     print(
                         f"order-sync demo: DATABASE_URL's database is not empty ({held}); the demo writes "
@@ -97,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
 _CREATED = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?([a-z_][a-z0-9_]*)", re.IGNORECASE)
 
 
-async def contents(dsn: str) -> str | None:
-    """What the database at `dsn` holds besides an empty schema of ours, in words; None: nothing."""
+async def contents(dsn: str, schema: str = DEFAULT_SCHEMA) -> str | None:
+    """What the database at `dsn` holds besides an empty `schema` of ours, in words; None: nothing."""
     ours = {"schema_migrations"} | {name for m in load_migrations() for name in _CREATED.findall(m.sql)}
     conn = await asyncpg.connect(dsn)
     try:
@@ -108,13 +109,16 @@ async def contents(dsn: str) -> str | None:
             "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') "
             "AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
         )
-        others = [r["name"] if r["schema"] == "public" else f"{r['schema']}.{r['name']}" for r in rows]
-        others = [name for name in others if name not in ours]
+        others = [
+            r["name"] if r["schema"] == "public" else f"{r['schema']}.{r['name']}"
+            for r in rows
+            if r["schema"] != schema or r["name"] not in ours
+        ]
         if others:
             shown = ", ".join(others[:5]) + (", …" if len(others) > 5 else "")
             return f"{len(others)} table(s) not of order-sync: {shown}"
-        if any(r["name"] == "trades" and r["schema"] == "public" for r in rows):
-            trades = await conn.fetchval("SELECT count(*) FROM trades")
+        if any(r["name"] == "trades" and r["schema"] == schema for r in rows):
+            trades = await conn.fetchval(f"SELECT count(*) FROM {check_schema(schema)}.trades")
             if trades:
                 return f"{trades:,} trades"
         return None
@@ -247,7 +251,7 @@ async def _finish_after(seconds: float, service: Service, standin: StandIn) -> N
 async def _listen_for_lag(
     dsn: str, settings: Settings, published_at: dict[int, float], lags: deque[float]
 ) -> asyncpg.Connection:
-    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, server_settings=settings.server_settings())
 
     def on_doorbell(_conn: object, _pid: int, _channel: str, payload: object) -> None:
         sent = published_at.get(int(json.loads(str(payload))["tid"]))

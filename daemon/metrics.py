@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as CountTable
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Protocol
 
@@ -34,16 +35,20 @@ def _version() -> str:
 
 
 class DaemonMetrics:
-    """The daemon's series, by what an operator asks: is it keeping up, is anything being lost."""
+    """The daemon's series, by what an operator asks: is it keeping up, is anything being lost. Every
+    series is there from the first scrape, a labelled one for each of `shops` too, so an alert on
+    `increase(...)` fires on the first event after a restart. The process's own (memory, CPU, open
+    files) come from prometheus-client's process collector."""
 
-    def __init__(self, registry: Registry | None = None) -> None:
+    def __init__(self, registry: Registry | None = None, shops: Sequence[str] = ()) -> None:
         self.registry = registry or Registry()
         version = _version()
         self.registry.gauge(
             "build_info", "Always 1; the release in the version label", lambda: [({"version": version}, 1)]
         )
+        self.registry.watch_process()
         self.stream = ListenerMetrics(self.registry)
-        self.coverage = CoverageMetrics(self.registry)
+        self.coverage = CoverageMetrics(self.registry, shops=shops)
 
     def watch_top_client(self, stats: TopCallStats) -> None:
         """Expose the TOP client's own counts: every HTTP attempt, so they match the gateway's."""

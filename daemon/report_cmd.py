@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def render(settings: ReportSettings, args: argparse.Namespace) -> str:
-    async with asyncpg.create_pool(settings.dsn(), min_size=1, max_size=2) as pool:
+    async with asyncpg.create_pool(
+        settings.dsn(), min_size=1, max_size=2, server_settings=settings.server_settings()
+    ) as pool:
         data = await load(
             pool,
             ReportQuery(args.last, args.shop),

@@ -70,7 +70,7 @@ class Service:
         http_routes: Routes | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or DaemonMetrics()
+        self.metrics = metrics or DaemonMetrics(shops=list(settings.shop_sessions()))
         self._db_ping = db_ping  # for /readyz; None: no database check
         self._extra_checks = dict(extra_checks or {})
         self._http_routes = http_routes  # pages beyond health and metrics (the gap reports)

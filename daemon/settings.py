@@ -29,6 +29,7 @@ from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_USAGE
 from store.pg import check_channel
+from store.schema import DEFAULT_SCHEMA, check_schema, connection_settings
 
 HINT = "hint: every setting is described in .env.example"
 
@@ -91,6 +92,24 @@ class DatabaseSettings(BaseSettings):
     # None: `order-sync demo` starts an embedded PostgreSQL, and `check` reports it; every other command
     # refuses to start (`dsn()`). A DSN may hold a password, hence SecretStr.
     database_url: SecretStr | None = None
+    # The service's own schema (docs/design.md#its-own-schema): created by `migrate`, set as the
+    # search_path of every connection.
+    database_schema: str = DEFAULT_SCHEMA
+
+    @field_validator("database_schema")
+    @classmethod
+    def _schema_is_an_identifier(cls, value: str) -> str:
+        try:
+            return check_schema(value)
+        except ValueError:
+            raise ValueError(
+                "expected a lower-case PostgreSQL identifier (a-z, 0-9, _; not starting with a digit or "
+                "pg_; at most 63 characters), like order_sync"
+            ) from None
+
+    def server_settings(self) -> dict[str, str]:
+        """What every connection to DATABASE_URL sets: UTC, the service's name, its schema."""
+        return connection_settings(self.database_schema)
 
     def dsn(self) -> str:
         """DATABASE_URL, or SettingsError when it is not set."""

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -72,19 +73,32 @@ ON CONFLICT (consumer) DO UPDATE SET consumer = EXCLUDED.consumer
 RETURNING position
 """
 SAVE_CURSOR = "UPDATE erp_cursor SET position = $2, updated_at = now() WHERE consumer = $1"
+# The service's schema (its DATABASE_SCHEMA): the feed is read schema-qualified, while the ERP's own
+# tables above go wherever the ERP role's search_path puts them.
+DEFAULT_SCHEMA = "order_sync"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # The README's catch-up query.
 READ_CHANGES = """
 SELECT position, tid, seller_nick, status, modified, source, kind, committed_at
-FROM trade_changes
+FROM {schema}.trade_changes
 WHERE position > $1
 ORDER BY position
 LIMIT $2
 """
 
 
-async def read_changes(conn: asyncpg.Connection, after: int, limit: int) -> list[Change]:
+def check_schema(schema: str) -> str:
+    if not _IDENTIFIER.match(schema):
+        raise ValueError(f"schema must be a lower-case identifier: {schema!r}")
+    return schema
+
+
+async def read_changes(
+    conn: asyncpg.Connection, after: int, limit: int, schema: str = DEFAULT_SCHEMA
+) -> list[Change]:
     """Changes with position > `after`, oldest first, at most `limit` of them."""
-    return [Change(**dict(row)) for row in await conn.fetch(READ_CHANGES, after, limit)]
+    query = READ_CHANGES.format(schema=check_schema(schema))
+    return [Change(**dict(row)) for row in await conn.fetch(query, after, limit)]
 
 # What a lost or unusable connection looks like; anything else from on_change is retried too, logged
 # with its traceback.
@@ -120,8 +134,10 @@ class ErpConsumer:
         backoff_initial_seconds: float = 0.5,
         backoff_max_seconds: float = 30.0,
         stable_after_seconds: float = 30.0,
+        schema: str = DEFAULT_SCHEMA,
     ) -> None:
         self._dsn = dsn
+        self._schema = check_schema(schema)
         self._channel = channel
         self._on_change = on_change
         self.name = name
@@ -222,7 +238,7 @@ class ErpConsumer:
         """Read and hand on everything after the cursor; the cursor moves in each batch's transaction."""
         while True:
             async with conn.transaction():
-                changes = await read_changes(conn, self.cursor, self._batch_size)
+                changes = await read_changes(conn, self.cursor, self._batch_size, self._schema)
                 if not changes:
                     return
                 expected = self.cursor + 1
@@ -286,7 +302,7 @@ def stop_on_signals(consumer: ErpConsumer) -> Iterator[None]:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    consumer = ErpConsumer(args.database_url, args.channel, print_change, name=args.name)
+    consumer = ErpConsumer(args.database_url, args.channel, print_change, name=args.name, schema=args.schema)
     with stop_on_signals(consumer):
         await consumer.run()
 
@@ -296,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--channel", default=os.environ.get("NOTIFY_CHANNEL", "trade_changed"))
     parser.add_argument("--name", default="erp", help="cursor name in erp_cursor (one per consumer)")
+    parser.add_argument(
+        "--schema",
+        default=os.environ.get("DATABASE_SCHEMA", DEFAULT_SCHEMA),
+        help="the service's schema, where the feed is (default: DATABASE_SCHEMA or order_sync)",
+    )
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("give --database-url or set DATABASE_URL")

@@ -19,6 +19,11 @@ from taobao.models import Trade
 APPLY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Seconds from Taobao's `modified` stamp (one-second resolution) to our commit.
 CHANGE_LAG_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+# Label values shown at 0 from the start (listener.workers and listener.batcher count these).
+FETCH_OUTCOMES = ("ok", "session_expired", "permanent_error", "retry_later", "not_there_yet")
+BATCH_OUTCOMES = ("committed", "failed")
+UNCONFIRMED_REASONS = ("fetch_failed", "shop_paused", "shutdown", "not_applied", "dead_letter_failed")
+ACK_CALLS = ("confirm", "fail")
 
 
 class ListenerMetrics:
@@ -36,14 +41,20 @@ class ListenerMetrics:
         )
         self.confirmed = r.counter("tmc_messages_confirmed_total", "Messages confirmed to the TMC server")
         self.left_unconfirmed = r.counter(
-            "tmc_messages_unconfirmed_total", "Messages left for redelivery, by reason"
+            "tmc_messages_unconfirmed_total", "Messages left for redelivery, by reason", labels=("reason",)
         )
-        self.ack_errors = r.counter("tmc_ack_errors_total", "Confirm or fail calls that raised")
+        self.ack_errors = r.counter(
+            "tmc_ack_errors_total", "Confirm or fail calls that raised", labels=("call",)
+        )
         self.dead_letters = dead_letter_counter(r)  # the one series the reconciler counts in too
         self.fetches = r.counter(
-            "fullinfo_fetches_total", "Stream fullinfo fetches by outcome (after retries)"
+            "fullinfo_fetches_total",
+            "Stream fullinfo fetches by outcome (after retries)",
+            labels=("outcome",),
         )
-        self.batches = r.counter("store_batches_total", "Stream commit batches by outcome")
+        self.batches = r.counter(
+            "store_batches_total", "Stream commit batches by outcome", labels=("outcome",)
+        )
         self.trades_committed = r.counter("trades_committed_total", "Trades in committed stream batches")
         self.apply_seconds = r.histogram(
             "store_apply_seconds",
@@ -55,6 +66,14 @@ class ListenerMetrics:
             "From a trade's modified time at Taobao to the commit of that change here (stream)",
             CHANGE_LAG_BUCKETS,
         )
+        for counter, label, values in (
+            (self.fetches, "outcome", FETCH_OUTCOMES),
+            (self.batches, "outcome", BATCH_OUTCOMES),
+            (self.left_unconfirmed, "reason", UNCONFIRMED_REASONS),
+            (self.ack_errors, "call", ACK_CALLS),
+        ):
+            for value in values:
+                counter.touch(**{label: value})
 
 
 # What the TMC session saw besides data messages, one series per kind (`SessionCounters`): each is a

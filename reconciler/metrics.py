@@ -3,12 +3,15 @@ and outcome of its backfills and sweeps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from common.metrics import Registry, Samples
 from store.fetch_apply import dead_letter_counter
-from store.gap_reports import PassCounts
+from store.gap_reports import Cause, PassCounts
+
+# The `purpose` of list and fullinfo calls (reconciler.sweep, reconciler.processing).
+PURPOSES = ("sweep", "backfill")
 
 
 class CoverageMetrics:
@@ -17,16 +20,26 @@ class CoverageMetrics:
     `set_proven_until(shop, t)` after each interval the ledger proves complete; `ledger_lag_seconds`
     is then `now - t` at scrape time, so it keeps growing while nothing is proven. `set_gaps_open`
     after each gap scan; `set_unresolved` each round; `add_push_loss` for every trade a backfill found
-    that the stream never announced."""
+    that the stream never announced. The configured `shops` show 0 from the start (no lag until
+    something is proven: a 0 there would claim a proof)."""
 
-    def __init__(self, registry: Registry, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        clock: Callable[[], datetime] | None = None,
+        shops: Sequence[str] = (),
+    ) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._proven_until: dict[str, datetime] = {}
-        self._gaps_open: dict[str, int] = {}
-        self._unresolved: dict[str, int] = {}
+        self._gaps_open: dict[str, int] = dict.fromkeys(shops, 0)
+        self._unresolved: dict[str, int] = dict.fromkeys(shops, 0)
         self.push_lost = registry.counter(
-            "push_lost_total", "Trade changes found by reconciliation that the TMC stream never delivered"
+            "push_lost_total",
+            "Trade changes found by reconciliation that the TMC stream never delivered",
+            labels=("shop",),
         )
+        for shop in shops:
+            self.push_lost.touch(shop=shop)
         registry.gauge(
             "ledger_lag_seconds",
             "Now minus the end of the last interval the coverage ledger proved complete, per shop",
@@ -63,22 +76,32 @@ class CoverageMetrics:
 
 
 class ReconcilerMetrics:
-    def __init__(self, registry: Registry, coverage: CoverageMetrics | None) -> None:
-        self.coverage = coverage or CoverageMetrics(registry)
+    def __init__(
+        self, registry: Registry, coverage: CoverageMetrics | None, shops: Sequence[str] = ()
+    ) -> None:
+        self.coverage = coverage or CoverageMetrics(registry, shops=shops)
         self.recovered = registry.counter(
             "reconciler_trades_recovered_total",
             "Trades a backfill brought in or up to date, by shop and cause",
+            labels=("shop", "cause"),
         )
         self.list_calls = registry.counter(
-            "reconciler_list_calls_total", "Increment/sold.get calls, by purpose"
+            "reconciler_list_calls_total", "Increment/sold.get calls, by purpose", labels=("purpose",)
         )
         self.fullinfo_calls = registry.counter(
-            "reconciler_fullinfo_calls_total", "Fullinfo calls made by backfills and sweeps, by purpose"
+            "reconciler_fullinfo_calls_total",
+            "Fullinfo calls made by backfills and sweeps, by purpose",
+            labels=("purpose",),
         )
         self.windows_failed = registry.counter(
-            "reconciler_windows_failed_total", "Windows not read completely (they stay gaps), by shop"
+            "reconciler_windows_failed_total",
+            "Windows not read completely (they stay gaps), by shop",
+            labels=("shop",),
         )
-        self.gaps_opened = registry.counter("reconciler_gaps_opened_total", "Gap reports opened, by cause")
+        self.gaps_opened = registry.counter(
+            "reconciler_gaps_opened_total", "Gap reports opened, by cause", labels=("cause",)
+        )
+        self._start_at_zero(shops)
         # The service's one dead-letter series: trades a backfill could not fetch or store count there,
         # as the stream's do.
         self.dead_letters = dead_letter_counter(registry)
@@ -87,6 +110,17 @@ class ReconcilerMetrics:
             "How long the stream waited for the backfill before (re)connecting",
             (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
         )
+
+    def _start_at_zero(self, shops: Sequence[str]) -> None:
+        for purpose in PURPOSES:
+            self.list_calls.touch(purpose=purpose)
+            self.fullinfo_calls.touch(purpose=purpose)
+        for cause in Cause:
+            self.gaps_opened.touch(cause=cause.value)
+        for shop in shops:
+            self.windows_failed.touch(shop=shop)
+            for cause in Cause:
+                self.recovered.touch(shop=shop, cause=cause.value)
 
     def count_pass(self, shop: str, cause: str, counts: PassCounts, *, purpose: str) -> None:
         """What a backfill or sweep pass cost and found."""

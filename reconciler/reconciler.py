@@ -98,7 +98,7 @@ class Reconciler:
         # Several replicas: a backfill, sweep or load advances the ledger only while leading the shop.
         self.ledger = Ledger(storage.coverage, fence=self.coordination.fence if several else None)
         self.reports = storage.reports
-        self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics)
+        self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics, shops=list(shops))
         self.unresolved = storage.unresolved
         self._shared = Shared(
             config,

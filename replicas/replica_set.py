@@ -42,8 +42,8 @@ from common.metrics import Registry
 from replicas.leadership import STOPPING, ShopLeadership
 from replicas.quota import SharedQuota
 from store import replica_sql
-from store.constants import SERVER_SETTINGS
 from store.errors import DATABASE_ERRORS, StoreError
+from store.schema import DEFAULT_SCHEMA, connection_settings
 from taobao.limiter import TopRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class ReplicaConfig:
     # A replica silent this long with its connection still open is ended by the others (None: ten
     # liveness timeouts).
     frozen_after_seconds: float | None = None
+    # The service's schema (DATABASE_SCHEMA): the coordination connection's search_path.
+    schema: str = DEFAULT_SCHEMA
 
     @property
     def liveness_seconds(self) -> float:
@@ -128,8 +130,11 @@ class CoordinationLink:
     One query at a time; any failure closes it (PostgreSQL releases its locks) and the next use opens
     a new one."""
 
-    def __init__(self, dsn: str, *, timeout: float, on_ban: Callable[[], None]) -> None:
+    def __init__(
+        self, dsn: str, *, timeout: float, on_ban: Callable[[], None], schema: str = DEFAULT_SCHEMA
+    ) -> None:
         self._dsn = dsn
+        self._server_settings = connection_settings(schema)
         self._timeout = timeout
         self._on_ban = on_ban
         self._conn: asyncpg.Connection | None = None
@@ -146,7 +151,7 @@ class CoordinationLink:
         await self.close()
         try:
             async with asyncio.timeout(self._timeout):
-                conn = await asyncpg.connect(self._dsn, server_settings=SERVER_SETTINGS)
+                conn = await asyncpg.connect(self._dsn, server_settings=self._server_settings)
         except DATABASE_ERRORS as exc:
             raise CoordinationError(f"cannot open the coordination connection: {type(exc).__name__}") from exc
         try:
@@ -213,7 +218,9 @@ class ReplicaSet:
         self.config = config
         self.replica = config.replica
         self._wake = asyncio.Event()
-        self.link = CoordinationLink(dsn, timeout=config.query_timeout, on_ban=self._wake.set)
+        self.link = CoordinationLink(
+            dsn, timeout=config.query_timeout, on_ban=self._wake.set, schema=config.schema
+        )
         self.leadership = ShopLeadership(shops, config.replica, on_change=self._count_change)
         self.quota = SharedQuota(
             limiter, app_key=config.app_key, replica=config.replica, rate=config.api_rate

@@ -9,6 +9,7 @@ import textwrap
 
 from store import sql
 from store.constants import DEFAULT_NOTIFY_CHANNEL, PAYLOAD_TEXT_LIMIT
+from store.schema import DEFAULT_SCHEMA
 
 
 def erp_contract_markdown() -> str:
@@ -16,7 +17,9 @@ def erp_contract_markdown() -> str:
     return f"""\
 ## The ERP contract: reading trades and following changes
 
-**Tables** (PostgreSQL, all times `timestamptz`, money `numeric(14,2)` yuan, ids `bigint`):
+**Tables** (PostgreSQL, in the service's schema, `{DEFAULT_SCHEMA}` unless `DATABASE_SCHEMA` says otherwise:
+give the ERP's role `search_path = {DEFAULT_SCHEMA}, public` or qualify the names; all times
+`timestamptz`, money `numeric(14,2)` yuan, ids `bigint`):
 
 - `trades`: one row per trade, its current state. `tid` (primary key), `seller_nick`, `status`, `type`,
   `created`, `modified`, `pay_time`, `payment`, `buyer_nick`, …, and `raw` (`jsonb`, the whole

@@ -61,13 +61,22 @@ DEAD_LETTERS_TOTAL: Final = "dead_letters_total"
 DEAD_LETTERS_HELP: Final = "Inputs quarantined in the dead-letter table, by reason"
 # The `reason` label of text stored as U+FFFD, whose original was kept as a dead letter.
 TEXT_REPLACED: Final = "text_replaced"
+# Reasons shown at 0 from the start, so an alert on `increase(...)` fires on the first one; a reason
+# named after an error class appears with its first dead letter.
+KNOWN_DEAD_LETTER_REASONS: Final = (
+    "invalid_trade", "out_of_range_field", TEXT_REPLACED, "refused_by_database", "malformed_frame",
+    "unknown_shop", "invalid_list_entry",
+)  # fmt: skip
 # When an unresolved trade is tried again: from 10 s, doubling, to 10 minutes, jittered
 # (SYNC_REDRIVE_SECONDS, SYNC_REDRIVE_CAP_SECONDS).
 REDRIVE_POLICY: Final = BackoffPolicy(base=10.0, cap=600.0)
 
 
 def dead_letter_counter(registry: Registry) -> Counter:
-    return registry.counter(DEAD_LETTERS_TOTAL, DEAD_LETTERS_HELP)
+    counter = registry.counter(DEAD_LETTERS_TOTAL, DEAD_LETTERS_HELP, labels=("reason",))
+    for reason in KNOWN_DEAD_LETTER_REASONS:
+        counter.touch(reason=reason)
+    return counter
 
 
 class FullinfoFetcher(Protocol):

@@ -1,6 +1,10 @@
 """Versioned schema migrations: `store/migrations/NNN_name.sql`, applied in order, each in its own
 transaction, all under one PostgreSQL advisory lock so replicas that start together take turns.
 
+Everything, the bookkeeping table `schema_migrations` included, goes into the service's own schema
+(`store.schema`), created first when missing; `print_sql` writes the same steps as a script for a DBA
+who applies them by hand.
+
 A migration that fails leaves no trace (its transaction rolls back and its version is not recorded).
 An applied migration whose file later changes is refused: the schema would no longer match the code.
 Versions in the database that this release does not know are tolerated (a newer replica ran first).
@@ -21,6 +25,13 @@ import asyncpg
 from store import sql
 from store.constants import MIGRATION_LOCK_KEY
 from store.errors import DATABASE_ERRORS, MigrationError
+from store.schema import (
+    DEFAULT_SCHEMA,
+    connection_settings,
+    create_schema_if_missing_sql,
+    create_schema_sql,
+    set_search_path_sql,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,21 +67,26 @@ def load_migrations(directory: Traversable | None = None) -> list[Migration]:
 
 
 async def migrate(
-    target: str | asyncpg.Connection, *, migrations: Sequence[Migration] | None = None
+    target: str | asyncpg.Connection,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    migrations: Sequence[Migration] | None = None,
 ) -> list[int]:
-    """Apply the pending migrations; return the versions this call applied (empty when up to date).
+    """Apply the pending migrations in `schema`; return the versions this call applied (empty when up
+    to date).
 
-    `target` is a DSN or an open connection (left open). Safe to run from several processes at once.
+    `target` is a DSN or an open connection (left open, its search_path set to `schema`). Safe to run
+    from several processes at once.
     """
     plan = list(migrations) if migrations is not None else load_migrations()
     try:
         if isinstance(target, str):
-            conn = await asyncpg.connect(target)
+            conn = await asyncpg.connect(target, server_settings=connection_settings(schema))
             try:
-                return await _migrate_locked(conn, plan)
+                return await _migrate_locked(conn, plan, schema)
             finally:
                 await conn.close()
-        return await _migrate_locked(target, plan)
+        return await _migrate_locked(target, plan, schema)
     except DATABASE_ERRORS as exc:
         raise MigrationError(f"migration failed: {exc}") from exc
 
@@ -85,11 +101,40 @@ async def applied_versions(conn: asyncpg.Connection) -> list[int] | None:
     return [row["version"] for row in rows]
 
 
-async def _migrate_locked(conn: asyncpg.Connection, plan: Sequence[Migration]) -> list[int]:
+def print_sql(schema: str = DEFAULT_SCHEMA, migrations: Sequence[Migration] | None = None) -> str:
+    """The whole schema as one psql script, each migration in its own transaction and recorded as
+    `migrate` records it, so `migrate` afterwards finds nothing to do. Needs no database."""
+    plan = list(migrations) if migrations is not None else load_migrations()
+    parts = [
+        f"-- taobao-order-sync schema in {schema}: run as the role that is to own it",
+        f"{create_schema_if_missing_sql(schema)};",
+        f"{set_search_path_sql(schema)};",
+        f"{sql.CREATE_SCHEMA_MIGRATIONS.strip()};",
+    ]
+    for m in plan:
+        # Version, a [a-z0-9_] name and a hex digest: literals that need no escaping.
+        record = sql.INSERT_MIGRATION.replace("$1", str(m.version))
+        record = record.replace("$2", f"'{m.name}'").replace("$3", f"'{m.checksum}'")
+        parts += [
+            f"\n-- {m.version:03d}_{m.name}",
+            "BEGIN;",
+            m.sql.strip(),
+            f"{record};",
+            "COMMIT;",
+        ]
+    return "\n".join(parts) + "\n"
+
+
+async def _migrate_locked(conn: asyncpg.Connection, plan: Sequence[Migration], schema: str) -> list[int]:
     # A session-level lock spans the per-migration transactions; it is released when the connection
     # closes even if this process dies half-way.
     await conn.execute(sql.MIGRATION_LOCK, MIGRATION_LOCK_KEY)
     try:
+        # Only when missing: CREATE SCHEMA checks the database's CREATE privilege even with IF NOT
+        # EXISTS, and an owner role given a schema by its DBA need not hold it.
+        if not await conn.fetchval(sql.SCHEMA_EXISTS, schema):
+            await conn.execute(create_schema_sql(schema))
+        await conn.execute(set_search_path_sql(schema))
         await conn.execute(sql.CREATE_SCHEMA_MIGRATIONS)
         applied = {row["version"]: row["checksum"] for row in await conn.fetch(sql.SELECT_MIGRATIONS)}
         _check_applied(plan, applied)

@@ -14,9 +14,10 @@ import asyncpg
 from common.intervals import Interval
 from store import reconciler_sql, sql
 from store.bisect import bisect
-from store.constants import DEFAULT_NOTIFY_CHANNEL, SERVER_SETTINGS
+from store.constants import DEFAULT_NOTIFY_CHANNEL
 from store.errors import DATABASE_ERRORS, TRADE_REFUSALS, StoreError
 from store.pg_coverage import cut
+from store.schema import DEFAULT_SCHEMA, connection_settings
 from store.types import ApplyResult
 from store.unresolved import TradeDebt
 from store.upsert import write_prepared
@@ -88,11 +89,12 @@ class PgStore:
         min_size: int = 1,
         max_size: int = 10,
         notify_channel: str = DEFAULT_NOTIFY_CHANNEL,
+        schema: str = DEFAULT_SCHEMA,
     ) -> PgStore:
         check_channel(notify_channel)
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, server_settings=SERVER_SETTINGS
+                dsn, min_size=min_size, max_size=max_size, server_settings=connection_settings(schema)
             )
         except DATABASE_ERRORS as exc:
             raise StoreError(f"cannot connect to the database: {exc}") from exc

@@ -10,6 +10,7 @@ from typing import Final
 
 MIGRATION_LOCK: Final = "SELECT pg_advisory_lock($1)"
 MIGRATION_UNLOCK: Final = "SELECT pg_advisory_unlock($1)"
+SCHEMA_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
 
 CREATE_SCHEMA_MIGRATIONS: Final = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

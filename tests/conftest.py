@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from store.migrate import migrate
+from store.schema import DEFAULT_SCHEMA, check_schema
 from tests import database_server
 
 # The server the tests create their databases on: TEST_DATABASE_URL's, or an embedded one when that does
@@ -58,12 +59,19 @@ class _ShimmedClientResponse(aiohttp.ClientResponse):
 aioresponses.core.ClientResponse = _ShimmedClientResponse  # type: ignore[attr-defined]
 
 
-async def create_database() -> str:
-    """Create an empty database with a unique name; return its DSN."""
+async def create_database(*, search_path: str | None = DEFAULT_SCHEMA) -> str:
+    """Create an empty database with a unique name; return its DSN.
+
+    The tests' own connections find the service's tables unqualified, as an ERP role with that
+    search_path does (README's roles): the database's default `search_path` is the service's schema.
+    The service never relies on it (it sets its own on every connection; tests/store/test_schema.py
+    proves that on a database with `search_path=None`, the server's default)."""
     name = f"tos_test_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(ADMIN_DSN)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
+        if search_path is not None:
+            await conn.execute(f'ALTER DATABASE "{name}" SET search_path TO {check_schema(search_path)}')
     finally:
         await conn.close()
     return database_server.with_database(ADMIN_DSN, name)

@@ -44,6 +44,7 @@ from bench.scenarios.verdict import (
 from daemon.demo import standin_settings
 from simulator.tmc_server import TmcServerConfig
 from store.migrate import migrate
+from store.schema import connection_settings
 from taobao.fields import TRADE_FULLINFO_GET
 from taobao.timefmt import parse_top_time
 
@@ -265,7 +266,9 @@ class Scenario:
             await self._start_daemon()
             self._supervisor = asyncio.create_task(self._supervise(), name="scenario-daemon-supervisor")
             await self._wait_connected(0)
-            conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "scenario-runner"})
+            conn = await asyncpg.connect(
+                self.dsn, server_settings={**connection_settings(), "application_name": "scenario-runner"}
+            )
             try:
                 return await self._drive(conn)
             finally:

@@ -2,6 +2,7 @@
 // Follows the order-sync change feed from Node.js, exactly once (the README's "ERP contract").
 //
 //   npm ci && DATABASE_URL=postgresql://erp@db/orders node consumer.js [--name erp] [--channel trade_changed]
+//     [--schema order_sync]   (the service's DATABASE_SCHEMA, where the feed is; default order_sync)
 //
 // How it stays exact:
 // * The feed table `trade_changes` is the truth; NOTIFY only rings the bell. LISTEN runs on a dedicated
@@ -41,10 +42,11 @@ CREATE TABLE IF NOT EXISTS erp_trade_events (
 )`;
 const ENSURE_CURSOR = `INSERT INTO erp_cursor (consumer, position) VALUES ($1, 0) ON CONFLICT (consumer) DO NOTHING`;
 const LOCK_CURSOR = `SELECT position FROM erp_cursor WHERE consumer = $1 FOR UPDATE`;
-// The README's catch-up query.
-const CATCH_UP = `
+// The README's catch-up query, on the feed in the service's schema (the ERP's own tables above go where
+// the ERP role's search_path puts them).
+const catchUp = (schema) => `
 SELECT position, tid, seller_nick, status, modified, source, kind, committed_at
-FROM trade_changes
+FROM ${schema}.trade_changes
 WHERE position > $1
 ORDER BY position
 LIMIT $2`;
@@ -81,11 +83,13 @@ const log = (action, message, extra = {}) =>
   process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), action, msg: message, ...extra }) + '\n');
 
 export class Consumer {
-  constructor({ connectionString, channel = 'trade_changed', name = 'erp-node', batchSize = 500,
+  constructor({ connectionString, channel = 'trade_changed', schema = 'order_sync', name = 'erp-node', batchSize = 500,
                 idleProbeMs = 30_000, probeTimeoutMs = 5_000, backoffInitialMs = 500,
                 backoffMaxMs = 30_000, stableAfterMs = 30_000, onCommitted = () => {} }) {
     Object.assign(this, { connectionString, channel, name, batchSize, idleProbeMs, probeTimeoutMs,
                           backoffInitialMs, backoffMaxMs, stableAfterMs, onCommitted });
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error(`schema must be a lower-case identifier: ${schema}`);
+    this.catchUp = catchUp(schema);
     this.cursor = 0n;
     this.connections = 0;
     this.stopping = false;
@@ -165,7 +169,7 @@ export class Consumer {
       await client.query('BEGIN');
       try {
         const { rows: [row] } = await client.query(LOCK_CURSOR, [this.name]);
-        ({ rows: changes } = await client.query(CATCH_UP, [row.position, this.batchSize]));
+        ({ rows: changes } = await client.query(this.catchUp, [row.position, this.batchSize]));
         if (changes.length > 0) {
           await apply(client, this.name, changes);
           await client.query(SAVE_CURSOR, [this.name, changes.at(-1).position]);
@@ -189,6 +193,7 @@ async function main() {
     options: {
       'database-url': { type: 'string', default: process.env.DATABASE_URL },
       channel: { type: 'string', default: process.env.NOTIFY_CHANNEL ?? 'trade_changed' },
+      schema: { type: 'string', default: process.env.DATABASE_SCHEMA ?? 'order_sync' },
       name: { type: 'string', default: 'erp-node' },
       'batch-size': { type: 'string', default: '500' },
     },
@@ -198,7 +203,7 @@ async function main() {
     process.exit(2);
   }
   const consumer = new Consumer({
-    connectionString: values['database-url'], channel: values.channel, name: values.name,
+    connectionString: values['database-url'], channel: values.channel, schema: values.schema, name: values.name,
     batchSize: Number.parseInt(values['batch-size'], 10),
     onCommitted: (changes) => { for (const c of changes) process.stdout.write(toJsonLine(c) + '\n'); },
   });

@@ -4,7 +4,8 @@
 #
 #   DATABASE_URL=postgresql://erp@db/orders examples/psql/follow.sh [NAME]
 #
-# Environment: DATABASE_URL (required), NOTIFY_CHANNEL (trade_changed), BATCH_SIZE (500), POLL_SECONDS (1).
+# Environment: DATABASE_URL (required), DATABASE_SCHEMA (order_sync: the service's schema, where the feed
+# is), NOTIFY_CHANNEL (trade_changed), BATCH_SIZE (500), POLL_SECONDS (1).
 #
 # * One psql session is the doorbell: it runs LISTEN and is kept open as a coprocess. psql reports a
 #   notification only after it runs a command, so the script sends it a `SELECT 1` every POLL_SECONDS
@@ -18,10 +19,13 @@
 set -euo pipefail
 : "${DATABASE_URL:?set DATABASE_URL to the database order-sync writes}"
 name=${1:-erp-psql}
+# The feed is read schema-qualified; the ERP's own tables go where its search_path puts them.
+schema=${DATABASE_SCHEMA:-order_sync}
 channel=${NOTIFY_CHANNEL:-trade_changed}
 batch_size=${BATCH_SIZE:-500}
 poll=${POLL_SECONDS:-1}
-psql_batch=(psql "$DATABASE_URL" -X -q -At -v ON_ERROR_STOP=1 -v name="$name" -v batch_size="$batch_size")
+psql_batch=(psql "$DATABASE_URL" -X -q -At -v ON_ERROR_STOP=1 -v name="$name" -v batch_size="$batch_size"
+            -v schema="$schema")
 
 "${psql_batch[@]}" <<'SQL'
 CREATE TABLE IF NOT EXISTS erp_cursor (
@@ -47,7 +51,7 @@ BEGIN;
 SELECT position AS cursor FROM erp_cursor WHERE consumer = :'name' FOR UPDATE \gset
 CREATE TEMPORARY TABLE batch ON COMMIT DROP AS
     SELECT position, tid, seller_nick, status, modified, source, kind, committed_at
-    FROM trade_changes
+    FROM :"schema".trade_changes
     WHERE position > :cursor
     ORDER BY position
     LIMIT :batch_size;

@@ -44,8 +44,9 @@ async def run_demo(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str
 
 @pytest.fixture
 async def erp_database() -> str:
-    """A database the ERP already uses: a table of its own, with rows."""
-    dsn = await create_database()
+    """A database the ERP already uses: a table of its own, with rows (and the server's default
+    search_path)."""
+    dsn = await create_database(search_path=None)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("CREATE TABLE erp_orders (id bigint PRIMARY KEY, note text)")
@@ -69,13 +70,13 @@ async def test_the_demo_refuses_a_database_with_data_of_its_own_unless_told(
             "DATABASE_URL for an embedded one, or pass --reuse to write there anyway."
         ]
         assert "stand-in" not in out  # nothing was started
-        assert await fetchval(erp_database, "SELECT to_regclass('trades') IS NULL")  # nor migrated
+        assert await fetchval(erp_database, "SELECT to_regclass('order_sync.trades') IS NULL")  # nor migrated
 
         code, out, err = await run_demo(
             "--seconds", "2", "--reuse", env=demo_env(DATABASE_URL=erp_database), cwd=tmp_path
         )
         assert code == 0, err
-        assert await fetchval(erp_database, "SELECT count(*) FROM trades") > 0
+        assert await fetchval(erp_database, "SELECT count(*) FROM order_sync.trades") > 0
         assert await fetchval(erp_database, "SELECT note FROM erp_orders WHERE id = 1") == "keep me"
 
         # Its own trades are data too: the next demo asks again.

@@ -12,11 +12,14 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from store.migrate import migrate
+from tests.conftest import create_database, drop_database
 from tests.integration.harness import ROOT
 from tests.ops.processes import (
     Process,
@@ -67,15 +70,27 @@ async def terminate(dsn: str, application_name: str) -> int:
     return int(killed)
 
 
+@pytest.fixture
+async def erp_database() -> AsyncIterator[str]:
+    """A migrated database with the server's default search_path, as an ERP's is: the consumers must
+    find the feed in the service's schema themselves, and their own tables land in `public`."""
+    dsn = await create_database(search_path=None)
+    try:
+        await migrate(dsn)
+        yield dsn
+    finally:
+        await drop_database(dsn)
+
+
 async def test_node_psql_and_python_consumers_see_every_change_exactly_once(
-    migrated_database: str, tmp_path: Path
+    erp_database: str, tmp_path: Path
 ) -> None:
     node = shutil.which("node")
     required(node is not None, "node is not installed")
     required((NODE_DIR / "node_modules" / "pg").is_dir(), "run `npm ci` in examples/node-consumer")
     required(shutil.which("psql") is not None, "psql is not installed")
     assert node is not None
-    dsn = migrated_database
+    dsn = erp_database
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(PYTHON_EXAMPLE, lone / "erp_consumer.py")  # nothing of the repository beside it
@@ -126,7 +141,7 @@ async def test_node_psql_and_python_consumers_see_every_change_exactly_once(
         assert await daemon.stop() == 0  # graceful: the feed is final from here on
         feed = [
             (r["position"], r["tid"])
-            for r in await fetch(dsn, "SELECT position, tid FROM trade_changes ORDER BY position")
+            for r in await fetch(dsn, "SELECT position, tid FROM order_sync.trade_changes ORDER BY position")
         ]
         last = feed[-1][0]
         await eventually(
@@ -161,7 +176,7 @@ async def test_node_psql_and_python_consumers_see_every_change_exactly_once(
 
 
 async def last_position(dsn: str) -> int:
-    return int(await fetchval(dsn, "SELECT coalesce(max(position), 0) FROM trade_changes"))
+    return int(await fetchval(dsn, "SELECT coalesce(max(position), 0) FROM order_sync.trade_changes"))
 
 
 @pytest.fixture(autouse=True)
@@ -176,6 +191,9 @@ def test_every_example_runs_the_catch_up_query_the_readme_documents() -> None:
     select = " ".join(documented.split("WHERE", 1)[0].split())  # SELECT … FROM trade_changes
     for example in (NODE_DIR / "consumer.js", PSQL_RECIPE, PYTHON_EXAMPLE):
         text = " ".join(example.read_text(encoding="utf-8").split())
+        # Each reads the feed qualified by the schema it is given (JS, psql, Python placeholders).
+        for qualified in ("${schema}.trade_changes", ':"schema".trade_changes', "{schema}.trade_changes"):
+            text = text.replace(qualified, "trade_changes")
         assert select in text, example
         assert "WHERE position > " in text.split(select, 1)[1][:40], example
         assert "ORDER BY position" in text, example

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.metrics import Registry, format_value
+from common.metrics import Registry
 from daemon.metrics import DaemonMetrics
 from listener.metrics import ListenerMetrics, MeasuredStore
 from store.types import ApplyResult
@@ -63,25 +63,23 @@ def test_every_listener_family_parses_with_help_and_type() -> None:
 
 def test_histogram_buckets_are_cumulative_and_end_at_the_count() -> None:
     registry = Registry()
-    histogram = registry.histogram("latency_seconds", "A latency", (0.1, 1.0, 10.0))
+    histogram = registry.histogram("latency_seconds", "A latency", (0.1, 1.0, 10.0), labels=("shop",))
     for value in (0.05, 0.1, 0.5, 2.0, 20.0):
-        histogram.observe(value)
+        histogram.observe(value, shop="a")
     histogram.observe(0.3, shop="b")
 
     samples = parse_metrics(registry.render())
     buckets = {
-        labels["le"]: v for labels, v in samples["order_sync_latency_seconds_bucket"] if "shop" not in labels
+        labels["le"]: v for labels, v in samples["order_sync_latency_seconds_bucket"] if labels["shop"] == "a"
     }
-    assert buckets == {"0.1": 2, "1": 3, "10": 4, "+Inf": 5}
+    assert buckets == {"0.1": 2, "1.0": 3, "10.0": 4, "+Inf": 5}
     assert metric(samples, "order_sync_latency_seconds_count") == 6
     assert math.isclose(metric(samples, "order_sync_latency_seconds_sum", shop="b"), 0.3)
-    assert histogram.count() == 5
-    assert math.isclose(histogram.sum(), 22.65)
+    assert histogram.count(shop="a") == 5
+    assert math.isclose(histogram.sum(shop="a"), 22.65)
 
 
 def test_values_render_as_prometheus_spells_them() -> None:
-    assert [format_value(v) for v in (3.0, 0.25, math.inf, -math.inf)] == ["3", "0.25", "+Inf", "-Inf"]
-    assert format_value(math.nan) == "NaN"
     registry = Registry()
     registry.gauge("odd", "Odd values", lambda: [({"kind": "nan"}, math.nan), ({"kind": "inf"}, math.inf)])
     samples = parse_metrics(registry.render())
@@ -91,18 +89,24 @@ def test_values_render_as_prometheus_spells_them() -> None:
 
 def test_registry_refuses_what_prometheus_would_reject() -> None:
     registry = Registry()
-    counter = registry.counter("things_total", "Things")
+    counter = registry.counter("things_total", "Things", labels=("kind",))
     with pytest.raises(ValueError, match="only goes up"):
-        counter.inc(-1)
+        counter.inc(-1, kind="a")
+    with pytest.raises(ValueError, match="declare label names"):
+        counter.inc(1, other="x")
+    with pytest.raises(ValueError, match="declare label names"):
+        counter.inc(1)
     with pytest.raises(ValueError, match="invalid label name"):
-        counter.inc(1, **{"bad-label": "x"})
+        registry.counter("odd_total", "Odd", labels=("bad-label",))
     with pytest.raises(ValueError, match="already registered as a counter"):
         registry.gauge("things_total", "Things again", lambda: [])
     with pytest.raises(ValueError, match="invalid metric name"):
         registry.counter("with space", "Bad")
     with pytest.raises(ValueError, match="increasing"):
         registry.histogram("h", "Bad buckets", (1.0, 0.5))
-    assert registry.counter("things_total", "Same") is counter
+    assert registry.counter("things_total", "Same", labels=("kind",)) is counter
+    with pytest.raises(ValueError, match="already registered with labels"):
+        registry.counter("things_total", "Same", labels=("other",))
 
 
 def test_coverage_series_follow_what_the_reconciler_sets() -> None:

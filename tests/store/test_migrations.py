@@ -39,7 +39,7 @@ async def empty_database() -> AsyncIterator[str]:
 async def _tables(dsn: str) -> set[str]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'order_sync'")
     finally:
         await conn.close()
     return {row["tablename"] for row in rows}
