@@ -406,6 +406,8 @@ class TmcSession:
 
     async def _malformed(self, raw: bytes, reason: str, message_id: int | None) -> None:
         reason = sanitize(reason)  # decode errors quote the frame's own keys
+        if message_id is not None:
+            reason = f"{reason} (message {message_id})"  # the dead-letter row names what was confirmed
         self.counters.decode_errors += 1
         logger.warning(
             "malformed TMC frame skipped: %s",

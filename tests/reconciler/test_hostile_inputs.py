@@ -203,10 +203,12 @@ async def test_a_frame_over_the_limit_is_dead_lettered_and_confirmed_without_a_r
     await wait_for(lambda: running.session.counters.oversize == 1, 20, "the oversize frame")
     await wait_for(lambda: standin.tmc.pending(standin.app_key) == 0, 20, "every message confirmed")
     assert running.session.counters.connects == connects  # read, not refused at the socket
-    letters = await running.pg.pool.fetchval(
-        "SELECT count(*) FROM dead_letters WHERE source = 'tmc' AND reason LIKE '%over the%limit%'"
+    [letter] = await running.pg.pool.fetch(
+        "SELECT reason, octet_length(payload) AS size FROM dead_letters"
+        " WHERE source = 'tmc' AND reason LIKE '%over the%limit%'"
     )
-    assert letters == 1
+    assert "(message " in letter["reason"]  # with its id: the message confirmed
+    assert letter["size"] > MAX_FRAME_BYTES  # kept whole
     # The trade that push named is read again by the sweep, like any lost push.
     await in_sync(standin, running)
     assert running.session.counters.connects == connects
