@@ -139,6 +139,7 @@ class TopTransport:
         http: aiohttp.ClientSession | None = None,
         connect_timeout: float = 15.0,
         read_timeout: float = 30.0,
+        call_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         partner_id: str | None = PARTNER_ID,
     ) -> None:
@@ -152,9 +153,15 @@ class TopTransport:
         self.stats = ClientStats()
         self._http = http
         self._owns_http = http is None
-        # Java SDK defaults; no total limit, so a slow but moving download is not cut off.
-        self._timeout = aiohttp.ClientTimeout(
+        # Java SDK defaults per socket operation. Downloads (`socket_timeouts`) have no total limit, so a
+        # slow but moving file is not cut off; an API answer does (`call_timeout`, by default the
+        # connect and two reads), so one that drips a byte at a time is given up and retried.
+        self.socket_timeouts = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        total = call_timeout if call_timeout is not None else connect_timeout + 2 * read_timeout
+        self._timeout = aiohttp.ClientTimeout(
+            total=total, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._call_with_retries = backoff.on_exception(
             _wait_steps,
@@ -189,7 +196,7 @@ class TopTransport:
     def _session(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop, never in __init__.
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=self._timeout)
+            self._http = aiohttp.ClientSession(timeout=self.socket_timeouts)
         return self._http
 
     def __repr__(self) -> str:
