@@ -79,6 +79,7 @@ def make_client(settings: Settings, limiter: TopRateLimiter | None = None) -> To
         limiter=limiter or TopRateLimiter(settings.sync_api_rate),
         sign_method=settings.taobao_sign_method.value,
         partner_id=f"{PARTNER_ID}/{tag}",
+        call_timeout=settings.taobao_call_timeout_seconds,
     )
 
 
@@ -142,7 +143,7 @@ def assemble(
         channel_factory=channel_factory,
         side_tasks=tasks,
         metrics=metrics,
-        db_ping=functools.partial(ping_pool, store.pool),
+        db_ping=functools.partial(ping_pool, store.pool, settings.ready_db_timeout_seconds),
         extra_checks={} if replicas is None else {"replica": replicas.readiness},
         watch=None if reconciler is None else reconciler.watch,
         http_routes=report_routes(store.pool, safety_lag_seconds=settings.sync_safety_lag_seconds),
@@ -191,6 +192,7 @@ def make_replica_set(
         app_key=settings.taobao_app_key,
         api_rate=settings.sync_api_rate,
         heartbeat_seconds=settings.sync_heartbeat_seconds,
+        limits=settings.connection_limits(),
     )
     return ReplicaSet(
         config,
@@ -219,7 +221,10 @@ async def open_parts(settings: Settings) -> AsyncIterator[tuple[PgStore, TopClie
     if applied:
         log.info("database migrated to version %s", applied[-1], extra={"action": "migrated"})
     store = await PgStore.connect(
-        dsn, max_size=max(4, settings.worker_count() // 4), notify_channel=settings.notify_channel
+        dsn,
+        max_size=max(4, settings.worker_count() // 4),
+        notify_channel=settings.notify_channel,
+        limits=settings.connection_limits(),
     )
     try:
         async with make_client(settings) as client:

@@ -29,6 +29,7 @@ from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_USAGE
 from store.pg import check_channel
+from store.pg_connect import ConnectionLimits
 
 HINT = "hint: every setting is described in .env.example"
 
@@ -92,11 +93,31 @@ class DatabaseSettings(BaseSettings):
     # refuses to start (`dsn()`). A DSN may hold a password, hence SecretStr.
     database_url: SecretStr | None = None
 
+    # What each database connection gives up on (docs/operations.md#database-timeouts): a round trip
+    # (statement, COMMIT) unanswered, a wait for a pooled connection, a session of this service idle
+    # inside a transaction (ended by the server, which rolls it back), and TCP keepalive probes.
+    database_timeout_seconds: float = Field(default=30.0, gt=0)
+    database_acquire_timeout_seconds: float = Field(default=30.0, gt=0)
+    database_idle_in_transaction_seconds: float = Field(default=10.0, gt=0)
+    database_keepalive_idle_seconds: float = Field(default=30.0, ge=1)
+    database_keepalive_interval_seconds: float = Field(default=10.0, ge=1)
+    database_keepalive_count: int = Field(default=3, ge=1)
+
     def dsn(self) -> str:
         """DATABASE_URL, or SettingsError when it is not set."""
         if self.database_url is None:
             raise SettingsError(["DATABASE_URL: required but not set"])
         return self.database_url.get_secret_value()
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            command=self.database_timeout_seconds,
+            acquire=self.database_acquire_timeout_seconds,
+            idle_in_transaction=self.database_idle_in_transaction_seconds,
+            keepalive_idle=self.database_keepalive_idle_seconds,
+            keepalive_interval=self.database_keepalive_interval_seconds,
+            keepalive_count=self.database_keepalive_count,
+        )
 
 
 class ReportSettings(DatabaseSettings):
@@ -117,6 +138,9 @@ class Settings(ReportSettings):
     taobao_tmc_url: str = "ws://mc.api.taobao.com/"
     taobao_tmc_group: str = Field(default="default", min_length=1)
     taobao_sign_method: SignMethod = SignMethod.HMAC_SHA256
+    # One TOP call attempt, whole answer included, after which it is given up and retried: a gateway
+    # that stalls or drips its answer cannot hold a worker (docs/operations.md#database-timeouts).
+    taobao_call_timeout_seconds: float = Field(default=60.0, gt=0)
     # Decoded by `_parse_shops` rather than by pydantic-settings, so a JSON error names the variable
     # and never echoes its text (which holds session keys).
     taobao_shops: Annotated[list[ShopConfig], NoDecode] = Field(min_length=1)

@@ -42,8 +42,8 @@ from common.metrics import Registry
 from replicas.leadership import STOPPING, ShopLeadership
 from replicas.quota import SharedQuota
 from store import replica_sql
-from store.constants import SERVER_SETTINGS
 from store.errors import DATABASE_ERRORS, StoreError
+from store.pg_connect import ConnectionLimits, connection_socket, server_settings, set_keepalive
 from taobao.limiter import TopRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class ReplicaConfig:
     # A replica silent this long with its connection still open is ended by the others (None: ten
     # liveness timeouts).
     frozen_after_seconds: float | None = None
+    # The server settings and keepalive of its own connection, as the store's pool has them.
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def liveness_seconds(self) -> float:
@@ -128,9 +130,17 @@ class CoordinationLink:
     One query at a time; any failure closes it (PostgreSQL releases its locks) and the next use opens
     a new one."""
 
-    def __init__(self, dsn: str, *, timeout: float, on_ban: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        timeout: float,
+        on_ban: Callable[[], None],
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self._dsn = dsn
         self._timeout = timeout
+        self._limits = limits or ConnectionLimits()
         self._on_ban = on_ban
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
@@ -146,7 +156,8 @@ class CoordinationLink:
         await self.close()
         try:
             async with asyncio.timeout(self._timeout):
-                conn = await asyncpg.connect(self._dsn, server_settings=SERVER_SETTINGS)
+                conn = await asyncpg.connect(self._dsn, server_settings=server_settings(self._limits))
+            set_keepalive(connection_socket(conn), self._limits)
         except DATABASE_ERRORS as exc:
             raise CoordinationError(f"cannot open the coordination connection: {type(exc).__name__}") from exc
         try:
@@ -213,7 +224,9 @@ class ReplicaSet:
         self.config = config
         self.replica = config.replica
         self._wake = asyncio.Event()
-        self.link = CoordinationLink(dsn, timeout=config.query_timeout, on_ban=self._wake.set)
+        self.link = CoordinationLink(
+            dsn, timeout=config.query_timeout, on_ban=self._wake.set, limits=config.limits
+        )
         self.leadership = ShopLeadership(shops, config.replica, on_change=self._count_change)
         self.quota = SharedQuota(
             limiter, app_key=config.app_key, replica=config.replica, rate=config.api_rate

@@ -47,9 +47,7 @@ FAST_DAEMON: dict[str, Any] = {
     "sync_initial_load_days": 0,
 }
 
-# Settings the database faults call for and the service does not have yet. Settings ignores names it
-# does not know, so today these change nothing and the tests show the service as it is; whoever adds
-# them may rename them here.
+# The database limits scaled down to seconds (docs/operations.md#database-timeouts).
 WANTED_SETTINGS: dict[str, Any] = {
     # A database round trip unanswered this long: its connection is given up and the work retried.
     "database_timeout_seconds": 3.0,
