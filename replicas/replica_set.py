@@ -236,6 +236,7 @@ class ReplicaSet:
         self._stream: StreamHolds | None = None
         self._ready = asyncio.Event()
         self._good_rounds = 0
+        self._holder_seen: datetime | None = None  # the last heartbeat of whoever held this name
         self._changes: dict[tuple[str, str], int] = {}
         self.failures = 0
         if registry is not None:
@@ -302,6 +303,37 @@ class ReplicaSet:
             )
             self._on_stale()
 
+    async def _claim_name(self, connected: bool, hold: datetime | None) -> None:
+        """Write this replica's heartbeat row. A name whose holder fell silent (a restart meeting its
+        predecessor's lingering connection) is taken over once the holder's lease of
+        `liveness_seconds` expires, its connection ended; until then the round fails and is retried.
+        A holder whose heartbeat moves on is another running process: ReplicaIdInUse."""
+        link, lease = self.link, self.config.liveness_seconds
+        for row in await link.fetch(replica_sql.END_PREDECESSOR, self.replica, lease):
+            logger.warning(
+                "replica id %s was held by a silent connection: ended it (ended=%s) to take the id over",
+                self.replica,
+                row["ended"],
+                extra={"action": "replica_id_taken_over"},
+            )
+        registered = await link.fetchval(
+            replica_sql.HEARTBEAT, self.replica, connected, hold, self.leadership.led, self.quota.share, lease
+        )
+        if registered is not None:
+            self._holder_seen = None
+            return
+        seen = await link.fetchval(replica_sql.LAST_SEEN, self.replica)
+        if self._holder_seen is not None and seen != self._holder_seen:
+            raise ReplicaIdInUse(
+                f"replica id {self.replica!r} is in use by another running process; give each replica "
+                "its own SYNC_REPLICA_ID (or leave it empty for host name and process id)"
+            )
+        self._holder_seen = seen
+        raise CoordinationError(
+            f"replica id {self.replica!r} is held by another connection; taken over if its heartbeat"
+            f" stays {lease:g} s old"
+        )
+
     async def _round(self) -> None:
         link, config = self.link, self.config
         await link.ensure()
@@ -309,14 +341,7 @@ class ReplicaSet:
         stream = self._stream
         hold = stream.hold() if stream is not None else None
         connected = stream.connected if stream is not None else False
-        registered = await link.fetchval(
-            replica_sql.HEARTBEAT, self.replica, connected, hold, self.leadership.led, self.quota.share
-        )
-        if registered is None:
-            raise ReplicaIdInUse(
-                f"replica id {self.replica!r} is in use by another running process; give each replica "
-                "its own SYNC_REPLICA_ID (or leave it empty for host name and process id)"
-            )
+        await self._claim_name(connected, hold)
         rows = await link.fetch(replica_sql.MEMBERS, config.liveness_seconds, config.dead_hold_seconds)
         members = [
             Member(
