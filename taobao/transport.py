@@ -273,8 +273,10 @@ class TopTransport:
     def _signed_request(
         self, method: str, params: Mapping[str, ParamValue], session: str | None
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """(query, form): system parameters in the query string, business ones in the form body, as the
-        official SDKs send them; empty values are neither sent nor signed."""
+        """(query, form): system parameters in the query string, as the official SDKs send them, but
+        for the session key, which goes in the form body with the business ones: proxies, gateways
+        and access logs record URLs, not bodies (docs/top-api.md#http-request). The gateway reads
+        both alike and the signature covers both. Empty values are neither sent nor signed."""
         system = {
             "method": method,
             "app_key": self.app_key,
@@ -282,11 +284,12 @@ class TopTransport:
             "v": "2.0",
             "format": "json",
             "sign_method": self.sign_method,
-            "session": session or "",
             "partner_id": self.partner_id or "",
         }
         query = {k: v for k, v in system.items() if v != ""}
         form = {k: rendered for k, v in params.items() if (rendered := render_param(v)) != ""}
+        if session:
+            form["session"] = session
         query["sign"] = sign({**form, **query}, self._secret.get_secret_value(), self.sign_method)
         return query, form
 
