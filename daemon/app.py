@@ -80,6 +80,7 @@ def make_client(settings: Settings, limiter: TopRateLimiter | None = None) -> To
         sign_method=settings.taobao_sign_method.value,
         partner_id=f"{PARTNER_ID}/{tag}",
         call_timeout=settings.taobao_call_timeout_seconds,
+        max_answer_bytes=settings.taobao_max_answer_bytes,
     )
 
 

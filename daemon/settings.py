@@ -30,6 +30,7 @@ from common.errors import OrderSyncError
 from common.exit_codes import EXIT_USAGE
 from store.pg import check_channel
 from store.pg_connect import ConnectionLimits
+from taobao.transport import DEFAULT_MAX_ANSWER_BYTES
 
 HINT = "hint: every setting is described in .env.example"
 
@@ -141,6 +142,8 @@ class Settings(ReportSettings):
     # One TOP call attempt, whole answer included, after which it is given up and retried: a gateway
     # that stalls or drips its answer cannot hold a worker (docs/operations.md#database-timeouts).
     taobao_call_timeout_seconds: float = Field(default=60.0, gt=0)
+    # The largest TOP answer read (after gzip); a larger one fails that call like a malformed answer.
+    taobao_max_answer_bytes: int = Field(default=DEFAULT_MAX_ANSWER_BYTES, ge=64 * 1024)
     # Decoded by `_parse_shops` rather than by pydantic-settings, so a JSON error names the variable
     # and never echoes its text (which holds session keys).
     taobao_shops: Annotated[list[ShopConfig], NoDecode] = Field(min_length=1)

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from taobao.envelope import parse_response
-from taobao.errors import RateLimited, RetryableTopError, TopError
+from taobao.errors import MalformedResponse, RateLimited, RetryableTopError, TopError
 from taobao.limiter import Priority, TopRateLimiter
 from taobao.signing import SignMethod, sign
 from taobao.timefmt import format_top_time
@@ -45,6 +45,10 @@ SYSTEM_PARAMS = frozenset(
      "target_app_key", "simplify"}
 )  # fmt: skip
 _FORM_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=utf-8"
+# The largest answer read into memory, after gzip: a trade of a thousand orders is a few MB; past this
+# the answer is an error of the call (a trade's fetch: that trade's), never an exhausted process.
+DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,21 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The answer's body (decompressed), or None as soon as it passes `limit` bytes; the rest is not
+    read. A Content-Length (the compressed size) already past the limit is not read at all."""
+    if resp.content_length is not None and resp.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _wait_steps(base: float, cap: float) -> Generator[float, BaseException | None, None]:
     """The library's capped exponential steps (`backoff.on_exception` adds full jitter), except after a
     ban: no extra wait then, the limiter already holds the retry until the ban ends."""
@@ -140,6 +159,7 @@ class TopTransport:
         connect_timeout: float = 15.0,
         read_timeout: float = 30.0,
         call_timeout: float | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         retry: RetryPolicy | None = None,
         partner_id: str | None = PARTNER_ID,
     ) -> None:
@@ -150,6 +170,7 @@ class TopTransport:
         self.sign_method: SignMethod = sign_method
         self.partner_id = partner_id
         self.retry = retry or RetryPolicy()
+        self.max_answer_bytes = max_answer_bytes
         self.stats = ClientStats()
         self._http = http
         self._owns_http = http is None
@@ -245,7 +266,7 @@ class TopTransport:
                 timeout=self._timeout,
             ) as resp:
                 status = resp.status
-                body = await resp.read()
+                body = await read_capped(resp, self.max_answer_bytes)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._count(method, "retryable")
             # No `from exc`: aiohttp errors can carry the request URL, whose query holds the session.
@@ -259,6 +280,12 @@ class TopTransport:
             # The official SDK treats any non-200 as a transport failure (docs/top-api.md#http-request).
             self._count(method, "retryable")
             raise RetryableTopError(f"HTTP {status}", method=method, tid=tid)
+        if body is None:
+            # Not the platform's hiccup but this answer: retrying would read it again.
+            self._count(method, MalformedResponse.kind.value)
+            raise MalformedResponse(
+                f"answer larger than {self.max_answer_bytes} bytes", method=method, tid=tid
+            )
         try:
             payload = parse_response(body, method, tid=tid)
         except TopError as exc:
