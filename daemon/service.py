@@ -43,6 +43,7 @@ class ServiceFailed(OrderSyncError):
 def pipeline_config(settings: Settings, store_retry: BackoffPolicy = STORE_RETRY) -> PipelineConfig:
     return PipelineConfig(
         max_events=settings.sync_max_events,
+        max_held_bytes=settings.sync_max_held_bytes,
         batch_size=settings.sync_batch_size,
         batch_delay=settings.sync_batch_ms / 1000,
         workers=settings.worker_count(),
