@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 
 from taobao.tmc.events import TmcMessage
 
@@ -55,3 +56,31 @@ class HoldBudget:
         """Wake every waiter for good (the intake closed: they park instead)."""
         self._closed = True
         self._room.set()
+
+
+class FrameInbox:
+    """Frames read from the TMC socket and not yet handed on, bounded by count and bytes. The socket is
+    read on while the handler waits for the dispatcher's room, so its control frames (pongs) are read
+    too and a backlog never looks like a dead connection; only a full inbox stops the reading."""
+
+    def __init__(self, *, max_frames: int, max_bytes: int) -> None:
+        self._budget = HoldBudget(max_count=max_frames, max_bytes=max_bytes)
+        self._frames: deque[bytes | str] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    async def put(self, frame: bytes | str) -> None:
+        await self._budget.wait_for_room(len(frame))
+        self._budget.take(len(frame))
+        self._frames.append(frame)
+        self._ready.set()
+
+    async def get(self) -> bytes | str:
+        while not self._frames:
+            self._ready.clear()
+            await self._ready.wait()
+        frame = self._frames.popleft()
+        self._budget.give_back(len(frame))
+        return frame

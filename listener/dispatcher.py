@@ -4,7 +4,7 @@ Every TMC message the dispatcher accepts is *held* until it is settled in exactl
 confirmed (after the commit that covers it, or after its dead-letter row is written), or left
 unconfirmed (the server redelivers it). Holding is bounded by `max_events` and by `max_bytes` of
 content (`listener.capacity`); when a bound is reached
-`submit()` waits, which stalls the session's read loop: that is the backpressure
+`submit()` waits, which stops the session's handing on and pulling: that is the backpressure
 (docs/design.md#capacity-before-work).
 
 Coalescing (docs/tmc-protocol.md#duplicates: bursts per order are normal). For one tid:
