@@ -79,6 +79,8 @@ def make_client(settings: Settings, limiter: TopRateLimiter | None = None) -> To
         limiter=limiter or TopRateLimiter(settings.sync_api_rate),
         sign_method=settings.taobao_sign_method.value,
         partner_id=f"{PARTNER_ID}/{tag}",
+        call_timeout=settings.taobao_call_timeout_seconds,
+        max_answer_bytes=settings.taobao_max_answer_bytes,
     )
 
 
@@ -146,7 +148,7 @@ def assemble(
         channel_factory=channel_factory,
         side_tasks=tasks,
         metrics=metrics,
-        db_ping=functools.partial(ping_pool, store.pool),
+        db_ping=functools.partial(ping_pool, store.pool, settings.ready_db_timeout_seconds),
         extra_checks={
             "top": lambda: check_top(client.app_pause.state()),
             **({} if replicas is None else {"replica": replicas.readiness}),
@@ -199,6 +201,7 @@ def make_replica_set(
         api_rate=settings.sync_api_rate,
         heartbeat_seconds=settings.sync_heartbeat_seconds,
         schema=settings.database_schema,
+        limits=settings.connection_limits(),
     )
     return ReplicaSet(
         config,
@@ -231,6 +234,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[tuple[PgStore, TopClie
         max_size=max(4, settings.worker_count() // 4),
         notify_channel=settings.notify_channel,
         schema=settings.database_schema,
+        limits=settings.connection_limits(),
     )
     try:
         async with make_client(settings) as client:

@@ -38,21 +38,47 @@ class HealthSource(Protocol):
     def metrics_text(self) -> str: ...
 
 
-async def ping_pool(pool: asyncpg.Pool) -> None:
+async def ping_pool(pool: asyncpg.Pool, limit_seconds: float | None = None) -> None:
     """`SELECT 1` on a pooled connection: the pool reconnects a connection the server closed, so
-    this fails while the database is gone and succeeds again once it is back."""
-    async with pool.acquire() as conn:
-        await conn.fetchval("SELECT 1")
+    this fails while the database is gone and succeeds again once it is back. `limit_seconds` bounds the
+    wait for a connection, its release and the query each (None: the pool's own limits)."""
+    async with pool.acquire(timeout=limit_seconds) as conn:
+        await conn.fetchval("SELECT 1", timeout=limit_seconds)
+
+
+# Pings given up on, kept until their clean-up ends (a task nobody references may be collected).
+_abandoned: set[asyncio.Future[None]] = set()
+
+
+def _abandon(task: asyncio.Future[None]) -> None:
+    """Cancel `task` and let it finish on its own: a cancelled asyncpg query cancels on the server
+    and returns its connection to the pool, which on a silent network lasts until the connection's
+    own timeouts fire; the readiness answer must not wait for that."""
+    task.cancel()
+    _abandoned.add(task)
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Future[None]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: its failure was reported as the check's verdict already
 
 
 async def check_postgres(ping: Ping, limit_seconds: float) -> Check:
+    """Whether `ping` succeeds within `limit_seconds`; this returns by then whatever the ping does."""
     started = time.perf_counter()
+    task = asyncio.ensure_future(ping())
     try:
-        async with asyncio.timeout(limit_seconds):
-            await ping()
-    except TimeoutError:
+        done, _ = await asyncio.wait({task}, timeout=limit_seconds)
+    except asyncio.CancelledError:
+        _abandon(task)
+        raise
+    if not done:
+        _abandon(task)
         return Check(False, f"no answer within {limit_seconds:g} s")
-    except Exception as exc:  # any driver or socket error means: not reachable now
+    exc = task.exception()
+    if exc is not None:  # any driver or socket error means: not reachable now
         # The type only: driver messages can quote the DSN's user and database.
         return Check(False, f"unreachable ({type(exc).__name__})")
     return Check(True, f"reachable ({(time.perf_counter() - started) * 1000:.1f} ms)")

@@ -24,7 +24,7 @@ from daemon.logs import configure_logging
 from daemon.metrics import DaemonMetrics
 from daemon.settings import Settings, settings_or_exit
 from daemon.supervisor import Supervisor, TaskFailure, stop_signals
-from listener.batcher import STORE_RETRY
+from listener.batcher import STORE_RETRY, CommitBatcher
 from listener.pipeline import ChannelFactory, PipelineConfig, StreamPipeline
 from listener.ports import MessageWatch, TradeFetcher, TradeStore
 from listener.workers import TradeLag
@@ -43,6 +43,7 @@ class ServiceFailed(OrderSyncError):
 def pipeline_config(settings: Settings, store_retry: BackoffPolicy = STORE_RETRY) -> PipelineConfig:
     return PipelineConfig(
         max_events=settings.sync_max_events,
+        max_held_bytes=settings.sync_max_held_bytes,
         batch_size=settings.sync_batch_size,
         batch_delay=settings.sync_batch_ms / 1000,
         workers=settings.worker_count(),
@@ -184,9 +185,7 @@ class Service:
         checks["shops"] = Check(
             not paused, f"{len(paused)} shop(s) paused: session rejected" if paused else "all active"
         )
-        checks["store_commits"] = Check(
-            not batcher.failing, "store commits are failing" if batcher.failing else "succeeding"
-        )
+        checks["store_commits"] = store_commits_check(batcher, settings.database_timeout_seconds)
         extra_details: dict[str, Any] = {}
         for name, extra in self._extra_checks.items():
             checks[name], extra_details[name] = extra()
@@ -210,6 +209,17 @@ class Service:
 
     def metrics_text(self) -> str:
         return self.metrics.render()
+
+
+def store_commits_check(batcher: CommitBatcher, hang_limit: float) -> Check:
+    """Failing when the last commit failed, or when the one in progress has waited longer than a
+    database round trip may (DATABASE_TIMEOUT_SECONDS): a hung commit fails only once that fires."""
+    if batcher.failing:
+        return Check(False, "store commits are failing")
+    waited = batcher.writing_for()
+    if waited > hang_limit:
+        return Check(False, f"a store commit has waited {waited:.0f} s")
+    return Check(True, "succeeding")
 
 
 async def serve(service: Service) -> int:

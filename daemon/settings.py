@@ -28,8 +28,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_USAGE
+from listener.capacity import DEFAULT_MAX_HELD_BYTES
 from store.pg import check_channel
+from store.pg_connect import ConnectionLimits
 from store.schema import DEFAULT_SCHEMA, check_schema, connection_settings
+from taobao.transport import DEFAULT_MAX_ANSWER_BYTES
 
 HINT = "hint: every setting is described in .env.example"
 
@@ -111,11 +114,31 @@ class DatabaseSettings(BaseSettings):
         """What every connection to DATABASE_URL sets: UTC, the service's name, its schema."""
         return connection_settings(self.database_schema)
 
+    # What each database connection gives up on (docs/operations.md#database-timeouts): a round trip
+    # (statement, COMMIT) unanswered, a wait for a pooled connection, a session of this service idle
+    # inside a transaction (ended by the server, which rolls it back), and TCP keepalive probes.
+    database_timeout_seconds: float = Field(default=30.0, gt=0)
+    database_acquire_timeout_seconds: float = Field(default=30.0, gt=0)
+    database_idle_in_transaction_seconds: float = Field(default=10.0, gt=0)
+    database_keepalive_idle_seconds: float = Field(default=30.0, ge=1)
+    database_keepalive_interval_seconds: float = Field(default=10.0, ge=1)
+    database_keepalive_count: int = Field(default=3, ge=1)
+
     def dsn(self) -> str:
         """DATABASE_URL, or SettingsError when it is not set."""
         if self.database_url is None:
             raise SettingsError(["DATABASE_URL: required but not set"])
         return self.database_url.get_secret_value()
+
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            command=self.database_timeout_seconds,
+            acquire=self.database_acquire_timeout_seconds,
+            idle_in_transaction=self.database_idle_in_transaction_seconds,
+            keepalive_idle=self.database_keepalive_idle_seconds,
+            keepalive_interval=self.database_keepalive_interval_seconds,
+            keepalive_count=self.database_keepalive_count,
+        )
 
 
 class ReportSettings(DatabaseSettings):
@@ -136,6 +159,11 @@ class Settings(ReportSettings):
     taobao_tmc_url: str = "ws://mc.api.taobao.com/"
     taobao_tmc_group: str = Field(default="default", min_length=1)
     taobao_sign_method: SignMethod = SignMethod.HMAC_SHA256
+    # One TOP call attempt, whole answer included, after which it is given up and retried: a gateway
+    # that stalls or drips its answer cannot hold a worker (docs/operations.md#database-timeouts).
+    taobao_call_timeout_seconds: float = Field(default=60.0, gt=0)
+    # The largest TOP answer read (after gzip); a larger one fails that call like a malformed answer.
+    taobao_max_answer_bytes: int = Field(default=DEFAULT_MAX_ANSWER_BYTES, ge=64 * 1024)
     # Decoded by `_parse_shops` rather than by pydantic-settings, so a JSON error names the variable
     # and never echoes its text (which holds session keys).
     taobao_shops: Annotated[list[ShopConfig], NoDecode] = Field(min_length=1)
@@ -147,6 +175,8 @@ class Settings(ReportSettings):
 
     # Listener tuning.
     sync_max_events: int = Field(default=10_000, ge=1)  # TMC message ids held in memory at most
+    # ... and the memory their content may take, in bytes (a single message is always let in).
+    sync_max_held_bytes: int = Field(default=DEFAULT_MAX_HELD_BYTES, ge=1)
     sync_batch_size: int = Field(default=100, ge=1)  # trades per store commit at most
     sync_batch_ms: int = Field(default=50, ge=0)  # how long the first trade of a batch waits for company
     sync_drain_seconds: float = Field(default=20.0, ge=0)  # graceful-stop budget for in-flight work

@@ -95,6 +95,7 @@ class CommitBatcher:
         self._has_items = asyncio.Event()
         self._closing = asyncio.Event()
         self.failing = False  # the last flush failed; cleared by the next success (for /readyz)
+        self._writing_since: float | None = None  # loop time the write in progress began
         self._backlog: Callable[[], bool] = _no_backlog
 
     def set_backlog_probe(self, backlog: Callable[[], bool]) -> None:
@@ -117,6 +118,13 @@ class CommitBatcher:
     @property
     def pending_count(self) -> int:
         return len(self._pending)
+
+    def writing_for(self) -> float:
+        """Seconds the store write in progress has taken so far (0: none is): a write that hangs on a
+        silent database is as bad as one that fails, and /readyz says so before it times out."""
+        if self._writing_since is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._writing_since
 
     async def run(self) -> None:
         """Flush until `close()` was called and nothing is left."""
@@ -180,6 +188,8 @@ class CommitBatcher:
         write = asyncio.ensure_future(
             apply_fetched(self._store, trades, source=SOURCE, failures=self._failures)
         )
+        self._writing_since = asyncio.get_running_loop().time()
+        write.add_done_callback(self._write_ended)
         try:
             return await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -189,6 +199,9 @@ class CommitBatcher:
                 raise asyncio.CancelledError from None
             await self._settle(batch, result)
             raise
+
+    def _write_ended(self, _write: asyncio.Future[ApplyResult]) -> None:
+        self._writing_since = None
 
     def _write_failed(self, trades: int, error: BaseException, attempt: int, delay: float) -> None:
         self.failing = True

@@ -2,8 +2,9 @@
 
 Every TMC message the dispatcher accepts is *held* until it is settled in exactly one way:
 confirmed (after the commit that covers it, or after its dead-letter row is written), or left
-unconfirmed (the server redelivers it). Holding is bounded by `max_events`; when the bound is reached
-`submit()` waits, which stalls the session's read loop: that is the backpressure
+unconfirmed (the server redelivers it). Holding is bounded by `max_events` and by `max_bytes` of
+content (`listener.capacity`); when a bound is reached
+`submit()` waits, which stops the session's handing on and pulling: that is the backpressure
 (docs/design.md#capacity-before-work).
 
 Coalescing (docs/tmc-protocol.md#duplicates: bursts per order are normal). For one tid:
@@ -31,6 +32,7 @@ from datetime import datetime
 
 from pydantic import SecretStr
 
+from listener.capacity import DEFAULT_MAX_HELD_BYTES, HoldBudget, held_size
 from listener.metrics import ListenerMetrics
 from listener.ports import MessageAcker, MessageWatch, TradeStore
 from listener.trade_events import Rejection, parse_trade_event
@@ -63,6 +65,7 @@ class _Held:
     message: TmcMessage
     tid: int
     shop: str
+    size: int  # held_size(message)
     received: float = field(default_factory=time.monotonic)
 
 
@@ -84,6 +87,7 @@ class Dispatcher:
         store: TradeStore,
         max_events: int,
         metrics: ListenerMetrics,
+        max_bytes: int = DEFAULT_MAX_HELD_BYTES,
         acker: MessageAcker | None = None,
         watch: MessageWatch | None = None,
     ) -> None:
@@ -91,7 +95,7 @@ class Dispatcher:
         self._store = store
         self._acker = acker
         self._watch = watch
-        self._max_events = max_events
+        self._budget = HoldBudget(max_count=max_events, max_bytes=max_bytes)
         self._metrics = metrics
 
         self._held: dict[int, _Held] = {}
@@ -101,8 +105,6 @@ class Dispatcher:
         self._rotation: deque[str] = deque()
         self._paused: dict[str, str] = {}
 
-        self._space = asyncio.Event()
-        self._space.set()
         self._work_ready = asyncio.Event()
         self._settled = asyncio.Event()
         self._settled.set()
@@ -164,9 +166,8 @@ class Dispatcher:
             return False
 
         # Take capacity before taking the work (docs/design.md#capacity-before-work).
-        while len(self._held) >= self._max_events and not self._intake_closed:
-            self._space.clear()
-            await self._space.wait()
+        size = held_size(message)
+        await self._budget.wait_for_room(size)
         if self._intake_closed:
             return True
         if message.id in self._held:  # the same id arrived again while this one waited
@@ -175,11 +176,12 @@ class Dispatcher:
         if shop in self._paused:
             await self._fail_unheld(message, "shop_paused", self._paused[shop])
             return False
-        self._hold(message, parsed.tid, shop)
+        self._hold(message, parsed.tid, shop, size)
         return False
 
-    def _hold(self, message: TmcMessage, tid: int, shop: str) -> None:
-        self._held[message.id] = _Held(message, tid, shop)
+    def _hold(self, message: TmcMessage, tid: int, shop: str, size: int) -> None:
+        self._held[message.id] = _Held(message, tid, shop, size)
+        self._budget.take(size)
         self._settled.clear()
         state = self._tids.get(tid)
         if state is None:
@@ -363,10 +365,10 @@ class Dispatcher:
 
     def _release(self, message_id: int) -> None:
         # Released only once the ack went out, so a drain that sees nothing held has nothing in transit.
-        if self._held.pop(message_id, None) is None:
+        held = self._held.pop(message_id, None)
+        if held is None:
             return
-        if len(self._held) < self._max_events:
-            self._space.set()
+        self._budget.give_back(held.size)
         self._update_settled()
         self._activity.set()
 
@@ -439,7 +441,7 @@ class Dispatcher:
     def close_intake(self) -> None:
         """From now on `submit()` holds nothing new; it parks the caller (see `_park`)."""
         self._intake_closed = True
-        self._space.set()  # wake submitters waiting for capacity so they park instead
+        self._budget.close()  # wake submitters waiting for capacity so they park instead
 
     def release_parked(self) -> None:
         """Let parked `submit()` calls return (their messages stay unconfirmed)."""

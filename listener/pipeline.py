@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from common.backoff import BackoffPolicy
 from common.tasks import cancel_and_wait, wait_or_cancel
 from listener.batcher import STORE_RETRY, CommitBatcher
+from listener.capacity import DEFAULT_MAX_HELD_BYTES
 from listener.dispatcher import Dispatcher
 from listener.metrics import ListenerMetrics, MeasuredStore
 from listener.ports import MessageChannel, MessageHandler, MessageWatch, TradeFetcher, TradeStore
@@ -48,6 +49,7 @@ class PipelineConfig:
     batch_delay: float  # seconds the first trade of a batch may wait for company
     workers: int  # concurrent fullinfo fetches
     drain_seconds: float  # graceful-stop budget for in-flight work
+    max_held_bytes: int = DEFAULT_MAX_HELD_BYTES  # and their content's memory (SYNC_MAX_HELD_BYTES)
     store_retry: BackoffPolicy = STORE_RETRY
     lag: TradeLag = field(default_factory=TradeLag)  # how long a trade not there yet is waited for
     redrive: BackoffPolicy = REDRIVE_POLICY  # when an unresolved trade is tried again
@@ -68,7 +70,12 @@ class StreamPipeline:
         self.config = config
         store = MeasuredStore(store, metrics)  # every commit is timed and counted for /metrics
         self.dispatcher = Dispatcher(
-            sessions=sessions, store=store, max_events=config.max_events, metrics=metrics, watch=watch
+            sessions=sessions,
+            store=store,
+            max_events=config.max_events,
+            max_bytes=config.max_held_bytes,
+            metrics=metrics,
+            watch=watch,
         )
         # The channel delivers each message to the dispatcher, and the dispatcher confirms or fails it
         # through the channel.

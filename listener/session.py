@@ -3,8 +3,10 @@
 docs/tmc-protocol.md#timers-heartbeat-reconnect).
 
 One `TmcSession` holds at most one WebSocket at a time. Each pushed message is decoded and handed to
-`handler`, which is awaited before the next frame is read: a slow handler therefore stops reading and
-stops PullRequests, and the server keeps the rest (its in-flight cap and TCP do the holding).
+`handler`, which is awaited before the next frame is handed on: a slow handler therefore stops
+PullRequests, and the server keeps the rest (its in-flight cap does the holding). The socket is read
+on meanwhile into a bounded inbox (`listener.capacity.FrameInbox`), so pongs still arrive and the
+keepalive does not end a connection that is only busy.
 Malformed frames are counted, logged, optionally quarantined, and skipped; they never end the session.
 """
 
@@ -27,6 +29,7 @@ from websockets.uri import parse_uri
 from common.backoff import Backoff, BackoffPolicy
 from common.errors import OrderSyncError
 from common.text import sanitize, sanitize_optional
+from listener.capacity import FrameInbox
 from taobao.tmc import codec
 from taobao.tmc.events import Connected, Disconnected, Refused, SessionEvent, TmcMessage
 
@@ -39,6 +42,11 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 # confirmed when it has an id): refusing it at the socket would close the connection, and the server
 # would push the same frame again on every reconnect.
 READ_CEILING_BYTES = 8 * MAX_FRAME_BYTES
+# Frames read ahead of the handler: above the ~1000 unconfirmed messages a server sends one connection
+# before it waits for confirms (docs/tmc-protocol.md#pull-flow-control), so a full intake does not stop
+# the reading (and the pongs with it) unless the frames are unusually large.
+INBOX_FRAMES = 2048
+INBOX_BYTES = 4 * MAX_FRAME_BYTES
 # what the Java client says when it closes (docs/tmc-protocol.md#transport)
 CLOSE_REASON = "tmc client closed"
 
@@ -139,6 +147,7 @@ class TmcSession:
         self._conn: websockets.asyncio.client.ClientConnection | None = None
         self._token: str | None = None
         self._handling = False
+        self._inbox: FrameInbox | None = None
         self._running = False
         self.counters = SessionCounters()
         # time.monotonic() when the last connection ended (before the first one: when this session
@@ -293,17 +302,19 @@ class TmcSession:
         reason = "stopped"
         try:
             await self._emit(Connected(_now(), token))
-            reader = asyncio.create_task(self._read_loop(conn, token), name="tmc-reader")
+            self._inbox = inbox = FrameInbox(max_frames=INBOX_FRAMES, max_bytes=INBOX_BYTES)
+            reader = asyncio.create_task(self._read_loop(conn, inbox), name="tmc-reader")
+            handler = asyncio.create_task(self._handle_loop(inbox, token), name="tmc-handler")
             puller = asyncio.create_task(self._pull_loop(conn, token), name="tmc-puller")
             stopper = asyncio.create_task(self._stop.wait(), name="tmc-stop")
-            tasks = (reader, puller, stopper)
+            tasks = (reader, handler, puller, stopper)
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-            for task in (reader, puller):
+            for task in (reader, handler, puller):
                 failure = None if task.cancelled() else task.exception()
                 if failure is not None:
                     raise failure  # a defect, not a network event: let the supervisor see it
@@ -325,20 +336,26 @@ class TmcSession:
         frame = codec.encode(codec.pull_request(token))
         try:
             while True:
-                if not self._handling:  # a busy handler means: hold the rest on the server
+                if not self._handling and not self._inbox:  # busy: hold the rest on the server
                     await conn.send(frame)
                     self.counters.pulls_sent += 1
                 await asyncio.sleep(self._timing.pull_interval)
         except ConnectionClosed:
             return
 
-    async def _read_loop(self, conn: websockets.asyncio.client.ClientConnection, token: str) -> str:
-        """Hand each frame on until the connection ends; returns why it ended."""
+    async def _read_loop(self, conn: websockets.asyncio.client.ClientConnection, inbox: FrameInbox) -> str:
+        """Read frames into `inbox` until the connection ends; returns why it ended. Frames left in the
+        inbox then are never handed on: unconfirmed, the server redelivers them."""
         try:
             while True:
-                await self._on_frame(await conn.recv(), token)
+                await inbox.put(await conn.recv())
         except ConnectionClosed as exc:
             return sanitize(str(exc))  # the close reason is the server's text
+
+    async def _handle_loop(self, inbox: FrameInbox, token: str) -> None:
+        """Hand each frame on, in the order read; ends only by cancellation or a defect."""
+        while True:
+            await self._on_frame(await inbox.get(), token)
 
     # ------------------------------------------------------------------------------------------ frames
 

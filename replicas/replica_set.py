@@ -43,7 +43,8 @@ from replicas.leadership import STOPPING, ShopLeadership
 from replicas.quota import SharedQuota
 from store import replica_sql
 from store.errors import DATABASE_ERRORS, StoreError
-from store.schema import DEFAULT_SCHEMA, connection_settings
+from store.pg_connect import ConnectionLimits, connection_socket, server_settings, set_keepalive
+from store.schema import DEFAULT_SCHEMA
 from taobao.limiter import TopRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class ReplicaConfig:
     frozen_after_seconds: float | None = None
     # The service's schema (DATABASE_SCHEMA): the coordination connection's search_path.
     schema: str = DEFAULT_SCHEMA
+    # The server settings and keepalive of its own connection, as the store's pool has them.
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def liveness_seconds(self) -> float:
@@ -131,11 +134,18 @@ class CoordinationLink:
     a new one."""
 
     def __init__(
-        self, dsn: str, *, timeout: float, on_ban: Callable[[], None], schema: str = DEFAULT_SCHEMA
+        self,
+        dsn: str,
+        *,
+        timeout: float,
+        on_ban: Callable[[], None],
+        limits: ConnectionLimits | None = None,
+        schema: str = DEFAULT_SCHEMA,
     ) -> None:
         self._dsn = dsn
-        self._server_settings = connection_settings(schema)
         self._timeout = timeout
+        self._limits = limits or ConnectionLimits()
+        self._server_settings = server_settings(self._limits, schema)
         self._on_ban = on_ban
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
@@ -152,6 +162,7 @@ class CoordinationLink:
         try:
             async with asyncio.timeout(self._timeout):
                 conn = await asyncpg.connect(self._dsn, server_settings=self._server_settings)
+            set_keepalive(connection_socket(conn), self._limits)
         except DATABASE_ERRORS as exc:
             raise CoordinationError(f"cannot open the coordination connection: {type(exc).__name__}") from exc
         try:
@@ -219,7 +230,11 @@ class ReplicaSet:
         self.replica = config.replica
         self._wake = asyncio.Event()
         self.link = CoordinationLink(
-            dsn, timeout=config.query_timeout, on_ban=self._wake.set, schema=config.schema
+            dsn,
+            timeout=config.query_timeout,
+            on_ban=self._wake.set,
+            limits=config.limits,
+            schema=config.schema,
         )
         self.leadership = ShopLeadership(shops, config.replica, on_change=self._count_change)
         self.quota = SharedQuota(
@@ -230,6 +245,7 @@ class ReplicaSet:
         self._stream: StreamHolds | None = None
         self._ready = asyncio.Event()
         self._good_rounds = 0
+        self._holder_seen: datetime | None = None  # the last heartbeat of whoever held this name
         self._changes: dict[tuple[str, str], int] = {}
         self.failures = 0
         if registry is not None:
@@ -296,6 +312,37 @@ class ReplicaSet:
             )
             self._on_stale()
 
+    async def _claim_name(self, connected: bool, hold: datetime | None) -> None:
+        """Write this replica's heartbeat row. A name whose holder fell silent (a restart meeting its
+        predecessor's lingering connection) is taken over once the holder's lease of
+        `liveness_seconds` expires, its connection ended; until then the round fails and is retried.
+        A holder whose heartbeat moves on is another running process: ReplicaIdInUse."""
+        link, lease = self.link, self.config.liveness_seconds
+        for row in await link.fetch(replica_sql.END_PREDECESSOR, self.replica, lease):
+            logger.warning(
+                "replica id %s was held by a silent connection: ended it (ended=%s) to take the id over",
+                self.replica,
+                row["ended"],
+                extra={"action": "replica_id_taken_over"},
+            )
+        registered = await link.fetchval(
+            replica_sql.HEARTBEAT, self.replica, connected, hold, self.leadership.led, self.quota.share, lease
+        )
+        if registered is not None:
+            self._holder_seen = None
+            return
+        seen = await link.fetchval(replica_sql.LAST_SEEN, self.replica)
+        if self._holder_seen is not None and seen != self._holder_seen:
+            raise ReplicaIdInUse(
+                f"replica id {self.replica!r} is in use by another running process; give each replica "
+                "its own SYNC_REPLICA_ID (or leave it empty for host name and process id)"
+            )
+        self._holder_seen = seen
+        raise CoordinationError(
+            f"replica id {self.replica!r} is held by another connection; taken over if its heartbeat"
+            f" stays {lease:g} s old"
+        )
+
     async def _round(self) -> None:
         link, config = self.link, self.config
         await link.ensure()
@@ -303,14 +350,7 @@ class ReplicaSet:
         stream = self._stream
         hold = stream.hold() if stream is not None else None
         connected = stream.connected if stream is not None else False
-        registered = await link.fetchval(
-            replica_sql.HEARTBEAT, self.replica, connected, hold, self.leadership.led, self.quota.share
-        )
-        if registered is None:
-            raise ReplicaIdInUse(
-                f"replica id {self.replica!r} is in use by another running process; give each replica "
-                "its own SYNC_REPLICA_ID (or leave it empty for host name and process id)"
-            )
+        await self._claim_name(connected, hold)
         rows = await link.fetch(replica_sql.MEMBERS, config.liveness_seconds, config.dead_hold_seconds)
         members = [
             Member(

@@ -16,8 +16,9 @@ from store import reconciler_sql, sql
 from store.bisect import bisect
 from store.constants import DEFAULT_NOTIFY_CHANNEL
 from store.errors import DATABASE_ERRORS, TRADE_REFUSALS, StoreError
+from store.pg_connect import ConnectionLimits, pool_options
 from store.pg_coverage import cut
-from store.schema import DEFAULT_SCHEMA, connection_settings
+from store.schema import DEFAULT_SCHEMA
 from store.types import ApplyResult
 from store.unresolved import TradeDebt
 from store.upsert import write_prepared
@@ -77,9 +78,16 @@ class PgStore:
     `store.types.ApplyResult` for what it returns. Trades it cannot store are reported, never raised.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, notify_channel: str = DEFAULT_NOTIFY_CHANNEL) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        notify_channel: str = DEFAULT_NOTIFY_CHANNEL,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self._pool = pool
         self.notify_channel = check_channel(notify_channel)
+        self.limits = limits or ConnectionLimits()
 
     @classmethod
     async def connect(
@@ -90,15 +98,17 @@ class PgStore:
         max_size: int = 10,
         notify_channel: str = DEFAULT_NOTIFY_CHANNEL,
         schema: str = DEFAULT_SCHEMA,
+        limits: ConnectionLimits | None = None,
     ) -> PgStore:
         check_channel(notify_channel)
+        limits = limits or ConnectionLimits()
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, server_settings=connection_settings(schema)
+                dsn, min_size=min_size, max_size=max_size, **pool_options(limits, schema)
             )
         except DATABASE_ERRORS as exc:
             raise StoreError(f"cannot connect to the database: {exc}") from exc
-        return cls(pool, notify_channel=notify_channel)
+        return cls(pool, notify_channel=notify_channel, limits=limits)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -123,7 +133,7 @@ class PgStore:
         """One transaction; deadlocks retried; a refusal about the data raised as the driver's error."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with self._pool.acquire() as conn:
+                async with self._pool.acquire(timeout=self.limits.acquire) as conn:
                     return await write_prepared(conn, prepared, source=source, channel=self.notify_channel)
             except _RETRYABLE as exc:
                 if attempt == _ATTEMPTS:
@@ -136,7 +146,7 @@ class PgStore:
             except TRADE_REFUSALS:
                 raise
             except DATABASE_ERRORS as exc:
-                raise StoreError(f"apply_trades failed: {exc}") from exc
+                raise StoreError(f"apply_trades failed: {type(exc).__name__} {exc}") from exc
         raise AssertionError("unreachable")
 
     async def record_unresolved(
@@ -150,7 +160,7 @@ class PgStore:
         reason = storable_text(debt.reason)
 
         async def write() -> int:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire(timeout=self.limits.acquire) as conn, conn.transaction():
                 await conn.execute(reconciler_sql.LOCK_SHOP, shop)
                 if history:
                     await conn.execute(

@@ -12,8 +12,10 @@ BAN_CHANNEL: Final = "order_sync_api_ban"
 
 # -- heartbeats ----------------------------------------------------------------------------------------
 
-# Register or refresh this replica's row. A row held by another live connection under the same name is
-# left alone (no row returned): two processes were given one SYNC_REPLICA_ID.
+# Register or refresh this replica's row. A row held by another connection under the same name is left
+# alone (no row returned) while its lease runs: its last heartbeat less than $6 seconds old. Either two
+# processes were given one SYNC_REPLICA_ID, or a restarted one meets its predecessor's lingering
+# connection, whose lease then expires (docs/operations.md#replica-identity).
 HEARTBEAT: Final = """
 INSERT INTO replicas AS r (replica, backend_pid, stream_connected, stream_hold, leads, api_rate)
 VALUES ($1, pg_backend_pid(), $2, $3, $4, $5)
@@ -30,8 +32,22 @@ ON CONFLICT (replica) DO UPDATE SET
 WHERE r.backend_pid = EXCLUDED.backend_pid
    OR r.stopped_at IS NOT NULL
    OR r.backend_pid NOT IN (SELECT pid FROM pg_stat_activity)
+   OR r.last_seen < now() - make_interval(secs => $6)
 RETURNING replica
 """
+
+# Before taking a name over whose lease expired: end the connection still holding it (a predecessor
+# that died without closing it, or is frozen), so no advisory lock of the old name outlives it.
+END_PREDECESSOR: Final = """
+SELECT pg_terminate_backend(backend_pid) AS ended
+FROM replicas
+WHERE replica = $1 AND stopped_at IS NULL AND backend_pid <> pg_backend_pid()
+  AND last_seen < now() - make_interval(secs => $2)
+  AND backend_pid IN (SELECT pid FROM pg_stat_activity)
+"""
+
+# When the holder of this name last wrote its heartbeat.
+LAST_SEEN: Final = "SELECT last_seen FROM replicas WHERE replica = $1"
 
 # Every replica row as this round sees it. `live`: fresh heartbeat and its connection still there.
 # `hold`: the stream hold that still counts: a live replica's, a dead one's for $2 seconds after its

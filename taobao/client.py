@@ -202,7 +202,7 @@ class TopClient(TopTransport):
         against `check_code`. A path is written through a `.part` file and appears only when the check
         passes. Read the trades with `taobao.topats.iter_trades`. Not a TOP API call: no quota taken."""
         await download_result(
-            self._session(), url, dest, check_code=check_code, socket_timeouts=self._timeout
+            self._session(), url, dest, check_code=check_code, socket_timeouts=self.socket_timeouts
         )
 
 

@@ -30,7 +30,7 @@ from yarl import URL
 
 from taobao.clock import ClockSkew, parse_http_date
 from taobao.envelope import parse_response
-from taobao.errors import RateLimited, RetryableTopError, TopError
+from taobao.errors import MalformedResponse, RateLimited, RetryableTopError, TopError
 from taobao.limiter import Priority, TopRateLimiter
 from taobao.pause import AppPause
 from taobao.signing import SignMethod, sign
@@ -48,6 +48,10 @@ SYSTEM_PARAMS = frozenset(
      "target_app_key", "simplify"}
 )  # fmt: skip
 _FORM_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=utf-8"
+# The largest answer read into memory, after gzip: a trade of a thousand orders is a few MB; past this
+# the answer is an error of the call (a trade's fetch: that trade's), never an exhausted process.
+DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,21 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The answer's body (decompressed), or None as soon as it passes `limit` bytes; the rest is not
+    read. A Content-Length (the compressed size) already past the limit is not read at all."""
+    if resp.content_length is not None and resp.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _wait_steps(base: float, cap: float) -> Generator[float, BaseException | None, None]:
     """The library's capped exponential steps (`backoff.on_exception` adds full jitter), except after a
     ban: no extra wait then, the limiter already holds the retry until the ban ends."""
@@ -142,6 +161,8 @@ class TopTransport:
         http: aiohttp.ClientSession | None = None,
         connect_timeout: float = 15.0,
         read_timeout: float = 30.0,
+        call_timeout: float | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         retry: RetryPolicy | None = None,
         partner_id: str | None = PARTNER_ID,
         app_pause: AppPause | None = None,
@@ -156,12 +177,19 @@ class TopTransport:
         self.app_pause = app_pause or AppPause()
         # Taobao's clock against ours, from the Date header of every TOP answer (docs/design.md#clock-skew).
         self.clock_skew = ClockSkew()
+        self.max_answer_bytes = max_answer_bytes
         self.stats = ClientStats()
         self._http = http
         self._owns_http = http is None
-        # Java SDK defaults; no total limit, so a slow but moving download is not cut off.
-        self._timeout = aiohttp.ClientTimeout(
+        # Java SDK defaults per socket operation. Downloads (`socket_timeouts`) have no total limit, so a
+        # slow but moving file is not cut off; an API answer does (`call_timeout`, by default the
+        # connect and two reads), so one that drips a byte at a time is given up and retried.
+        self.socket_timeouts = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        total = call_timeout if call_timeout is not None else connect_timeout + 2 * read_timeout
+        self._timeout = aiohttp.ClientTimeout(
+            total=total, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._call_with_retries = backoff.on_exception(
             _wait_steps,
@@ -196,7 +224,7 @@ class TopTransport:
     def _session(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop, never in __init__.
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=self._timeout)
+            self._http = aiohttp.ClientSession(timeout=self.socket_timeouts)
         return self._http
 
     def __repr__(self) -> str:
@@ -267,7 +295,7 @@ class TopTransport:
                 timeout=self._timeout,
             ) as resp:
                 status = resp.status
-                body = await resp.read()
+                body = await read_capped(resp, self.max_answer_bytes)
                 server_date = parse_http_date(resp.headers.get("Date"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._count(method, "retryable")
@@ -283,6 +311,12 @@ class TopTransport:
             self._count(method, "retryable")
             raise RetryableTopError(f"HTTP {status}", method=method, tid=tid)
         received = datetime.now(UTC)
+        if body is None:
+            # Not the platform's hiccup but this answer: retrying would read it again.
+            self._count(method, MalformedResponse.kind.value)
+            raise MalformedResponse(
+                f"answer larger than {self.max_answer_bytes} bytes", method=method, tid=tid
+            )
         try:
             payload = parse_response(body, method, tid=tid)
         except TopError as exc:
@@ -302,8 +336,10 @@ class TopTransport:
     def _signed_request(
         self, method: str, params: Mapping[str, ParamValue], session: str | None
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """(query, form): system parameters in the query string, business ones in the form body, as the
-        official SDKs send them; empty values are neither sent nor signed."""
+        """(query, form): system parameters in the query string, as the official SDKs send them, but
+        for the session key, which goes in the form body with the business ones: proxies, gateways
+        and access logs record URLs, not bodies (docs/top-api.md#http-request). The gateway reads
+        both alike and the signature covers both. Empty values are neither sent nor signed."""
         system = {
             "method": method,
             "app_key": self.app_key,
@@ -312,11 +348,12 @@ class TopTransport:
             "v": "2.0",
             "format": "json",
             "sign_method": self.sign_method,
-            "session": session or "",
             "partner_id": self.partner_id or "",
         }
         query = {k: v for k, v in system.items() if v != ""}
         form = {k: rendered for k, v in params.items() if (rendered := render_param(v)) != ""}
+        if session:
+            form["session"] = session
         query["sign"] = sign({**form, **query}, self._secret.get_secret_value(), self.sign_method)
         return query, form
 

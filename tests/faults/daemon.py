@@ -24,7 +24,7 @@ import pytest
 import daemon.app
 from daemon.app import Daemon, assemble, open_parts
 from daemon.settings import Settings
-from listener.session import TmcSession
+from listener.session import SessionTiming, TmcSession
 from simulator.market import Market
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
@@ -47,9 +47,7 @@ FAST_DAEMON: dict[str, Any] = {
     "sync_initial_load_days": 0,
 }
 
-# Settings the database faults call for and the service does not have yet. Settings ignores names it
-# does not know, so today these change nothing and the tests show the service as it is; whoever adds
-# them may rename them here.
+# The database limits scaled down to seconds (docs/operations.md#database-timeouts).
 WANTED_SETTINGS: dict[str, Any] = {
     # A database round trip unanswered this long: its connection is given up and the work retried.
     "database_timeout_seconds": 3.0,
@@ -298,17 +296,21 @@ async def market_runs_for(market: Market, seconds: float) -> None:
 
 @contextlib.asynccontextmanager
 async def watched_daemon(
-    witness: Witness, standin: StandIn, dsn: str, **overrides: Any
+    witness: Witness,
+    standin: StandIn,
+    dsn: str,
+    session_timing: SessionTiming | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[RunningDaemon]:
     """The daemon against `standin` and database `dsn` (through a proxy, say), running and ready; stopped
-    on the way out."""
+    on the way out. `session_timing` scales the TMC session's timers (pings) down."""
     store_class, session_class = recording_classes(witness)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(daemon.app, "PgStore", store_class)
         patch.setattr(daemon.app, "TmcSession", session_class)
         settings: Settings = daemon_settings(standin, dsn, **(FAST_DAEMON | overrides))
         async with open_parts(settings) as (store, client):
-            built = assemble(settings, store, client)
+            built = assemble(settings, store, client, session_timing=session_timing)
             async with _running(built, witness) as running:
                 yield running
 

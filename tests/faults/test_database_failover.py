@@ -119,12 +119,6 @@ def test_the_failover_took_the_daemons_connections(failover: Failover) -> None:
     assert failover.ended_sessions == failover.old_connections
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="no timeout on store writes: the stream's commit waits on the silent connection until the"
-    " socket fails (about 15 min of TCP retransmission in production), while new connections would work",
-)
 def test_the_stream_commits_again_within_15_s_of_a_failover(failover: Failover) -> None:
     recovered = failover.recovered_after
     assert recovered is not None, "nothing received after the failover was ever confirmed"
@@ -135,12 +129,6 @@ def test_the_stream_commits_again_within_15_s_of_a_failover(failover: Failover) 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="readiness checks the database with a fresh ping, which the new server answers, and counts"
-    " store commits as failing only once one raises: a commit that hangs leaves /readyz green",
-)
 def test_readiness_is_not_green_while_a_store_write_hangs(failover: Failover) -> None:
     assert failover.green_while_stuck() == []
 

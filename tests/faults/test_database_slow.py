@@ -9,11 +9,13 @@ daemon catches up and the database ends equal to the truth.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import asyncpg
 
 from listener.dispatcher import Dispatcher
+from listener.session import SessionTiming
 from tests.faults.conftest import database_of
 from tests.faults.daemon import (
     WANTED_SETTINGS,
@@ -73,5 +75,47 @@ async def test_a_slow_database_fills_the_intake_only_up_to_its_bound() -> None:
         assert held == MAX_EVENTS  # the intake did fill up, and no further
         assert witness.confirms_between(slow_from, slow_until) > 0
         assert witness.early == []
+        async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+            await assert_in_sync(pool, standin, shops=2)
+
+
+# The session's keepalive scaled down: a ping every second, its pong due within two. The read loop of
+# a session whose intake is full must still read the pongs, or the connection ends after 3 s here
+# (45 s with the defaults). Full size, two minutes behind a slow database:
+#     FAULT_SLOW_SECONDS=120 pytest tests/faults/test_database_slow.py -k disconnect -s
+QUICK_PINGS = SessionTiming(ping_interval=1.0, ping_timeout=2.0)
+BACKLOG_SECONDS = float(os.environ.get("FAULT_SLOW_SECONDS", "15"))
+BACKLOG_RATE = 100.0  # market changes per second
+
+
+async def test_a_backlog_behind_a_slow_database_does_not_disconnect_the_stream() -> None:
+    witness = Witness()
+    async with fault_bench(seed=65) as (standin, dsn, proxy):
+        async with watched_daemon(
+            witness,
+            standin,
+            proxy.dsn_for(database_of(dsn)),
+            session_timing=QUICK_PINGS,
+            sync_max_events=MAX_EVENTS,
+            sync_batch_size=5,
+            **WANTED_SETTINGS,
+        ) as daemon:
+            async with market_running(daemon, standin.market, BACKLOG_RATE):
+                proxy.delay(CHUNK_DELAY)
+                stop_sampling = asyncio.Event()
+                dispatcher = daemon.daemon.service.pipeline.dispatcher
+                sampler = asyncio.create_task(most_held(dispatcher, stop_sampling))
+                await market_runs_for(standin.market, BACKLOG_SECONDS)
+                stop_sampling.set()
+                held = await sampler
+                connections = standin.tmc.stats.connections
+                proxy.delay(0)
+            assert await daemon.caught_up(standin, 60)
+        print(
+            f"{BACKLOG_SECONDS:g} s behind a slow database: at most {held} messages held"
+            f" (SYNC_MAX_EVENTS {MAX_EVENTS}), {connections} TMC connection(s)"
+        )
+        assert held == MAX_EVENTS  # the intake was full: the session's handler waited
+        assert connections == 1
         async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
             await assert_in_sync(pool, standin, shops=2)

@@ -121,12 +121,6 @@ async def feed_tids(dsn: str) -> list[int]:
     return [int(row["tid"]) for row in rows]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the service sets no idle_in_transaction_session_timeout on its connections: a writer frozen"
-    " after taking the feed's counter row blocks every other writer until its socket fails",
-)
 async def test_a_frozen_writer_holds_the_others_no_longer_than_the_idle_timeout(
     proxy: PgProxy, migrated_database: str
 ) -> None:

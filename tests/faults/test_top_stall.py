@@ -142,12 +142,6 @@ async def test_a_stalled_answer_times_out_and_is_retried(standin: StandIn) -> No
     assert_truth(standin, trade)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="TopClient bounds each socket read (read_timeout) but not the answer (ClientTimeout total=None):"
-    " a body that keeps dripping a byte within every read_timeout holds the call until it ends",
-)
 async def test_a_dripping_answer_times_out_and_is_retried(standin: StandIn) -> None:
     front = SlowFront(standin.api_url, drip=READ_TIMEOUT / 5)
     trade, client = await fetch_through(front, standin)

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from common.backoff import BackoffPolicy
 from listener.batcher import CommitBatcher
+from listener.capacity import DEFAULT_MAX_HELD_BYTES
 from listener.dispatcher import Dispatcher
 from listener.metrics import ListenerMetrics
 from listener.pipeline import PipelineConfig, StreamPipeline
@@ -74,6 +75,7 @@ async def pipeline(
     *,
     shops: Sequence[str] = ("shop-a", "shop-b"),
     max_events: int = 100,
+    max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
     batch_size: int = 10,
     batch_ms: int = 0,
     workers: int = 2,
@@ -86,6 +88,7 @@ async def pipeline(
     metrics = ListenerMetrics()
     config = PipelineConfig(
         max_events=max_events,
+        max_held_bytes=max_held_bytes,
         batch_size=batch_size,
         batch_delay=batch_ms / 1000,
         workers=workers,

@@ -160,6 +160,35 @@ async def test_submit_waits_when_max_events_are_held_and_resumes_as_work_complet
         assert sorted(p.journal.confirmed) == [1, 2, 3, 4]
 
 
+def big_message(message_id: int, tid: int, size: int) -> TmcMessage:
+    body = {"seller_nick": "shop-a", "status": "WAIT_SELLER_SEND_GOODS", "tid": tid, "memo": "x" * size}
+    return message(message_id, tid, content=json.dumps(body))
+
+
+async def test_submit_waits_when_the_held_content_reaches_its_byte_budget() -> None:
+    async with pipeline(max_events=100, max_held_bytes=250_000, workers=1) as p:
+        gate = p.fetcher.hold_next(1)
+        await p.deliver(big_message(1, 1, 100_000), big_message(2, 2, 100_000))
+        blocked = asyncio.create_task(p.deliver(big_message(3, 3, 100_000)))
+        for _ in range(20):  # let every ready task run; none can free memory while the fetch is held
+            await asyncio.sleep(0)
+        assert not blocked.done()
+        assert p.dispatcher.held_count == 2  # far below max_events: the bytes are the bound
+        gate.set()
+        async with asyncio.timeout(5):
+            await blocked
+        await p.settled()
+        assert sorted(p.journal.confirmed) == [1, 2, 3]
+
+
+async def test_one_message_larger_than_the_byte_budget_is_still_taken() -> None:
+    async with pipeline(max_held_bytes=1_000) as p:
+        async with asyncio.timeout(5):
+            await p.deliver(big_message(1, 1, 10_000))
+            await p.settled()
+        assert p.journal.confirmed == [1]
+
+
 # ------------------------------------------------------------------------------------- fairness
 
 

@@ -1,6 +1,8 @@
 """No secret ever reaches the daemon's output: `python -m listener` at DEBUG, with traffic, a shop whose
-session TOP rejects, and its HTTP pages scraped, prints neither the app secret nor any session key, raw
-or URL-encoded. Its stderr is one JSON object per line with the stable keys."""
+session TOP rejects, a frame it cannot decode, and its HTTP pages scraped (the gap reports, HTML and
+JSON, among them), prints neither the app secret nor any session key, raw or URL-encoded, and writes
+none to any table of its database (dead-letter payloads included). Its stderr is one JSON object per
+line with the stable keys."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import aiohttp
+import asyncpg
 import pytest
 
 from simulator.standin import StandIn, StandInConfig
@@ -22,6 +25,36 @@ from tests.integration.harness import ROOT, daemon_env, wait_for
 
 LOG_KEYS = {"ts", "level", "logger", "action", "msg", "tid", "shop", "message_id", "attempt", "exc", "stack"}
 REVOKED_SESSION = "6100revokedsession+/=&%0042"  # characters that URL-encoding would change
+PAGES = ("/healthz", "/readyz", "/metrics", "/reports", "/reports.json", "/missing?session=x")
+UNDECODABLE_FRAME = b"\x02\x02\x09\x00"  # a TMC frame cut short: quarantined as a dead letter
+
+
+def as_text(value: object) -> str:
+    """A column's value as searchable text; bytes (dead-letter payloads) read as UTF-8 and as Latin-1."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        return raw.decode("utf-8", errors="replace") + raw.decode("latin-1")
+    return str(value)
+
+
+async def database_text(dsn: str) -> tuple[str, dict[str, int]]:
+    """Every row of every table outside PostgreSQL's own schemas, as text; and the row count per table."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        tables = await conn.fetch(
+            "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) AS name"
+            " FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+            " AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+        )
+        texts: list[str] = []
+        counts: dict[str, int] = {}
+        for table in tables:
+            rows = await conn.fetch(f"SELECT * FROM {table['name']}")
+            counts[table["name"]] = len(rows)
+            texts += [as_text(value) for row in rows for value in row.values()]
+        return "\n".join(texts), counts
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
@@ -98,8 +131,12 @@ async def test_debug_logs_and_pages_never_show_a_secret(
         await wait_for(
             lambda: any('"shop_paused"' in line for line in err_lines), 10, "the revoked shop's pause"
         )
+        assert await standin.tmc.send_raw(standin.app_key, UNDECODABLE_FRAME) == 1
+        await wait_for(
+            lambda: any('"dead_letter"' in line for line in err_lines), 10, "the frame's dead letter"
+        )
         async with aiohttp.ClientSession() as http:
-            for page in ("/healthz", "/readyz", "/metrics", "/missing?session=x"):
+            for page in PAGES:
                 async with http.get(f"http://127.0.0.1:{port}{page}") as response:
                     pages.append(await response.text())
         process.send_signal(signal.SIGTERM)
@@ -113,7 +150,8 @@ async def test_debug_logs_and_pages_never_show_a_secret(
         for reader in readers:
             reader.cancel()
 
-    output = "".join(out_lines + err_lines + pages)
+    stored, row_counts = await database_text(migrated_database)
+    output = "".join(out_lines + err_lines + pages) + stored
     secrets = [standin.app_secret, REVOKED_SESSION] + [s.session for s in standin.shops]
     for secret in secrets:
         for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
@@ -128,4 +166,8 @@ async def test_debug_logs_and_pages_never_show_a_secret(
     assert any(r.get("action") == "batch_committed" for r in records)
     assert any(r["logger"] == "websockets.client" for r in records)  # library debug output too
     assert "order_sync_tmc_messages_confirmed_total" in pages[2]
+    assert "<html" in pages[3].lower()
+    changed = {c.tid for c in standin.market.changes if c.seller_nick != bad_nick}
+    assert row_counts["public.trades"] >= len(changed)
+    assert row_counts["public.dead_letters"] >= 1
     assert not out_lines  # the daemon writes its log to stderr only

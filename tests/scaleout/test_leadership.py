@@ -184,12 +184,56 @@ async def test_the_ledger_refuses_a_proof_from_a_replica_that_lost_the_shop(dsn:
 
 
 async def test_two_processes_with_one_replica_id_are_refused(dsn: str) -> None:
+    """The second waits out the first's lease, sees its heartbeat move on, and stops."""
     first: ReplicaSet = replica_set(dsn, "same")
     second: ReplicaSet = replica_set(dsn, "same")
     try:
-        await first.round()
-        with pytest.raises(ReplicaIdInUse):
-            await second.round()
+        async with running(first):
+            await eventually(lambda: first.view.members != [], 5, "the first replica's heartbeat")
+            with pytest.raises(ReplicaIdInUse):
+                async with asyncio.timeout(10):
+                    await second.run()
+            assert second.failures >= 1  # one round waited for the lease before the refusal
     finally:
         await first.link.close()
         await second.link.close()
+
+
+async def test_a_restart_takes_its_id_over_from_a_lingering_connection(dsn: str) -> None:
+    """A replica restarted under the same name (a container's host name and PID 1) while its
+    predecessor's connection lingers, as it does when the host died without closing it: the name's
+    lease expires after three heartbeats, the old connection is ended and its shops are led again."""
+    name, heartbeat = "host-a:1", 1.0
+    predecessor: ReplicaSet = replica_set(dsn, name, heartbeat_seconds=heartbeat)
+    successor: ReplicaSet = replica_set(dsn, name, heartbeat_seconds=heartbeat)
+    try:
+
+        async def predecessor_leads_all() -> bool:
+            await predecessor.round()
+            return all(predecessor.leads(shop) for shop in SHOPS)
+
+        await eventually(predecessor_leads_all, 10, "the predecessor to lead every shop")
+        old_pid = predecessor.link.pid
+        assert old_pid is not None
+        # The predecessor is gone without a word: no more rounds, its connection left open.
+        started = asyncio.get_running_loop().time()
+        async with running(successor):
+            await eventually(
+                lambda: all(successor.leads(shop) for shop in SHOPS), 30, "the restarted replica to lead"
+            )
+            took = asyncio.get_running_loop().time() - started
+        assert took <= successor.config.liveness_seconds + 5 * heartbeat
+        assert set((await holders(dsn, SHOPS)).values()) != {old_pid}
+        assert old_pid not in await backends(dsn)
+        print(f"restart under the same id took over in {took:.1f} s (heartbeat {heartbeat:g} s)")
+    finally:
+        await predecessor.link.close()
+        await successor.link.close()
+
+
+async def backends(dsn: str) -> set[int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {int(r["pid"]) for r in await conn.fetch("SELECT pid FROM pg_stat_activity")}
+    finally:
+        await conn.close()

@@ -38,6 +38,7 @@ class Request:
     signed: bool
     at: float  # time.monotonic() on arrival
     headers: dict[str, str]
+    url: str = ""  # path and query string as sent
 
     @property
     def params(self) -> dict[str, str]:
@@ -106,6 +107,7 @@ class ScriptedGateway:
             signed=verify({**form, **query}, self.secret),
             at=time.monotonic(),
             headers=dict(http.headers),
+            url=http.raw_path,
         )
         self.requests.append(request)
         if not request.signed:

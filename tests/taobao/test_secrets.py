@@ -50,7 +50,7 @@ async def test_server_echoing_the_session_is_redacted(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     gateway.default = lambda r: error(
-        15, "Remote error for " + r.query["session"], "isp.service-error", "session " + r.query["session"]
+        15, "Remote error for " + r.params["session"], "isp.service-error", "session " + r.params["session"]
     )
     with pytest.raises(TopError) as caught:
         await client.trade_fullinfo(SESSION, TID)

@@ -79,7 +79,12 @@ async def test_start_an_export(client: TopClient, gateway: ScriptedGateway) -> N
     assert task_id == 123456
     request = gateway.requests[0]
     assert request.signed
-    assert request.form == {"start_time": "20240401", "end_time": "20240430", "fields": "tid,status,orders"}
+    assert request.form == {
+        "start_time": "20240401",
+        "end_time": "20240430",
+        "fields": "tid,status,orders",
+        "session": SESSION,
+    }
     assert (
         await client.topats_trades_sold_get(
             SESSION, start_date=date(2024, 4, 1), end_date=date(2024, 4, 1), fields="tid"
@@ -114,7 +119,7 @@ async def test_task_status(client: TopClient, gateway: ScriptedGateway) -> None:
     assert done.done
     assert (done.download_url, done.check_code) == ("http://files.invalid/x.zip", "abc")
     assert gateway.requests[0].form == {"task_id": "1"}
-    assert "session" not in gateway.requests[0].query
+    assert "session" not in gateway.requests[0].params
 
 
 @pytest.mark.parametrize("upper", [False, True])

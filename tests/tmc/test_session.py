@@ -230,7 +230,7 @@ async def test_the_in_flight_cap_holds_the_rest_until_confirms_arrive() -> None:
     assert server.stats.delivered == 50
 
 
-async def test_a_blocked_handler_stops_reading_and_pulling_and_the_server_holds_the_rest() -> None:
+async def test_a_blocked_handler_stops_pulling_and_the_server_holds_the_rest() -> None:
     release = asyncio.Event()
     received: list[TmcMessage] = []
     session: TmcSession
@@ -260,7 +260,7 @@ async def test_a_blocked_handler_stops_reading_and_pulling_and_the_server_holds_
                     and server.stats.delivered == 20
                 ),
                 0.3,
-                "nothing read, nothing pulled, nothing more sent",
+                "nothing handed on, nothing pulled, nothing more sent",
             )
             assert server.pending(APP_KEY) == 300
             release.set()
@@ -534,3 +534,34 @@ async def test_run_cannot_be_entered_twice() -> None:
             with pytest.raises(RuntimeError, match="already running"):
                 await session.run()
             assert session.connected
+
+
+async def test_a_blocked_handler_does_not_stop_the_pongs() -> None:
+    """Intake full behind a slow database: the socket is still read (the frames wait in the session's
+    inbox), so the keepalive's pongs arrive and the connection is not taken for dead."""
+    timing = SessionTiming(pull_interval=5.0, ping_interval=0.1, ping_timeout=0.2, close_timeout=0.2)
+    release = asyncio.Event()
+    received: list[TmcMessage] = []
+    session: TmcSession
+
+    async def slow_handler(message: TmcMessage) -> None:
+        received.append(message)
+        await release.wait()
+        await session.confirm(message.id)
+
+    async with running_server(TmcServerConfig(max_in_flight=200)) as server:
+        rec = Recorder()
+        session = make_session(server, slow_handler, timing=timing, on_state=rec.on_state)
+        async with running(session):
+            publish(server, 300, size=1000)
+            await wait_until(lambda: server.stats.delivered == 200, what="the in-flight cap reached")
+            await holds_for(
+                lambda: session.connected and len(received) == 1,
+                20 * (timing.ping_interval or 0) + 10 * (timing.ping_timeout or 0),
+                "connected, with the handler blocked, through many ping rounds",
+            )
+            release.set()
+            await wait_until(lambda: server.pending(APP_KEY) == 0, what="an empty queue")
+
+    assert len(_of(rec.events, Connected)) == 1  # never dropped, never reconnected
+    assert len(received) == 300  # so nothing was redelivered
