@@ -22,6 +22,7 @@ from daemon.metrics import DaemonMetrics
 from daemon.report_http import report_routes
 from daemon.service import Service, SideTask
 from daemon.settings import Settings
+from daemon.shop_sync import ReconcilerShops, ShopSync, ShopSyncConfig, StreamShops
 from listener.ports import MessageHandler
 from listener.session import SessionTiming, TmcSession
 from reconciler.backfill import BackfillConfig
@@ -32,6 +33,10 @@ from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
 from store.pg import PgStore
 from store.pg_reconciler import pg_reconciler_store
+from store.pg_shops import PgShops
+from store.secret_box import SecretBox
+from store.shop_book import ShopBook
+from store.shops import ShopRegistry
 from taobao.client import TopClient
 from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import TopRateLimiter
@@ -90,6 +95,7 @@ class Daemon:
     service: Service
     reconciler: Reconciler | None
     replicas: ReplicaSet | None = None
+    shops: ShopSync | None = None  # following the shop registry (with SYNC_SECRET_KEY)
 
 
 def assemble(
@@ -102,12 +108,16 @@ def assemble(
     session_timing: SessionTiming | None = None,
     session_backoff: BackoffPolicy | None = None,
     reconciler_config: ReconcilerConfig | None = None,
+    registry: ShopRegistry | None = None,
+    book: ShopBook | None = None,
 ) -> Daemon:
     """The service over an open store and client, with the TMC session as its channel. With
     `reconcile`, the reconciler gates every (re)connect of the session (backfill before resume), hears
     its connects and disconnects, watches which messages are committed, and runs as a side task; so
     does the replica set, which shares the TOP quota and the shops' reconciliation with any other
-    replica on the same database (see replicas/replica_set.py)."""
+    replica on the same database (see replicas/replica_set.py). With a `registry`, the shops served
+    (`book`) follow it while the daemon runs (`daemon.shop_sync`); without, they are TAOBAO_SHOPS."""
+    book = book if book is not None else ShopBook(settings.shop_sessions())
     metrics = DaemonMetrics()
     metrics.watch_top_client(client.stats)
     tasks = dict(side_tasks or {})
@@ -115,17 +125,22 @@ def assemble(
     replicas: ReplicaSet | None = None
     if reconcile:
         config = reconciler_config or make_reconciler_config(settings)
-        replicas = make_replica_set(settings, client.limiter, config.replica, metrics)
+        replicas = make_replica_set(settings, client.limiter, config.replica, metrics, book)
         reconciler = Reconciler(
             config=config,
             client=client,
             storage=pg_reconciler_store(store, replica=config.replica),
-            shops=settings.shop_sessions(),
+            shops=book,
             registry=metrics.registry,
             coverage_metrics=metrics.coverage,
             coordination=replicas,
         )
         tasks |= {"reconciler": reconciler.run, "replicas": replicas.run}
+    sync: ShopSync | None = None
+    if registry is not None:
+        sync_config = ShopSyncConfig(settings.dsn(), refresh_seconds=settings.sync_shops_refresh_seconds)
+        sync = ShopSync(sync_config, registry, book, [])
+        tasks["shops"] = sync.run
     channel_factory = functools.partial(
         open_tmc_session,
         settings=settings,
@@ -146,8 +161,13 @@ def assemble(
         extra_checks={} if replicas is None else {"replica": replicas.readiness},
         watch=None if reconciler is None else reconciler.watch,
         http_routes=report_routes(store.pool, safety_lag_seconds=settings.sync_safety_lag_seconds),
+        shops=book,
     )
-    return Daemon(service, reconciler, replicas)
+    if sync is not None:
+        sync.listen(StreamShops(service.pipeline.dispatcher))
+        if reconciler is not None:
+            sync.listen(ReconcilerShops(reconciler))
+    return Daemon(service, reconciler, replicas, sync)
 
 
 def open_tmc_session(
@@ -184,7 +204,7 @@ async def quarantine_frame(store: PgStore, metrics: DaemonMetrics, payload: byte
 
 
 def make_replica_set(
-    settings: Settings, limiter: TopRateLimiter, replica: str, metrics: DaemonMetrics
+    settings: Settings, limiter: TopRateLimiter, replica: str, metrics: DaemonMetrics, shops: ShopBook
 ) -> ReplicaSet:
     config = ReplicaConfig(
         replica=replica,
@@ -195,7 +215,7 @@ def make_replica_set(
     return ReplicaSet(
         config,
         dsn=settings.dsn(),
-        shops=[shop.nick for shop in settings.taobao_shops],
+        shops=shops,
         limiter=limiter,
         registry=metrics.registry,
     )
@@ -243,8 +263,22 @@ def warn_without_temp_dir(settings: Settings) -> None:
         )
 
 
+async def open_registry(settings: Settings, store: PgStore) -> tuple[ShopRegistry | None, ShopBook]:
+    """With SYNC_SECRET_KEY: the shop registry, seeded with TAOBAO_SHOPS it does not know, and the book
+    of its active shops. Without: no registry, and the book of TAOBAO_SHOPS."""
+    if settings.sync_secret_key is None:
+        return None, ShopBook(settings.shop_sessions())
+    registry = PgShops(store.pool, SecretBox(settings.sync_secret_key))
+    seeded = await registry.seed([(shop.nick, shop.session) for shop in settings.taobao_shops])
+    if seeded:
+        log.info("shops added from TAOBAO_SHOPS: %s", ", ".join(seeded), extra={"action": "shops_seeded"})
+    records = await registry.records()
+    return registry, ShopBook({r.nick: r.session for r in records if r.active})
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings) -> AsyncIterator[Service]:
     warn_without_temp_dir(settings)
     async with open_parts(settings) as (store, client):
-        yield assemble(settings, store, client).service
+        registry, book = await open_registry(settings, store)
+        yield assemble(settings, store, client, registry=registry, book=book).service

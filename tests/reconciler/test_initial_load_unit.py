@@ -40,7 +40,8 @@ def history(unit: Unit) -> tuple[list[int], list[int]]:
 async def test_a_new_shops_history_is_loaded_proven_and_followed_by_the_increment() -> None:
     unit = unit_reconciler(config=unit_config(initial_load_days=3))
     old, fresh = history(unit)
-    await unit.reconciler.gate()  # plans the load and runs it before the stream resumes
+    await unit.reconciler.gate()  # plans the load; it runs beside the stream, not in the gate
+    await unit.reconciler.loads_done()
     state = await unit.reconciler.loader.state(SHOP)
     assert state is not None
     assert (state.done, state.method, state.trades) == (True, SOLD_GET, len(old))
@@ -72,9 +73,11 @@ async def test_an_interrupted_load_resumes_from_its_first_unfinished_part() -> N
     second_day = state.since + timedelta(days=1)
     unit.top.day_errors[second_day] = RetryableTopError("HTTP 502")  # after the client's own retries
     await unit.reconciler.recover(fresh=True)  # the load stops at the second day, until the next round
+    await unit.reconciler.loads_done()
     assert [p.state for p in await unit.reconciler.loader.parts(SHOP)] == ["done", "pending", "pending"]
     calls = len(unit.top.calls_of("sold_get"))
     await unit.reconciler.recover(fresh=True)
+    await unit.reconciler.loads_done()
     assert [p.state for p in await unit.reconciler.loader.parts(SHOP)] == ["done"] * 3
     resumed = unit.top.calls_of("sold_get")[calls:]
     assert resumed[0]["start"] == second_day  # the finished day is not read again
