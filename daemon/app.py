@@ -11,7 +11,7 @@ import functools
 import logging
 import re
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,6 +22,7 @@ from daemon.metrics import DaemonMetrics
 from daemon.report_http import report_routes
 from daemon.service import Service, SideTask
 from daemon.settings import Settings
+from daemon.shop_keeper import ShopKeeper
 from daemon.shop_sync import ReconcilerShops, ShopSync, ShopSyncConfig, StreamShops
 from listener.ports import MessageHandler
 from listener.session import SessionTiming, TmcSession
@@ -36,7 +37,7 @@ from store.pg_reconciler import pg_reconciler_store
 from store.pg_shops import PgShops
 from store.secret_box import SecretBox
 from store.shop_book import ShopBook
-from store.shops import ShopRegistry
+from store.shops import ShopRecord, ShopRegistry
 from taobao.client import TopClient
 from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import TopRateLimiter
@@ -110,13 +111,17 @@ def assemble(
     reconciler_config: ReconcilerConfig | None = None,
     registry: ShopRegistry | None = None,
     book: ShopBook | None = None,
+    streaming: Collection[str] | None = None,
 ) -> Daemon:
     """The service over an open store and client, with the TMC session as its channel. With
     `reconcile`, the reconciler gates every (re)connect of the session (backfill before resume), hears
     its connects and disconnects, watches which messages are committed, and runs as a side task; so
     does the replica set, which shares the TOP quota and the shops' reconciliation with any other
     replica on the same database (see replicas/replica_set.py). With a `registry`, the shops served
-    (`book`) follow it while the daemon runs (`daemon.shop_sync`); without, they are TAOBAO_SHOPS."""
+    (`book`) follow it while the daemon runs (`daemon.shop_sync`); without, they are TAOBAO_SHOPS.
+    Every served shop is permitted for TMC (`daemon.shop_keeper`); `streaming` names the shops whose
+    messages TMC already delivers (a permit recorded earlier; None: all), the others are proven by the
+    stream only once their permit succeeds."""
     book = book if book is not None else ShopBook(settings.shop_sessions())
     metrics = DaemonMetrics()
     metrics.watch_top_client(client.stats)
@@ -136,11 +141,18 @@ def assemble(
             coordination=replicas,
         )
         tasks |= {"reconciler": reconciler.run, "replicas": replicas.run}
+        for nick in set(book) - set(book if streaming is None else streaming):
+            reconciler.streamed(nick, None)  # proven by the stream once its permit succeeds
+    keeper = ShopKeeper(client, registry, reconciler)
+    keeper.register_metrics(metrics.registry)
+    tasks["permits"] = keeper.run
     sync: ShopSync | None = None
     if registry is not None:
         sync_config = ShopSyncConfig(settings.dsn(), refresh_seconds=settings.sync_shops_refresh_seconds)
-        sync = ShopSync(sync_config, registry, book, [])
+        sync = ShopSync(sync_config, registry, book, [keeper])
         tasks["shops"] = sync.run
+    else:
+        keeper.permit_all({nick: ShopRecord(nick, book[nick]) for nick in book})
     channel_factory = functools.partial(
         open_tmc_session,
         settings=settings,
@@ -150,6 +162,9 @@ def assemble(
         timing=session_timing,
         backoff=session_backoff,
     )
+    extra_checks = {"permits": keeper.readiness}
+    if replicas is not None:
+        extra_checks["replica"] = replicas.readiness
     service = Service(
         settings,
         fetcher=client,
@@ -158,7 +173,7 @@ def assemble(
         side_tasks=tasks,
         metrics=metrics,
         db_ping=functools.partial(ping_pool, store.pool),
-        extra_checks={} if replicas is None else {"replica": replicas.readiness},
+        extra_checks=extra_checks,
         watch=None if reconciler is None else reconciler.watch,
         http_routes=report_routes(store.pool, safety_lag_seconds=settings.sync_safety_lag_seconds),
         shops=book,
@@ -263,22 +278,34 @@ def warn_without_temp_dir(settings: Settings) -> None:
         )
 
 
-async def open_registry(settings: Settings, store: PgStore) -> tuple[ShopRegistry | None, ShopBook]:
-    """With SYNC_SECRET_KEY: the shop registry, seeded with TAOBAO_SHOPS it does not know, and the book
-    of its active shops. Without: no registry, and the book of TAOBAO_SHOPS."""
+@dataclass(frozen=True, slots=True)
+class ShopSource:
+    registry: ShopRegistry | None
+    book: ShopBook
+    streaming: frozenset[str] | None  # permitted before (None: unknown, taken as all)
+
+
+async def open_registry(settings: Settings, store: PgStore) -> ShopSource:
+    """With SYNC_SECRET_KEY: the shop registry, seeded with TAOBAO_SHOPS it does not know, the book of
+    its active shops and those permitted before. Without: no registry, and the book of TAOBAO_SHOPS."""
     if settings.sync_secret_key is None:
-        return None, ShopBook(settings.shop_sessions())
+        return ShopSource(None, ShopBook(settings.shop_sessions()), None)
     registry = PgShops(store.pool, SecretBox(settings.sync_secret_key))
     seeded = await registry.seed([(shop.nick, shop.session) for shop in settings.taobao_shops])
     if seeded:
         log.info("shops added from TAOBAO_SHOPS: %s", ", ".join(seeded), extra={"action": "shops_seeded"})
     records = await registry.records()
-    return registry, ShopBook({r.nick: r.session for r in records if r.active})
+    book = ShopBook({r.nick: r.session for r in records if r.active})
+    streaming = frozenset(r.nick for r in records if r.permitted_at is not None and r.permit_error is None)
+    return ShopSource(registry, book, streaming)
 
 
 @contextlib.asynccontextmanager
 async def build(settings: Settings) -> AsyncIterator[Service]:
     warn_without_temp_dir(settings)
     async with open_parts(settings) as (store, client):
-        registry, book = await open_registry(settings, store)
-        yield assemble(settings, store, client, registry=registry, book=book).service
+        source = await open_registry(settings, store)
+        daemon = assemble(
+            settings, store, client, registry=source.registry, book=source.book, streaming=source.streaming
+        )
+        yield daemon.service

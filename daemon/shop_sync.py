@@ -148,16 +148,12 @@ class StreamShops:
 
 
 class ReconcilerShops:
-    """The reconciler's side: added shops are looked at on its next round and followed by the stream's
-    proof from now; removed ones leave it."""
+    """The reconciler's side: added shops are looked at on its next round (the stream proves them once
+    their permit succeeds, `daemon.shop_keeper`); removed ones leave the stream's proof."""
 
-    def __init__(self, reconciler: Any, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, reconciler: Any) -> None:
         self._reconciler = reconciler
-        self._now = now or (lambda: datetime.now(UTC))
 
     async def shops_changed(self, change: BookChange, records: dict[str, ShopRecord]) -> None:
-        if not change:
-            return
-        for shop in sorted(change.added):
-            self._reconciler.streamed(shop, self._now())
-        self._reconciler.shops_changed(change.added, change.removed)
+        if change:
+            self._reconciler.shops_changed(change.added, change.removed)

@@ -215,6 +215,7 @@ class Reconciler:
         await self.detector.flush_stream(now)
         await self.detector.check_silence(now)
         await self.redrive_due()
+        await self.cover_by_lists(now)
         await self.recover(fresh=fresh)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.config.sweep_every.total_seconds()
@@ -321,6 +322,20 @@ class Reconciler:
             self.watch.unfollow(shop)
         else:
             self.watch.follow(shop, since)
+
+    async def cover_by_lists(self, now: datetime) -> None:
+        """Shops the stream does not carry (no permit yet) are read through the lists alone: once per
+        sweep period, a report from where the ledger ends up to now, unless one is still open."""
+        if not self.detector.started:
+            return
+        for shop in self._shared.shops:
+            if self.watch.follows(shop) or shop in self._loads or not self.coordination.leads(shop):
+                continue
+            end = await self.ledger.covered_end(shop) or await self.ledger.sync_from(shop)
+            if end is None or now - end < self.config.sweep_every:
+                continue
+            if not await self.reports.open_reports(shop):
+                await open_gap(self._shared, shop, Cause.SWEEP, Interval(end, now))
 
     async def add_shops(self) -> None:
         """Shops served since start: what `start` does for every shop, once each."""

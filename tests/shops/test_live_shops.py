@@ -5,19 +5,21 @@ removed shop costs no more TOP calls, and its trades stay."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from common.backoff import BackoffPolicy
-from daemon.app import Daemon, assemble
+from daemon.app import Daemon, assemble, open_registry
 from daemon.settings import load_settings
 from listener.session import SessionTiming
 from simulator.compare import compare_with_market
-from simulator.standin import StandIn, StandInConfig
+from simulator.standin import ShopInfo, StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from store.pg import PgStore
 from store.pg_shops import PgShops
@@ -65,12 +67,14 @@ class Running:
         await self.client.close()
 
 
-@pytest.fixture
-async def running(standin: StandIn, pg: PgStore, dsn: str) -> AsyncIterator[Running]:
+@contextlib.asynccontextmanager
+async def running_daemon(
+    standin: StandIn, pg: PgStore, dsn: str, shops: list[ShopInfo], **overrides: Any
+) -> AsyncIterator[Running]:
+    """The daemon with a shop registry seeded with `shops`, running until the block ends."""
     key = SecretStr(generate_key())
     registry = PgShops(pg.pool, SecretBox(key))
-    first, second, _ = standin.shops
-    await registry.seed([(first.nick, SecretStr(first.session)), (second.nick, SecretStr(second.session))])
+    await registry.seed([(shop.nick, SecretStr(shop.session)) for shop in shops])
     settings = load_settings(
         env_file=None,
         database_url=dsn,
@@ -83,9 +87,10 @@ async def running(standin: StandIn, pg: PgStore, dsn: str) -> AsyncIterator[Runn
         sync_shops_refresh_seconds=2,
         http_port=0,
         sync_drain_seconds=2,
+        **overrides,
     )
     client = top_client(standin)
-    book = ShopBook({r.nick: r.session for r in await registry.records()})
+    source = await open_registry(settings, pg)
     config = small_config(
         initial_load_days=3, sweep_every=timedelta(seconds=1), safety_lag=timedelta(seconds=0.5)
     )
@@ -97,17 +102,24 @@ async def running(standin: StandIn, pg: PgStore, dsn: str) -> AsyncIterator[Runn
         session_backoff=BACKOFF,
         reconciler_config=config,
         registry=registry,
-        book=book,
+        book=source.book,
+        streaming=source.streaming,
     )
     task = asyncio.create_task(daemon.service.run(), name="daemon-under-test")
     run = Running(daemon, task, client, registry)
     try:
-        assert daemon.reconciler is not None
         reconciler = daemon.reconciler
+        assert reconciler is not None
         await wait_for(lambda: reconciler.watch.connected, 10, "the first connect")
         yield run
     finally:
         await run.stop()
+
+
+@pytest.fixture
+async def running(standin: StandIn, pg: PgStore, dsn: str) -> AsyncIterator[Running]:
+    async with running_daemon(standin, pg, dsn, standin.shops[:2]) as run:
+        yield run
 
 
 async def loaded(running: Running, nick: str) -> None:
