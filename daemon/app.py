@@ -21,6 +21,7 @@ from daemon.health import ping_pool
 from daemon.metrics import DaemonMetrics
 from daemon.report_http import report_routes
 from daemon.service import Service, SideTask
+from daemon.session_keeper import SessionKeeper, SessionPolicy
 from daemon.settings import Settings
 from daemon.shop_keeper import ShopKeeper
 from daemon.shop_sync import ReconcilerShops, ShopSync, ShopSyncConfig, StreamShops
@@ -147,10 +148,13 @@ def assemble(
     keeper.register_metrics(metrics.registry)
     tasks["permits"] = keeper.run
     sync: ShopSync | None = None
+    sessions: SessionKeeper | None = None
     if registry is not None:
         sync_config = ShopSyncConfig(settings.dsn(), refresh_seconds=settings.sync_shops_refresh_seconds)
-        sync = ShopSync(sync_config, registry, book, [keeper])
-        tasks["shops"] = sync.run
+        sessions = make_session_keeper(settings, client, registry, replicas)
+        sessions.register_metrics(metrics.registry)
+        sync = ShopSync(sync_config, registry, book, [keeper, sessions])
+        tasks |= {"shops": sync.run, "sessions": sessions.run}
     else:
         keeper.permit_all({nick: ShopRecord(nick, book[nick]) for nick in book})
     channel_factory = functools.partial(
@@ -163,6 +167,8 @@ def assemble(
         backoff=session_backoff,
     )
     extra_checks = {"permits": keeper.readiness}
+    if sessions is not None:
+        extra_checks["sessions"] = sessions.readiness
     if replicas is not None:
         extra_checks["replica"] = replicas.readiness
     service = Service(
@@ -178,6 +184,9 @@ def assemble(
         http_routes=report_routes(store.pool, safety_lag_seconds=settings.sync_safety_lag_seconds),
         shops=book,
     )
+    if sessions is not None:
+        dispatcher = service.pipeline.dispatcher
+        sessions.watch_rejected(lambda: dispatcher.paused_shops.keys())
     if sync is not None:
         sync.listen(StreamShops(service.pipeline.dispatcher))
         if reconciler is not None:
@@ -216,6 +225,19 @@ def open_tmc_session(
 async def quarantine_frame(store: PgStore, metrics: DaemonMetrics, payload: bytes, reason: str) -> None:
     await store.dead_letter(source="tmc", reason=reason, payload=payload)
     metrics.stream.dead_letters.inc(reason="malformed_frame")
+
+
+def make_session_keeper(
+    settings: Settings, client: TopClient, registry: ShopRegistry, replicas: ReplicaSet | None
+) -> SessionKeeper:
+    policy = SessionPolicy(
+        renew_ahead=timedelta(seconds=settings.sync_session_renew_seconds),
+        warn_ahead=timedelta(seconds=settings.sync_session_warn_seconds),
+        check_seconds=min(5.0, settings.sync_shops_refresh_seconds),
+    )
+    # Several replicas: a shop's leader renews it (a refresh token works once).
+    leads = (lambda shop: True) if replicas is None else replicas.leads
+    return SessionKeeper(client, registry, policy, leads=leads)
 
 
 def make_replica_set(

@@ -135,6 +135,10 @@ class Settings(ReportSettings):
     taobao_shops: Annotated[list[ShopConfig], NoDecode]
     # How often the daemon re-reads the shop registry besides hearing its NOTIFY doorbell.
     sync_shops_refresh_seconds: float = Field(default=30.0, gt=0)
+    # A session with a refresh token is renewed this long before it expires; one without is announced
+    # (metric, /readyz, order-sync check) this long ahead and paused at expiry.
+    sync_session_renew_seconds: float = Field(default=86400.0, ge=0)
+    sync_session_warn_seconds: float = Field(default=3 * 86400.0, ge=0)
 
     sync_overlap_seconds: int = Field(default=600, ge=0)
     sync_api_rate: float = Field(default=40.0, gt=0)

@@ -182,4 +182,5 @@ async def test_a_removed_shop_stops_costing_calls_and_keeps_its_trades(
     await wait_for(swept_since, 15, "a sweep of the other shop after the removal")
     late = [c for c in standin.stats.log if c.shop == first.nick and c.at >= quiet_from]
     assert late == []
-    assert await pg.pool.fetchval("SELECT count(*) FROM trades WHERE seller_nick = $1", first.nick) == kept
+    # Its rows stay (a round under way at the removal may still have added some).
+    assert await pg.pool.fetchval("SELECT count(*) FROM trades WHERE seller_nick = $1", first.nick) >= kept

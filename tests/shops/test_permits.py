@@ -92,10 +92,14 @@ async def test_a_shop_whose_permit_fails_is_not_ready_and_covered_by_its_lists(
             return not ready and third.nick in details["checks"]["permits"]["detail"]
 
         await wait_for_async(named, 15, "/readyz to name the shop whose permit failed")
-        record = await running.registry.get(third.nick)
-        assert record is not None
-        assert record.permitted_at is None
-        assert record.permit_error
+
+        async def recorded() -> bool:
+            record = await running.registry.get(third.nick)
+            assert record is not None
+            assert record.permitted_at is None
+            return bool(record.permit_error)
+
+        await wait_for_async(recorded, 5, "the registry to record why")
         # No pushes reach the daemon for it, yet its trades end equal to the truth: its lists alone.
         await loaded(running, third.nick)
         standin.market.step(30)

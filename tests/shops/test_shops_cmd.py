@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
+from pydantic import SecretStr
 
+from daemon.check_cmd import check_registry
 from daemon.cli import main
-from store.secret_box import generate_key
+from daemon.settings import load_settings
+from store.pg_shops import PgShops
+from store.secret_box import SecretBox, generate_key
 
 SESSION = "6100secret-session-of-shop-x"
 
@@ -70,3 +76,25 @@ def test_without_a_key_the_command_says_how_to_make_one(
     assert "order-sync shops key" in capsys.readouterr().err
     assert main(["shops", "key"]) == 0
     assert len(capsys.readouterr().out.strip()) == 44  # a Fernet key: 32 bytes, url-safe base64
+
+
+async def test_check_names_sessions_about_to_expire_without_a_refresh_token(dsn: str) -> None:
+    key = generate_key()
+    settings = load_settings(
+        env_file=None,
+        database_url=dsn,
+        sync_secret_key=key,
+        taobao_app_key="12345678",
+        taobao_app_secret="secret",
+        sync_session_warn_seconds=3600,
+    )
+    now = datetime.now(UTC)
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+        registry = PgShops(pool, SecretBox(SecretStr(key)))
+        await registry.add("soon", SecretStr(SESSION), expires_at=now + timedelta(minutes=30))
+        await registry.add("renewable", SecretStr("s"), refresh_token=SecretStr("r"), expires_at=now)
+        await registry.add("later", SecretStr("s"), expires_at=now + timedelta(days=30))
+    items = await check_registry(settings, now)
+    assert [(i.ok, i.name) for i in items] == [(True, "registry"), (False, "shop soon")]
+    assert items[1].detail == "session expires in 0.5 h, no refresh token"
+    assert SESSION not in str(items)
