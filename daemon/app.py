@@ -59,6 +59,8 @@ def make_reconciler_config(settings: Settings) -> ReconcilerConfig:
         safety_lag=timedelta(seconds=settings.sync_safety_lag_seconds),
         max_span=timedelta(seconds=settings.sync_backfill_window_seconds),
         sweep_every=timedelta(seconds=settings.sync_sweep_seconds),
+        api_rate=settings.sync_api_rate,
+        reconcile_share=settings.sync_reconcile_share,
         silence=timedelta(seconds=settings.sync_silence_seconds),
         stream_settle=timedelta(seconds=settings.sync_stream_settle_seconds),
         tick_seconds=settings.sync_reconcile_seconds,

@@ -42,7 +42,7 @@ from common.errors import OrderSyncError
 from common.intervals import Interval
 from common.metrics import Registry
 from reconciler.backfill import WindowReader
-from reconciler.config import Clock, ReconcilerConfig, Shared, utc_now
+from reconciler.config import Clock, ReconcilerConfig, Shared, sweep_interval, utc_now
 from reconciler.coordination import Alone, Coordination
 from reconciler.detection import GapDetector, open_gap
 from reconciler.gate import Gate
@@ -218,7 +218,8 @@ class Reconciler:
         await self.cover_by_lists(now)
         await self.recover(fresh=fresh)
         if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + self.config.sweep_every.total_seconds()
+            led = sum(1 for shop in self._shared.shops if self.coordination.leads(shop))
+            self._next_sweep = time.monotonic() + sweep_interval(self.config, led)
             for shop in self._shared.shops:
                 if not self.coordination.leads(shop):
                     continue  # its leader sweeps it
