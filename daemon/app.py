@@ -11,7 +11,7 @@ import functools
 import logging
 import re
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -20,8 +20,11 @@ from common.identity import default_replica
 from daemon.health import check_top, ping_pool
 from daemon.metrics import DaemonMetrics
 from daemon.report_http import report_routes
-from daemon.service import Service, SideTask
+from daemon.service import ExtraCheck, Service, SideTask
+from daemon.session_keeper import SessionKeeper, SessionPolicy
 from daemon.settings import Settings
+from daemon.shop_keeper import ShopKeeper
+from daemon.shop_sync import ReconcilerShops, ShopSync, ShopSyncConfig, StreamShops
 from listener.ports import MessageHandler
 from listener.session import SessionTiming, TmcSession
 from reconciler.backfill import BackfillConfig
@@ -32,6 +35,10 @@ from replicas.replica_set import ReplicaConfig, ReplicaSet
 from store.migrate import migrate
 from store.pg import PgStore
 from store.pg_reconciler import pg_reconciler_store
+from store.pg_shops import PgShops
+from store.secret_box import SecretBox
+from store.shop_book import ShopBook
+from store.shops import ShopRecord, ShopRegistry
 from taobao.client import TopClient
 from taobao.fields import ALL_TRADE_TYPES
 from taobao.limiter import TopRateLimiter
@@ -52,6 +59,8 @@ def make_reconciler_config(settings: Settings) -> ReconcilerConfig:
         safety_lag=timedelta(seconds=settings.sync_safety_lag_seconds),
         max_span=timedelta(seconds=settings.sync_backfill_window_seconds),
         sweep_every=timedelta(seconds=settings.sync_sweep_seconds),
+        api_rate=settings.sync_api_rate,
+        reconcile_share=settings.sync_reconcile_share,
         silence=timedelta(seconds=settings.sync_silence_seconds),
         stream_settle=timedelta(seconds=settings.sync_stream_settle_seconds),
         tick_seconds=settings.sync_reconcile_seconds,
@@ -92,6 +101,7 @@ class Daemon:
     service: Service
     reconciler: Reconciler | None
     replicas: ReplicaSet | None = None
+    shops: ShopSync | None = None  # following the shop registry (with SYNC_SECRET_KEY)
 
 
 def assemble(
@@ -104,13 +114,21 @@ def assemble(
     session_timing: SessionTiming | None = None,
     session_backoff: BackoffPolicy | None = None,
     reconciler_config: ReconcilerConfig | None = None,
+    registry: ShopRegistry | None = None,
+    book: ShopBook | None = None,
+    streaming: Collection[str] | None = None,
 ) -> Daemon:
     """The service over an open store and client, with the TMC session as its channel. With
     `reconcile`, the reconciler gates every (re)connect of the session (backfill before resume), hears
     its connects and disconnects, watches which messages are committed, and runs as a side task; so
     does the replica set, which shares the TOP quota and the shops' reconciliation with any other
-    replica on the same database (see replicas/replica_set.py)."""
-    metrics = DaemonMetrics(shops=[shop.nick for shop in settings.taobao_shops])
+    replica on the same database (see replicas/replica_set.py). With a `registry`, the shops served
+    (`book`) follow it while the daemon runs (`daemon.shop_sync`); without, they are TAOBAO_SHOPS.
+    Every served shop is permitted for TMC (`daemon.shop_keeper`); `streaming` names the shops whose
+    messages TMC already delivers (a permit recorded earlier; None: all), the others are proven by the
+    stream only once their permit succeeds."""
+    book = book if book is not None else ShopBook(settings.shop_sessions())
+    metrics = DaemonMetrics(shops=list(book))
     metrics.watch_top_client(client.stats)
     metrics.watch_app_pause(client.app_pause)
     metrics.watch_clock_skew(client.clock_skew)
@@ -119,12 +137,12 @@ def assemble(
     replicas: ReplicaSet | None = None
     if reconcile:
         config = reconciler_config or make_reconciler_config(settings)
-        replicas = make_replica_set(settings, client.limiter, config.replica, metrics)
+        replicas = make_replica_set(settings, client.limiter, config.replica, metrics, book)
         reconciler = Reconciler(
             config=config,
             client=client,
             storage=pg_reconciler_store(store, replica=config.replica),
-            shops=settings.shop_sessions(),
+            shops=book,
             registry=metrics.registry,
             coverage_metrics=metrics.coverage,
             coordination=replicas,
@@ -132,6 +150,21 @@ def assemble(
             clock_skew=client.clock_skew,
         )
         tasks |= {"reconciler": reconciler.run, "replicas": replicas.run}
+        for nick in set(book) - set(book if streaming is None else streaming):
+            reconciler.streamed(nick, None)  # proven by the stream once its permit succeeds
+    keeper = ShopKeeper(client, registry, reconciler)
+    keeper.register_metrics(metrics.registry)
+    tasks["permits"] = keeper.run
+    sync: ShopSync | None = None
+    sessions: SessionKeeper | None = None
+    if registry is not None:
+        sync_config = ShopSyncConfig(settings.dsn(), refresh_seconds=settings.sync_shops_refresh_seconds)
+        sessions = make_session_keeper(settings, client, registry, replicas)
+        sessions.register_metrics(metrics.registry)
+        sync = ShopSync(sync_config, registry, book, [keeper, sessions])
+        tasks |= {"shops": sync.run, "sessions": sessions.run}
+    else:
+        keeper.permit_all({nick: ShopRecord(nick, book[nick]) for nick in book})
     channel_factory = functools.partial(
         open_tmc_session,
         settings=settings,
@@ -141,6 +174,14 @@ def assemble(
         timing=session_timing,
         backoff=session_backoff,
     )
+    extra_checks: dict[str, ExtraCheck] = {
+        "top": lambda: check_top(client.app_pause.state()),
+        "permits": keeper.readiness,
+    }
+    if sessions is not None:
+        extra_checks["sessions"] = sessions.readiness
+    if replicas is not None:
+        extra_checks["replica"] = replicas.readiness
     service = Service(
         settings,
         fetcher=client,
@@ -149,14 +190,19 @@ def assemble(
         side_tasks=tasks,
         metrics=metrics,
         db_ping=functools.partial(ping_pool, store.pool, settings.ready_db_timeout_seconds),
-        extra_checks={
-            "top": lambda: check_top(client.app_pause.state()),
-            **({} if replicas is None else {"replica": replicas.readiness}),
-        },
+        extra_checks=extra_checks,
         watch=None if reconciler is None else reconciler.watch,
         http_routes=report_routes(store.pool, safety_lag_seconds=settings.sync_safety_lag_seconds),
+        shops=book,
     )
-    return Daemon(service, reconciler, replicas)
+    if sessions is not None:
+        dispatcher = service.pipeline.dispatcher
+        sessions.watch_rejected(lambda: dispatcher.paused_shops.keys())
+    if sync is not None:
+        sync.listen(StreamShops(service.pipeline.dispatcher))
+        if reconciler is not None:
+            sync.listen(ReconcilerShops(reconciler))
+    return Daemon(service, reconciler, replicas, sync)
 
 
 def open_tmc_session(
@@ -192,8 +238,21 @@ async def quarantine_frame(store: PgStore, metrics: DaemonMetrics, payload: byte
     metrics.stream.dead_letters.inc(reason="malformed_frame")
 
 
+def make_session_keeper(
+    settings: Settings, client: TopClient, registry: ShopRegistry, replicas: ReplicaSet | None
+) -> SessionKeeper:
+    policy = SessionPolicy(
+        renew_ahead=timedelta(seconds=settings.sync_session_renew_seconds),
+        warn_ahead=timedelta(seconds=settings.sync_session_warn_seconds),
+        check_seconds=min(5.0, settings.sync_shops_refresh_seconds),
+    )
+    # Several replicas: a shop's leader renews it (a refresh token works once).
+    leads = (lambda shop: True) if replicas is None else replicas.leads
+    return SessionKeeper(client, registry, policy, leads=leads)
+
+
 def make_replica_set(
-    settings: Settings, limiter: TopRateLimiter, replica: str, metrics: DaemonMetrics
+    settings: Settings, limiter: TopRateLimiter, replica: str, metrics: DaemonMetrics, shops: ShopBook
 ) -> ReplicaSet:
     config = ReplicaConfig(
         replica=replica,
@@ -206,7 +265,7 @@ def make_replica_set(
     return ReplicaSet(
         config,
         dsn=settings.dsn(),
-        shops=[shop.nick for shop in settings.taobao_shops],
+        shops=shops,
         limiter=limiter,
         registry=metrics.registry,
     )
@@ -258,8 +317,34 @@ def warn_without_temp_dir(settings: Settings) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ShopSource:
+    registry: ShopRegistry | None
+    book: ShopBook
+    streaming: frozenset[str] | None  # permitted before (None: unknown, taken as all)
+
+
+async def open_registry(settings: Settings, store: PgStore) -> ShopSource:
+    """With SYNC_SECRET_KEY: the shop registry, seeded with TAOBAO_SHOPS it does not know, the book of
+    its active shops and those permitted before. Without: no registry, and the book of TAOBAO_SHOPS."""
+    if settings.sync_secret_key is None:
+        return ShopSource(None, ShopBook(settings.shop_sessions()), None)
+    registry = PgShops(store.pool, SecretBox(settings.sync_secret_key))
+    seeded = await registry.seed([(shop.nick, shop.session) for shop in settings.taobao_shops])
+    if seeded:
+        log.info("shops added from TAOBAO_SHOPS: %s", ", ".join(seeded), extra={"action": "shops_seeded"})
+    records = await registry.records()
+    book = ShopBook({r.nick: r.session for r in records if r.active})
+    streaming = frozenset(r.nick for r in records if r.permitted_at is not None and r.permit_error is None)
+    return ShopSource(registry, book, streaming)
+
+
 @contextlib.asynccontextmanager
 async def build(settings: Settings) -> AsyncIterator[Service]:
     warn_without_temp_dir(settings)
     async with open_parts(settings) as (store, client):
-        yield assemble(settings, store, client).service
+        source = await open_registry(settings, store)
+        daemon = assemble(
+            settings, store, client, registry=source.registry, book=source.book, streaming=source.streaming
+        )
+        yield daemon.service

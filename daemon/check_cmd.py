@@ -23,16 +23,20 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Final, TextIO
 
 import asyncpg
 import websockets.exceptions
 
+from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from daemon.settings import Settings, SettingsError, add_env_file_option, load_settings
 from listener.session import TmcConnectRefused, TmcProtocolError, TmcSession
 from store.errors import DATABASE_ERRORS
 from store.migrate import applied_versions, load_migrations
+from store.pg_shops import PgShops
+from store.secret_box import SecretBox
 from taobao.client import RetryPolicy, TopClient
 from taobao.clock import ClockSkew
 from taobao.errors import (
@@ -117,6 +121,8 @@ async def run_checks(settings: Settings, limit: float, out: TextIO) -> list[Item
         )
     )
     report(await _bounded(check_postgres(settings, limit), "postgres", limit))
+    for item in await check_registry(settings):
+        report(item)
     for item in await check_shops(settings, limit):
         report(item)
     report(await _bounded(check_tmc(settings, limit), "tmc", limit))
@@ -172,6 +178,30 @@ async def check_postgres(settings: Settings, limit: float) -> Item:
         at = max(applied, default=0)
         schema = f"schema at version {at} of {known}" + (" (run applies the rest)" if at < known else "")
     return Item(True, "postgres", f"PostgreSQL {server.major}.{server.minor}, {schema}")
+
+
+async def check_registry(settings: Settings, now: datetime | None = None) -> list[Item]:
+    """With SYNC_SECRET_KEY: the shop registry's count, and every active shop whose session expires
+    within SYNC_SESSION_WARN_SECONDS with no refresh token (docs/operations.md#sessions)."""
+    if settings.sync_secret_key is None or settings.database_url is None:
+        return []
+    now = now or datetime.now(UTC)
+    try:
+        async with asyncpg.create_pool(settings.dsn(), min_size=1, max_size=1) as pool:
+            records = await PgShops(pool, SecretBox(settings.sync_secret_key)).records()
+    except (OrderSyncError, *DATABASE_ERRORS) as exc:
+        return [Item(False, "registry", f"cannot read the shops ({exc})", "run `order-sync migrate`")]
+    active = [r for r in records if r.active]
+    items = [Item(True, "registry", f"{len(records)} shop(s), {len(active)} active")]
+    horizon = now + timedelta(seconds=settings.sync_session_warn_seconds)
+    for record in active:
+        expires = record.expires_at
+        if record.refresh_token is None and expires is not None and expires <= horizon:
+            hours = (expires - now).total_seconds() / 3600
+            when = "expired" if hours <= 0 else f"expires in {hours:.1f} h"
+            hint = "ask the seller to authorise again, then `order-sync shops add` the new session"
+            items.append(Item(False, f"shop {record.nick}", f"session {when}, no refresh token", hint))
+    return items
 
 
 async def check_shops(settings: Settings, limit: float) -> list[Item]:

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "daemon.dead_letters_cmd",
         "unresolved trades (could not be fetched or stored): a table or --json; --retry them now",
     ),
+    "shops": ("daemon.shops_cmd", "the shop registry: add, list, pause, resume, remove shops; key"),
     "simulate": ("simulator.cli", "run the Taobao stand-in (TOP gateway + TMC server), print its endpoints"),
     "demo": ("daemon.demo", "run the stand-in, a database and the daemon together, printing progress"),
 }

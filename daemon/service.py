@@ -15,6 +15,8 @@ import signal
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from pydantic import SecretStr
+
 from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_OK
@@ -69,16 +71,19 @@ class Service:
         extra_checks: Mapping[str, ExtraCheck] | None = None,
         watch: MessageWatch | None = None,
         http_routes: Routes | None = None,
+        shops: Mapping[str, SecretStr] | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or DaemonMetrics(shops=list(settings.shop_sessions()))
+        # The shops served, read live (a `store.shop_book.ShopBook` follows the registry).
+        self.shops = settings.shop_sessions() if shops is None else shops
+        self.metrics = metrics or DaemonMetrics(shops=list(self.shops))
         self._db_ping = db_ping  # for /readyz; None: no database check
         self._extra_checks = dict(extra_checks or {})
         self._http_routes = http_routes  # pages beyond health and metrics (the gap reports)
         self.pipeline = StreamPipeline(
             pipeline_config(settings, store_backoff),
             channel_factory=channel_factory,
-            sessions=settings.shop_sessions(),
+            sessions=self.shops,
             fetcher=fetcher,
             store=store,
             metrics=self.metrics.stream,
@@ -139,7 +144,7 @@ class Service:
             ) from None
         log.info(
             "listener running: %d shops, %d fetch workers, http on %s:%s",
-            len(settings.taobao_shops),
+            len(self.shops),
             self.pipeline.pool.size,
             settings.http_host,
             self._http.port,
@@ -194,7 +199,7 @@ class Service:
             for name, check in checks.items()
             if not check.ok
         ]
-        shops = {shop.nick: ("paused" if shop.nick in paused else "active") for shop in settings.taobao_shops}
+        shops = {nick: ("paused" if nick in paused else "active") for nick in self.shops}
         details = {
             "ready": not problems,
             "state": self.state,

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import pydantic_settings
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.backoff import BackoffPolicy
@@ -124,6 +133,10 @@ class DatabaseSettings(BaseSettings):
     database_keepalive_interval_seconds: float = Field(default=10.0, ge=1)
     database_keepalive_count: int = Field(default=3, ge=1)
 
+    # The Fernet key the shop registry's sessions are sealed with (docs/operations.md#shops); unset: no
+    # registry, the shops are TAOBAO_SHOPS alone. `order-sync shops key` prints a new one.
+    sync_secret_key: SecretStr | None = None
+
     def dsn(self) -> str:
         """DATABASE_URL, or SettingsError when it is not set."""
         if self.database_url is None:
@@ -165,12 +178,21 @@ class Settings(ReportSettings):
     # The largest TOP answer read (after gzip); a larger one fails that call like a malformed answer.
     taobao_max_answer_bytes: int = Field(default=DEFAULT_MAX_ANSWER_BYTES, ge=64 * 1024)
     # Decoded by `_parse_shops` rather than by pydantic-settings, so a JSON error names the variable
-    # and never echoes its text (which holds session keys).
-    taobao_shops: Annotated[list[ShopConfig], NoDecode] = Field(min_length=1)
+    # and never echoes its text (which holds session keys). With SYNC_SECRET_KEY it only seeds the shop
+    # registry and may be left out.
+    taobao_shops: Annotated[list[ShopConfig], NoDecode]
+    # How often the daemon re-reads the shop registry besides hearing its NOTIFY doorbell.
+    sync_shops_refresh_seconds: float = Field(default=30.0, gt=0)
+    # A session with a refresh token is renewed this long before it expires; one without is announced
+    # (metric, /readyz, order-sync check) this long ahead and paused at expiry.
+    sync_session_renew_seconds: float = Field(default=86400.0, ge=0)
+    sync_session_warn_seconds: float = Field(default=3 * 86400.0, ge=0)
 
     sync_overlap_seconds: int = Field(default=600, ge=0)
     sync_api_rate: float = Field(default=40.0, gt=0)
     sync_sweep_seconds: float = Field(default=300.0, gt=0)
+    # The share of SYNC_API_RATE the sweeps may take: with many shops each is swept less often.
+    sync_reconcile_share: float = Field(default=0.1, gt=0, le=1)
     notify_channel: str = Field(default="trade_changed", min_length=1, max_length=63)
 
     # Listener tuning.
@@ -232,6 +254,14 @@ class Settings(ReportSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
 
+    @model_validator(mode="before")
+    @classmethod
+    def _registry_holds_the_shops(cls, data: Any) -> Any:
+        # With a registry, TAOBAO_SHOPS is an optional seed; without one it is the list of shops.
+        if isinstance(data, dict) and data.get("sync_secret_key") and data.get("taobao_shops") is None:
+            return {**data, "taobao_shops": []}
+        return data
+
     @field_validator("taobao_shops", mode="before")
     @classmethod
     def _parse_shops(cls, value: Any) -> Any:
@@ -269,7 +299,9 @@ class Settings(ReportSettings):
 
     @field_validator("taobao_shops")
     @classmethod
-    def _unique_nicks(cls, shops: list[ShopConfig]) -> list[ShopConfig]:
+    def _unique_nicks(cls, shops: list[ShopConfig], info: ValidationInfo) -> list[ShopConfig]:
+        if not shops and not info.data.get("sync_secret_key"):
+            raise ValueError("List should have at least 1 item (or set SYNC_SECRET_KEY and use the registry)")
         seen: set[str] = set()
         for shop in shops:
             if shop.nick in seen:

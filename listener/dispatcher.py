@@ -91,7 +91,8 @@ class Dispatcher:
         acker: MessageAcker | None = None,
         watch: MessageWatch | None = None,
     ) -> None:
-        self._sessions = dict(sessions)
+        # Read live: the daemon's shop book changes while it runs (store.shop_book).
+        self._sessions = sessions
         self._store = store
         self._acker = acker
         self._watch = watch
@@ -161,7 +162,7 @@ class Dispatcher:
             return False
         shop = parsed.shop
         if shop is None or shop not in self._sessions:
-            reason = f"seller {shop!r} is not in TAOBAO_SHOPS" if shop else "message names no seller"
+            reason = f"seller {shop!r} is not an active shop" if shop else "message names no seller"
             await self._quarantine_message(message, "unknown_shop", reason, tid=parsed.tid, shop=shop)
             return False
 
@@ -327,6 +328,20 @@ class Dispatcher:
             reason,
             extra={"action": "shop_paused", "shop": shop},
         )
+        await self._let_go(shop, "shop_paused", reason)
+
+    async def retire_shop(self, shop: str) -> None:
+        """`shop` was removed or paused in the registry: its queued messages are left unconfirmed (the
+        server hands them back, and they are settled as an unknown seller's or, after a resume, fetched)."""
+        self._paused.pop(shop, None)
+        await self._let_go(shop, "shop_retired", "the shop is no longer served")
+
+    def resume_shop(self, shop: str) -> None:
+        """`shop` has a new session: fetch for it again."""
+        if self._paused.pop(shop, None) is not None:
+            log.info("shop resumed with a new session", extra={"action": "shop_resumed", "shop": shop})
+
+    async def _let_go(self, shop: str, kind: str, reason: str) -> None:
         ids: list[int] = []
         self._ready.pop(shop, None)
         if shop in self._rotation:
@@ -342,7 +357,7 @@ class Dispatcher:
                 state.delayed = None
             if not state.fetching:
                 del self._tids[tid]
-        await self.leave_unconfirmed(ids, "shop_paused", reason)
+        await self.leave_unconfirmed(ids, kind, reason)
 
     # ------------------------------------------------------------------------- settling
 

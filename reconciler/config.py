@@ -51,6 +51,20 @@ class ReconcilerConfig:
     initial_load: InitialLoadConfig = field(default_factory=InitialLoadConfig)
     redrive: BackoffPolicy = REDRIVE_POLICY  # when an unresolved trade is tried again
     redrive_batch: int = 100  # unresolved trades tried per shop and round at most
+    # Sweeps may take this share of the app's TOP rate (`api_rate`, calls per second): with many shops
+    # the time between two sweeps of a shop grows beyond `sweep_every` (`sweep_interval`).
+    api_rate: float = 40.0
+    reconcile_share: float = 0.1
+    calls_per_sweep: float = 2.0  # an idle shop's sweep: the counting call and at most one page
+
+
+def sweep_interval(config: ReconcilerConfig, shops: int) -> float:
+    """Seconds between two sweeps of the shops a replica leads: SYNC_SWEEP_SECONDS, stretched so that
+    sweeping `shops` takes at most SYNC_RECONCILE_SHARE of SYNC_API_RATE
+    (docs/operations.md#many-shops)."""
+    budget = config.reconcile_share * config.api_rate
+    needed = shops * config.calls_per_sweep / budget if budget > 0 else 0.0
+    return max(config.sweep_every.total_seconds(), needed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ class GapDetector:
         self._connection_id: int | None = None
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._looked_at: set[str] = set()  # shops `_at_start` ran for since they were last served
 
     # ---- start
 
@@ -73,9 +74,31 @@ class GapDetector:
             now = self._shared.now()
             for shop in self._shared.shops:
                 report = await self._at_start(shop, now)
+                self._looked_at.add(shop)
                 if report is not None:
                     self.outage[shop] = report.id
             self._started = True
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def add_shop(self, shop: str, now: datetime) -> None:
+        """A shop served since start (added, resumed): what `start` does for it. A new one gets its
+        initial load planned, or its ledger starts now when the stream is up; a known one gets a
+        report from where its ledger ends (the time it was not served)."""
+        if shop in self._looked_at:
+            return
+        await self._at_start(shop, now)
+        self._looked_at.add(shop)
+        if self.watch.connected:
+            await self.new_shops.register(now)
+
+    def forget(self, shop: str) -> None:
+        """`shop` is no longer served: a later `add_shop` looks at it again."""
+        self._looked_at.discard(shop)
+        self.outage.pop(shop, None)
+        self.new_shops.forget(shop)
 
     async def _at_start(self, shop: str, now: datetime) -> GapReport | None:
         shared = self._shared

@@ -37,6 +37,14 @@ class NewShops:
         shared.metrics.gaps_opened.inc(cause=Cause.INITIAL_LOAD.value)
         return None if state.report_id is None else await shared.reports.get(state.report_id)
 
+    async def load_pending(self, shop: str) -> bool:
+        """`shop` has an initial load to run, or to plan on this round (`run_due`)."""
+        load = await self.loader.state(shop)
+        if load is not None:
+            return not load.done
+        days = self._shared.config.initial_load_days
+        return self._several and days > 0 and await self._shared.ledger.sync_from(shop) is None
+
     async def run_due(self, shop: str) -> tuple[bool, int | None]:
         """On a round of the shop's leader: plan a load nobody planned yet (several replicas), run a
         load that is not done. Returns whether the shop's reports may be read now (not while its load
@@ -66,6 +74,9 @@ class NewShops:
             )
             return False, planned
         return True, planned
+
+    def forget(self, shop: str) -> None:
+        self._unregistered.discard(shop)
 
     async def register(self, at: datetime) -> None:
         """The stream is up: shops followed without an initial load start their ledger now."""

@@ -32,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
 from pydantic import SecretStr
@@ -41,7 +42,7 @@ from common.errors import OrderSyncError
 from common.intervals import Interval
 from common.metrics import Registry
 from reconciler.backfill import WindowReader
-from reconciler.config import Clock, ReconcilerConfig, Shared, utc_now
+from reconciler.config import Clock, ReconcilerConfig, Shared, sweep_interval, utc_now
 from reconciler.coordination import Alone, Coordination
 from reconciler.detection import GapDetector, open_gap
 from reconciler.gate import Gate
@@ -60,6 +61,7 @@ from store.errors import DATABASE_ERRORS, NotLeader
 from store.fetch_apply import TradeFailures
 from store.gap_reports import Cause, GapReport, PassCounts
 from store.ports import ReconcilerStore
+from store.shop_book import ShopGone
 from taobao.clock import ClockSkew
 from taobao.tmc.events import Connected, Disconnected, SessionEvent
 
@@ -107,7 +109,7 @@ class Reconciler:
             storage.unresolved,
             self.metrics,
             self.coordination,
-            dict(shops),
+            shops,  # read live: the daemon's shop book changes while it runs
             now,
             sleep,
             skew.horizon_offset,
@@ -143,7 +145,9 @@ class Reconciler:
         self._gate = Gate(
             self._shared, self.detector, self._recover_all, self._ask_fresh_round, several=several
         )
-        self._locks = {shop: asyncio.Lock() for shop in shops}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._added: set[str] = set()  # served since start, not yet looked at (`add_shops`)
+        self._loads: dict[str, asyncio.Task[None]] = {}  # initial loads running beside the rounds
         self.coordination.attach(self.watch, lambda shop: self._locks[shop].locked())
         self._wake = asyncio.Event()
         self._fresh_wanted = False
@@ -222,12 +226,15 @@ class Reconciler:
     async def tick(self, *, fresh: bool = False) -> None:
         """One round: the stream's proof, silence, open reports, and the sweep when it is due."""
         now = self._shared.now()
+        await self.add_shops()
         await self.detector.flush_stream(now)
         await self.detector.check_silence(now)
         await self.redrive_due()
+        await self.cover_by_lists(now)
         await self.recover(fresh=fresh)
         if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + self.config.sweep_every.total_seconds()
+            led = sum(1 for shop in self._shared.shops if self.coordination.leads(shop))
+            self._next_sweep = time.monotonic() + sweep_interval(self.config, led)
             for shop in self._shared.shops:
                 if not self.coordination.leads(shop):
                     continue  # its leader sweeps it
@@ -261,14 +268,14 @@ class Reconciler:
         await self.recover(fresh=fresh)
 
     async def _recover_shop(self, shop: str, *, fresh: bool) -> None:
+        if shop in self._loads:
+            return  # its initial load runs beside the stream (`_load_beside`), holding its lock
         async with self._locks[shop]:
             if not self.coordination.leads(shop):
                 return  # another replica reconciles it
             try:
-                go_on, planned = await self.detector.new_shops.run_due(shop)
-                if planned is not None and not self.watch.connected:
-                    self.detector.outage[shop] = planned
-                if not go_on:
+                if await self.detector.new_shops.load_pending(shop):
+                    self._loads[shop] = asyncio.create_task(self._load_beside(shop, fresh=fresh))
                     return
                 for report in await self.reports.open_reports(shop):
                     if self.processor.due(report):
@@ -278,6 +285,82 @@ class Reconciler:
                     "stopped reconciling the shop: another replica leads it now",
                     extra={"action": "reconciler_shop_handed_over", "shop": shop},
                 )
+            except ShopGone:
+                logger.info("the shop is no longer served", extra={"action": "shop_gone", "shop": shop})
+
+    async def _load_beside(self, shop: str, *, fresh: bool) -> None:
+        """A shop's initial load, in a task of its own: a load can take hours, and no gate or round
+        waits for it (docs/design.md#new-shops-beside-the-stream). Then its reports, as on a round."""
+        try:
+            async with self._locks[shop]:
+                if not self.coordination.leads(shop) or shop not in self._shared.shops:
+                    return
+                go_on, planned = await self.detector.new_shops.run_due(shop)
+                if planned is not None and not self.watch.connected:
+                    self.detector.outage[shop] = planned
+                if go_on:
+                    for report in await self.reports.open_reports(shop):
+                        await self.processor.process(report, fresh=fresh)
+        except (NotLeader, ShopGone):
+            pass  # handed over or no longer served: its next leader (or a resume) goes on
+        except (OrderSyncError, *DATABASE_ERRORS) as exc:
+            logger.error(
+                "initial load round failed: %s; trying again next round",
+                exc,
+                extra={"action": "initial_load_failed", "shop": shop},
+            )
+        finally:
+            self._loads.pop(shop, None)
+            self._wake.set()
+
+    async def loads_done(self) -> None:
+        """Until the initial loads running now have ended (tests, `order-sync initial-load`)."""
+        while self._loads:
+            await asyncio.gather(*self._loads.values(), return_exceptions=True)
+
+    # ---- shops that come and go while the daemon runs
+
+    def shops_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        """The shop book changed. Added shops are looked at on the next round (their ledger, their
+        initial load); removed ones leave the stream's proof, their rows and ledger stay for a resume."""
+        for shop in removed:
+            self.watch.unfollow(shop)
+            self.detector.forget(shop)
+            self._added.discard(shop)
+        for shop in added:
+            self._added.add(shop)
+        self._wake.set()
+
+    def streamed(self, shop: str, since: datetime | None) -> None:
+        """TMC delivers `shop`'s messages from `since` on (its permit succeeded); None: it does not (a
+        failed permit), and only the lists cover it (docs/design.md#shops-that-come-and-go)."""
+        if since is None:
+            self.watch.unfollow(shop)
+        else:
+            self.watch.follow(shop, since)
+
+    async def cover_by_lists(self, now: datetime) -> None:
+        """Shops the stream does not carry (no permit yet) are read through the lists alone: once per
+        sweep period, a report from where the ledger ends up to now, unless one is still open."""
+        if not self.detector.started:
+            return
+        for shop in self._shared.shops:
+            if self.watch.follows(shop) or shop in self._loads or not self.coordination.leads(shop):
+                continue
+            end = await self.ledger.covered_end(shop) or await self.ledger.sync_from(shop)
+            if end is None or now - end < self.config.sweep_every:
+                continue
+            if not await self.reports.open_reports(shop):
+                await open_gap(self._shared, shop, Cause.SWEEP, Interval(end, now))
+
+    async def add_shops(self) -> None:
+        """Shops served since start: what `start` does for every shop, once each."""
+        if not self.detector.started:
+            return  # start() looks at every shop served then
+        for shop in sorted(self._added):
+            self._added.discard(shop)
+            if shop in self._shared.shops:
+                await self.detector.add_shop(shop, self._shared.now())
 
     async def process(self, report: GapReport, *, fresh: bool) -> GapReport:
         """One pass over `report` (`order-sync initial-load` goes on with the increment through it)."""
@@ -288,7 +371,7 @@ class Reconciler:
         """`order-sync backfill`: read `window` now, as proof where the lag horizon allows and fresh
         beyond it; returns the report (left open when part of the window is not provable yet)."""
         if shop not in self._shared.shops:
-            raise KeyError(shop)
+            raise ShopGone(shop)
         if await self.ledger.sync_from(shop) is None:
             await self.ledger.register_shop(shop, window.start)
         report = await open_gap(self._shared, shop, Cause.MANUAL, window)

@@ -50,9 +50,11 @@ class StreamWatch:
         observe_time: Callable[[datetime, datetime], None] = lambda published, received: None,
     ) -> None:
         """`observe_time(published, received)` hears every message's time (a clock skew floor)."""
-        self.shops = list(shops)
         self._paused_since = paused_since
         self._observe_time = observe_time
+        # The shops the stream proves, and since when (None: since the segment began). A shop joins
+        # once TMC delivers its messages (its permit succeeded) and leaves when it is no longer served.
+        self._followed: dict[str, datetime | None] = dict.fromkeys(shops)
         self.settle = settle
         self._now = now
         self._rate_window = rate_window
@@ -60,7 +62,7 @@ class StreamWatch:
         self.segment_start: datetime | None = None  # None while disconnected
         self._recorded: dict[str, datetime] = {}  # how far each shop's current segment was proven
         self.last_message: dict[str, datetime] = {}
-        self._recent: dict[str, deque[datetime]] = {shop: deque() for shop in self.shops}
+        self._recent: dict[str, deque[datetime]] = {shop: deque() for shop in self._followed}
         self.received_count = 0
         self._peer_bound: datetime | None = None
         self._released: tuple[datetime, datetime] | None = None  # (oldest held at a disconnect, when)
@@ -69,13 +71,34 @@ class StreamWatch:
     def connected(self) -> bool:
         return self.segment_start is not None
 
+    @property
+    def shops(self) -> list[str]:
+        return list(self._followed)
+
+    def follows(self, shop: str) -> bool:
+        return shop in self._followed
+
+    def follow(self, shop: str, since: datetime) -> None:
+        """The stream carries `shop`'s changes from `since` on (no proof of it before that)."""
+        if shop not in self._followed:
+            self._followed[shop] = since
+            self._recent.setdefault(shop, deque())
+            self._recorded.pop(shop, None)
+            if self.connected:
+                self.last_message[shop] = max(self.last_message.get(shop, since), since)
+
+    def unfollow(self, shop: str) -> None:
+        """`shop` is no longer served, or its messages are not delivered: the stream proves nothing of it."""
+        self._followed.pop(shop, None)
+        self._recorded.pop(shop, None)
+
     # ---- what the channel reports ------------------------------------------------------------------
 
     def received(self, message: TmcMessage) -> None:
         now = self._now()
         if message.time is not None:
             self._observe_time(message.time, now)
-        shop = message.nick if message.nick in self._recent else ANY_SHOP
+        shop = message.nick if message.nick in self._followed else ANY_SHOP
         at = now if message.time is None else min(message.time, now)
         known = self._pending.get(message.id)
         if known is None or at < known[1]:
@@ -145,11 +168,12 @@ class StreamWatch:
         if start is None:
             return {}
         out: dict[str, Interval] = {}
-        for shop in self.shops:
+        for shop, since in list(self._followed.items()):
+            first = start if since is None else max(start, since)
             end = self.watermark(shop, now)
-            begin = max(start, self._recorded.get(shop, start))
+            begin = max(first, self._recorded.get(shop, first))
             if end > begin:
-                out[shop] = Interval(start, end)
+                out[shop] = Interval(first, end)
         return out
 
     def recorded(self, shop: str, end: datetime) -> None:

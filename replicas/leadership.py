@@ -28,7 +28,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from store import replica_sql
@@ -68,13 +68,13 @@ def rank(shop: str, replica: str) -> int:
 class ShopLeadership:
     def __init__(
         self,
-        shops: Sequence[str],
+        shops: Collection[str],
         replica: str,
         *,
         on_change: ChangeListener | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.shops = list(shops)
+        self._shops = shops  # read live: the daemon's shop book changes while it runs
         self.replica = replica
         self._on_change = on_change
         self._clock = clock
@@ -84,6 +84,10 @@ class ShopLeadership:
         self._trusted_until = 0.0  # leadership claims count until then (last good round + liveness)
         self._busy: Callable[[str], bool] = lambda shop: False
         self._changed = asyncio.Event()
+
+    @property
+    def shops(self) -> list[str]:
+        return list(self._shops)
 
     # ---- what the reconciler asks ---------------------------------------------------------------------
 
@@ -131,20 +135,24 @@ class ShopLeadership:
         if pid != self._pid:
             self.lose_all("new coordination connection")  # locks die with the connection that held them
             self._pid = pid
-        rows = await link.fetch(replica_sql.LEADERS, self.shops)
+        shops = self.shops
+        rows = await link.fetch(replica_sql.LEADERS, shops)
         holder = {row["shop"]: row["pid"] for row in rows}
         for shop in sorted(self._held):
-            if holder.get(shop) != pid:
+            if shop not in holder:  # no longer served: nobody leads it
+                self._lose(shop, "no longer served")
+                await link.fetchval(replica_sql.STOP_LEADING, shop)
+            elif holder.get(shop) != pid:
                 self._lose(shop, "lock gone")
         members = list(live) or [self.replica]
-        share = fair_share(len(self.shops), len(members))
+        share = fair_share(len(shops), len(members))
         mine = sorted(self._held, key=lambda s: rank(s, self.replica), reverse=True)
         draining = set(mine[share:])
         for shop in draining - self._draining:
             logger.info(
                 "handing shop over: %d replicas share %d shops",
                 len(members),
-                len(self.shops),
+                len(shops),
                 extra={"action": "leadership_handover", "shop": shop},
             )
         if draining != self._draining:

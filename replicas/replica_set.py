@@ -29,7 +29,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -222,7 +222,7 @@ class ReplicaSet:
         config: ReplicaConfig,
         *,
         dsn: str,
-        shops: Sequence[str],
+        shops: Collection[str],
         limiter: TopRateLimiter,
         registry: Registry | None = None,
     ) -> None:

@@ -23,6 +23,8 @@ from simulator.faults import LIST_METHODS, FaultInjector, FaultKnobs
 from simulator.lifecycle import full_topic
 from simulator.market import Market, MarketChange
 from simulator.odd_values import break_trade
+from simulator.shop_auth import CANCEL, PERMIT, REFRESH, SESSIONLESS, ShopAuth
+from simulator.tmc_permits import TmcPermits
 from simulator.top_protocol import FieldSelection, TopError, dump_json, envelope, new_request_id
 from simulator.topats import TopatsService
 from simulator.trade_methods import (
@@ -172,6 +174,7 @@ class Gateway:
         faults: FaultKnobs | None = None,
         seed: int = 0,
         topats: TopatsService | None = None,
+        permits: TmcPermits | None = None,
     ) -> None:
         self.market = market
         self.config = config or GatewayConfig()
@@ -181,6 +184,7 @@ class Gateway:
         self.stats = CallStats(log_limit=self.config.call_log_limit)
         self._ids = random.Random(seed ^ 0x1D)
         self._sessions = {shop.session: i for i, shop in enumerate(market.shops)}
+        self.auth = ShopAuth(market, self._sessions, permits or TmcPermits(), seed=seed)
         # When each recent trade's TradeCreate was published, for the detail lag.
         self._created_at: dict[int, datetime] = {}
         self._created_order: deque[tuple[datetime, int]] = deque()
@@ -193,6 +197,9 @@ class Gateway:
             ),
             "taobao.topats.trades.sold.get": lambda ctx, p, _r: self.topats.create(ctx.shop, ctx.now, p),
             "taobao.topats.result.get": lambda ctx, p, r: self.topats.result(ctx.shop, p, _origin(r)),
+            PERMIT: lambda ctx, p, _r: self.auth.permit(ctx.shop, p),
+            CANCEL: lambda _ctx, p, _r: self.auth.cancel(p),
+            REFRESH: lambda _ctx, p, _r: self.auth.refresh(p),
         }
 
     @property
@@ -242,7 +249,7 @@ class Gateway:
         fault: list[str] = []
         try:
             shop = self._check_request(call.params, method, now)
-            shop_nick = self.market.shops[shop].nick
+            shop_nick = self.market.shops[shop].nick if shop >= 0 else None
             body, unwrapped = self._call(shop, call, fault)
             payload = envelope(method, body, call.request_id, unwrapped or simplify)
         except TopError as exc:
@@ -354,7 +361,8 @@ class Gateway:
         return web.Response(text=text, content_type="application/json", charset="utf-8")
 
     def _check_request(self, params: Mapping[str, str], method: str, now: datetime) -> int:
-        """System parameters, timestamp, signature and session; returns the shop index."""
+        """System parameters, timestamp, signature and session; returns the shop index (-1: a call
+        that names no seller)."""
         if not method:
             raise TopError(21, "Missing Method")
         app_key = params.get("app_key", "")
@@ -382,6 +390,8 @@ class Gateway:
             raise TopError(25, "Invalid signature")
         if method not in self._methods:
             raise TopError(22, "Invalid Method")
+        if method in SESSIONLESS:
+            return -1  # the app's own call: no seller
         session = params.get("session", "")
         if not session:
             raise TopError(26, "Missing Session")

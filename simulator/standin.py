@@ -26,6 +26,7 @@ from simulator.market import ChangeListener, Market, MarketConfig
 from simulator.odd_values import ODD_BUYER_TEXT
 from simulator.standin_admin import ADMIN_PREFIX, AdminRoutes
 from simulator.tmc_faults import TmcFaults
+from simulator.tmc_permits import TmcPermits
 from simulator.tmc_server import TmcServer, TmcServerConfig
 from simulator.topats import TopatsService, TopatsTimings
 from simulator.truth import TruthSnapshot
@@ -61,6 +62,9 @@ class StandInConfig:
     tmc_faults: TmcFaults = field(default_factory=TmcFaults)
     # The TMC group market changes are published to (the app's `default` group unless told otherwise).
     tmc_group: str = "default"
+    # TMC delivers messages only for sellers the app permitted (taobao.tmc.user.permit), as the
+    # platform does. Off: every seller's messages are delivered.
+    require_permits: bool = False
 
     def market_config(self) -> MarketConfig:
         return MarketConfig(
@@ -82,6 +86,7 @@ class StandIn:
         self.app_secret = cfg.app_secret or f"{random.Random(cfg.seed ^ 0x5EC).getrandbits(128):032x}"
         self.market = Market(cfg.market_config(), clock=clock)
         self.topats = TopatsService(self.market, cfg.topats, seed=cfg.seed)
+        self.permits = TmcPermits(required=cfg.require_permits)
         self.gateway = Gateway(
             self.market,
             GatewayConfig(
@@ -90,8 +95,9 @@ class StandIn:
             faults=cfg.faults,
             seed=cfg.seed,
             topats=self.topats,
+            permits=self.permits,
         )
-        self.tmc = TmcServer({self.app_key: self.app_secret}, cfg.tmc, cfg.tmc_faults)
+        self.tmc = TmcServer({self.app_key: self.app_secret}, cfg.tmc, cfg.tmc_faults, self.permits)
         self._pushes = ChangePublisher(self.market, self.tmc, self.app_key, cfg.tmc_group)
         self.market.typed_buyer_message = self._typed_buyer_message
         self.market.add_change_listener(self._pushes)

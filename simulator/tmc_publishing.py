@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from simulator.tmc_config import ServerState
+from simulator.tmc_permits import TmcPermits
 from simulator.tmc_queue import GroupQueue, QueuedMessage
 from simulator.tmc_stats import LostMessage
 from taobao.tmc import codec
@@ -16,9 +17,12 @@ from taobao.tmc import codec
 class Publisher:
     """Numbers messages and hands them to their queue, or withholds them when a loss fault says so."""
 
-    def __init__(self, shared: ServerState, queue_for: Callable[[str, str], GroupQueue]) -> None:
+    def __init__(
+        self, shared: ServerState, queue_for: Callable[[str, str], GroupQueue], permits: TmcPermits
+    ) -> None:
         self._queue_for = queue_for
         self._shared = shared
+        self._permits = permits
         self._next_id = shared.config.first_message_id
 
     def publish(
@@ -37,7 +41,9 @@ class Publisher:
         entry = QueuedMessage(message_id, topic, content, time, nick, user_id, _tid_of(content))
         queue = self._queue_for(app_key, group)
         faults = self._shared.faults
-        if faults.lose_fraction and self._shared.rng.random() < faults.lose_fraction:
+        if not self._permits.allows(nick):
+            self._withhold(entry, "not_permitted")  # the app never subscribed this seller
+        elif faults.lose_fraction and self._shared.rng.random() < faults.lose_fraction:
             self._withhold(entry, "lose_fraction")
         elif faults.lose_while_disconnected and not queue.clients:
             self._withhold(entry, "disconnected")

@@ -27,6 +27,7 @@ from simulator.tmc_config import ServerState, TmcServerConfig
 from simulator.tmc_connection_faults import ConnectionFaults
 from simulator.tmc_connections import ConnectionHandler
 from simulator.tmc_faults import TmcFaults
+from simulator.tmc_permits import TmcPermits
 from simulator.tmc_publishing import Publisher
 from simulator.tmc_queue import GroupQueue
 from simulator.tmc_stats import ConnectionInfo, LostMessage, TmcServerStats
@@ -44,13 +45,16 @@ class TmcServer:
         apps: Mapping[str, str],
         config: TmcServerConfig | None = None,
         faults: TmcFaults | None = None,
+        permits: TmcPermits | None = None,
     ) -> None:
         self._apps = dict(apps)
+        # Whose messages are delivered (taobao.tmc.user.permit); the gateway answers the calls.
+        self.permits = permits or TmcPermits()
         config = config or TmcServerConfig()
         rng = random.Random(config.seed)
         self._shared = ServerState(config, faults or TmcFaults(), TmcServerStats(), rng)
         self._queues: dict[tuple[str, str], GroupQueue] = {}
-        self._publisher = Publisher(self._shared, self._queue)
+        self._publisher = Publisher(self._shared, self._queue, self.permits)
         self._connections = ConnectionHandler(self._apps, self._shared, self._queue)
         self._connection_faults = ConnectionFaults(self._connections.live, self._shared)
         self._server: Server | None = None

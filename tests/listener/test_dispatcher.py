@@ -214,7 +214,7 @@ async def test_shops_are_served_round_robin() -> None:
         (message(1, 5, topic="taobao_item_ItemUpdate"), "not a trade topic"),
         (message(1, None, content='{"tid": '), "not JSON"),
         (message(1, None), "no usable tid"),
-        (message(1, 5, shop="stranger"), "not in TAOBAO_SHOPS"),
+        (message(1, 5, shop="stranger"), "not an active shop"),
         (message(1, 5, shop=None), "names no seller"),
     ],
 )

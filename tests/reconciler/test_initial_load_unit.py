@@ -5,7 +5,9 @@ increment from today 00:00 (GMT+8)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 from common.intervals import Interval
 from reconciler.load_plan import local_midnight
@@ -40,7 +42,8 @@ def history(unit: Unit) -> tuple[list[int], list[int]]:
 async def test_a_new_shops_history_is_loaded_proven_and_followed_by_the_increment() -> None:
     unit = unit_reconciler(config=unit_config(initial_load_days=3))
     old, fresh = history(unit)
-    await unit.reconciler.gate()  # plans the load and runs it before the stream resumes
+    await unit.reconciler.gate()  # plans the load; it runs beside the stream, not in the gate
+    await unit.reconciler.loads_done()
     state = await unit.reconciler.loader.state(SHOP)
     assert state is not None
     assert (state.done, state.method, state.trades) == (True, SOLD_GET, len(old))
@@ -72,12 +75,40 @@ async def test_an_interrupted_load_resumes_from_its_first_unfinished_part() -> N
     second_day = state.since + timedelta(days=1)
     unit.top.day_errors[second_day] = RetryableTopError("HTTP 502")  # after the client's own retries
     await unit.reconciler.recover(fresh=True)  # the load stops at the second day, until the next round
+    await unit.reconciler.loads_done()
     assert [p.state for p in await unit.reconciler.loader.parts(SHOP)] == ["done", "pending", "pending"]
     calls = len(unit.top.calls_of("sold_get"))
     await unit.reconciler.recover(fresh=True)
+    await unit.reconciler.loads_done()
     assert [p.state for p in await unit.reconciler.loader.parts(SHOP)] == ["done"] * 3
     resumed = unit.top.calls_of("sold_get")[calls:]
     assert resumed[0]["start"] == second_day  # the finished day is not read again
+    done = await unit.reconciler.loader.state(SHOP)
+    assert done is not None
+    assert done.done
+
+
+async def test_the_gate_does_not_wait_for_a_new_shops_load() -> None:
+    unit = unit_reconciler(config=unit_config(initial_load_days=3))
+    history(unit)
+    released = asyncio.Event()
+    reading = asyncio.Event()
+    list_page = unit.top.trades_sold_get
+
+    async def slow_page(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        await released.wait()  # a load that takes hours, as far as the gate can tell
+        return await list_page(*args, **kwargs)
+
+    unit.top.trades_sold_get = slow_page  # type: ignore[method-assign]
+    async with asyncio.timeout(5):
+        await unit.reconciler.gate()  # returns: the stream may resume for everybody
+        await reading.wait()  # while the load runs beside it
+    state = await unit.reconciler.loader.state(SHOP)
+    assert state is not None
+    assert not state.done
+    released.set()
+    await unit.reconciler.loads_done()
     done = await unit.reconciler.loader.state(SHOP)
     assert done is not None
     assert done.done

@@ -1,0 +1,152 @@
+"""Keeping each served shop subscribed (docs/operations.md#shops): `taobao.tmc.user.permit` for every
+active shop at start and whenever one is added or resumed, `taobao.tmc.user.cancel` when one is removed.
+
+TMC delivers an app's messages only for sellers it permitted, so until a shop's permit succeeds the
+stream proves nothing of it and the reconciler covers it by its lists alone; a shop whose permit failed
+is tried again on every registry read, and makes /readyz say which and why. The calls go through the
+TOP client's retries and taxonomy like every other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import SecretStr
+
+from common.errors import OrderSyncError
+from common.health import Check
+from common.metrics import Registry
+from store.errors import DATABASE_ERRORS
+from store.shop_book import BookChange
+from store.shops import ShopRecord, ShopRegistry
+from taobao import shop_calls
+from taobao.transport import TopTransport
+
+log = logging.getLogger(__name__)
+
+
+class StreamCoverage(Protocol):
+    """The reconciler's side: whether the stream carries a shop's changes, and since when."""
+
+    def streamed(self, shop: str, since: datetime | None) -> None: ...
+
+
+class ShopKeeper:
+    def __init__(
+        self,
+        client: TopTransport,
+        registry: ShopRegistry | None,
+        coverage: StreamCoverage | None,
+        *,
+        workers: int = 8,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._client = client
+        self._registry = registry
+        self._coverage = coverage
+        self._workers = workers
+        self._now = now
+        self._work: asyncio.Queue[tuple[str, str, SecretStr | None]] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self.permitted: set[str] = set()
+        self.failures: dict[str, str] = {}  # nick → why its permit failed
+        self.cancelled = 0
+
+    def register_metrics(self, registry: Registry) -> None:
+        registry.gauge(
+            "shop_permitted",
+            "1 once the shop's TMC permit succeeded, 0 while it has not (its lists alone cover it)",
+            lambda: [({"shop": s}, 1.0) for s in sorted(self.permitted)]
+            + [({"shop": s}, 0.0) for s in sorted(self.failures)],
+        )
+
+    async def shops_changed(self, change: BookChange, records: dict[str, ShopRecord]) -> None:
+        """After each registry read: permit the active shops not permitted yet, cancel the removed."""
+        for nick in sorted(change.removed):
+            self.permitted.discard(nick)
+            self.failures.pop(nick, None)
+            if nick not in records:
+                self._queue("cancel", nick, None)
+        for nick, record in sorted(records.items()):
+            if record.active and nick not in self.permitted:
+                self._queue("permit", nick, record.session)
+
+    def permit_all(self, records: dict[str, ShopRecord]) -> None:
+        """Permit every shop of `records` (the TAOBAO_SHOPS of a daemon without a registry)."""
+        for nick, record in sorted(records.items()):
+            self._queue("permit", nick, record.session)
+
+    async def run(self) -> None:
+        """The side task: a few workers making the calls (a thousand shops at start do not wait in line
+        behind one slow answer, nor take more than their share of the quota's first place)."""
+        await asyncio.gather(*(self._worker() for _ in range(self._workers)))
+
+    def readiness(self) -> tuple[Check, dict[str, Any]]:
+        if not self.failures:
+            return Check(True, f"{len(self.permitted)} shop(s) permitted"), {}
+        first = sorted(self.failures)[:5]
+        detail = f"{len(self.failures)} shop(s) not permitted for TMC: " + "; ".join(
+            f"{nick}: {self.failures[nick]}" for nick in first
+        )
+        return Check(False, detail), {"not_permitted": dict(self.failures)}
+
+    def _queue(self, action: str, nick: str, session: SecretStr | None) -> None:
+        key = f"{action}:{nick}"
+        if key not in self._queued:
+            self._queued.add(key)
+            self._work.put_nowait((action, nick, session))
+
+    async def _worker(self) -> None:
+        while True:
+            action, nick, session = await self._work.get()
+            try:
+                if action == "permit" and session is not None:
+                    await self._permit(nick, session)
+                elif action == "cancel":
+                    await self._cancel(nick)
+            finally:
+                self._queued.discard(f"{action}:{nick}")
+
+    async def _permit(self, nick: str, session: SecretStr) -> None:
+        try:
+            await shop_calls.permit(self._client, session)
+        except OrderSyncError as exc:
+            reason = str(exc)
+            self.failures[nick] = reason
+            log.error(
+                "TMC permit failed (%s): the shop's lists alone cover it until a permit succeeds",
+                reason,
+                extra={"action": "shop_permit_failed", "shop": nick},
+            )
+            if self._coverage is not None:
+                self._coverage.streamed(nick, None)
+            await self._record(nick, None, reason)
+            return
+        at = self._now()
+        self.permitted.add(nick)
+        self.failures.pop(nick, None)
+        if self._coverage is not None:
+            self._coverage.streamed(nick, at)
+        log.info("TMC permit granted", extra={"action": "shop_permitted", "shop": nick})
+        await self._record(nick, at, None)
+
+    async def _cancel(self, nick: str) -> None:
+        try:
+            await shop_calls.cancel(self._client, nick)
+        except OrderSyncError as exc:
+            log.warning("TMC cancel failed: %s", exc, extra={"action": "shop_cancel_failed", "shop": nick})
+            return
+        self.cancelled += 1
+        log.info("TMC delivery cancelled", extra={"action": "shop_cancelled", "shop": nick})
+
+    async def _record(self, nick: str, at: datetime | None, error: str | None) -> None:
+        if self._registry is None:
+            return
+        try:
+            await self._registry.record_permit(nick, at, error)
+        except (OrderSyncError, *DATABASE_ERRORS) as exc:
+            log.warning("could not record the permit: %s", exc, extra={"action": "shop_permit_unrecorded"})
