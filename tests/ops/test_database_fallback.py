@@ -91,8 +91,8 @@ def start_owner(parent: Path) -> tuple[subprocess.Popen[str], Path, int]:
 
 
 @pytest.fixture
-def parent(tmp_path: Path) -> Path:
-    directory = tmp_path / "servers"
+def parent(outside_basetemp: Path) -> Path:
+    directory = outside_basetemp / "servers"  # not under tmp_path: see the fixture
     directory.mkdir()
     return directory
 

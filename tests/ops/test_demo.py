@@ -112,8 +112,10 @@ def postmaster_of(run: Path) -> int:
     return int((run / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
 
 
-async def test_a_demo_killed_with_sigkill_leaves_no_embedded_server_behind(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
+async def test_a_demo_killed_with_sigkill_leaves_no_embedded_server_behind(
+    tmp_path: Path, outside_basetemp: Path
+) -> None:
+    cache = outside_basetemp / "cache"  # not under tmp_path: see the fixture
     servers = cache / "taobao-order-sync" / "demo-servers"
     env = demo_env(XDG_CACHE_HOME=str(cache))
     demo = await Process(
