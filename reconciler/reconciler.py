@@ -160,6 +160,7 @@ class Reconciler:
             sleep=self._shared.sleep,
             failures=self._failures,
             within=within,
+            skew=self._shared.skew,
         )
 
     @property
