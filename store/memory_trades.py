@@ -90,7 +90,7 @@ class MemoryTrades:
         )
 
     def _resolve(self, whole: Sequence[PreparedTrade]) -> None:
-        """`sql.RESOLVE_STORED`: the rows the stored versions pay."""
+        """`sql.APPLY_TRADE_BATCH` (step 4): the rows the stored versions pay."""
         read_at = {p.trade.tid: p.trade.fetched_at for p in whole}
         for key, row in list(self.unresolved.items()):
             stored = self.rows.get(row.tid)
@@ -195,7 +195,7 @@ class MemoryTrades:
 
 
 def _wins(new: PreparedTrade, stored: StoredTrade) -> bool:
-    """The upsert's guard (store.sql.UPSERT_TRADES): does `new` replace `stored`?"""
+    """The upsert's guard (store.sql.APPLY_TRADE_BATCH): does `new` replace `stored`?"""
     if new.modified != stored.modified:
         return new.modified > stored.modified
     if new.content_hash == stored.content_hash:
