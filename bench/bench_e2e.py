@@ -293,7 +293,7 @@ class Bench:
             "cpu_cores": watch.cores(),
         }
 
-    async def latency(self, latency_ms: float, rate: float) -> dict[str, Any]:
+    async def latency(self, latency_ms: float, rate: float, seconds: float | None = None) -> dict[str, Any]:
         self.standin.faults.latency_ms = latency_ms
         await self.drained()
         self.probe.arm()
@@ -301,7 +301,7 @@ class Bench:
         watch = CpuWatch(self.daemon)
         published0 = self.market_changes
         self._run_market(rate)
-        await asyncio.sleep(self.plan.latency_seconds)  # the length of the measurement
+        await asyncio.sleep(seconds or self.plan.latency_seconds)  # the length of the measurement
         self.standin.market.pause()
         await self.drained()
         await self.until(lambda: self.probe.unmatched() == 0, 5, "the last NOTIFYs")

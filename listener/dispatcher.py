@@ -33,6 +33,7 @@ from datetime import datetime
 from pydantic import SecretStr
 
 from listener.capacity import DEFAULT_MAX_HELD_BYTES, HoldBudget, held_size
+from listener.idle import IdleWorkers
 from listener.metrics import ListenerMetrics
 from listener.ports import MessageAcker, MessageWatch, TradeStore
 from listener.trade_events import Rejection, parse_trade_event
@@ -106,7 +107,7 @@ class Dispatcher:
         self._rotation: deque[str] = deque()
         self._paused: dict[str, str] = {}
 
-        self._work_ready = asyncio.Event()
+        self._idle_workers = IdleWorkers()  # a queued tid wakes one of them
         self._settled = asyncio.Event()
         self._settled.set()
         self._activity = asyncio.Event()
@@ -219,8 +220,7 @@ class Dispatcher:
     async def next_work(self) -> WorkItem:
         """The next tid to fetch, round-robin across shops; marks it in flight."""
         while not self._rotation:
-            self._work_ready.clear()
-            await self._work_ready.wait()
+            await self._idle_workers.wait()
         shop = self._rotation.popleft()
         tids = self._ready[shop]
         tid = tids.popleft()
@@ -301,7 +301,7 @@ class Dispatcher:
             queue = self._ready[state.shop] = deque()
             self._rotation.append(state.shop)
         queue.append(tid)
-        self._work_ready.set()
+        self._idle_workers.wake_one()
 
     # ------------------------------------------------------------------------- shops
 

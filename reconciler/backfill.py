@@ -29,6 +29,7 @@ from reconciler.fetching import Failure, Target, TradeFetch
 from reconciler.lag import LagMeter
 from reconciler.listing import Listing, ListQuery, TradeSource, list_window
 from reconciler.plan import SECOND, Window
+from reconciler.unchanged import is_current
 from store.fetch_apply import FetchEnd, TradeFailure, TradeFailures, dead_letter_counter, fetch_trade
 from store.gap_reports import PassCounts
 from store.ports import ReconcilerTrades
@@ -76,8 +77,10 @@ class WindowReader:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         failures: TradeFailures | None = None,
         within: Sequence[Interval] | None = None,
+        skew: Callable[[], timedelta] = lambda: timedelta(0),
     ) -> None:
         self._client = client
+        self._skew = skew  # Taobao's clock minus ours where ours is ahead (`Shared.skew`)
         self._store = store
         self.config = config
         self._lag = lag
@@ -173,10 +176,25 @@ class WindowReader:
             )
         fetched = self.fetch.fetched
         wanted = [tid for tid in listing.tids if fetched.get(tid, window.start) <= window.end]
+        wanted = await self._changed_since_stored(wanted, listing, target.counts)
         target.counts.found += len(set(listing.tids) - self._listed)
         self._listed.update(listing.tids)
         await self._probe_lag(session, window, listing, query.priority, target)
         return await self.fetch.fetch_and_apply(session, wanted, query.priority, target)
+
+    async def _changed_since_stored(
+        self, tids: Sequence[int], listing: Listing, counts: PassCounts
+    ) -> list[int]:
+        """`tids` less those stored, owing nothing, at the latest version the list can stand for
+        (`reconciler.unchanged`); a tid listed without `modified` is always fetched."""
+        listed = [tid for tid in tids if tid in listing.modified]
+        if not listed:
+            return list(tids)
+        stored = await self._store.settled_versions(listed)
+        skew = self._skew()
+        skip = {t for t in listed if t in stored and is_current(listing.modified[t], stored[t], skew)}
+        counts.fetches_skipped += len(skip)
+        return [tid for tid in tids if tid not in skip]
 
     # ---- list lag ------------------------------------------------------------------------------------
 

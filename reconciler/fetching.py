@@ -147,7 +147,12 @@ class TradeFetch:
                 self.fetched[trade.tid] = trade.modified if seen is None else max(seen, trade.modified)
         counts = target.counts
         changed = set(result.changed)
-        counts.unchanged += len(set(result.unchanged) - changed)
+        unchanged = set(result.unchanged) - changed
+        counts.unchanged += len(unchanged)
+        if unchanged:
+            # Read again and found as stored: the later read time lets the next pass skip it
+            # (reconciler.unchanged).
+            await self._store.confirm_reads([t for t in _newest(trades).values() if t.tid in unchanged])
         counts.dead_letters += len(result.refused) + len(result.flawed) + len(result.replaced)
         newest = _newest(trades)
         for tid in sorted(changed):

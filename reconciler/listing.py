@@ -3,8 +3,9 @@ docs/sync-rules.md#backward-paging, docs/sync-rules.md#count-then-walk-back, doc
 docs/sync-rules.md#fields-tid).
 
 One counting call (`use_has_next=false`, page 1), and when there is more than one page, every page from
-the last back to the first with `use_has_next=true`; `fields=tid`, page size 100, the explicit full
-type list. A tid seen twice (rows shift while pages are walked) is listed once. TOP errors propagate:
+the last back to the first with `use_has_next=true`; `fields=tid,modified`, page size 100, the explicit full
+type list. A tid seen twice (rows shift while pages are walked) is listed once, with the newest `modified`
+the pages showed for it (docs/sync-rules.md#fields-tid-modified). TOP errors propagate:
 `reconciler.backfill` decides what each means for the window.
 """
 
@@ -17,7 +18,7 @@ from typing import Protocol
 
 from reconciler.plan import Window, backward_pages
 from store.gap_reports import PassCounts
-from taobao.fields import LIST_FIELDS
+from taobao.fields import INCREMENT_LIST_FIELDS
 from taobao.limiter import Priority
 from taobao.models import RejectedItem, Trade, TradePage
 
@@ -45,6 +46,8 @@ class TradeSource(Protocol):
 @dataclass(slots=True)
 class Listing:
     tids: list[int]
+    # The newest `modified` the pages showed per tid; a tid listed without one is absent (always fetched).
+    modified: dict[int, datetime]
     queried_at: datetime  # when the counting call went out: what the list could see is older
     rejected: list[RejectedItem]  # list entries that failed validation
 
@@ -64,7 +67,7 @@ class ListQuery:
             end_modified=window.end,
             page_no=page_no,
             page_size=self.page_size,
-            fields=LIST_FIELDS,
+            fields=INCREMENT_LIST_FIELDS,
             types=self.types,
             use_has_next=use_has_next,
             priority=self.priority,
@@ -78,6 +81,8 @@ async def list_window(
     counts.list_calls += 1
     first = await query.page(window, 1, use_has_next=False)
     tids: dict[int, None] = dict.fromkeys(t.tid for t in first.trades)
+    modified: dict[int, datetime] = {}
+    _note_modified(modified, first.trades)
     rejected = list(first.rejected)
     total = first.total_results if first.total_results is not None else len(first.trades)
     if total > query.page_size:
@@ -87,5 +92,13 @@ async def list_window(
             counts.list_calls += 1
             page = await query.page(window, page_no, use_has_next=True)
             tids.update(dict.fromkeys(t.tid for t in page.trades))
+            _note_modified(modified, page.trades)
             rejected += page.rejected
-    return Listing(list(tids), queried_at, rejected)
+    return Listing(list(tids), modified, queried_at, rejected)
+
+
+def _note_modified(modified: dict[int, datetime], trades: Sequence[Trade]) -> None:
+    for trade in trades:
+        if trade.modified is not None:
+            seen = modified.get(trade.tid)
+            modified[trade.tid] = trade.modified if seen is None else max(seen, trade.modified)

@@ -164,6 +164,7 @@ class Reconciler:
             sleep=self._shared.sleep,
             failures=self._failures,
             within=within,
+            skew=self._shared.skew,
         )
 
     @property

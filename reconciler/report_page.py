@@ -202,7 +202,8 @@ def _report_rows(data: ReportData, reports: Sequence[GapReport]) -> str:
             f'<tr id="r{r.id}" class="{seen.status.value}">'
             f"<td>{r.id}</td><td class=l>{_esc(r.cause)}</td><td class=l>{_esc(window_text(r))}</td>"
             f"<td class=l>{_esc(local(r.detected_at))}</td><td>{_esc(duration(r.duration_seconds))}</td>"
-            f"<td>{r.list_calls}</td><td>{r.fullinfo_calls}</td><td>{r.trades_found}</td>"
+            f"<td>{r.list_calls}</td><td>{r.fullinfo_calls}</td><td>{r.fetches_skipped}</td>"
+            f"<td>{r.trades_found}</td>"
             f"<td>{r.trades_new}</td><td>{r.trades_changed}</td><td>{r.trades_unchanged}</td>"
             f"<td>{r.dead_letters}</td><td>{r.push_loss}</td>"
             f'<td class=l><span class="pill status" style="background:{colour(seen)}">'
@@ -265,7 +266,7 @@ def _cards(data: ReportData) -> str:
 
 HEAD = (
     "<th>#</th><th class=l>cause</th><th class=l>window (GMT+8)</th><th class=l>detected</th>"
-    "<th>took</th><th>list</th><th>fullinfo</th><th>found</th><th>new</th><th>changed</th>"
+    "<th>took</th><th>list</th><th>fullinfo</th><th>skipped</th><th>found</th><th>new</th><th>changed</th>"
     "<th>same</th><th>dead</th><th>lost</th><th class=l>status</th><th class=l>why</th>"
 )
 

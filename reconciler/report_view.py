@@ -169,6 +169,7 @@ COLUMNS = (
     ("took", 7),
     ("list", 5),
     ("fullinfo", 8),
+    ("skip", 5),
     ("found", 6),
     ("new", 5),
     ("chg", 5),
@@ -202,8 +203,9 @@ def table(data: ReportData) -> str:
         seen = data.verdict(r)
         values = (
             str(r.id), r.shop, r.cause, window_text(r), duration(r.duration_seconds), str(r.list_calls),
-            str(r.fullinfo_calls), str(r.trades_found), str(r.trades_new), str(r.trades_changed),
-            str(r.trades_unchanged), str(r.dead_letters), str(r.push_loss), r.outcome or "open",
+            str(r.fullinfo_calls), str(r.fetches_skipped), str(r.trades_found), str(r.trades_new),
+            str(r.trades_changed), str(r.trades_unchanged), str(r.dead_letters), str(r.push_loss),
+            r.outcome or "open",
             LABELS[seen.status].upper() if seen.status is Status.MISSING else LABELS[seen.status],
         )  # fmt: skip
         lines.append(" ".join(_cell(v, w) for v, (_, w) in zip(values, COLUMNS, strict=True)).rstrip())

@@ -58,6 +58,8 @@ class PassCounts:
     windows_failed: int = 0
     rejections: int = 0
     not_found: int = 0
+    # Listed trades not fetched: the list showed no `modified` newer than the stored one.
+    fetches_skipped: int = 0
     max_lag_seconds: float | None = None
     recovered: list[RecoveredTrade] = field(default_factory=list)
     # False for bulk loads: a row per trade of a 100k-trade history would say nothing new.
@@ -112,6 +114,7 @@ class GapReport:
     updated_at: datetime
     detected_by: str | None  # the replica that opened it; `replica` is the one that worked on it last
     replicas: tuple[str, ...]  # every replica that worked on it, in turn
+    fetches_skipped: int = 0  # listed trades not fetched: stored at the listed `modified` already
 
     @property
     def is_open(self) -> bool:

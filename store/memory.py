@@ -268,6 +268,7 @@ class MemoryGapReports:
             fresh_until=_latest(report.fresh_until, fresh_until),
             overlap_seconds=report.overlap_seconds if overlap_seconds is None else overlap_seconds,
             list_lag_seconds=_greatest(report.list_lag_seconds, counts.max_lag_seconds),
+            fetches_skipped=report.fetches_skipped + counts.fetches_skipped,
             **self._worked_by(report),
         )
 

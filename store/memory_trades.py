@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from common.intervals import Interval
-from store.types import ApplyResult
+from store.types import ApplyResult, StoredVersion
 from store.unresolved import TradeDebt, UnresolvedTrade, merged, resolves
 from store.upsert import TEXT_REPLACED
 from store.validation import PreparedTrade, flawed, prepare_batch, rejection, storable_text
@@ -90,7 +90,7 @@ class MemoryTrades:
         )
 
     def _resolve(self, whole: Sequence[PreparedTrade]) -> None:
-        """`sql.RESOLVE_STORED`: the rows the stored versions pay."""
+        """`sql.APPLY_TRADE_BATCH` (step 4): the rows the stored versions pay."""
         read_at = {p.trade.tid: p.trade.fetched_at for p in whole}
         for key, row in list(self.unresolved.items()):
             stored = self.rows.get(row.tid)
@@ -153,6 +153,24 @@ class MemoryTrades:
     async def existing_tids(self, tids: Sequence[int]) -> set[int]:
         return {tid for tid in tids if tid in self.rows}
 
+    async def settled_versions(self, tids: Sequence[int]) -> dict[int, StoredVersion]:
+        owed = {tid for _, tid in self.unresolved}
+        return {
+            tid: StoredVersion(self.rows[tid].modified, self.rows[tid].trade.fetched_at)
+            for tid in tids
+            if tid in self.rows and tid not in owed
+        }
+
+    async def confirm_reads(self, trades: Sequence[Trade]) -> None:
+        for trade in trades:
+            row = self.rows.get(trade.tid)
+            read, stored_read = trade.fetched_at, None if row is None else row.trade.fetched_at
+            if row is None or read is None or stored_read is None or row.modified != trade.modified:
+                continue
+            if stored_read < read:
+                moved = row.trade.model_copy(update={"fetched_at": read})
+                self.rows[trade.tid] = dataclasses.replace(row, trade=moved)
+
     async def stored_in_window(
         self,
         shop: str,
@@ -177,7 +195,7 @@ class MemoryTrades:
 
 
 def _wins(new: PreparedTrade, stored: StoredTrade) -> bool:
-    """The upsert's guard (store.sql.UPSERT_TRADES): does `new` replace `stored`?"""
+    """The upsert's guard (store.sql.APPLY_TRADE_BATCH): does `new` replace `stored`?"""
     if new.modified != stored.modified:
         return new.modified > stored.modified
     if new.content_hash == stored.content_hash:

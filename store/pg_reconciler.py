@@ -13,7 +13,7 @@ from store.pg_loads import PgInitialLoads
 from store.pg_reports import PgGapReports
 from store.pg_unresolved import PgUnresolved
 from store.ports import ReconcilerStore
-from store.types import ApplyResult
+from store.types import ApplyResult, StoredVersion
 from store.unresolved import TradeDebt
 from taobao.models import Trade
 
@@ -50,6 +50,20 @@ class PgTrades:
             "reading stored tids", lambda: self._store.pool.fetch(sql.SELECT_EXISTING_TIDS, list(tids))
         )
         return {r["tid"] for r in rows}
+
+    async def settled_versions(self, tids: Sequence[int]) -> dict[int, StoredVersion]:
+        rows = await guarded(
+            "reading stored versions",
+            lambda: self._store.pool.fetch(sql.SELECT_SETTLED_VERSIONS, list(tids)),
+        )
+        return {r["tid"]: StoredVersion(r["modified"], r["fetched_at"]) for r in rows}
+
+    async def confirm_reads(self, trades: Sequence[Trade]) -> None:
+        read = [t for t in trades if t.modified is not None and t.fetched_at is not None]
+        if not read:
+            return
+        args = ([t.tid for t in read], [t.modified for t in read], [t.fetched_at for t in read])
+        await guarded("confirming reads", lambda: self._store.pool.execute(sql.CONFIRM_READS, *args))
 
     async def stored_in_window(
         self,

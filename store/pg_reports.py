@@ -122,6 +122,7 @@ class PgGapReports:
                     overlap_seconds,
                     counts.max_lag_seconds,
                     self.replica,
+                    counts.fetches_skipped,
                 )
                 if counts.recovered:
                     await _insert_trades(conn, report_id, counts.recovered)

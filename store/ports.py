@@ -13,7 +13,7 @@ from typing import Protocol
 from store.coverage import CoverageLedger
 from store.gap_reports import GapReports
 from store.initial_loads import InitialLoads
-from store.types import ApplyResult
+from store.types import ApplyResult, StoredVersion
 from store.unresolved import TradeDebt, UnresolvedTrades
 from taobao.models import Trade
 
@@ -58,6 +58,16 @@ class TradeLookup(Protocol):
 
     async def existing_tids(self, tids: Sequence[int]) -> set[int]:
         """Which of `tids` are stored."""
+        ...
+
+    async def settled_versions(self, tids: Sequence[int]) -> dict[int, StoredVersion]:
+        """The stored version of each of `tids` that is stored and owes nothing (no unresolved row), for
+        deciding which listed trades need a fetch (docs/sync-rules.md#fields-tid-modified)."""
+        ...
+
+    async def confirm_reads(self, trades: Sequence[Trade]) -> None:
+        """`trades` were read again and found as stored: move each stored row's read time up to the
+        trade's `fetched_at` where the stored `modified` is the trade's and its read is older."""
         ...
 
     async def stored_in_window(

@@ -49,7 +49,7 @@ REPORT_COLUMNS: Final = """
 id, shop, cause, window_start, window_end, detected_at, started_at, finished_at, list_calls,
 fullinfo_calls, trades_found, trades_new, trades_changed, trades_unchanged, dead_letters, push_loss,
 outcome, reason, replica, progress_until, fresh_until, windows_read, windows_failed, rejections,
-not_found, overlap_seconds, list_lag_seconds, updated_at, detected_by, replicas
+not_found, overlap_seconds, list_lag_seconds, updated_at, detected_by, replicas, fetches_skipped
 """
 
 INSERT_REPORT: Final = f"""
@@ -111,7 +111,8 @@ UPDATE gap_reports SET
     fresh_until = CASE WHEN $16::timestamptz IS NULL THEN fresh_until
                        ELSE greatest(coalesce(fresh_until, $16), $16) END,
     overlap_seconds = coalesce($17, overlap_seconds),
-    list_lag_seconds = greatest(list_lag_seconds, $18),{worked_by},
+    list_lag_seconds = greatest(list_lag_seconds, $18),
+    fetches_skipped = fetches_skipped + $20,{worked_by},
     updated_at = now()
 WHERE id = $1
 """.format(worked_by=_WORKED_BY.replace("$REPLICA", "$19::text"))
@@ -159,6 +160,22 @@ ORDER BY connected_at
 # -- what the database already holds -------------------------------------------------------------------
 
 SELECT_EXISTING_TIDS: Final = "SELECT tid FROM trades WHERE tid = ANY($1::bigint[])"
+
+# The stored version of trades nothing is owed on: one with an unresolved row is always fetched.
+SELECT_SETTLED_VERSIONS: Final = """
+SELECT t.tid, t.modified, t.fetched_at FROM trades t
+WHERE t.tid = ANY($1::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM unresolved_trades u WHERE u.tid = t.tid)
+"""
+
+# A later read found the stored state (the upsert left it alone): only its read time moves, forward.
+# The upsert replaces an equal `modified` read no earlier, so a row at the read's `modified` with an
+# older read time holds the content read.
+CONFIRM_READS: Final = """
+UPDATE trades t SET fetched_at = i.fetched_at
+FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS i(tid, modified, fetched_at)
+WHERE t.tid = i.tid AND t.modified = i.modified AND t.fetched_at < i.fetched_at
+"""
 
 # Trades stored with a `modified` inside a window: any the list did not return hints at list lag.
 SELECT_STORED_IN_WINDOW: Final = """

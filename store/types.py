@@ -35,6 +35,14 @@ class ApplyResult:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """A stored trade's `modified`, and when that state was last read from TOP (None: unknown)."""
+
+    modified: datetime
+    fetched_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One row of the change feed (`trade_changes`): trade `tid` reached `status`/`modified` at
     `position`. Positions are dense and commit-ordered; `kind` is `created` or `updated`."""

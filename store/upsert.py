@@ -1,13 +1,13 @@
 """The guarded upsert: one batch of trades → trades + trade_orders + trade_changes + NOTIFY, atomically.
 
-`apply_batch` runs on a connection the caller owns. It opens a transaction (a savepoint if the caller
-already has one open), so tests can also run it inside a transaction they roll back. A caller with its
-own transaction should commit right after it: every other feed writer waits on the counter row until
-then. Applying the same trades again is harmless (they come back `unchanged`), so a caller that lost
-its connection during COMMIT may simply retry.
+`apply_batch` runs on a connection the caller owns. It is one statement (the server-side function
+`apply_trade_batch`, migration 046), atomic on its own or inside a transaction the caller rolls back.
+A caller with its own transaction should commit right after it: every other feed writer waits on the
+counter row until then. Applying the same trades again is harmless (they come back `unchanged`), so a
+caller that lost its connection during COMMIT may simply retry.
 
 Trades validation refuses are only reported (`ApplyResult.refused`): the caller records them as
-unresolved. Statements, in this order and within one transaction:
+unresolved. Statements, in this order and within one statement's transaction:
   1. the originals of trades whose text had U+0000 or lone surrogates replaced, as dead-letter rows
      (history: the stored trade is complete);
   2. upsert trades from unnest() arrays, guarded by `modified` and the content hash; RETURNING tells
@@ -16,7 +16,7 @@ unresolved. Statements, in this order and within one transaction:
   4. resolve the unresolved rows the stored versions pay (`store.unresolved.resolves`; not by a trade
      stored with fields left empty);
   5. last: take feed positions from the counter row, append feed rows, queue NOTIFYs. The counter row
-     stays locked until COMMIT, which is what makes positions commit-ordered (see sql.APPEND_FEED).
+     stays locked until COMMIT, which is what makes positions commit-ordered (see sql.APPLY_TRADE_BATCH).
 """
 
 from __future__ import annotations
@@ -59,44 +59,26 @@ async def apply_batch(
 async def write_prepared(
     conn: AnyConnection, prepared: Sequence[PreparedTrade], *, source: str, channel: str
 ) -> ApplyResult:
-    """Write trades validation let through (one per tid), in one transaction: steps 1-5 above."""
+    """Write trades validation let through (one per tid) with steps 1-5 above, in one statement: the
+    server-side function `apply_trade_batch` (docs/design.md#one-round-trip-commit)."""
+    if not prepared:
+        return ApplyResult(changed=(), unchanged=())
     replaced = [p for p in prepared if p.replaced]
-    async with conn.transaction():
-        if replaced:
-            await conn.execute(
-                sql.INSERT_DEAD_LETTERS,
-                source,
-                [TEXT_REPLACED] * len(replaced),
-                [p.original for p in replaced],
-                [p.trade.tid for p in replaced],
-                [p.trade.seller_nick for p in replaced],
-            )
-        rows = await conn.fetch(sql.UPSERT_TRADES, *_trade_columns(prepared), source) if prepared else []
-        if rows:
-            changed = {row["tid"] for row in rows}
-            updated = [row["tid"] for row in rows if not row["inserted"]]
-            if updated:
-                await conn.execute(sql.DELETE_ORDERS, updated)
-            order_columns = _order_columns([p for p in prepared if p.trade.tid in changed])
-            if order_columns[0]:
-                await conn.execute(sql.INSERT_ORDERS, *order_columns)
-        whole = [p for p in prepared if not p.flaws]
-        if whole:
-            await conn.execute(
-                sql.RESOLVE_STORED, [p.trade.tid for p in whole], [p.trade.fetched_at for p in whole]
-            )
-        if rows:
-            await conn.execute(
-                sql.APPEND_FEED,
-                [row["tid"] for row in rows],
-                [row["seller_nick"] for row in rows],
-                [row["status"] for row in rows],
-                [row["modified"] for row in rows],
-                ["created" if row["inserted"] else "updated" for row in rows],
-                source,
-                channel,
-                PAYLOAD_TEXT_LIMIT,
-            )
+    whole = [p for p in prepared if not p.flaws]
+    rows = await conn.fetch(
+        sql.APPLY_TRADE_BATCH,
+        *_trade_columns(prepared),
+        source,
+        *_order_columns(prepared),
+        [TEXT_REPLACED] * len(replaced),
+        [p.original for p in replaced],
+        [p.trade.tid for p in replaced],
+        [p.trade.seller_nick for p in replaced],
+        [p.trade.tid for p in whole],
+        [p.trade.fetched_at for p in whole],
+        channel,
+        PAYLOAD_TEXT_LIMIT,
+    )
     changed_tids = tuple(sorted(row["tid"] for row in rows))
     changed_set = set(changed_tids)
     for p in replaced:

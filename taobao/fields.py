@@ -70,6 +70,9 @@ FULLINFO_FIELDS: Final = ",".join(
 
 # List calls only need to say which tids changed; details come from fullinfo (docs/sync-rules.md#fields-tid).
 LIST_FIELDS: Final = "tid"
+# A backfill's increment lists also ask when: a trade already stored at that version is not fetched
+# (docs/sync-rules.md#fields-tid-modified).
+INCREMENT_LIST_FIELDS: Final = "tid,modified"
 
 MAX_PAGE_SIZE: Final = 100
 

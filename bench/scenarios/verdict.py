@@ -305,6 +305,7 @@ def report_figures(
         "gap_reports_by_outcome": dict(Counter(str(r.get("outcome")) for r in reports)),
         "gap_list_calls": sum(int(r.get("list_calls") or 0) for r in reports),
         "gap_fullinfo_calls": sum(int(r.get("fullinfo_calls") or 0) for r in reports),
+        "gap_fetches_skipped": sum(int(r.get("fetches_skipped") or 0) for r in reports),
         "gap_trades_found": sum(int(r.get("trades_found") or 0) for r in reports),
         "gap_push_loss": sum(int(r.get("push_loss") or 0) for r in reports),
         "withheld_needing_recovery": len(needing),

@@ -79,7 +79,7 @@ async def test_a_manual_backfill_follows_the_seed_rules_and_ends_equal_to_the_tr
         params = call.params
         # docs/sync-rules.md#explicit-type: every type, explicitly
         assert params["type"] == ",".join(ALL_TRADE_TYPES)
-        assert params["fields"] == "tid"  # docs/sync-rules.md#fields-tid
+        assert params["fields"] == "tid,modified"  # docs/sync-rules.md#fields-tid-modified
         assert params["page_size"] == "100"
         start, end = window_of(call)
         assert timedelta(0) < end - start <= timedelta(hours=23, minutes=59, seconds=59)

@@ -64,7 +64,7 @@ async def test_a_later_writer_takes_its_positions_only_after_the_earlier_commit(
         async def fast_is_waiting_for_the_counter() -> bool:
             waiting = await store.pool.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%feed_counter%'"
+                " AND wait_event_type = 'Lock' AND query LIKE '%apply_trade_batch%'"
             )
             return bool(waiting)
 
