@@ -98,9 +98,18 @@ async def test_a_dead_replicas_shops_and_quota_move_to_the_others_within_a_round
         # Within about one heartbeat round (0.2 s here), not after the liveness timeout.
         assert took < 1.5, took
         await eventually(lambda: all(s.quota.limiter.rate == 30 for s in survivors), 10, "rate ÷ 2")
-        assert leaders(*survivors) == {
-            shop: [next(s.replica for s in survivors if s.leads(shop))] for shop in SHOPS
-        }
+        # Never two leaders; and each shop has one that trusts its lease. A survivor whose heartbeat ran
+        # late on a busy machine stops trusting its lease for a moment (`leads` false, the lock still
+        # held) until its next round, so the second part is waited for, not sampled.
+        assert all(len(replicas) <= 1 for replicas in leaders(*survivors).values())
+        await eventually(
+            lambda: all(
+                [s.replica for s in survivors if s.leads(shop)] == replicas and len(replicas) == 1
+                for shop, replicas in leaders(*survivors).items()
+            ),
+            10,
+            "one trusted leader per shop",
+        )
 
 
 async def test_a_frozen_replica_is_ended_and_its_shops_taken(dsn: str) -> None:
