@@ -9,6 +9,11 @@ moves out on the backoff (`store.fetch_apply.TradeFailures`). What the client co
 (a retryable error, a ban, an app-wide failure) and defects leave the trade as it is, due again after
 its backoff: an error that might be the platform's is never the trade's. A rejected session stops
 the shop's redrive.
+
+A trade the redrive brings in whose version falls in the window of an open gap report is that report's
+find (docs/design.md#unresolved-trades-block-proof): the report listed it, or would have, and only
+missed storing it; credited there, on-call's report accounts for every trade its gap cost, whichever
+of the report's next pass and the redrive got to it first.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from common.intervals import Interval, covers
 from reconciler.config import Shared
 from reconciler.listing import TradeSource
+from store.coverage import ProvenBy
 from store.fetch_apply import FetchEnd, TradeFailure, TradeFailures, apply_fetched, fetch_trade
+from store.gap_reports import PassCounts, RecoveredTrade
 from store.ports import ReconcilerTrades
 from store.unresolved import UnresolvedTrade
 from taobao.errors import SessionExpired
@@ -93,14 +101,19 @@ class Redrive:
             assert fetched.error is not None
             raise fetched.error
         if fetched.end is FetchEnd.TRADE:
-            assert fetched.trade is not None
+            trade = fetched.trade
+            assert trade is not None
+            existed = await self._trades.existing_tids([trade.tid])
             result = await apply_fetched(
-                self._trades, [fetched.trade], source=SOURCE, failures=self._failures, shop=row.shop
+                self._trades, [trade], source=SOURCE, failures=self._failures, shop=row.shop
             )
             if result.refused or result.flawed:
                 counts.failed += 1
             else:
                 counts.stored += 1
+            if trade.tid in result.changed and trade.modified is not None:
+                kind = "changed" if trade.tid in existed else "new"
+                await self._credit_report(row.shop, RecoveredTrade(trade.tid, trade.modified, kind, False))
             return
         if fetched.end is FetchEnd.TRADE_FAILED:
             counts.failed += 1
@@ -108,6 +121,24 @@ class Redrive:
             return
         counts.deferred += 1
         await self._again(row, row.kind, f"{row.reason} (redrive: {fetched.reason})")
+
+    async def _credit_report(self, shop: str, found: RecoveredTrade) -> None:
+        """Add `found` to the open gap reports of `shop` whose window holds its version (module doc)."""
+        shared = self._shared
+        assert found.modified is not None
+        for report in await shared.reports.open_reports(shop):
+            window = Interval(report.window_start, report.window_end)
+            if not window.contains(found.modified):
+                continue
+            stream = await shared.ledger.intervals(shop, window.start, window.end, kinds=[ProvenBy.STREAM])
+            lost = covers(stream, found.modified)
+            counts = PassCounts(push_loss=int(lost))
+            counts.new, counts.changed = (1, 0) if found.kind == "new" else (0, 1)
+            counts.recovered.append(RecoveredTrade(found.tid, found.modified, found.kind, lost))
+            await shared.reports.add_pass(
+                report.id, counts, started_at=shared.now(), progress_until=None, fresh_until=None,
+                overlap_seconds=None,
+            )  # fmt: skip
 
     async def _again(self, row: UnresolvedTrade, kind: str, reason: str, payload: str | None = None) -> None:
         """The trade is still owed: its row counts the attempt and waits for its next one."""
