@@ -329,6 +329,7 @@ class Reconciler:
             self._added.discard(shop)
         for shop in added:
             self._added.add(shop)
+            self.metrics.shop_added(shop)
         self._wake.set()
 
     def streamed(self, shop: str, since: datetime | None) -> None:
