@@ -16,12 +16,13 @@ import sys
 from datetime import UTC, datetime
 
 from common.errors import OrderSyncError
-from common.exit_codes import EXIT_FAILED, EXIT_USAGE
+from common.exit_codes import EXIT_USAGE
 from common.intervals import Interval
 from daemon.app import make_reconciler_config
 from daemon.cli_common import (
     TIME_HELP,
     add_shop_options,
+    failed_exit,
     parse_when,
     print_report,
     report_data,
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     window = Interval(args.since, args.until)
 
     async def main() -> ReportData:
-        async with standalone(settings) as reconciler:
+        async with standalone(settings, args.shop) as reconciler:
             progress = WindowProgress(f"backfill of {args.shop}", out=terminal.status, shop=args.shop)
             progress.parts_total = planned_windows(settings, window)
             follower = asyncio.create_task(follow(reconciler.reports, args.shop, progress))
@@ -73,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = asyncio.run(main())
     except OrderSyncError as exc:
-        print(f"order-sync backfill: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return failed_exit("backfill", exc)
     return print_report(data, as_json=args.json)
 
 

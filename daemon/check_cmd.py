@@ -4,7 +4,7 @@
     ✓ postgres   PostgreSQL 16.4, schema at version 3 of 3
     ✓ shop 店A   signed call accepted (probe trade not found, as expected)
     ✗ shop 店B   session rejected (code 27, invalid-sessionkey)
-                 hint: re-authorise the shop and put its new session in TAOBAO_SHOPS
+                 hint: re-authorise the shop and put its new session in TAOBAO_SHOPS or `order-sync shops add`
     ✓ tmc        CONNECT accepted by ws://mc.api.taobao.com/ (group default)
 
 Every check is harmless: the database is only read; each shop makes one
@@ -21,13 +21,14 @@ import asyncio
 import functools
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, TextIO
 
 import asyncpg
 import websockets.exceptions
+from pydantic import SecretStr
 
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -123,7 +124,8 @@ async def run_checks(settings: Settings, limit: float, out: TextIO) -> list[Item
     report(await _bounded(check_postgres(settings, limit), "postgres", limit))
     for item in await check_registry(settings):
         report(item)
-    for item in await check_shops(settings, limit):
+    sessions = settings.shop_sessions() | await registry_sessions(settings)
+    for item in await check_shops(settings, limit, sessions):
         report(item)
     report(await _bounded(check_tmc(settings, limit), "tmc", limit))
     return items
@@ -204,9 +206,23 @@ async def check_registry(settings: Settings, now: datetime | None = None) -> lis
     return items
 
 
-async def check_shops(settings: Settings, limit: float) -> list[Item]:
-    """One signed fullinfo call per shop. An error about the app itself (signature, app key, the
-    network) ends the round: the other shops would only repeat it."""
+async def registry_sessions(settings: Settings) -> dict[str, SecretStr]:
+    """The registry's active shops and their sessions, unsealed with SYNC_SECRET_KEY (the daemon serves
+    these, not TAOBAO_SHOPS' copies); none when it cannot be read (its check line says why)."""
+    if settings.sync_secret_key is None or settings.database_url is None:
+        return {}
+    try:
+        async with asyncpg.create_pool(settings.dsn(), min_size=1, max_size=1) as pool:
+            records = await PgShops(pool, SecretBox(settings.sync_secret_key)).records()
+    except (OrderSyncError, *DATABASE_ERRORS):
+        return {}
+    return {r.nick: r.session for r in records if r.active}
+
+
+async def check_shops(settings: Settings, limit: float, sessions: Mapping[str, SecretStr]) -> list[Item]:
+    """One signed fullinfo call per shop (`sessions`: TAOBAO_SHOPS' and the registry's active ones).
+    An error about the app itself (signature, app key, the network) ends the round: the other shops
+    would only repeat it."""
     client = TopClient(
         app_key=settings.taobao_app_key,
         app_secret=settings.taobao_app_secret,
@@ -219,13 +235,12 @@ async def check_shops(settings: Settings, limit: float) -> list[Item]:
     )
     items: list[Item] = []
     async with client:
-        for shop in settings.taobao_shops:
-            name = f"shop {shop.nick}"
-            probe = functools.partial(_probe, client, shop.session.get_secret_value())
-            item, app_wide = await _bounded_shop(probe, name, limit)
+        for nick, session in sessions.items():
+            probe = functools.partial(_probe, client, session.get_secret_value())
+            item, app_wide = await _bounded_shop(probe, f"shop {nick}", limit)
             items.append(item)
             if app_wide:
-                skipped = len(settings.taobao_shops) - len(items)
+                skipped = len(sessions) - len(items)
                 if skipped:
                     items.append(Item(False, "shops", f"{skipped} more shop(s) not checked (same error)"))
                 break
@@ -261,7 +276,7 @@ async def _bounded_shop(call: Callable[[], Awaitable[None]], name: str, limit: f
                 False,
                 name,
                 f"session rejected ({_codes(exc)})",
-                "re-authorise the shop and put its new session in TAOBAO_SHOPS",
+                "re-authorise the shop and put its new session in TAOBAO_SHOPS or `order-sync shops add`",
             ),
             False,
         )

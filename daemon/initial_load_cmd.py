@@ -12,8 +12,15 @@ import asyncio
 import sys
 
 from common.errors import OrderSyncError
-from common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from daemon.cli_common import add_shop_options, print_report, report_data, shop_settings_or_exit, standalone
+from common.exit_codes import EXIT_OK, EXIT_USAGE
+from daemon.cli_common import (
+    add_shop_options,
+    failed_exit,
+    print_report,
+    report_data,
+    shop_settings_or_exit,
+    standalone,
+)
 from daemon.logs import configure_logging
 from reconciler.progress import Progress
 from reconciler.report_view import ReportData
@@ -33,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     settings = shop_settings_or_exit(args, "initial-load")
     if isinstance(settings, int):
         return settings
-    sessions = settings.shop_sessions()
     days = args.days if args.days is not None else (settings.sync_initial_load_days or 90)
     if not 1 <= days <= 90:
         print("order-sync initial-load: --days must be between 1 and 90", file=sys.stderr)
@@ -41,13 +47,13 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> ReportData | None:
-        async with standalone(settings) as reconciler:
+        async with standalone(settings, args.shop) as reconciler:
             loader = reconciler.loader
             state = await loader.begin(args.shop, days)
             if state.done:
                 print(f"{args.shop}: history already loaded ({state.trades:,} trades by {state.method})")
             progress = Progress.for_terminal(f"initial load of {args.shop}", shop=args.shop)
-            state = await loader.run(args.shop, sessions[args.shop].get_secret_value(), progress=progress)
+            state = await loader.run(args.shop, reconciler.session_of(args.shop), progress=progress)
             progress.done()
             if state.report_id is None:
                 return None
@@ -58,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = asyncio.run(main())
     except OrderSyncError as exc:
-        print(f"order-sync initial-load: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return failed_exit("initial-load", exc)
     if data is None:
         return EXIT_OK
     return print_report(data, as_json=args.json)

@@ -330,6 +330,22 @@ class Dispatcher:
         )
         await self._let_go(shop, "shop_paused", reason)
 
+    def fetch_again_if_renewed(self, item: WorkItem) -> bool:
+        """`item`'s fetch was rejected (code 27) with a session the shop no longer has: it was renewed
+        while the fetch was in flight. Put the messages back, still held, to be fetched with the new
+        session (`finish_fetch` queues them); pausing would stop the shop with nothing left to resume it,
+        since the renewal has already reached the book. False: the rejected session is the current one."""
+        current = self._sessions.get(item.shop)
+        state = self._tids.get(item.tid)
+        if current is None or state is None or current.get_secret_value() == item.session.get_secret_value():
+            return False
+        state.waiting[:0] = [mid for mid in item.message_ids if mid in self._held]
+        log.info(
+            "a call made with the shop's previous session was rejected; fetching again with the new one",
+            extra={"action": "fetch_stale_session", "tid": item.tid, "shop": item.shop},
+        )
+        return True
+
     async def retire_shop(self, shop: str) -> None:
         """`shop` was removed or paused in the registry: its queued messages are left unconfirmed (the
         server hands them back, and they are settled as an unknown seller's or, after a resume, fetched)."""

@@ -4,7 +4,9 @@ What happens to the messages a fetch covers depends only on how the fetch ended 
 the path the reconciler's backfill takes too; docs/design.md#one-error-taxonomy-three-scopes):
 
   TRADE          → batcher: committed, then confirmed
-  SHOP_REJECTED  → the shop is paused; messages left unconfirmed (the server redelivers them)
+  SHOP_REJECTED  → the shop is paused; messages left unconfirmed (the server redelivers them). When the
+                   rejected session is no longer the shop's (renewed while the call was in flight), the
+                   messages stay held and are fetched again with the new one instead
   TRADE_FAILED   → `isv.trade-not-exist` within SYNC_DETAIL_LAG_SECONDS of the push is lag (the detail
                    store lags the message channel): the messages stay held and the tid is fetched again
                    after a backoff (`Dispatcher.retry_later`). Otherwise (and after that allowance) the
@@ -126,8 +128,9 @@ class WorkerPool:
             assert fetched.trade is not None
             self._batcher.add(fetched.trade, item.message_ids)
         elif fetched.end is FetchEnd.SHOP_REJECTED:
-            await self._dispatcher.pause_shop(item.shop, str(fetched.error))
-            await self._dispatcher.leave_unconfirmed(item.message_ids, "shop_paused", "session expired")
+            if not self._dispatcher.fetch_again_if_renewed(item):
+                await self._dispatcher.pause_shop(item.shop, str(fetched.error))
+                await self._dispatcher.leave_unconfirmed(item.message_ids, "shop_paused", "session expired")
         elif fetched.end is FetchEnd.TRADE_FAILED and self._lagging(item, fetched):
             self._metrics.fetches.inc(outcome="not_there_yet")
             self._dispatcher.retry_later(item, delay_after(self._lag.retry, item.retries + 1))

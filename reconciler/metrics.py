@@ -31,15 +31,15 @@ class CoverageMetrics:
     ) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._proven_until: dict[str, datetime] = {}
-        self._gaps_open: dict[str, int] = dict.fromkeys(shops, 0)
-        self._unresolved: dict[str, int] = dict.fromkeys(shops, 0)
+        self._gaps_open: dict[str, int] = {}
+        self._unresolved: dict[str, int] = {}
         self.push_lost = registry.counter(
             "push_lost_total",
             "Trade changes found by reconciliation that the TMC stream never delivered",
             labels=("shop",),
         )
         for shop in shops:
-            self.push_lost.touch(shop=shop)
+            self.start_at_zero(shop)
         registry.gauge(
             "ledger_lag_seconds",
             "Now minus the end of the last interval the coverage ledger proved complete, per shop",
@@ -51,6 +51,12 @@ class CoverageMetrics:
             "Trades that could not be fetched or stored and are not yet stored, per shop",
             lambda: [({"shop": shop}, float(n)) for shop, n in sorted(self._unresolved.items())],
         )
+
+    def start_at_zero(self, shop: str) -> None:
+        """Show `shop`'s series at 0 (a shop the daemon started with, or one added while it runs)."""
+        self.push_lost.touch(shop=shop)
+        self._gaps_open.setdefault(shop, 0)
+        self._unresolved.setdefault(shop, 0)
 
     def set_proven_until(self, shop: str, until: datetime) -> None:
         if until.tzinfo is None:
@@ -118,9 +124,18 @@ class ReconcilerMetrics:
         for cause in Cause:
             self.gaps_opened.touch(cause=cause.value)
         for shop in shops:
-            self.windows_failed.touch(shop=shop)
-            for cause in Cause:
-                self.recovered.touch(shop=shop, cause=cause.value)
+            self._shop_at_zero(shop)
+
+    def shop_added(self, shop: str) -> None:
+        """A shop added while the daemon runs gets its series at 0 at once, as the shops it started with
+        did: an alert on `increase(...)` then fires on its first loss, not its second."""
+        self.coverage.start_at_zero(shop)
+        self._shop_at_zero(shop)
+
+    def _shop_at_zero(self, shop: str) -> None:
+        self.windows_failed.touch(shop=shop)
+        for cause in Cause:
+            self.recovered.touch(shop=shop, cause=cause.value)
 
     def count_pass(self, shop: str, cause: str, counts: PassCounts, *, purpose: str) -> None:
         """What a backfill or sweep pass cost and found."""

@@ -122,9 +122,12 @@ class ReportProcessor:
                     stream_cover=stream_cover,
                 )
             except SessionExpired as exc:
-                result = ReadResult(failure=Failure(f"session rejected: {exc}", retryable=False))
+                # Open and tried again, not failed for good: once the session is renewed (at once on
+                # code 27, where a refresh token is held) or replaced, the window is read; the rounds
+                # pass a shop by while it is not served. Failed for good, nothing would read it again.
+                result = ReadResult(failure=Failure(f"session rejected: {exc}", retryable=True))
                 logger.error(
-                    "backfill stopped: the shop's session was rejected; configure a new one",
+                    "backfill stopped: the shop's session was rejected; tried again once it has a new one",
                     extra={"action": "backfill_session_rejected", "shop": shop},
                 )
             except StoreError:

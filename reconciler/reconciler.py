@@ -321,6 +321,10 @@ class Reconciler:
 
     # ---- shops that come and go while the daemon runs
 
+    def session_of(self, shop: str) -> str:
+        """`shop`'s session as served now (ShopGone once it is not)."""
+        return self._shared.session_of(shop)
+
     def shops_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
         """The shop book changed. Added shops are looked at on the next round (their ledger, their
         initial load); removed ones leave the stream's proof, their rows and ledger stay for a resume."""
@@ -330,6 +334,7 @@ class Reconciler:
             self._added.discard(shop)
         for shop in added:
             self._added.add(shop)
+            self.metrics.shop_added(shop)
         self._wake.set()
 
     def streamed(self, shop: str, since: datetime | None) -> None:

@@ -31,6 +31,7 @@ class Pipeline:
     metrics: ListenerMetrics
     stream: StreamPipeline
     tasks: list[asyncio.Task[None]]
+    sessions: dict[str, SecretStr]
 
     @property
     def channel(self) -> FakeChannel:
@@ -83,6 +84,8 @@ async def pipeline(
     lag: TradeLag | None = None,
 ) -> AsyncIterator[Pipeline]:
     journal = Journal()
+    # Read live by the dispatcher, as the daemon's shop book is: a test may renew a session in place.
+    sessions = {shop: SecretStr(f"session-of-{shop}") for shop in shops}
     fetcher = FakeFetcher(journal)
     store = FakeStore(journal)
     metrics = ListenerMetrics()
@@ -100,12 +103,12 @@ async def pipeline(
     stream = StreamPipeline(
         config,
         channel_factory=lambda handler: FakeChannel(handler, journal),
-        sessions={shop: SecretStr(f"session-of-{shop}") for shop in shops},
+        sessions=sessions,
         fetcher=fetcher,
         store=store,
         metrics=metrics,
     )
-    pipe = Pipeline(journal, fetcher, store, metrics, stream, [])
+    pipe = Pipeline(journal, fetcher, store, metrics, stream, [], sessions)
     if start:
         pipe.start()
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import SecretStr
 
 from taobao.errors import (
     MalformedResponse,
@@ -93,6 +94,24 @@ async def test_an_error_that_may_pass_leaves_messages_for_redelivery(error: Exce
         await p.deliver(message(2, 100))
         await p.settled()
         assert p.journal.confirmed == [2]
+
+
+async def test_a_rejection_of_a_session_renewed_while_the_call_was_in_flight_does_not_pause() -> None:
+    # The renewal reached the book (and resumed the shop) before this late answer came: pausing now
+    # would leave the shop paused with nothing left to resume it.
+    async with pipeline(start=False, workers=1) as p:
+        gate = p.fetcher.hold_next(100)
+        await p.deliver(message(1, 100, shop="shop-a"))
+        p.start()
+        await p.fetcher.wait_calls(100, 1)
+        p.fetcher.session_errors["session-of-shop-a"] = SessionExpired("invalid session", code=27)
+        p.sessions["shop-a"] = SecretStr("renewed-session")
+        gate.set()
+        await p.settled()
+        assert p.dispatcher.paused_shops == {}
+        assert [session for session, _, _ in p.fetcher.calls] == ["session-of-shop-a", "renewed-session"]
+        assert p.journal.confirmed == [1]
+        assert p.channel.failed_ids == []
 
 
 async def test_session_expired_pauses_that_shop_and_other_shops_continue() -> None:

@@ -117,14 +117,21 @@ async def test_a_partial_report_is_tried_again_only_when_its_retry_is_due() -> N
     assert (await unit.reconciler.reports.get(report.id)).outcome == Outcome.RECOVERED.value
 
 
-async def test_a_rejected_session_fails_the_report_for_good() -> None:
+async def test_a_rejected_session_leaves_the_report_open_until_the_session_works_again() -> None:
     unit = unit_reconciler()
+    retries = ManualRetries(unit)
     fill(unit, 2, 3 * HOUR, HOUR)
     unit.top.session_errors["session-of-shop-a"] = session_expired()
     report = await unit.reconciler.backfill(SHOP, Interval(T0 - 3 * HOUR, T0 - HOUR))
-    assert report.outcome == Outcome.FAILED.value
+    assert report.outcome == Outcome.PARTIAL.value
+    assert report.finished_at is None  # still open: a renewal makes it readable
     assert report.reason is not None
     assert report.reason.startswith("session rejected")
+    del unit.top.session_errors["session-of-shop-a"]  # renewed
+    retries.now += 1.0
+    await unit.reconciler.recover(fresh=False)
+    done = await unit.reconciler.reports.get(report.id)
+    assert (done.outcome, done.trades_new) == (Outcome.RECOVERED.value, 2)
 
 
 async def test_an_outage_already_proven_by_the_stream_is_closed_without_a_call() -> None:

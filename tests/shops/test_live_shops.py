@@ -184,3 +184,25 @@ async def test_a_removed_shop_stops_costing_calls_and_keeps_its_trades(
     assert late == []
     # Its rows stay (a round under way at the removal may still have added some).
     assert await pg.pool.fetchval("SELECT count(*) FROM trades WHERE seller_nick = $1", first.nick) >= kept
+
+
+async def test_a_shop_added_while_running_has_its_series_at_zero_before_anything_happens_to_it(
+    standin: StandIn, running: Running
+) -> None:
+    nick = standin.shops[2].nick  # not served yet; the market makes no changes, so nothing is lost
+    at_zero = [
+        f'order_sync_push_lost_total{{shop="{nick}"}} 0.0',
+        f'order_sync_reconciler_windows_failed_total{{shop="{nick}"}} 0.0',
+        f'order_sync_reconciler_trades_recovered_total{{cause="sweep",shop="{nick}"}} 0.0',
+    ]
+    # Gauges whose value moves as soon as the reconciler looks at the shop: present is what counts.
+    present = [f'order_sync_gaps_open{{shop="{nick}"}} ', f'order_sync_unresolved_trades{{shop="{nick}"}} ']
+
+    def missing() -> list[str]:
+        text = running.daemon.service.metrics_text()
+        return [line for line in at_zero + present if line not in text]
+
+    assert missing() == at_zero + present
+    await running.registry.add(nick, SecretStr(standin.shops[2].session))
+    await wait_for(lambda: not missing(), 5, "the added shop's series")
+    assert standin.tmc.stats.published == 0
