@@ -21,6 +21,7 @@ import pytest
 
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
+from store.schema import DEFAULT_SCHEMA
 from tests.integration.harness import ROOT, daemon_env, wait_for
 
 LOG_KEYS = {"ts", "level", "logger", "action", "msg", "tid", "shop", "message_id", "attempt", "exc", "stack"}
@@ -168,6 +169,6 @@ async def test_debug_logs_and_pages_never_show_a_secret(
     assert "order_sync_tmc_messages_confirmed_total" in pages[2]
     assert "<html" in pages[3].lower()
     changed = {c.tid for c in standin.market.changes if c.seller_nick != bad_nick}
-    assert row_counts["public.trades"] >= len(changed)
-    assert row_counts["public.dead_letters"] >= 1
+    assert row_counts[f"{DEFAULT_SCHEMA}.trades"] >= len(changed)
+    assert row_counts[f"{DEFAULT_SCHEMA}.dead_letters"] >= 1
     assert not out_lines  # the daemon writes its log to stderr only
