@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from common.backoff import BackoffPolicy, retrying
+from listener.capacity import DEFAULT_MAX_FETCHED_BYTES, FetchBudget, trade_size
 from listener.metrics import ListenerMetrics
 from listener.ports import TradeStore
 from store.fetch_apply import REDRIVE_POLICY, TradeFailures, apply_fetched
@@ -50,6 +51,7 @@ class _Closing(Exception):
 @dataclass
 class _Entry:
     trade: Trade
+    size: int  # trade_size(trade), held in the fetch budget until the entry's flush ends
     message_ids: list[int] = field(default_factory=list)
 
 
@@ -75,10 +77,13 @@ class CommitBatcher:
         max_size: int,
         max_delay: float,
         metrics: ListenerMetrics,
+        max_fetched_bytes: int = DEFAULT_MAX_FETCHED_BYTES,
         retry: BackoffPolicy = STORE_RETRY,
         redrive: BackoffPolicy = REDRIVE_POLICY,
     ) -> None:
         self._store = store
+        # Fetches wait on it (WorkerPool) while the trades waiting here for their commit fill it.
+        self.budget = FetchBudget(max_fetched_bytes)
         # Trades the store cannot keep whole become unresolved, recorded where the reconciler records
         # its own (store.fetch_apply), before their messages are settled.
         self._failures = TradeFailures(store, metrics.dead_letters, policy=redrive)
@@ -97,6 +102,11 @@ class CommitBatcher:
         self.failing = False  # the last flush failed; cleared by the next success (for /readyz)
         self._writing_since: float | None = None  # loop time the write in progress began
         self._backlog: Callable[[], bool] = _no_backlog
+        metrics.registry.gauge(
+            "fetched_bytes_held",
+            "Estimated memory of trades fetched and not yet committed",
+            self._gauge_bytes,
+        )
 
     def set_backlog_probe(self, backlog: Callable[[], bool]) -> None:
         """`backlog()` is true while more fetched trades are sure to follow soon (tids are queued for a
@@ -104,16 +114,24 @@ class CommitBatcher:
         self._backlog = backlog
 
     def add(self, trade: Trade, message_ids: Sequence[int]) -> None:
+        size = trade_size(trade)
+        self.budget.hold(size)
         entry = self._pending.get(trade.tid)
         if entry is None:
             if not self._pending:
                 self._first_at = asyncio.get_running_loop().time()
-            self._pending[trade.tid] = _Entry(trade, list(message_ids))
+            self._pending[trade.tid] = _Entry(trade, size, list(message_ids))
         else:
             entry.message_ids += message_ids
             if _newer_or_same(trade, entry.trade):
-                entry.trade = trade
+                self.budget.release(entry.size)
+                entry.trade, entry.size = trade, size
+            else:
+                self.budget.release(size)
         self._has_items.set()
+
+    def _gauge_bytes(self) -> list[tuple[dict[str, str], float]]:
+        return [({}, float(self.budget.bytes))]
 
     @property
     def pending_count(self) -> int:
@@ -129,7 +147,11 @@ class CommitBatcher:
     async def run(self) -> None:
         """Flush until `close()` was called and nothing is left."""
         while await self._wait_for_batch():
-            await self._flush(self._take())
+            batch = self._take()
+            try:
+                await self._flush(batch)
+            finally:
+                self.budget.release(sum(entry.size for entry in batch))
 
     def close(self) -> None:
         """Flush what is pending at once, without retrying failures, and let `run()` return."""
