@@ -4,12 +4,13 @@ One `apply_trades` per flush, through `store.fetch_apply.apply_fetched` (the pat
 too, which records the trades the store could not keep whole as unresolved). Flushes run one at a time,
 so the store sees the stream's writes in the order they were fetched, and trades that arrive while a
 flush runs go together into the next one (group commit): at low load a trade is written as soon as the
-store is free, at high load batches grow by themselves. Only when the fetch side is saturated
-(`backlog()` says tids are waiting for a worker) does a batch linger for company, until `max_size`
-trades are waiting or the first has waited `max_delay`: latency is then dominated by the queue anyway,
-and bigger batches cost less per trade. Only after a flush returns are the messages it covers confirmed
-(docs/design.md#confirm-after-commit). A failed flush confirms nothing and is retried
-(`common.backoff.retrying`, jittered and capped) until it succeeds or the service stops.
+store is free, at high load batches grow by themselves (up to `max_size` trades and `MAX_BATCH_BYTES`).
+Only when the fetch side is saturated (`backlog()` says tids are waiting for a worker) does a batch
+linger for company, until `max_size` trades are waiting or the first has waited `max_delay`: latency is
+then dominated by the queue anyway, and bigger batches cost less per trade. Only after a flush returns
+are the messages it covers confirmed (docs/design.md#confirm-after-commit). A failed flush confirms
+nothing and is retried (`common.backoff.retrying`, jittered and capped) until it succeeds or the
+service stops.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 SOURCE = "stream"
 # How a failed flush is retried: soon at first (a pool connection was reset), at most every 10 s.
 STORE_RETRY: Final = BackoffPolicy(base=0.2, cap=10.0)
+# Estimated trade memory one flush writes at most (one trade always goes): the write encodes its batch
+# again (JSON text, then the wire message), so a batch of large trades would double the memory held.
+MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
 
 
 class Settler(Protocol):
@@ -180,8 +184,15 @@ class CommitBatcher:
         return True
 
     def _take(self) -> list[_Entry]:
-        tids = list(self._pending)[: self._max_size]
-        batch = [self._pending.pop(tid) for tid in tids]
+        """The oldest pending entries, up to `max_size` of them and `MAX_BATCH_BYTES`."""
+        batch: list[_Entry] = []
+        size = 0
+        for tid in list(self._pending)[: self._max_size]:
+            entry = self._pending[tid]
+            if batch and size + entry.size > MAX_BATCH_BYTES:
+                break
+            batch.append(self._pending.pop(tid))
+            size += entry.size
         # Entries left over have waited already: `_first_at` stays, so they go out in the next flush.
         return batch
 

@@ -19,6 +19,9 @@ DEFAULT_MAX_HELD_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_FETCHED_BYTES = 64 * 1024 * 1024
 # What a value other than a string costs in the estimate: a Python object and its slot in a container.
 _NODE_BYTES = 64
+# While a fetch runs its answer exists three times at once (the bytes read, their text, the parsed
+# trade), so a fetch in flight is reserved at three times the largest trade seen.
+IN_FLIGHT_COPIES = 3
 
 
 def held_size(message: TmcMessage) -> int:
@@ -28,13 +31,14 @@ def held_size(message: TmcMessage) -> int:
 
 def trade_size(trade: Trade) -> int:
     """An estimate of what holding `trade` costs: its answer as kept in `raw` (the named fields repeat
-    a few values of it), strings counted by their length, every other value at a fixed cost."""
+    a few values of it), strings counted whole (Chinese text takes two bytes a character), every
+    other value at a fixed cost."""
     return _value_size(trade.raw)
 
 
 def _value_size(value: object) -> int:
     if isinstance(value, str):
-        return _NODE_BYTES + len(value)
+        return sys.getsizeof(value)
     if isinstance(value, dict):
         return _NODE_BYTES + sum(_NODE_BYTES + len(key) + _value_size(item) for key, item in value.items())
     if isinstance(value, list):
@@ -111,9 +115,10 @@ class FrameInbox:
 
 class FetchBudget:
     """Memory of the trades fetched and not yet committed, and a wait before each fetch. A fetch takes
-    a reservation the size of the largest trade seen so far and starts only while held plus reserved
-    bytes fit under `max_bytes`; so fetching pauses while commits fall behind, and the bound holds
-    unless a trade is larger than any before it. Nothing held or reserved means room for one fetch."""
+    a reservation of `IN_FLIGHT_COPIES` times the largest trade seen so far and starts only while held
+    plus reserved bytes fit under `max_bytes`; so fetching pauses while commits fall behind, and the
+    bound holds unless a trade is larger than any before it. Nothing held or reserved means room for
+    one fetch."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -126,7 +131,7 @@ class FetchBudget:
     def fits(self) -> bool:
         if self.bytes == 0 and self.reserved == 0:
             return True
-        return self.bytes + (self.reserved + 1) * self.largest <= self.max_bytes
+        return self.bytes + (self.reserved + 1) * IN_FLIGHT_COPIES * self.largest <= self.max_bytes
 
     async def reserve(self) -> None:
         """Returns once one more fetch fits, with its reservation taken."""

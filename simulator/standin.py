@@ -61,6 +61,8 @@ class StandInConfig:
     tmc_faults: TmcFaults = field(default_factory=TmcFaults)
     # The TMC group market changes are published to (the app's `default` group unless told otherwise).
     tmc_group: str = "default"
+    # Every trade's buyer's message this many bytes long (0: off): fullinfo answers of that size.
+    trade_text_bytes: int = 0
 
     def market_config(self) -> MarketConfig:
         return MarketConfig(
@@ -71,6 +73,7 @@ class StandInConfig:
             rate=self.market_rate,
             version_retention_seconds=self.version_retention_seconds,
             change_log_limit=self.change_log_limit,
+            trade_text_bytes=self.trade_text_bytes,
         )
 
 

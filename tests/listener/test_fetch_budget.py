@@ -11,16 +11,32 @@ from tests.store.factory import make_trade
 async def test_a_fetch_waits_while_held_trades_fill_the_budget_and_starts_once_one_is_released() -> None:
     budget = FetchBudget(max_bytes=1000)
     await budget.reserve()
-    budget.hold(400)
+    budget.hold(300)
     budget.unreserve()
-    await budget.reserve()  # 400 held + 2 × 400 reserved would not fit, 400 + 400 does
+    # 300 held and three copies of the largest trade (300) for the next fetch would not fit.
     waiting = asyncio.create_task(budget.reserve())
     await asyncio.sleep(0)  # let it look at the budget
     assert not waiting.done()
-    budget.release(400)
+    budget.release(300)
     async with asyncio.timeout(1):
         await waiting
-    assert budget.reserved == 2
+    assert budget.reserved == 1
+
+
+async def test_fetches_start_while_held_and_reserved_bytes_fit() -> None:
+    budget = FetchBudget(max_bytes=1000)
+    await budget.reserve()
+    budget.hold(100)
+    budget.unreserve()
+    async with asyncio.timeout(1):
+        for _ in range(3):  # 100 held + 3 × 300 reserved
+            await budget.reserve()
+    fourth = asyncio.create_task(budget.reserve())
+    await asyncio.sleep(0)  # let it look at the budget
+    assert not fourth.done()
+    budget.unreserve()
+    async with asyncio.timeout(1):
+        await fourth
 
 
 async def test_with_nothing_held_one_fetch_starts_however_large_the_trades() -> None:
