@@ -5,7 +5,8 @@
           └───────────────────── confirm / fail (only after the commit) ◀──────────────────┘
 
 Read in this order: `listener.session` (socket, codec, CONNECT, pulls, acks), `listener.dispatcher`
-(which trade a message is about, by `listener.trade_events`; per-tid coalescing, bounded holding),
+(which trade a message is about, by `listener.trade_events`; per-tid coalescing, bounded holding;
+its confirms and fails sent by `listener.acks`),
 `listener.workers` (fullinfo), `listener.batcher` (the commit, then the confirms). `StreamPipeline`
 builds them from a `PipelineConfig`, starts their tasks, and stops them in one bounded drain
 (docs/design.md#graceful-stop): close intake, let in-flight work finish for `drain_seconds`, cancel the
