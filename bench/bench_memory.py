@@ -4,11 +4,13 @@ pushes arrive (docs/performance.md#memory).
 The daemon runs in its own process (`bench.daemon_proc`); its database path goes through the fault
 proxy (`python -m tests.faults.pgproxy`, another process), which blackholes every connection for the
 stall. Its resident memory is sampled every half second and its peak (VmHWM) read at the end of each
-phase. Phase one: the market changes `--rate` times a second, PostgreSQL is silent for
-`--stall-seconds`, then back, and the daemon catches up. Phase two: `--pushes` messages whose gzip
+phase. Phase one: the market changes `--rate` times a second, every trade's fullinfo answer about
+`--trade-mib` MiB (a long buyer's message), PostgreSQL is silent for `--stall-seconds`, then back, and
+the daemon catches up. Phase two: `--pushes` messages whose gzip
 content inflates to `--push-mib` MiB each (one trade, so the stand-in keeps one copy of the text).
 
-    python -m bench.bench_memory                 # 5 minutes of stall at 100 changes/s, 200 × 15 MiB
+    python -m bench.bench_memory                 # 5 minutes of stall at 100 changes/s of 1 MiB trades,
+                                                 # then 200 pushes of 15 MiB
     python -m bench.bench_memory --quick         # 20 s of stall, 20 pushes
 """
 
@@ -48,6 +50,8 @@ class Plan:
     rate: float
     pushes: int
     push_mib: int
+    trade_mib: float  # every trade's fullinfo answer about this large (the stand-in's trade_text_bytes)
+    catch_up_seconds: float = 300.0  # how long the catch-up after the stall is watched at most
 
 
 class Proxy:
@@ -139,15 +143,22 @@ async def stall_phase(plan: Plan, standin: StandIn, proxy: Proxy, daemon: Daemon
         await asyncio.sleep(plan.stall_seconds)  # the outage being measured
         await proxy.command("resume")
         standin.market.pause()
-        await until(lambda: tmc.confirmed >= tmc.published, 300 + plan.stall_seconds, "the catch-up")
-        caught_up_after = time.monotonic() - stalled_at - plan.stall_seconds
+        # Memory is what is measured: a catch-up that takes longer than this is reported, not waited for.
+        try:
+            await until(lambda: tmc.confirmed >= tmc.published, plan.catch_up_seconds, "the catch-up")
+            caught_up_after: float | None = round(time.monotonic() - stalled_at - plan.stall_seconds, 1)
+        except TimeoutError:
+            caught_up_after = None
+        backlog = tmc.published - tmc.confirmed
     return {
         "stall_s": plan.stall_seconds,
         "rate": plan.rate,
+        "trade_mib": plan.trade_mib,
         "changes": tmc.published,
         "rss_largest_mib": watch.largest_mib,
         "rss_peak_mib": round(daemon.memory_kib()[1] / 1024, 1),
-        "caught_up_after_s": round(caught_up_after, 1),
+        "caught_up_after_s": caught_up_after,  # None: not within --catch-up-seconds
+        "unconfirmed_at_end": backlog,
     }
 
 
@@ -184,6 +195,7 @@ async def run(plan: Plan, admin_url: str) -> dict[str, Any]:
         standin = StandIn(
             StandInConfig(
                 seed=7, shops=2, market_rate=0, history_trades=200,
+                trade_text_bytes=int(plan.trade_mib * MIB),
                 tmc=TmcServerConfig(seed=7, gzip_fraction=1.0, confirm_timeout=600.0),
             )
         )  # fmt: skip
@@ -223,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="market changes per second")
     parser.add_argument("--pushes", type=int, default=200)
     parser.add_argument("--push-mib", type=int, default=15, help="each push's content once inflated")
+    parser.add_argument("--trade-mib", type=float, default=1.0, help="each trade's fullinfo answer")
+    parser.add_argument("--catch-up-seconds", type=float, default=300.0, help="watched after the stall")
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
     args = parser.parse_args(argv)
-    plan = Plan(args.stall_seconds, args.rate, args.pushes, args.push_mib)
-    if args.quick:
-        plan = Plan(20.0, args.rate, 20, args.push_mib)
+    stall, pushes = (20.0, 20) if args.quick else (args.stall_seconds, args.pushes)
+    plan = Plan(stall, args.rate, pushes, args.push_mib, args.trade_mib, args.catch_up_seconds)
     started = time.monotonic()
     results = asyncio.run(run(plan, args.admin_url))
     results["wall_s"] = round(time.monotonic() - started, 1)

@@ -46,6 +46,7 @@ def pipeline_config(settings: Settings, store_retry: BackoffPolicy = STORE_RETRY
     return PipelineConfig(
         max_events=settings.sync_max_events,
         max_held_bytes=settings.sync_max_held_bytes,
+        max_fetched_bytes=settings.sync_max_fetched_bytes,
         batch_size=settings.sync_batch_size,
         batch_delay=settings.sync_batch_ms / 1000,
         workers=settings.worker_count(),

@@ -37,7 +37,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from common.backoff import BackoffPolicy
 from common.errors import OrderSyncError
 from common.exit_codes import EXIT_USAGE
-from listener.capacity import DEFAULT_MAX_HELD_BYTES
+from listener.capacity import DEFAULT_MAX_FETCHED_BYTES, DEFAULT_MAX_HELD_BYTES
 from store.pg import check_channel
 from store.pg_connect import ConnectionLimits
 from store.schema import DEFAULT_SCHEMA, check_schema, connection_settings
@@ -199,6 +199,8 @@ class Settings(ReportSettings):
     sync_max_events: int = Field(default=10_000, ge=1)  # TMC message ids held in memory at most
     # ... and the memory their content may take, in bytes (a single message is always let in).
     sync_max_held_bytes: int = Field(default=DEFAULT_MAX_HELD_BYTES, ge=1)
+    # Memory of fetched trades waiting for their commit; fetching pauses beyond it (one always fits).
+    sync_max_fetched_bytes: int = Field(default=DEFAULT_MAX_FETCHED_BYTES, ge=1)
     sync_batch_size: int = Field(default=100, ge=1)  # trades per store commit at most
     sync_batch_ms: int = Field(default=50, ge=0)  # how long the first trade of a batch waits for company
     sync_drain_seconds: float = Field(default=20.0, ge=0)  # graceful-stop budget for in-flight work

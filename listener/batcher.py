@@ -4,12 +4,13 @@ One `apply_trades` per flush, through `store.fetch_apply.apply_fetched` (the pat
 too, which records the trades the store could not keep whole as unresolved). Flushes run one at a time,
 so the store sees the stream's writes in the order they were fetched, and trades that arrive while a
 flush runs go together into the next one (group commit): at low load a trade is written as soon as the
-store is free, at high load batches grow by themselves. Only when the fetch side is saturated
-(`backlog()` says tids are waiting for a worker) does a batch linger for company, until `max_size`
-trades are waiting or the first has waited `max_delay`: latency is then dominated by the queue anyway,
-and bigger batches cost less per trade. Only after a flush returns are the messages it covers confirmed
-(docs/design.md#confirm-after-commit). A failed flush confirms nothing and is retried
-(`common.backoff.retrying`, jittered and capped) until it succeeds or the service stops.
+store is free, at high load batches grow by themselves (up to `max_size` trades and `MAX_BATCH_BYTES`).
+Only when the fetch side is saturated (`backlog()` says tids are waiting for a worker) does a batch
+linger for company, until `max_size` trades are waiting or the first has waited `max_delay`: latency is
+then dominated by the queue anyway, and bigger batches cost less per trade. Only after a flush returns
+are the messages it covers confirmed (docs/design.md#confirm-after-commit). A failed flush confirms
+nothing and is retried (`common.backoff.retrying`, jittered and capped) until it succeeds or the
+service stops.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from common.backoff import BackoffPolicy, retrying
+from listener.capacity import DEFAULT_MAX_FETCHED_BYTES, FetchBudget, trade_size
 from listener.metrics import ListenerMetrics
 from listener.ports import TradeStore
 from store.fetch_apply import REDRIVE_POLICY, TradeFailures, apply_fetched
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 SOURCE = "stream"
 # How a failed flush is retried: soon at first (a pool connection was reset), at most every 10 s.
 STORE_RETRY: Final = BackoffPolicy(base=0.2, cap=10.0)
+# Estimated trade memory one flush writes at most (one trade always goes): the write encodes its batch
+# again (JSON text, then the wire message), so a batch of large trades would double the memory held.
+MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
 
 
 class Settler(Protocol):
@@ -50,6 +55,7 @@ class _Closing(Exception):
 @dataclass
 class _Entry:
     trade: Trade
+    size: int  # trade_size(trade), held in the fetch budget until the entry's flush ends
     message_ids: list[int] = field(default_factory=list)
 
 
@@ -75,10 +81,13 @@ class CommitBatcher:
         max_size: int,
         max_delay: float,
         metrics: ListenerMetrics,
+        max_fetched_bytes: int = DEFAULT_MAX_FETCHED_BYTES,
         retry: BackoffPolicy = STORE_RETRY,
         redrive: BackoffPolicy = REDRIVE_POLICY,
     ) -> None:
         self._store = store
+        # Fetches wait on it (WorkerPool) while the trades waiting here for their commit fill it.
+        self.budget = FetchBudget(max_fetched_bytes)
         # Trades the store cannot keep whole become unresolved, recorded where the reconciler records
         # its own (store.fetch_apply), before their messages are settled.
         self._failures = TradeFailures(store, metrics.dead_letters, policy=redrive)
@@ -97,6 +106,11 @@ class CommitBatcher:
         self.failing = False  # the last flush failed; cleared by the next success (for /readyz)
         self._writing_since: float | None = None  # loop time the write in progress began
         self._backlog: Callable[[], bool] = _no_backlog
+        metrics.registry.gauge(
+            "fetched_bytes_held",
+            "Estimated memory of trades fetched and not yet committed",
+            self._gauge_bytes,
+        )
 
     def set_backlog_probe(self, backlog: Callable[[], bool]) -> None:
         """`backlog()` is true while more fetched trades are sure to follow soon (tids are queued for a
@@ -104,16 +118,24 @@ class CommitBatcher:
         self._backlog = backlog
 
     def add(self, trade: Trade, message_ids: Sequence[int]) -> None:
+        size = trade_size(trade)
+        self.budget.hold(size)
         entry = self._pending.get(trade.tid)
         if entry is None:
             if not self._pending:
                 self._first_at = asyncio.get_running_loop().time()
-            self._pending[trade.tid] = _Entry(trade, list(message_ids))
+            self._pending[trade.tid] = _Entry(trade, size, list(message_ids))
         else:
             entry.message_ids += message_ids
             if _newer_or_same(trade, entry.trade):
-                entry.trade = trade
+                self.budget.release(entry.size)
+                entry.trade, entry.size = trade, size
+            else:
+                self.budget.release(size)
         self._has_items.set()
+
+    def _gauge_bytes(self) -> list[tuple[dict[str, str], float]]:
+        return [({}, float(self.budget.bytes))]
 
     @property
     def pending_count(self) -> int:
@@ -129,7 +151,11 @@ class CommitBatcher:
     async def run(self) -> None:
         """Flush until `close()` was called and nothing is left."""
         while await self._wait_for_batch():
-            await self._flush(self._take())
+            batch = self._take()
+            try:
+                await self._flush(batch)
+            finally:
+                self.budget.release(sum(entry.size for entry in batch))
 
     def close(self) -> None:
         """Flush what is pending at once, without retrying failures, and let `run()` return."""
@@ -158,8 +184,15 @@ class CommitBatcher:
         return True
 
     def _take(self) -> list[_Entry]:
-        tids = list(self._pending)[: self._max_size]
-        batch = [self._pending.pop(tid) for tid in tids]
+        """The oldest pending entries, up to `max_size` of them and `MAX_BATCH_BYTES`."""
+        batch: list[_Entry] = []
+        size = 0
+        for tid in list(self._pending)[: self._max_size]:
+            entry = self._pending[tid]
+            if batch and size + entry.size > MAX_BATCH_BYTES:
+                break
+            batch.append(self._pending.pop(tid))
+            size += entry.size
         # Entries left over have waited already: `_first_at` stays, so they go out in the next flush.
         return batch
 

@@ -2,9 +2,9 @@
 
 Every TMC message the dispatcher accepts is *held* until it is settled in exactly one way:
 confirmed (after the commit that covers it, or after its dead-letter row is written), or left
-unconfirmed (the server redelivers it). Holding is bounded by `max_events` and by `max_bytes` of
-content (`listener.capacity`); when a bound is reached
-`submit()` waits, which stops the session's handing on and pulling: that is the backpressure
+unconfirmed (the server redelivers it); `listener.acks` sends either. Holding is bounded by
+`max_events` and by `max_bytes` of content (`listener.capacity`); when a bound is reached `submit()`
+waits, which stops the session's handing on and pulling: that is the backpressure
 (docs/design.md#capacity-before-work).
 
 Coalescing (docs/tmc-protocol.md#duplicates: bursts per order are normal). For one tid:
@@ -22,7 +22,6 @@ join it. Held messages keep the stream's proof behind them (`reconciler.stream_w
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from datetime import datetime
 
 from pydantic import SecretStr
 
+from listener.acks import Acks
 from listener.capacity import DEFAULT_MAX_HELD_BYTES, HoldBudget, held_size
 from listener.idle import IdleWorkers
 from listener.metrics import ListenerMetrics
@@ -40,10 +40,6 @@ from listener.trade_events import Rejection, parse_trade_event
 from taobao.tmc.events import TmcMessage
 
 log = logging.getLogger(__name__)
-
-SOURCE = "stream"
-# TMC uploads at most 128 characters of a Failed reason (docs/tmc-protocol.md#failed).
-FAIL_REASON_MAX = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +90,8 @@ class Dispatcher:
     ) -> None:
         # Read live: the daemon's shop book changes while it runs (store.shop_book).
         self._sessions = sessions
-        self._store = store
-        self._acker = acker
         self._watch = watch
+        self._acks = Acks(store=store, metrics=metrics, acker=acker, watch=watch)
         self._budget = HoldBudget(max_count=max_events, max_bytes=max_bytes)
         self._metrics = metrics
 
@@ -126,7 +121,7 @@ class Dispatcher:
     def settle_through(self, acker: MessageAcker) -> None:
         """Confirm and fail messages through `acker`: the channel that delivers them to `submit`, made
         after the dispatcher since it is given `submit`."""
-        self._acker = acker
+        self._acks.settle_through(acker)
 
     # ----------------------------------------------------------------- intake (the session's handler)
 
@@ -159,12 +154,12 @@ class Dispatcher:
 
         parsed = parse_trade_event(message)
         if isinstance(parsed, Rejection):
-            await self._quarantine_message(message, parsed.kind, parsed.reason, tid=None, shop=None)
+            await self._acks.quarantine(message, parsed.kind, parsed.reason, tid=None, shop=None)
             return False
         shop = parsed.shop
         if shop is None or shop not in self._sessions:
             reason = f"seller {shop!r} is not an active shop" if shop else "message names no seller"
-            await self._quarantine_message(message, "unknown_shop", reason, tid=parsed.tid, shop=shop)
+            await self._acks.quarantine(message, "unknown_shop", reason, tid=parsed.tid, shop=shop)
             return False
 
         # Take capacity before taking the work (docs/design.md#capacity-before-work).
@@ -176,7 +171,7 @@ class Dispatcher:
             self._duplicate(message)
             return False
         if shop in self._paused:
-            await self._fail_unheld(message, "shop_paused", self._paused[shop])
+            await self._acks.fail_unheld(message, "shop_paused", self._paused[shop])
             return False
         self._hold(message, parsed.tid, shop, size)
         return False
@@ -380,7 +375,7 @@ class Dispatcher:
     async def confirm(self, message_ids: Iterable[int]) -> None:
         """Confirm held messages whose trade state is committed (the batcher calls this after commit)."""
         for message_id in self._still_held(message_ids):
-            await self._send_confirm(message_id)
+            await self._acks.confirm(message_id)
             self._release(message_id)
 
     async def leave_unconfirmed(self, message_ids: Iterable[int], kind: str, reason: str) -> None:
@@ -388,7 +383,7 @@ class Dispatcher:
         than after its confirm timeout, and keeps its count of our unconfirmed messages low."""
         for message_id in self._still_held(message_ids):
             self._metrics.left_unconfirmed.inc(reason=kind)
-            await self._send_fail(message_id, reason)
+            await self._acks.fail(message_id, reason)
             self._release(message_id)
 
     def _still_held(self, message_ids: Iterable[int]) -> list[int]:
@@ -406,66 +401,6 @@ class Dispatcher:
     def _update_settled(self) -> None:
         if not self._held and not self._accepting:
             self._settled.set()
-
-    async def _quarantine_message(
-        self, message: TmcMessage, kind: str, reason: str, *, tid: int | None, shop: str | None
-    ) -> None:
-        try:
-            await self._store.dead_letter(
-                source=SOURCE, reason=reason, payload=_payload(message), tid=tid, shop=shop
-            )
-        except Exception:
-            # Without the dead-letter row, confirming would lose the message: let it come back.
-            log.exception(
-                "could not write dead letter; message left for redelivery",
-                extra={"action": "dead_letter_failed", "tid": tid, "shop": shop, "message_id": message.id},
-            )
-            self._metrics.left_unconfirmed.inc(reason="dead_letter_failed")
-            await self._send_fail(message.id, "dead letter write failed")
-            return
-        self._metrics.dead_letters.inc(reason=kind)
-        log.warning(
-            "message quarantined: %s",
-            reason,
-            extra={"action": "dead_lettered", "tid": tid, "shop": shop, "message_id": message.id},
-        )
-        await self._send_confirm(message.id)
-
-    async def _fail_unheld(self, message: TmcMessage, kind: str, reason: str) -> None:
-        self._metrics.left_unconfirmed.inc(reason=kind)
-        await self._send_fail(message.id, reason)
-
-    async def _send_confirm(self, message_id: int) -> None:
-        if self._watch is not None:
-            # Committed (or quarantined) is what counts; a confirm that cannot be sent changes nothing.
-            self._watch.settled(message_id)
-        channel = self._channel()
-        try:
-            await channel.confirm(message_id)
-        except Exception:
-            # The commit stands; the server will redeliver and the refetch is idempotent.
-            self._metrics.ack_errors.inc(call="confirm")
-            log.warning(
-                "confirm failed", exc_info=True, extra={"action": "confirm_failed", "message_id": message_id}
-            )
-        else:
-            self._metrics.confirmed.inc()
-
-    async def _send_fail(self, message_id: int, reason: str) -> None:
-        channel = self._channel()
-        try:
-            await channel.fail(message_id, reason[:FAIL_REASON_MAX])
-        except Exception:
-            # Not sending Failed only delays redelivery until the server's confirm timeout.
-            self._metrics.ack_errors.inc(call="fail")
-            log.warning(
-                "fail call failed", exc_info=True, extra={"action": "fail_failed", "message_id": message_id}
-            )
-
-    def _channel(self) -> MessageAcker:
-        if self._acker is None:
-            raise RuntimeError("the dispatcher settles messages only after settle_through(channel)")
-        return self._acker
 
     # ------------------------------------------------------------------------- draining and state
 
@@ -524,17 +459,3 @@ class Dispatcher:
     def _gauge_paused(self) -> list[tuple[dict[str, str], float]]:
         return [({"shop": shop}, 1.0 if shop in self._paused else 0.0) for shop in sorted(self._sessions)]
 
-
-def _payload(message: TmcMessage) -> str:
-    """The whole message as received, for the dead-letter row (content kept verbatim as a string)."""
-    return json.dumps(
-        {
-            "id": message.id,
-            "topic": message.topic,
-            "nick": message.nick,
-            "user_id": message.user_id,
-            "time": message.time.isoformat() if message.time else None,
-            "content": message.content,
-        },
-        ensure_ascii=False,
-    )

@@ -5,7 +5,8 @@
           └───────────────────── confirm / fail (only after the commit) ◀──────────────────┘
 
 Read in this order: `listener.session` (socket, codec, CONNECT, pulls, acks), `listener.dispatcher`
-(which trade a message is about, by `listener.trade_events`; per-tid coalescing, bounded holding),
+(which trade a message is about, by `listener.trade_events`; per-tid coalescing, bounded holding;
+its confirms and fails sent by `listener.acks`),
 `listener.workers` (fullinfo), `listener.batcher` (the commit, then the confirms). `StreamPipeline`
 builds them from a `PipelineConfig`, starts their tasks, and stops them in one bounded drain
 (docs/design.md#graceful-stop): close intake, let in-flight work finish for `drain_seconds`, cancel the
@@ -25,7 +26,7 @@ from pydantic import SecretStr
 from common.backoff import BackoffPolicy
 from common.tasks import cancel_and_wait, wait_or_cancel
 from listener.batcher import STORE_RETRY, CommitBatcher
-from listener.capacity import DEFAULT_MAX_HELD_BYTES
+from listener.capacity import DEFAULT_MAX_FETCHED_BYTES, DEFAULT_MAX_HELD_BYTES
 from listener.dispatcher import Dispatcher
 from listener.metrics import ListenerMetrics, MeasuredStore
 from listener.ports import MessageChannel, MessageHandler, MessageWatch, TradeFetcher, TradeStore
@@ -50,6 +51,8 @@ class PipelineConfig:
     workers: int  # concurrent fullinfo fetches
     drain_seconds: float  # graceful-stop budget for in-flight work
     max_held_bytes: int = DEFAULT_MAX_HELD_BYTES  # and their content's memory (SYNC_MAX_HELD_BYTES)
+    # fetched trades waiting for their commit (SYNC_MAX_FETCHED_BYTES): fetching pauses beyond it
+    max_fetched_bytes: int = DEFAULT_MAX_FETCHED_BYTES
     store_retry: BackoffPolicy = STORE_RETRY
     lag: TradeLag = field(default_factory=TradeLag)  # how long a trade not there yet is waited for
     redrive: BackoffPolicy = REDRIVE_POLICY  # when an unresolved trade is tried again
@@ -87,6 +90,7 @@ class StreamPipeline:
             max_size=config.batch_size,
             max_delay=config.batch_delay,
             metrics=metrics,
+            max_fetched_bytes=config.max_fetched_bytes,
             retry=config.store_retry,
             redrive=config.redrive,
         )

@@ -99,12 +99,19 @@ class WorkerPool:
                 group.create_task(self._work(), name=f"fetch-worker-{number}")
 
     async def _work(self) -> None:
+        budget = self._batcher.budget
         while True:
-            item = await self._dispatcher.next_work()
+            # Room for what the fetch may bring before taking the work: while commits fall behind,
+            # tids stay queued (and coalesce) rather than fetched trades piling up in memory.
+            await budget.reserve()
             try:
-                await self._process(item)
+                item = await self._dispatcher.next_work()
+                try:
+                    await self._process(item)
+                finally:
+                    await self._dispatcher.finish_fetch(item)
             finally:
-                await self._dispatcher.finish_fetch(item)
+                budget.unreserve()
 
     async def _process(self, item: WorkItem) -> None:
         context = {"tid": item.tid, "shop": item.shop}

@@ -70,6 +70,8 @@ class MarketConfig:
     version_retention_seconds: int = 3600
     # Cap on the change log kept for truth (None keeps all); seq numbers keep counting.
     change_log_limit: int | None = None
+    # Bytes of buyer's message on every trade (0: the usual short ones): fullinfo answers that large.
+    trade_text_bytes: int = 0
 
 
 class Market:
@@ -80,7 +82,7 @@ class Market:
         self.clock: Clock = clock or SystemClock()
         self._rng = random.Random(self.config.seed)
         self.shops: tuple[Shop, ...] = make_shops(self._rng, self.config.shops)
-        self._factory = TradeFactory(self.shops)
+        self._factory = TradeFactory(self.shops, self.config.trade_text_bytes)
         self._shop_picker = ShopPicker(len(self.shops))
         self._index = TradeIndex(len(self.shops), LEGAL_MOVES)
         self._truth = TruthBuilder(self.materialize, [shop.nick for shop in self.shops])

@@ -65,6 +65,8 @@ class StandInConfig:
     # TMC delivers messages only for sellers the app permitted (taobao.tmc.user.permit), as the
     # platform does. Off: every seller's messages are delivered.
     require_permits: bool = False
+    # Every trade's buyer's message this many bytes long (0: off): fullinfo answers of that size.
+    trade_text_bytes: int = 0
 
     def market_config(self) -> MarketConfig:
         return MarketConfig(
@@ -75,6 +77,7 @@ class StandInConfig:
             rate=self.market_rate,
             version_retention_seconds=self.version_retention_seconds,
             change_log_limit=self.change_log_limit,
+            trade_text_bytes=self.trade_text_bytes,
         )
 
 

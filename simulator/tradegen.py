@@ -49,11 +49,25 @@ def trade_seed(market_seed: int, tid: int) -> int:
     return (market_seed * 0x9E3779B97F4A7C15 + tid) & 0xFFFF_FFFF_FFFF_FFFF
 
 
-class TradeFactory:
-    """Turns skeletons into raw fullinfo dicts. Thread-safe: it only reads its arguments."""
+def long_buyer_message(size: int) -> str:
+    """A buyer's message of `size` bytes of UTF-8 (one byte more at most), the catalog's messages
+    repeated: mostly Chinese, with the tabs and line breaks buyers type."""
+    unit = "；".join(catalog.BUYER_MESSAGES)
+    text = unit * (size // len(unit.encode()) + 1)
+    return text.encode()[:size].decode(errors="ignore")
 
-    def __init__(self, shops: tuple[Shop, ...]) -> None:
+
+class TradeFactory:
+    """Turns skeletons into raw fullinfo dicts. Thread-safe: it only reads its arguments.
+
+    `text_bytes` (0: off) gives every trade a buyer's message that long, so a fullinfo answer weighs
+    about that much: what a trade with hundreds of sub-orders weighs, carried in a text field the
+    service stores verbatim without indexing (Taobao itself caps a buyer's message far lower). One
+    string object is shared by every trade, so the stand-in's own memory does not grow with it."""
+
+    def __init__(self, shops: tuple[Shop, ...], text_bytes: int = 0) -> None:
         self._shops = shops
+        self._long_message = long_buyer_message(text_bytes) if text_bytes else None
 
     def build(self, sk: Skeleton) -> RawTrade:
         rng = random.Random(sk.seed)
@@ -76,6 +90,9 @@ class TradeFactory:
         raw.update(_receiver(rng, region))
         raw["orders"] = {"order": parts.orders}
         _notes(rng, raw)
+        if self._long_message is not None:
+            raw["buyer_message"] = self._long_message
+            raw["has_buyer_message"] = True
         if parts.discount:
             raw["promotion_details"] = _promotion(rng, sk.tid, parts.discount)
         if sk.pay_time is not None:

@@ -18,6 +18,7 @@ from store.constants import DEFAULT_NOTIFY_CHANNEL
 from store.errors import DATABASE_ERRORS, TRADE_REFUSALS, StoreError
 from store.pg_connect import ConnectionLimits, pool_options
 from store.pg_coverage import cut
+from store.pooled import Pooled
 from store.schema import DEFAULT_SCHEMA
 from store.types import ApplyResult
 from store.unresolved import TradeDebt
@@ -88,6 +89,7 @@ class PgStore:
         self._pool = pool
         self.notify_channel = check_channel(notify_channel)
         self.limits = limits or ConnectionLimits()
+        self._connections = Pooled(pool, self.limits.acquire)  # every wait for a connection bounded
 
     @classmethod
     async def connect(
@@ -133,7 +135,7 @@ class PgStore:
         """One transaction; deadlocks retried; a refusal about the data raised as the driver's error."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with self._pool.acquire(timeout=self.limits.acquire) as conn:
+                async with self._connections.acquire() as conn:
                     return await write_prepared(conn, prepared, source=source, channel=self.notify_channel)
             except _RETRYABLE as exc:
                 if attempt == _ATTEMPTS:
@@ -160,7 +162,7 @@ class PgStore:
         reason = storable_text(debt.reason)
 
         async def write() -> int:
-            async with self._pool.acquire(timeout=self.limits.acquire) as conn, conn.transaction():
+            async with self._connections.acquire() as conn, conn.transaction():
                 await conn.execute(reconciler_sql.LOCK_SHOP, shop)
                 if history:
                     await conn.execute(
@@ -206,7 +208,9 @@ class PgStore:
         data = payload.encode("utf-8", errors="surrogatepass") if isinstance(payload, str) else payload
         reason, shop = storable_text(reason), None if shop is None else storable_text(shop)
         try:
-            await self._pool.execute(sql.INSERT_DEAD_LETTER, storable_text(source), reason, data, tid, shop)
+            await self._connections.execute(
+                sql.INSERT_DEAD_LETTER, storable_text(source), reason, data, tid, shop
+            )
         except DATABASE_ERRORS as exc:
             raise StoreError(f"dead_letter failed: {exc}") from exc
         logger.warning(
@@ -218,7 +222,7 @@ class PgStore:
 
     async def last_position(self) -> int:
         """The newest committed feed position (0 when the feed is empty)."""
-        value = await self._pool.fetchval(sql.LAST_POSITION)
+        value = await self._connections.fetchval(sql.LAST_POSITION)
         return int(value)
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from common.intervals import Interval
 from store import reconciler_sql as sql
 from store.coverage import Coverage, Fence, ProvenBy
 from store.errors import guarded
+from store.pooled import DEFAULT_ACQUIRE_SECONDS, Pooled
 from store.unresolved import without
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,8 @@ _FAR_FUTURE = datetime.fromisoformat("9999-01-01T00:00:00+00:00")
 
 
 class PgCoverageLedger:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float = DEFAULT_ACQUIRE_SECONDS) -> None:
+        self._pool = Pooled(pool, acquire_timeout)  # every wait for a connection bounded
 
     async def prove(
         self, shop: str, interval: Interval, proven_by: ProvenBy, *, fence: Fence | None = None

@@ -14,11 +14,14 @@ from store import reconciler_sql as sql
 from store.errors import guarded
 from store.gap_reports import Cause
 from store.initial_loads import LoadPart, LoadState
+from store.pooled import DEFAULT_ACQUIRE_SECONDS, Pooled
 
 
 class PgInitialLoads:
-    def __init__(self, pool: asyncpg.Pool, replica: str) -> None:
-        self._pool = pool
+    def __init__(
+        self, pool: asyncpg.Pool, replica: str, *, acquire_timeout: float = DEFAULT_ACQUIRE_SECONDS
+    ) -> None:
+        self._pool = Pooled(pool, acquire_timeout)  # every wait for a connection bounded
         self.replica = replica  # who opens the load's gap report
 
     async def state(self, shop: str) -> LoadState | None:

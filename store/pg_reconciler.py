@@ -12,6 +12,7 @@ from store.pg_coverage import PgCoverageLedger
 from store.pg_loads import PgInitialLoads
 from store.pg_reports import PgGapReports
 from store.pg_unresolved import PgUnresolved
+from store.pooled import Pooled
 from store.ports import ReconcilerStore
 from store.types import ApplyResult, StoredVersion
 from store.unresolved import TradeDebt
@@ -24,6 +25,7 @@ class PgTrades:
 
     def __init__(self, store: PgStore) -> None:
         self._store = store
+        self._connections = Pooled(store.pool, store.limits.acquire)
 
     async def apply_trades(self, trades: Sequence[Trade], *, source: str) -> ApplyResult:
         # guarded: the store passes some errors of a killed connection on unwrapped.
@@ -47,7 +49,7 @@ class PgTrades:
 
     async def existing_tids(self, tids: Sequence[int]) -> set[int]:
         rows = await guarded(
-            "reading stored tids", lambda: self._store.pool.fetch(sql.SELECT_EXISTING_TIDS, list(tids))
+            "reading stored tids", lambda: self._connections.fetch(sql.SELECT_EXISTING_TIDS, list(tids))
         )
         return {r["tid"] for r in rows}
 
@@ -77,7 +79,7 @@ class PgTrades:
     ) -> list[tuple[int, datetime]]:
         rows = await guarded(
             "looking for list lag",
-            lambda: self._store.pool.fetch(
+            lambda: self._connections.fetch(
                 sql.SELECT_STORED_IN_WINDOW,
                 shop,
                 start,
@@ -92,11 +94,11 @@ class PgTrades:
 
 def pg_reconciler_store(store: PgStore, *, replica: str) -> ReconcilerStore:
     """The reconciler's storage over `store`'s pool; `replica` opens and works on the reports."""
-    pool = store.pool
+    pool, acquire = store.pool, store.limits.acquire
     return ReconcilerStore(
-        coverage=PgCoverageLedger(pool),
-        reports=PgGapReports(pool, replica),
-        loads=PgInitialLoads(pool, replica),
+        coverage=PgCoverageLedger(pool, acquire_timeout=acquire),
+        reports=PgGapReports(pool, replica, acquire_timeout=acquire),
+        loads=PgInitialLoads(pool, replica, acquire_timeout=acquire),
         trades=PgTrades(store),
-        unresolved=PgUnresolved(pool),
+        unresolved=PgUnresolved(pool, acquire_timeout=acquire),
     )

@@ -13,6 +13,7 @@ from common.intervals import Interval
 from store import reconciler_sql as sql
 from store.errors import guarded
 from store.gap_reports import Cause, GapReport, Outcome, PassCounts, RecoveredTrade, StreamConnection
+from store.pooled import DEFAULT_ACQUIRE_SECONDS, Pooled
 
 
 def report_from_row(row: asyncpg.Record) -> GapReport:
@@ -22,8 +23,10 @@ def report_from_row(row: asyncpg.Record) -> GapReport:
 
 
 class PgGapReports:
-    def __init__(self, pool: asyncpg.Pool, replica: str) -> None:
-        self._pool = pool
+    def __init__(
+        self, pool: asyncpg.Pool, replica: str, *, acquire_timeout: float = DEFAULT_ACQUIRE_SECONDS
+    ) -> None:
+        self._pool = Pooled(pool, acquire_timeout)  # every wait for a connection bounded
         self.replica = replica
 
     async def create(

@@ -13,12 +13,13 @@ import asyncpg
 from common.intervals import Interval
 from store import reconciler_sql as sql
 from store.errors import guarded
+from store.pooled import DEFAULT_ACQUIRE_SECONDS, Pooled
 from store.unresolved import UnresolvedTrade
 
 
 class PgUnresolved:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float = DEFAULT_ACQUIRE_SECONDS) -> None:
+        self._pool = Pooled(pool, acquire_timeout)  # every wait for a connection bounded
 
     async def rows(self, shop: str | None = None) -> list[UnresolvedTrade]:
         found = await guarded(
