@@ -17,6 +17,7 @@ from store.feed import parse_doorbell
 from store.migrate import migrate, print_sql
 from store.pg import PgStore
 from store.schema import DEFAULT_SCHEMA
+from tests import database_server
 from tests.conftest import ADMIN_DSN, create_database, drop_database
 from tests.integration.harness import ROOT
 from tests.store.factory import fresh_tids, make_trade
@@ -49,7 +50,7 @@ class Roles:
 async def roles() -> AsyncIterator[Roles]:
     dsn = await create_database(search_path=None)
     suffix = uuid.uuid4().hex[:8]
-    made = Roles(dsn, dsn.rsplit("/", 1)[1], f"tos_svc_{suffix}", f"tos_erp_{suffix}")
+    made = Roles(dsn, database_server.database_of(dsn), f"tos_svc_{suffix}", f"tos_erp_{suffix}")
     try:
         yield made
     finally:
