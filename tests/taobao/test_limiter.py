@@ -90,7 +90,8 @@ async def test_waiting_stream_callers_go_before_backfill_and_sweep() -> None:
         ]
     ]
     await asyncio.sleep(0)  # runs after the tasks' first steps
-    assert limiter.waiting == 4 and served == []  # b1 holds the turn, the others wait for it
+    assert limiter.waiting == 4  # b1 holds the turn, the others wait for it
+    assert served == []
     await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
     # b1 was already holding the turn; after it the stream caller overtakes everyone.
     assert served == ["b1", "s1", "b2", "b3", "sweep"]
