@@ -10,8 +10,8 @@ proves is `reconciler.stream_watch`; how a stretch is cut into windows is `recon
 * What a sweep may cover (`sweep_span`): from where the last sweep ended (the first starts where this
   process's stream did) to the lag horizon, no further than the stream's own proof and never into a
   window an open report owns.
-* Where a sweep may apply the versions fullinfo answers with (`sweep_applies`): inside its windows or
-  where the stream claimed the time.
+* Where a sweep may apply the versions fullinfo answers with (`sweep_applies`): inside its windows
+  (never into an open report's) or where the stream claimed the time.
 * The gaps a restart and a disconnect leave (`restart_gap`, `disconnect_gap`), and whether an outage
   report is still unread for the gate (`outage_unread`).
 """
@@ -133,13 +133,20 @@ def sweep_span(
     return Interval(since, upper) if since < upper else None
 
 
-def sweep_applies(windows: Sequence[Window], stream_cover: Iterable[Interval]) -> list[Interval]:
+def sweep_applies(
+    windows: Sequence[Window], stream_cover: Iterable[Interval], open_starts: Iterable[datetime] = ()
+) -> list[Interval]:
     """Where a sweep that read `windows` may apply a version fullinfo answered with. That is a trade's
     newest version, often modified after the windows (a lag probe, a trade changed again since it was
     listed): its change is push loss where the stream claimed its time (`stream_cover`, which reaches to
     where the stream's proof ends). A version outside the windows and that cover is left alone: its
-    push may still be on its way, or it falls in an outage whose report must bring it in."""
-    read_upto = windows[-1].end + SECOND  # a window's end second is listed too
+    push may still be on its way, or it falls in an outage whose report must bring it in.
+
+    The last window's end second is listed too, but not past the start of an open report
+    (`open_starts`): a sweep that stops at a disconnect report's start, within the second of the cut,
+    would otherwise store the first trades the outage withheld, and the report, finding them stored,
+    would never count them."""
+    read_upto = min([windows[-1].end + SECOND, *(s for s in open_starts if s >= windows[-1].end)])
     return normalize([Interval(windows[0].start, read_upto), *stream_cover])
 
 

@@ -237,6 +237,17 @@ def test_a_sweep_applies_a_version_only_in_its_windows_or_where_the_stream_claim
     assert sweep_applies(windows, []) == [Interval(at(100), at(301))]
 
 
+def test_a_sweep_never_applies_a_version_in_an_open_reports_window() -> None:
+    # A disconnect report starting inside the sweep's last listed second owns the rest of that second:
+    # the trades the outage withheld are its finds, not the sweep's.
+    windows = [Window(at(100), at(200), True)]
+    owned = sweep_applies(windows, [Interval(at(50), at(150))], open_starts=[at(200.4), at(900)])
+    assert owned == [Interval(at(50), at(200.4))]
+    assert covers(owned, at(200.3))
+    assert not covers(owned, at(200.4))
+    assert sweep_applies(windows, [], open_starts=[at(700)]) == [Interval(at(100), at(201))]
+
+
 # ---- the gaps a restart and a disconnect leave -----------------------------------------------------
 
 
