@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from common.intervals import Interval, normalize
+from common.intervals import Interval, gaps, normalize
 from reconciler.fetching import Failure
 from reconciler.plan import SECOND, Window, floor_second, plan_windows
 from store.gap_reports import Cause, GapReport, Outcome
@@ -134,7 +134,7 @@ def sweep_span(
 
 
 def sweep_applies(
-    windows: Sequence[Window], stream_cover: Iterable[Interval], open_starts: Iterable[datetime] = ()
+    windows: Sequence[Window], stream_cover: Iterable[Interval], open_windows: Iterable[Interval] = ()
 ) -> list[Interval]:
     """Where a sweep that read `windows` may apply a version fullinfo answered with. That is a trade's
     newest version, often modified after the windows (a lag probe, a trade changed again since it was
@@ -142,12 +142,14 @@ def sweep_applies(
     where the stream's proof ends). A version outside the windows and that cover is left alone: its
     push may still be on its way, or it falls in an outage whose report must bring it in.
 
-    The last window's end second is listed too, but not past the start of an open report
-    (`open_starts`): a sweep that stops at a disconnect report's start, within the second of the cut,
-    would otherwise store the first trades the outage withheld, and the report, finding them stored,
-    would never count them."""
-    read_upto = min([windows[-1].end + SECOND, *(s for s in open_starts if s >= windows[-1].end)])
-    return normalize([Interval(windows[0].start, read_upto), *stream_cover])
+    Nothing is applied in an open report's window (`open_windows`), from the whole second it starts
+    in: `modified` has one-second resolution, so a change just after a cut can carry a `modified` before
+    the disconnect report's start, and the sweep, which lists its last window's end second too, would
+    store a trade the outage withheld; the report would then find it stored and never count it."""
+    read_upto = windows[-1].end + SECOND  # a window's end second is listed too
+    owned = normalize([Interval(windows[0].start, read_upto), *stream_cover])
+    owners = normalize(Interval(floor_second(w.start), w.end) for w in open_windows)
+    return [part for interval in owned for part in gaps(owners, interval.start, interval.end)]
 
 
 def restart_gap(ledger_end: datetime, open_ends: Iterable[datetime], now: datetime) -> Interval | None:
