@@ -10,8 +10,8 @@ proves is `reconciler.stream_watch`; how a stretch is cut into windows is `recon
 * What a sweep may cover (`sweep_span`): from where the last sweep ended (the first starts where this
   process's stream did) to the lag horizon, no further than the stream's own proof and never into a
   window an open report owns.
-* Where a sweep may apply the versions fullinfo answers with (`sweep_applies`): inside its windows or
-  where the stream claimed the time.
+* Where a sweep may apply the versions fullinfo answers with (`sweep_applies`): inside its windows
+  (never into an open report's) or where the stream claimed the time.
 * The gaps a restart and a disconnect leave (`restart_gap`, `disconnect_gap`), and whether an outage
   report is still unread for the gate (`outage_unread`).
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from common.intervals import Interval, normalize
+from common.intervals import Interval, gaps, normalize
 from reconciler.fetching import Failure
 from reconciler.plan import SECOND, Window, floor_second, plan_windows
 from store.gap_reports import Cause, GapReport, Outcome
@@ -133,14 +133,23 @@ def sweep_span(
     return Interval(since, upper) if since < upper else None
 
 
-def sweep_applies(windows: Sequence[Window], stream_cover: Iterable[Interval]) -> list[Interval]:
+def sweep_applies(
+    windows: Sequence[Window], stream_cover: Iterable[Interval], open_windows: Iterable[Interval] = ()
+) -> list[Interval]:
     """Where a sweep that read `windows` may apply a version fullinfo answered with. That is a trade's
     newest version, often modified after the windows (a lag probe, a trade changed again since it was
     listed): its change is push loss where the stream claimed its time (`stream_cover`, which reaches to
     where the stream's proof ends). A version outside the windows and that cover is left alone: its
-    push may still be on its way, or it falls in an outage whose report must bring it in."""
+    push may still be on its way, or it falls in an outage whose report must bring it in.
+
+    Nothing is applied in an open report's window (`open_windows`), from the whole second it starts
+    in: `modified` has one-second resolution, so a change just after a cut can carry a `modified` before
+    the disconnect report's start, and the sweep, which lists its last window's end second too, would
+    store a trade the outage withheld; the report would then find it stored and never count it."""
     read_upto = windows[-1].end + SECOND  # a window's end second is listed too
-    return normalize([Interval(windows[0].start, read_upto), *stream_cover])
+    owned = normalize([Interval(windows[0].start, read_upto), *stream_cover])
+    owners = normalize(Interval(floor_second(w.start), w.end) for w in open_windows)
+    return [part for interval in owned for part in gaps(owners, interval.start, interval.end)]
 
 
 def restart_gap(ledger_end: datetime, open_ends: Iterable[datetime], now: datetime) -> Interval | None:

@@ -51,7 +51,10 @@ class Sweeper:
         now = shared.now()
         ledger = shared.ledger
         stream_end = await ledger.covered_end(shop, ProvenBy.STREAM)
-        windows = await self._windows(shop, now, stream_started, stream_end)
+        open_windows = [
+            Interval(r.window_start, r.window_end) for r in await shared.reports.open_reports(shop)
+        ]
+        windows = await self._windows(shop, now, stream_started, stream_end, open_windows)
         if not windows or stream_end is None:
             return PassCounts()
         # The stream's claim as far as its proof reaches: a version fetched past the windows counts as
@@ -59,7 +62,8 @@ class Sweeper:
         stream_cover = await ledger.intervals(shop, windows[0].start, stream_end, kinds=[ProvenBy.STREAM])
         counts = PassCounts()
         try:
-            result = await self._reader(within=sweep_applies(windows, stream_cover)).read(
+            within = sweep_applies(windows, stream_cover, open_windows)
+            result = await self._reader(within=within).read(
                 shop,
                 shared.session_of(shop),
                 windows,
@@ -89,7 +93,12 @@ class Sweeper:
         return counts
 
     async def _windows(
-        self, shop: str, now: datetime, stream_started: datetime | None, stream_end: datetime | None
+        self,
+        shop: str,
+        now: datetime,
+        stream_started: datetime | None,
+        stream_end: datetime | None,
+        open_windows: list[Interval],
     ) -> list[Window]:
         """The proof windows of what the sweep may cover now (`reconciler.proof.sweep_span`)."""
         shared = self._shared
@@ -100,7 +109,7 @@ class Sweeper:
             stream_started=stream_started,
             sync_from=await ledger.sync_from(shop) or now,
             stream_end=stream_end,
-            open_starts=[r.window_start for r in await shared.reports.open_reports(shop)],
+            open_starts=[w.start for w in open_windows],
             horizon=lag_horizon(shared.horizon_now(), safety_lag=config.safety_lag, overlap=overlap),
         )
         if span is None:

@@ -237,6 +237,22 @@ def test_a_sweep_applies_a_version_only_in_its_windows_or_where_the_stream_claim
     assert sweep_applies(windows, []) == [Interval(at(100), at(301))]
 
 
+def test_a_sweep_never_applies_a_version_in_an_open_reports_window() -> None:
+    # A disconnect report starting inside the sweep's last listed second owns that whole second (a change
+    # just after the cut carries its `modified`), and its window even where the stream claimed the time.
+    windows = [Window(at(100), at(200), True)]
+    stream = [Interval(at(50), at(200.4)), Interval(at(400), at(500))]
+    owned = sweep_applies(
+        windows, stream, open_windows=[Interval(at(200.4), at(300)), Interval(at(450), at(460))]
+    )
+    assert owned == [Interval(at(50), at(200)), Interval(at(400), at(450)), Interval(at(460), at(500))]
+    assert not covers(owned, at(200))  # the report's second: its find
+    assert covers(owned, at(199))
+    assert sweep_applies(windows, [], open_windows=[Interval(at(700), at(800))]) == [
+        Interval(at(100), at(201))
+    ]
+
+
 # ---- the gaps a restart and a disconnect leave -----------------------------------------------------
 
 

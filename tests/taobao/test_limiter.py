@@ -12,6 +12,7 @@ import pytest
 from taobao.limiter import Priority, TopRateLimiter
 
 DEADLINE = 5.0
+HOLD_SECONDS = 1.0
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -68,25 +69,31 @@ async def test_fractional_rate_serves_the_first_call_at_once() -> None:
 
 async def test_waiting_stream_callers_go_before_backfill_and_sweep() -> None:
     limiter = TopRateLimiter(20)
-    await drain(limiter)
+    # The first caller takes the turn and holds it through this pause, so every caller below is queued
+    # before anyone gets through, however slow the machine: the tasks' first steps all run in the loop's
+    # next iteration, long before the pause ends (a bucket refilling in 50 ms gave no such margin).
+    limiter.pause(HOLD_SECONDS)
     served: list[str] = []
 
     async def caller(name: str, priority: Priority) -> None:
         await limiter.acquire(priority)
         served.append(name)
 
-    tasks = [asyncio.create_task(caller("b1", Priority.BACKFILL))]
-    await until(lambda: limiter.waiting == 0 and not tasks[0].done(), "b1 to hold the turn")
-    tasks += [
-        asyncio.create_task(caller("sweep", Priority.SWEEP)),
-        asyncio.create_task(caller("b2", Priority.BACKFILL)),
-        asyncio.create_task(caller("b3", Priority.BACKFILL)),
+    tasks = [
+        asyncio.create_task(caller(name, priority))
+        for name, priority in [
+            ("b1", Priority.BACKFILL),
+            ("sweep", Priority.SWEEP),
+            ("b2", Priority.BACKFILL),
+            ("b3", Priority.BACKFILL),
+            ("s1", Priority.STREAM),  # queued last
+        ]
     ]
-    await until(lambda: limiter.waiting == 3, "three queued callers")
-    tasks.append(asyncio.create_task(caller("s1", Priority.STREAM)))
-    await until(lambda: limiter.waiting == 4, "the stream caller to queue")
+    await asyncio.sleep(0)  # runs after the tasks' first steps
+    assert limiter.waiting == 4  # b1 holds the turn, the others wait for it
+    assert served == []
     await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
-    # b1 was already at the bucket; after it the stream caller overtakes everyone.
+    # b1 was already holding the turn; after it the stream caller overtakes everyone.
     assert served == ["b1", "s1", "b2", "b3", "sweep"]
 
 
