@@ -97,10 +97,6 @@ def canonical_json(raw: dict[str, Any]) -> str:
     )
 
 
-def content_hash(raw_json: str) -> bytes:
-    return hashlib.sha256(raw_json.encode("utf-8")).digest()
-
-
 def prepare_trade(trade: Trade) -> PreparedTrade:
     """Shape one trade for the store; raise InvalidTradeError (with a reason a person can act on) when
     its required parts are unusable."""
@@ -111,14 +107,39 @@ def prepare_trade(trade: Trade) -> PreparedTrade:
         raise InvalidTradeError(f"`modified` {modified!r} is out of range", tid=trade.tid)
     _check_orders(trade)
     received = trade
-    trade, replaced = _replace_unstorable(trade)
-    trade, flaws = _empty_out_of_range(trade)
+    # `raw` is encoded once: the same text is checked for what PostgreSQL cannot hold, hashed and
+    # stored; it is encoded again only for the rare trade whose text had to be replaced.
+    raw_json = _raw_json(trade)
+    encoded = _utf8(raw_json)
+    replaced = encoded is None or _has_json_nul(raw_json) or any(_UNSTORABLE.search(t) for t in _texts(trade))
+    if replaced:
+        trade = _replace_unstorable(trade)
+        raw_json = _raw_json(trade)
+        encoded = raw_json.encode("utf-8")
+    assert encoded is not None
+    trade, flaws = _empty_out_of_range(trade)  # named fields only: `raw` stays as received
+    original = dead_letter_payload(received) if replaced or flaws else b""
+    digest = hashlib.sha256(encoded).digest()
+    return PreparedTrade(trade, modified, raw_json, digest, replaced, flaws, original)
+
+
+def _raw_json(trade: Trade) -> str:
     try:
-        raw_json = canonical_json(trade.raw)
+        return canonical_json(trade.raw)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidTradeError(f"raw is not storable JSON ({type(exc).__name__})", tid=trade.tid) from exc
-    original = dead_letter_payload(received) if replaced or flaws else b""
-    return PreparedTrade(trade, modified, raw_json, content_hash(raw_json), replaced, flaws, original)
+
+
+def _utf8(text: str) -> bytes | None:
+    """`text` as UTF-8, or None when it holds a lone surrogate (which UTF-8 cannot encode)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
+def _has_json_nul(text: str) -> bool:
+    return "\\u0000" in text and _JSON_NUL.search(text) is not None
 
 
 def check_trade(trade: Trade) -> None:
@@ -131,35 +152,15 @@ def sanitized_text(text: str) -> str:
     return storable(text)
 
 
-def _replace_unstorable(trade: Trade) -> tuple[Trade, bool]:
-    """The trade with U+0000 and lone surrogates replaced by U+FFFD in its text columns and in `raw`;
-    whether anything was replaced. Cheap for the usual trade: `raw` is walked only when its JSON holds
-    one of them."""
-    texts = _texts(trade)
-    dirty = any(_UNSTORABLE.search(text) for text in texts) or _raw_unstorable(trade.raw)
-    if not dirty:
-        return trade, False
+def _replace_unstorable(trade: Trade) -> Trade:
+    """The trade with U+0000 and lone surrogates replaced by U+FFFD in its text columns and in `raw`."""
     orders = [
         order.model_copy(update={name: _clean(getattr(order, name)) for name in _ORDER_TEXTS})
         for order in trade.orders
     ]
     update: dict[str, Any] = {name: _clean(getattr(trade, name)) for name in _TRADE_TEXTS}
     update |= {"orders": orders, "raw": _clean_json(trade.raw)}
-    return trade.model_copy(update=update), True
-
-
-def _raw_unstorable(raw: dict[str, Any]) -> bool:
-    try:
-        text = json.dumps(raw, ensure_ascii=False, default=_json_default)
-    except (TypeError, ValueError, RecursionError):
-        return False  # not JSON at all: refused below, with the reason
-    if "\\u0000" in text and _JSON_NUL.search(text) is not None:
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+    return trade.model_copy(update=update)
 
 
 def _clean(value: str | None) -> str | None:
