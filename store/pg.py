@@ -16,7 +16,7 @@ from store import reconciler_sql, sql
 from store.bisect import bisect
 from store.constants import DEFAULT_NOTIFY_CHANNEL
 from store.errors import DATABASE_ERRORS, TRADE_REFUSALS, StoreError
-from store.pg_connect import ConnectionLimits, pool_options
+from store.pg_connect import ConnectionLimits, mark_session_untouched, pool_options
 from store.pg_coverage import cut
 from store.pooled import Pooled
 from store.schema import DEFAULT_SCHEMA
@@ -136,7 +136,10 @@ class PgStore:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 async with self._connections.acquire() as conn:
-                    return await write_prepared(conn, prepared, source=source, channel=self.notify_channel)
+                    result = await write_prepared(conn, prepared, source=source, channel=self.notify_channel)
+                    # One statement, its own transaction, no session state: no reset on release.
+                    mark_session_untouched(conn)
+                    return result
             except _RETRYABLE as exc:
                 if attempt == _ATTEMPTS:
                     raise StoreError(f"apply_trades gave up after {attempt} attempts: {exc}") from exc

@@ -83,9 +83,40 @@ def connection_socket(conn: Any) -> Any:
     return None if transport is None else transport.get_extra_info("socket")
 
 
+class StoreConnection(asyncpg.Connection):
+    """A pooled connection that knows when its session needs no reset on release."""
+
+    # Not a slot of asyncpg's Connection: the subclass keeps it in its own __dict__.
+    session_untouched = False
+
+    def mark_session_untouched(self) -> None:
+        """Only statements that leave no session state ran since it was acquired (no SET, LISTEN,
+        session lock or open cursor): the pool may hand it on without a reset round trip."""
+        self.session_untouched = True
+
+
+async def _reset_on_release(conn: asyncpg.Connection) -> None:
+    # asyncpg has already rolled back an open transaction and dropped local listeners; the reset
+    # query (RESET ALL, UNLISTEN *, advisory unlocks, ...) is one more round trip, skipped for the
+    # stream's commits, which change nothing in the session (docs/performance.md#steady-rates).
+    if getattr(conn, "session_untouched", False):
+        conn.session_untouched = False  # type: ignore[attr-defined]
+        return
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+
+
+def mark_session_untouched(conn: Any) -> None:
+    """Mark a pooled connection (or its proxy) as `StoreConnection.mark_session_untouched` says."""
+    mark = getattr(conn, "mark_session_untouched", None)
+    if mark is not None:
+        mark()
+
+
 def pool_options(limits: ConnectionLimits, schema: str = DEFAULT_SCHEMA) -> dict[str, Any]:
     """Keyword arguments for `asyncpg.create_pool`: server settings, the client's command timeout,
-    and keepalive on each new connection."""
+    keepalive on each new connection, and a reset on release only where one is needed."""
 
     async def on_new_connection(conn: asyncpg.Connection) -> None:
         set_keepalive(connection_socket(conn), limits)
@@ -94,6 +125,8 @@ def pool_options(limits: ConnectionLimits, schema: str = DEFAULT_SCHEMA) -> dict
         "server_settings": server_settings(limits, schema),
         "command_timeout": limits.command,
         "init": on_new_connection,
+        "connection_class": StoreConnection,
+        "reset": _reset_on_release,
     }
 
 
