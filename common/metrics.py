@@ -64,12 +64,20 @@ class Counter:
         self._metric = prometheus_client.Counter(
             name, help, labelnames=self.labels, registry=registry.collectors
         )
+        self._children: dict[tuple[tuple[str, object], ...], prometheus_client.Counter] = {}
 
     def _series(self, labels: Mapping[str, object]) -> prometheus_client.Counter:
-        if not self.labels:
-            _label_values(self.name, (), labels)
-            return self._metric
-        return self._metric.labels(*_label_values(self.name, self.labels, labels))
+        # Call sites pass the same labels in the same order: the series is found by that alone.
+        key = tuple(labels.items())
+        series = self._children.get(key)
+        if series is None:
+            if not self.labels:
+                _label_values(self.name, (), labels)
+                series = self._metric
+            else:
+                series = self._metric.labels(*_label_values(self.name, self.labels, labels))
+            self._children[key] = series
+        return series
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if amount < 0:
@@ -113,12 +121,20 @@ class Histogram:
         self._metric = prometheus_client.Histogram(
             name, help, labelnames=self.labels, buckets=bounds, registry=registry.collectors
         )
+        self._children: dict[tuple[tuple[str, object], ...], prometheus_client.Histogram] = {}
 
     def _series(self, labels: Mapping[str, object]) -> prometheus_client.Histogram:
-        if not self.labels:
-            _label_values(self.name, (), labels)
-            return self._metric
-        return self._metric.labels(*_label_values(self.name, self.labels, labels))
+        # Call sites pass the same labels in the same order: the series is found by that alone.
+        key = tuple(labels.items())
+        series = self._children.get(key)
+        if series is None:
+            if not self.labels:
+                _label_values(self.name, (), labels)
+                series = self._metric
+            else:
+                series = self._metric.labels(*_label_values(self.name, self.labels, labels))
+            self._children[key] = series
+        return series
 
     def observe(self, value: float, **labels: str) -> None:
         self._series(labels).observe(value)

@@ -17,6 +17,7 @@ Taobao's is subtracted; one behind it already errs on the safe side.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections import deque
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ HALF_SECOND: Final = timedelta(milliseconds=500)
 TOP_TOLERANCE: Final = timedelta(minutes=10)
 
 
+@functools.lru_cache(maxsize=4)  # one value per second: answers within it repeat the same text
 def parse_http_date(value: str | None) -> datetime | None:
     """An HTTP `Date` header (RFC 9110 IMF-fixdate) as an aware datetime, or None when unusable."""
     if not value:
@@ -47,6 +49,7 @@ class ClockSkew:
             raise ValueError("window must be at least 1")
         self._samples: deque[float] = deque(maxlen=window)
         self._floors: deque[float] = deque(maxlen=window)  # the least offsets TMC messages imply
+        self._estimate: timedelta | None = None
         self.dead_band = dead_band
 
     @property
@@ -59,6 +62,7 @@ class ClockSkew:
             sent, received = received, sent
         midpoint = sent + (received - sent) / 2
         self._samples.append((server_date + HALF_SECOND - midpoint).total_seconds())
+        self._estimate = None
 
     def observe_event(self, published: datetime, received: datetime) -> None:
         """A TMC message Taobao stamped `published`, which reached us at `received` (our clock)."""
@@ -68,7 +72,9 @@ class ClockSkew:
         """The best guess of Taobao minus us from TOP answers, None before any."""
         if not self._samples:
             return None
-        return timedelta(seconds=statistics.median(self._samples))
+        if self._estimate is None:  # every request asks; only a new sample changes it
+            self._estimate = timedelta(seconds=statistics.median(self._samples))
+        return self._estimate
 
     def floor(self) -> timedelta | None:
         """The least Taobao minus us that recent TMC messages imply, None before any."""

@@ -90,6 +90,10 @@ def encode_form(form: Mapping[str, str]) -> bytes:
     return "&".join(f"{_form_quote(k)}={_form_quote(v)}" for k, v in form.items()).encode("utf-8")
 
 
+def _with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
 def render_param(value: ParamValue) -> str:
     """A parameter value as TOP expects it (Java SDK rules, docs/top-api.md#parameter-values); "" means "not
     sent"."""
@@ -288,8 +292,9 @@ class TopTransport:
         sent = datetime.now(UTC)
         try:
             async with self._session().post(
-                self.api_url,
-                params=query,
+                # Quoted here with the form's cached quoting: aiohttp's own `params=` path re-parses
+                # the URL and quotes every value on every call.
+                URL(_with_query(self.api_url, encode_form(query).decode("ascii")), encoded=True),
                 data=encode_form(form),
                 headers={"Content-Type": _FORM_CONTENT_TYPE},
                 timeout=self._timeout,
