@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
 from listener.metrics import ListenerMetrics
 from listener.ports import MessageAcker, MessageWatch, TradeStore
@@ -82,6 +83,27 @@ class Acks:
             )
         else:
             self._metrics.confirmed.inc()
+
+    async def confirm_all(self, message_ids: Sequence[int]) -> None:
+        """Confirm the messages one commit settled, in one write to the server."""
+        if not message_ids:
+            return
+        if self._watch is not None:
+            for message_id in message_ids:
+                self._watch.settled(message_id)
+        channel = self._channel()
+        try:
+            sent = await channel.confirm_all(message_ids)
+        except Exception:
+            self._metrics.ack_errors.inc(call="confirm")
+            log.warning(
+                "confirm failed",
+                exc_info=True,
+                extra={"action": "confirm_failed", "message_id": message_ids[0], "count": len(message_ids)},
+            )
+        else:
+            if sent:
+                self._metrics.confirmed.inc(sent)
 
     async def fail(self, message_id: int, reason: str) -> None:
         channel = self._channel()

@@ -374,8 +374,9 @@ class Dispatcher:
 
     async def confirm(self, message_ids: Iterable[int]) -> None:
         """Confirm held messages whose trade state is committed (the batcher calls this after commit)."""
-        for message_id in self._still_held(message_ids):
-            await self._acks.confirm(message_id)
+        held = self._still_held(message_ids)
+        await self._acks.confirm_all(held)
+        for message_id in held:
             self._release(message_id)
 
     async def leave_unconfirmed(self, message_ids: Iterable[int], kind: str, reason: str) -> None:

@@ -47,6 +47,10 @@ class TradeStore(Protocol):
 class MessageAcker(Protocol):
     async def confirm(self, message_id: int) -> None: ...
 
+    async def confirm_all(self, message_ids: Sequence[int]) -> int:
+        """Confirm them together (one socket write); how many were sent."""
+        ...
+
     async def fail(self, message_id: int, reason: str) -> None: ...
 
 

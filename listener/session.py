@@ -17,13 +17,14 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import websockets.asyncio.client
 from pydantic import SecretStr
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from common.backoff import Backoff, BackoffPolicy
@@ -452,6 +453,26 @@ class TmcSession:
         if await self._send_ack(lambda token: codec.confirm(token, message_id), "confirm", message_id):
             self.counters.confirmed += 1
 
+    async def confirm_all(self, message_ids: Sequence[int]) -> int:
+        """Confirm several messages in one socket write (one frame each: the protocol has no batch
+        confirm); how many went out. A commit's confirms go together, so each commit costs one write
+        and one wake-up of the server rather than one per message."""
+        conn, token = self._conn, self._token
+        if not message_ids:
+            return 0
+        if conn is not None and token is not None:
+            frames = [codec.encode(codec.confirm(token, message_id)) for message_id in message_ids]
+            if _write_frames(conn, frames):
+                self.counters.confirmed += len(frames)
+                return len(frames)
+        self.counters.acks_dropped += len(message_ids)
+        logger.info(
+            "TMC confirm of %d message(s) not sent: disconnected; the server will redeliver",
+            len(message_ids),
+            extra={"action": "tmc_ack_dropped", "message_id": message_ids[0]},
+        )
+        return 0
+
     async def fail(self, message_id: int, reason: str) -> None:
         """Ask for redelivery later (about 5–6 min in production); `reason` is cut to 128 characters."""
         if await self._send_ack(lambda token: codec.failed(token, message_id, reason), "fail", message_id):
@@ -480,6 +501,21 @@ class TmcSession:
         result = self._on_state(event)
         if inspect.isawaitable(result):
             await result
+
+
+def _write_frames(conn: websockets.asyncio.client.ClientConnection, frames: list[bytes]) -> bool:
+    """Queue `frames` as binary messages on the connection's protocol and write them to the socket in
+    one call; False when the connection is no longer open. `websockets`' own `send()` writes each
+    message on its own. Nothing awaits in between, so no other frame can come between them."""
+    protocol = conn.protocol
+    if protocol.state is not State.OPEN:
+        return False
+    for frame in frames:
+        protocol.send_binary(frame)
+    data = b"".join(protocol.data_to_send())
+    if data:
+        conn.transport.write(data)
+    return True
 
 
 def _now() -> datetime:

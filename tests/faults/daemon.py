@@ -189,6 +189,11 @@ def recording_classes(witness: Witness) -> tuple[type[PgStore], type[TmcSession]
             witness.on_confirm(message_id)
             await super().confirm(message_id)
 
+        async def confirm_all(self, message_ids: Sequence[int]) -> int:
+            for message_id in message_ids:
+                witness.on_confirm(message_id)
+            return await super().confirm_all(message_ids)
+
     return RecordingStore, RecordingSession
 
 

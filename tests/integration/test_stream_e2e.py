@@ -146,6 +146,11 @@ def recording_service(settings: Settings, store: RecordingStore, client: TopClie
             acks.on_confirm(message_id)
             await super().confirm(message_id)
 
+        async def confirm_all(self, message_ids: Sequence[int]) -> int:
+            for message_id in message_ids:
+                acks.on_confirm(message_id)
+            return await super().confirm_all(message_ids)
+
         async def fail(self, message_id: int, reason: str) -> None:
             acks.failed.append(message_id)
             await super().fail(message_id, reason)

@@ -276,6 +276,11 @@ class FakeChannel:
     async def confirm(self, message_id: int) -> None:
         self.journal.confirm(message_id)
 
+    async def confirm_all(self, message_ids: Sequence[int]) -> int:
+        for message_id in message_ids:
+            self.journal.confirm(message_id)
+        return len(message_ids)
+
     async def fail(self, message_id: int, reason: str) -> None:
         self.journal.tick("fail", message_id)
         self.failed.append((message_id, reason))

@@ -148,6 +148,40 @@ async def test_a_dropped_connection_reconnects_and_unconfirmed_messages_come_bac
     assert server.stats.redelivered == 5
 
 
+async def test_confirms_of_one_commit_go_out_in_one_socket_write() -> None:
+    async with running_server() as server:
+        rec = Recorder(auto_confirm=False)
+        session = make_session(server, rec)
+        async with running(session):
+            ids = publish(server, 12)
+            await wait_until(lambda: len(rec.messages) == 12, what="the deliveries")
+            conn = session._conn
+            assert conn is not None
+            writes: list[int] = []
+            real_write = conn.transport.write
+
+            def counting_write(data: bytes | bytearray | memoryview) -> None:
+                writes.append(len(data))
+                real_write(data)
+
+            conn.transport.write = counting_write  # type: ignore[method-assign]
+            try:
+                assert await session.confirm_all(ids[:10]) == 10
+            finally:
+                conn.transport.write = real_write  # type: ignore[method-assign]
+            assert len(writes) == 1
+            await wait_until(lambda: server.stats.confirmed == 10, what="ten confirms at the server")
+            assert server.pending(APP_KEY) == 2
+            assert await session.confirm_all([]) == 0
+            assert await session.confirm_all(ids[10:]) == 2
+            await wait_until(lambda: server.pending(APP_KEY) == 0, what="an empty queue")
+
+    assert session.counters.confirmed == 12
+    assert server.stats.malformed == 0  # every frame of the joined write parsed on its own
+    assert await session.confirm_all([ids[0]]) == 0  # stopped: nothing sent, the server redelivers
+    assert session.counters.acks_dropped == 1
+
+
 async def test_a_failed_message_is_redelivered_after_the_configured_delay() -> None:
     deliveries: list[tuple[TmcMessage, float]] = []
     session: TmcSession
