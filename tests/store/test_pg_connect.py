@@ -12,6 +12,7 @@ from daemon.settings import load_settings
 from store.pg import PgStore
 from store.pg_connect import ConnectionLimits, connect_one, connection_socket
 from store.upsert import AnyConnection
+from tests.store.factory import make_trade
 
 LIMITS = ConnectionLimits(
     command=7.0,
@@ -95,3 +96,27 @@ def test_settings_map_onto_the_limits() -> None:
 def test_the_defaults_give_up_within_a_minute() -> None:
     limits = ConnectionLimits()
     assert max(limits.command, limits.acquire, limits.idle_in_transaction, limits.dead_after) <= 60
+
+
+async def test_a_stream_commit_hands_its_connection_on_without_a_reset_and_other_uses_are_reset(
+    migrated_database: str,
+) -> None:
+    store = await PgStore.connect(migrated_database, min_size=1, max_size=1)
+    try:
+        queries: list[str] = []
+        async with store.pool.acquire() as conn:
+            raw = conn._con  # the pooled connection itself: the logger outlives this borrow
+            raw.add_query_logger(lambda record: queries.append(record.query))
+        queries.clear()
+        await store.apply_trades([make_trade(9_100_001, 1)], source="stream")
+        reset = raw.get_reset_query()
+        assert queries  # the commit's statement
+        assert reset not in queries  # and no reset after it
+
+        async with store.pool.acquire() as conn:
+            await conn.execute("SET work_mem = '7MB'")
+        assert queries[-1] == reset  # a borrow that was not marked is reset on release
+        async with store.pool.acquire() as conn:
+            assert await conn.fetchval("SHOW work_mem") != "7MB"
+    finally:
+        await store.close()
