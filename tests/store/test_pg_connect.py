@@ -105,11 +105,11 @@ async def test_a_stream_commit_hands_its_connection_on_without_a_reset_and_other
     try:
         queries: list[str] = []
         async with store.pool.acquire() as conn:
-            raw = conn._con  # the pooled connection itself: the logger outlives this borrow
-            raw.add_query_logger(lambda record: queries.append(record.query))
+            # Registered on the pooled connection itself: the logger outlives this borrow.
+            conn.add_query_logger(lambda record: queries.append(record.query))
+            reset = conn.get_reset_query()
         queries.clear()
         await store.apply_trades([make_trade(9_100_001, 1)], source="stream")
-        reset = raw.get_reset_query()
         assert queries  # the commit's statement
         assert reset not in queries  # and no reset after it
 
