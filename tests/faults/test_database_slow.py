@@ -50,7 +50,7 @@ async def test_a_slow_database_fills_the_intake_only_up_to_its_bound() -> None:
             standin,
             proxy.dsn_for(database_of(dsn)),
             sync_max_events=MAX_EVENTS,
-            sync_batch_size=5,  # so that commits, not fetches, are what falls behind
+            sync_batch_size=2,  # so that commits, not fetches, are what falls behind
             **WANTED_SETTINGS,
         ) as daemon:
             async with market_running(daemon, standin.market, RATE):
