@@ -12,7 +12,8 @@ CREATE FUNCTION load_time_fits(v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE A
     SELECT v IS NULL OR jsonb_typeof(v) = 'null'
         OR (jsonb_typeof(v) = 'string' AND v #>> '{}' ~ '^[12][0-9]{3}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$')
 $$;
-CREATE FUNCTION load_time(v jsonb) RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
+-- STABLE, as the text to timestamp cast is: an IMMUTABLE label would keep the planner from inlining it.
+CREATE FUNCTION load_time(v jsonb) RETURNS timestamptz LANGUAGE sql STABLE AS $$
     SELECT (v #>> '{}')::timestamp AT TIME ZONE INTERVAL '+08:00'
 $$;
 -- An amount as a string numeric(14,2) holds exactly, or absent.
@@ -30,7 +31,7 @@ CREATE FUNCTION load_text_fits(v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE A
 $$;
 -- The sub-orders as a JSON array (`{"orders": {"order": [...]}}`, a bare array, or none), NULL when
 -- they have another shape.
-CREATE FUNCTION load_orders(raw jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION load_orders(raw jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN raw -> 'orders' IS NULL OR jsonb_typeof(raw -> 'orders') = 'null' THEN '[]'::jsonb
         WHEN jsonb_typeof(raw -> 'orders') = 'array' THEN raw -> 'orders'
@@ -42,38 +43,13 @@ CREATE FUNCTION load_orders(raw jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $
         END
     END
 $$;
-CREATE FUNCTION load_order_fits(o jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
-    SELECT jsonb_typeof(o) = 'object'
-        AND load_id_fits(o -> 'oid')
-        AND (o -> 'num_iid' IS NULL OR jsonb_typeof(o -> 'num_iid') = 'null' OR load_id_fits(o -> 'num_iid'))
-        AND (o -> 'num' IS NULL OR jsonb_typeof(o -> 'num') = 'null'
-             OR (jsonb_typeof(o -> 'num') = 'number' AND o ->> 'num' ~ '^-?[0-9]{1,9}$'))
-        AND load_text_fits(o -> 'status') AND load_text_fits(o -> 'refund_status')
-        AND load_text_fits(o -> 'title') AND load_text_fits(o -> 'sku_id')
-        AND load_money_fits(o -> 'price') AND load_money_fits(o -> 'payment')
-        AND load_money_fits(o -> 'total_fee') AND load_time_fits(o -> 'end_time')
-$$;
--- Whether a trade object has the plain shape the bulk path stores as it is.
-CREATE FUNCTION load_trade_fits(raw jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
-    SELECT jsonb_typeof(raw) = 'object'
-        AND load_id_fits(raw -> 'tid')
-        AND raw -> 'modified' IS NOT NULL AND jsonb_typeof(raw -> 'modified') = 'string'
-        AND load_time_fits(raw -> 'modified') AND load_time_fits(raw -> 'created')
-        AND load_time_fits(raw -> 'pay_time') AND load_time_fits(raw -> 'consign_time')
-        AND load_time_fits(raw -> 'end_time')
-        AND load_money_fits(raw -> 'payment') AND load_money_fits(raw -> 'total_fee')
-        AND load_money_fits(raw -> 'post_fee')
-        AND load_text_fits(raw -> 'seller_nick') AND load_text_fits(raw -> 'buyer_nick')
-        AND load_text_fits(raw -> 'buyer_open_uid') AND load_text_fits(raw -> 'status')
-        AND load_text_fits(raw -> 'type')
-        AND load_orders(raw) IS NOT NULL
-        AND (SELECT bool_and(load_order_fits(o)) AND count(DISTINCT o ->> 'oid') = count(*)
-             FROM jsonb_array_elements(load_orders(raw)) AS o) IS NOT FALSE
-$$;
-
 CREATE FUNCTION load_trade_lines(p_source text, p_channel text, p_text_limit integer)
 RETURNS TABLE (taken integer, inserted integer, updated integer, unchanged integer, leftover integer[])
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+-- The statistics of a fresh temporary table are guesses: JIT would spend more compiling than running.
+SET jit = off
+SET work_mem = '64MB'
+AS $fn$
 #variable_conflict use_column
 DECLARE
     c_tid bigint[];
@@ -81,53 +57,93 @@ DECLARE
     c_status text[];
     c_modified timestamptz[];
     c_inserted boolean[];
+    c_all bigint[];
     v_taken integer;
-    v_distinct integer;
     v_leftover integer[];
     notified bigint;
 BEGIN
-    -- 1. parse every non-blank line (a line that is not JSON fails the call), unwrap the trade object
-    CREATE TEMP TABLE trade_lines_parsed ON COMMIT DROP AS
-    SELECT l.n, CASE
-            WHEN jsonb_typeof(d -> 'trade_fullinfo_get_response' -> 'trade') = 'object'
-                THEN d -> 'trade_fullinfo_get_response' -> 'trade'
-            WHEN jsonb_typeof(d -> 'trade') = 'object' THEN d -> 'trade'
-            ELSE d
-        END AS raw
-    FROM pg_temp.trade_lines l, LATERAL (SELECT l.line::jsonb AS d) j
-    WHERE l.line !~ '^\s*$';
-    SELECT array_agg(p.n ORDER BY p.n) INTO v_leftover
-    FROM trade_lines_parsed p WHERE NOT load_trade_fits(p.raw);
-    -- 2. the newest line per tid among the plain ones (ON CONFLICT cannot touch a row twice): the
-    -- greater `modified`, then the later line, as store.validation.prepare_batch keeps
-    CREATE TEMP TABLE trade_lines_newest ON COMMIT DROP AS
-    SELECT DISTINCT ON (tid) *
-    FROM (
-        SELECT p.n, (p.raw ->> 'tid')::bigint AS tid, load_time(p.raw -> 'modified') AS modified, p.raw
-        FROM trade_lines_parsed p
-        WHERE p.n <> ALL (coalesce(v_leftover, '{}'))
-    ) s
-    ORDER BY tid, modified DESC, n DESC;
-    SELECT count(*) INTO v_taken FROM trade_lines_parsed p WHERE p.n <> ALL (coalesce(v_leftover, '{}'));
-    SELECT count(*) INTO v_distinct FROM trade_lines_newest;
-    -- 3. the guarded upsert. `content_hash` is the sha256 of the trade's JSON text as stored; on an
-    -- equal `modified` a line (no read time) replaces only a stored state without a read time whose
-    -- content differs (compared as jsonb, so a state stored by the per-trade path with the same content
-    -- but its canonical-text hash stays as it is).
-    WITH up AS (
+    -- 1-3 in one statement, so each line's JSON is parsed once and never stored in between:
+    -- parse every non-blank line (a line that is not JSON fails the call) and unwrap the trade; read
+    -- its fields in one pass; keep the plain ones, the newest per tid (the greater `modified`, then the
+    -- later line, as store.validation.prepare_batch keeps: ON CONFLICT cannot touch a row twice); the
+    -- guarded upsert, sorted by tid; the sub-orders of the changed trades.
+    WITH parsed AS MATERIALIZED (
+        SELECT l.n, sha256(convert_to(l.line, 'UTF8')) AS line_hash, l.line::jsonb AS doc
+        FROM pg_temp.trade_lines l WHERE l.line !~ '^\s*$'
+    ), fields AS MATERIALIZED (
+        SELECT u.n, u.line_hash, u.raw, f.*, load_orders(u.raw) AS orders_list
+        FROM (
+            SELECT p.n, p.line_hash, CASE
+                    WHEN jsonb_typeof(p.doc -> 'trade_fullinfo_get_response' -> 'trade') = 'object'
+                        THEN p.doc -> 'trade_fullinfo_get_response' -> 'trade'
+                    WHEN jsonb_typeof(p.doc -> 'trade') = 'object' THEN p.doc -> 'trade'
+                    ELSE p.doc
+                END AS raw
+            FROM parsed p
+        ) u
+        LEFT JOIN LATERAL jsonb_to_record(CASE WHEN jsonb_typeof(u.raw) = 'object' THEN u.raw END) AS f(
+            tid jsonb, seller_nick jsonb, buyer_nick jsonb, buyer_open_uid jsonb, status jsonb,
+            type jsonb, created jsonb, modified jsonb, pay_time jsonb, consign_time jsonb,
+            end_time jsonb, payment jsonb, total_fee jsonb, post_fee jsonb
+        ) ON true
+    ), order_rows AS MATERIALIZED (
+        -- Every sub-order of every line, read once (an element that is not an object fails the call).
+        SELECT f.n, o.*
+        FROM fields f, jsonb_to_recordset(f.orders_list) AS o(
+            oid jsonb, status jsonb, refund_status jsonb, title jsonb, num jsonb, num_iid jsonb,
+            sku_id jsonb, price jsonb, payment jsonb, total_fee jsonb, end_time jsonb
+        )
+    ), odd_orders AS (
+        SELECT r.n FROM order_rows r
+        GROUP BY r.n
+        HAVING NOT bool_and(
+                load_id_fits(r.oid)
+                AND (r.num_iid IS NULL OR jsonb_typeof(r.num_iid) = 'null' OR load_id_fits(r.num_iid))
+                AND (r.num IS NULL OR jsonb_typeof(r.num) = 'null'
+                     OR (jsonb_typeof(r.num) = 'number' AND r.num #>> '{}' ~ '^-?[0-9]{1,9}$'))
+                AND load_text_fits(r.status) AND load_text_fits(r.refund_status)
+                AND load_text_fits(r.title) AND load_text_fits(r.sku_id)
+                AND load_money_fits(r.price) AND load_money_fits(r.payment)
+                AND load_money_fits(r.total_fee) AND load_time_fits(r.end_time))
+            OR count(DISTINCT r.oid #>> '{}') <> count(*)
+    ), checked AS MATERIALIZED (
+        SELECT f.*, jsonb_typeof(f.raw) = 'object'
+            AND load_id_fits(f.tid)
+            AND jsonb_typeof(f.modified) = 'string' AND load_time_fits(f.modified)
+            AND load_time_fits(f.created) AND load_time_fits(f.pay_time)
+            AND load_time_fits(f.consign_time) AND load_time_fits(f.end_time)
+            AND load_money_fits(f.payment) AND load_money_fits(f.total_fee) AND load_money_fits(f.post_fee)
+            AND load_text_fits(f.seller_nick) AND load_text_fits(f.buyer_nick)
+            AND load_text_fits(f.buyer_open_uid) AND load_text_fits(f.status) AND load_text_fits(f.type)
+            AND f.orders_list IS NOT NULL
+            AND f.n NOT IN (SELECT d.n FROM odd_orders d) AS fits
+        FROM fields f
+    ), newest AS MATERIALIZED (
+        SELECT DISTINCT ON (s.tid) s.*
+        FROM (
+            SELECT c.n, (c.tid #>> '{}')::bigint AS tid, load_time(c.modified) AS modified, c.raw,
+                   c.line_hash, c.seller_nick AS j_seller_nick, c.buyer_nick, c.buyer_open_uid,
+                   c.status AS j_status, c.type, c.created, c.pay_time, c.consign_time, c.end_time,
+                   c.payment, c.total_fee, c.post_fee
+            FROM checked c WHERE c.fits
+        ) s
+        ORDER BY s.tid, s.modified DESC, s.n DESC
+    ), up AS (
         INSERT INTO trades AS t (
             tid, seller_nick, buyer_nick, buyer_open_uid, status, type, created, modified, pay_time,
             consign_time, end_time, payment, total_fee, post_fee, raw, content_hash, fetched_at, source
         )
         SELECT
-            s.tid, s.raw ->> 'seller_nick', s.raw ->> 'buyer_nick', s.raw ->> 'buyer_open_uid',
-            s.raw ->> 'status', s.raw ->> 'type', load_time(s.raw -> 'created'), s.modified,
-            load_time(s.raw -> 'pay_time'), load_time(s.raw -> 'consign_time'),
-            load_time(s.raw -> 'end_time'), (s.raw ->> 'payment')::numeric,
-            (s.raw ->> 'total_fee')::numeric, (s.raw ->> 'post_fee')::numeric, s.raw,
-            sha256(convert_to(s.raw::text, 'UTF8')), NULL, p_source
-        FROM trade_lines_newest s
+            s.tid, s.j_seller_nick #>> '{}', s.buyer_nick #>> '{}', s.buyer_open_uid #>> '{}',
+            s.j_status #>> '{}', s.type #>> '{}', load_time(s.created), s.modified,
+            load_time(s.pay_time), load_time(s.consign_time), load_time(s.end_time),
+            (s.payment #>> '{}')::numeric, (s.total_fee #>> '{}')::numeric, (s.post_fee #>> '{}')::numeric,
+            s.raw, s.line_hash, NULL, p_source
+        FROM newest s
         ORDER BY s.tid
+        -- `content_hash` is the sha256 of the line as received. On an equal `modified` a line
+        -- (no read time) replaces only a stored state without a read time whose content differs
+        -- (compared as jsonb too: a state the per-trade path stored with the same content keeps).
         ON CONFLICT (tid) DO UPDATE SET
             seller_nick = EXCLUDED.seller_nick,
             buyer_nick = EXCLUDED.buyer_nick,
@@ -151,32 +167,58 @@ BEGIN
            OR (t.modified = EXCLUDED.modified AND t.fetched_at IS NULL
                AND t.content_hash <> EXCLUDED.content_hash AND t.raw <> EXCLUDED.raw)
         RETURNING t.tid, t.seller_nick, t.status, t.modified, (t.xmax = 0) AS inserted
-    )
-    SELECT array_agg(up.tid ORDER BY up.tid), array_agg(up.seller_nick ORDER BY up.tid),
-           array_agg(up.status ORDER BY up.tid), array_agg(up.modified ORDER BY up.tid),
-           array_agg(up.inserted ORDER BY up.tid)
-    INTO c_tid, c_nick, c_status, c_modified, c_inserted
-    FROM up;
-    -- 4. the sub-orders of the changed trades
-    IF c_tid IS NOT NULL THEN
-        DELETE FROM trade_orders o
-        USING unnest(c_tid, c_inserted) AS c(tid, inserted)
-        WHERE o.tid = c.tid AND NOT c.inserted;
-        INSERT INTO trade_orders (
+    ), new_orders AS MATERIALIZED (
+        SELECT s.tid, (r.oid #>> '{}')::bigint AS oid, r.status, r.refund_status, r.title, r.num,
+               r.num_iid, r.sku_id, r.price, r.payment, r.total_fee, r.end_time
+        FROM newest s JOIN up ON up.tid = s.tid JOIN order_rows r ON r.n = s.n
+    ), gone_orders AS (
+        -- The stored sub-orders of an updated trade that its new state no longer has (the others are
+        -- overwritten below: one statement must not touch a row twice).
+        DELETE FROM trade_orders d
+        USING up
+        WHERE d.tid = up.tid AND NOT up.inserted
+          AND NOT EXISTS (SELECT 1 FROM new_orders x WHERE x.tid = d.tid AND x.oid = d.oid)
+    ), put_orders AS (
+        INSERT INTO trade_orders AS d (
             tid, oid, status, refund_status, title, num, num_iid, sku_id, price, payment, total_fee, end_time
         )
-        SELECT s.tid, (o ->> 'oid')::bigint, o ->> 'status', o ->> 'refund_status', o ->> 'title',
-               (o ->> 'num')::integer, (o ->> 'num_iid')::bigint, o ->> 'sku_id', (o ->> 'price')::numeric,
-               (o ->> 'payment')::numeric, (o ->> 'total_fee')::numeric, load_time(o -> 'end_time')
-        FROM trade_lines_newest s, jsonb_array_elements(load_orders(s.raw)) AS o
-        WHERE s.tid = ANY (c_tid);
-        -- 5. the unresolved rows the stored versions pay (a line has no read time: only those that
-        -- name the version they wait for)
+        SELECT x.tid, x.oid, x.status #>> '{}', x.refund_status #>> '{}', x.title #>> '{}',
+               (x.num #>> '{}')::integer, (x.num_iid #>> '{}')::bigint, x.sku_id #>> '{}',
+               (x.price #>> '{}')::numeric, (x.payment #>> '{}')::numeric, (x.total_fee #>> '{}')::numeric,
+               load_time(x.end_time)
+        FROM new_orders x
+        ORDER BY x.tid, x.oid
+        ON CONFLICT (tid, oid) DO UPDATE SET
+            status = EXCLUDED.status,
+            refund_status = EXCLUDED.refund_status,
+            title = EXCLUDED.title,
+            num = EXCLUDED.num,
+            num_iid = EXCLUDED.num_iid,
+            sku_id = EXCLUDED.sku_id,
+            price = EXCLUDED.price,
+            payment = EXCLUDED.payment,
+            total_fee = EXCLUDED.total_fee,
+            end_time = EXCLUDED.end_time
+    )
+    SELECT (SELECT array_agg(up.tid ORDER BY up.tid) FROM up),
+           (SELECT array_agg(up.seller_nick ORDER BY up.tid) FROM up),
+           (SELECT array_agg(up.status ORDER BY up.tid) FROM up),
+           (SELECT array_agg(up.modified ORDER BY up.tid) FROM up),
+           (SELECT array_agg(up.inserted ORDER BY up.tid) FROM up),
+           (SELECT array_agg(s.tid) FROM newest s),
+           (SELECT count(*) FROM checked c WHERE c.fits),
+           (SELECT array_agg(c.n ORDER BY c.n) FROM checked c WHERE NOT c.fits)
+    INTO c_tid, c_nick, c_status, c_modified, c_inserted, c_all, v_taken, v_leftover;
+    -- 4. the unresolved rows the stored versions pay (a line has no read time: only rows that name the
+    -- version they wait for)
+    IF c_all IS NOT NULL THEN
         DELETE FROM unresolved_trades u
         USING trades t
-        WHERE u.tid = ANY (c_tid) AND t.tid = u.tid
+        WHERE u.tid = ANY (c_all) AND t.tid = u.tid
           AND u.modified IS NOT NULL AND t.modified >= u.modified;
-        -- 6. last: feed positions (the counter row stays locked until COMMIT), feed rows, NOTIFYs
+    END IF;
+    -- 5. last: feed positions (the counter row stays locked until COMMIT), feed rows, NOTIFYs
+    IF c_tid IS NOT NULL THEN
         WITH counter AS (
             UPDATE feed_counter SET last = last + cardinality(c_tid) WHERE id = 1 RETURNING last
         ), appended AS (
@@ -202,10 +244,10 @@ BEGIN
         ) sent;
     END IF;
     RETURN QUERY SELECT
-        v_taken,
+        coalesce(v_taken, 0),
         coalesce((SELECT count(*)::integer FROM unnest(c_inserted) AS i WHERE i), 0),
         coalesce((SELECT count(*)::integer FROM unnest(c_inserted) AS i WHERE NOT i), 0),
-        v_distinct - coalesce(cardinality(c_tid), 0),
+        coalesce(cardinality(c_all), 0) - coalesce(cardinality(c_tid), 0),
         coalesce(v_leftover, '{}');
 END
 $fn$;
