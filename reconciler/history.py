@@ -213,12 +213,12 @@ class HistoryReader:
                     )
                     task = await self._wait_done(session, task.task_id, progress)
             progress.update(stage="loading", force=True)
-            return await self._load_file(shop, target, counts, progress)
+            return await self.load_file(shop, target, counts, progress)
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)
 
-    async def _load_file(
+    async def load_file(
         self, shop: str, path: Path | IO[bytes], counts: PassCounts, progress: Progress
     ) -> int:
         """Stream the result file into the store: the next batch is parsed in a thread while up to
