@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import json
 import zipfile
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +23,7 @@ from store.feed import read_changes
 from store.gap_reports import PassCounts
 from store.pg import PgStore
 from store.pg_reconciler import pg_reconciler_store
+from store.ports import LineLoader
 from store.upsert import apply_batch
 from store.validation import canonical_json, content_hash
 from tests.store.factory import fresh_tids, make_trade, trade_json
@@ -48,6 +48,7 @@ class Loading:
 
     def __init__(self, pg: PgStore, *, batch: int = 2000) -> None:
         storage = pg_reconciler_store(pg, replica="test")
+        assert isinstance(storage.trades, LineLoader)
         self.pg = pg
         self.trades = storage.trades
         now = lambda: datetime.now(UTC)  # noqa: E731
@@ -71,8 +72,8 @@ class Loading:
 
 
 @pytest.fixture
-async def loading(pg: PgStore) -> AsyncIterator[Loading]:
-    yield Loading(pg)
+def loading(pg: PgStore) -> Loading:
+    return Loading(pg)
 
 
 async def test_plain_lines_are_stored_as_received_with_their_orders(loading: Loading, tmp_path: Path) -> None:
@@ -215,8 +216,7 @@ async def test_loaded_trades_get_feed_rows_and_a_notify_each(
     try:
         start = await loading.pg.pool.fetchval("SELECT last FROM feed_counter")
         await loading.load(result_zip(tmp_path / "r.zip", [line(trade_json(t, 3)) for t in tids]))
-        async with loading.pg.pool.acquire() as conn:
-            changes = await read_changes(conn, after=start, limit=100)
+        changes = await read_changes(loading.pg.pool, after=start, limit=100)
         assert [c.tid for c in changes] == tids
         assert [c.position for c in changes] == list(range(start + 1, start + 5))
         assert {(c.kind, c.source, c.seller_nick) for c in changes} == {("created", "initial_load", SHOP)}
