@@ -234,3 +234,22 @@ async def test_chunks_split_a_file_and_each_line_is_counted_once(pg: PgStore, tm
     assert await loading.load(result_zip(tmp_path / "r.zip", lines)) == 8
     assert await pg.pool.fetchval("SELECT count(*) FROM trades WHERE tid = ANY($1)", tids) == 8
     assert loading.counts.found == 8
+
+
+async def test_a_loaded_trade_read_again_at_its_modified_changes_only_when_its_content_does(
+    loading: Loading, tmp_path: Path
+) -> None:
+    """The bulk path hashes the line, the per-trade path the canonical JSON: equal content at an equal
+    `modified` still leaves the stored trade as it is (migration 071), different content replaces it."""
+    [same, edited] = fresh_tids(2)
+    await loading.load(result_zip(tmp_path / "r.zip", [line(trade_json(t, 6)) for t in (same, edited)]))
+    read = datetime.now(UTC)
+    again = [
+        make_trade(same, 6).model_copy(update={"fetched_at": read}),
+        make_trade(edited, 6, note="memo").model_copy(update={"fetched_at": read}),
+    ]
+    async with loading.pg.pool.acquire() as conn:
+        result = await apply_batch(conn, again, source="stream", channel="c")
+    assert (result.changed, result.unchanged) == ((edited,), (same,))
+    assert (await loading.stored(same))["source"] == "initial_load"
+    assert json.loads((await loading.stored(edited))["raw"])["seller_memo"] == "memo"
