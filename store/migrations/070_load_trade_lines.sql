@@ -21,10 +21,24 @@ CREATE FUNCTION load_money_fits(v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE 
     SELECT v IS NULL OR jsonb_typeof(v) = 'null'
         OR (jsonb_typeof(v) = 'string' AND v #>> '{}' ~ '^[0-9]{1,12}(\.[0-9]{1,2})?$')
 $$;
--- An int64 id: a JSON integer or a string of digits.
+-- An int64 id: a JSON integer or a string of digits (CASE: the cast only after the digits are known).
 CREATE FUNCTION load_id_fits(v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
-    SELECT jsonb_typeof(v) IN ('number', 'string') AND v #>> '{}' ~ '^[0-9]{1,19}$'
-        AND (v #>> '{}')::numeric <= 9223372036854775807
+    SELECT CASE WHEN jsonb_typeof(v) IN ('number', 'string') AND v #>> '{}' ~ '^[0-9]{1,19}$'
+        THEN (v #>> '{}')::numeric <= 9223372036854775807 ELSE false END
+$$;
+-- A JSON number keeps only its value in jsonb: `1e5` and `100000` look alike, and a float that lost an
+-- id's digits would pass. A number is taken only when the line spells it as plain digits after its key
+-- (`"key":digits` or `"key": digits`, then `,` or `}`); any other spelling goes the per-trade way.
+CREATE FUNCTION load_spelled(line text, key text, v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_typeof(v) IS DISTINCT FROM 'number'
+        OR strpos(line, '"' || key || '":' || (v #>> '{}') || ',') > 0
+        OR strpos(line, '"' || key || '":' || (v #>> '{}') || '}') > 0
+        OR strpos(line, '"' || key || '": ' || (v #>> '{}') || ',') > 0
+        OR strpos(line, '"' || key || '": ' || (v #>> '{}') || '}') > 0
+$$;
+CREATE FUNCTION load_count_fits(v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT v IS NULL OR jsonb_typeof(v) = 'null'
+        OR (jsonb_typeof(v) = 'number' AND v #>> '{}' ~ '^-?[0-9]{1,9}$')
 $$;
 CREATE FUNCTION load_text_fits(v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT v IS NULL OR jsonb_typeof(v) IN ('null', 'string')
@@ -68,12 +82,12 @@ BEGIN
     -- later line, as store.validation.prepare_batch keeps: ON CONFLICT cannot touch a row twice); the
     -- guarded upsert, sorted by tid; the sub-orders of the changed trades.
     WITH parsed AS MATERIALIZED (
-        SELECT l.n, sha256(convert_to(l.line, 'UTF8')) AS line_hash, l.line::jsonb AS doc
+        SELECT l.n, l.line, sha256(convert_to(l.line, 'UTF8')) AS line_hash, l.line::jsonb AS doc
         FROM pg_temp.trade_lines l WHERE l.line !~ '^\s*$'
     ), fields AS MATERIALIZED (
-        SELECT u.n, u.line_hash, u.raw, f.*, load_orders(u.raw) AS orders_list
+        SELECT u.n, u.line, u.line_hash, u.raw, f.*, load_orders(u.raw) AS orders_list
         FROM (
-            SELECT p.n, p.line_hash, CASE
+            SELECT p.n, p.line, p.line_hash, CASE
                     WHEN jsonb_typeof(p.doc -> 'trade_fullinfo_get_response' -> 'trade') = 'object'
                         THEN p.doc -> 'trade_fullinfo_get_response' -> 'trade'
                     WHEN jsonb_typeof(p.doc -> 'trade') = 'object' THEN p.doc -> 'trade'
@@ -88,7 +102,7 @@ BEGIN
         ) ON true
     ), order_rows AS MATERIALIZED (
         -- Every sub-order of every line, read once (an element that is not an object fails the call).
-        SELECT f.n, o.*
+        SELECT f.n, f.line, o.*
         FROM fields f, jsonb_to_recordset(f.orders_list) AS o(
             oid jsonb, status jsonb, refund_status jsonb, title jsonb, num jsonb, num_iid jsonb,
             sku_id jsonb, price jsonb, payment jsonb, total_fee jsonb, end_time jsonb
@@ -97,18 +111,20 @@ BEGIN
         SELECT r.n FROM order_rows r
         GROUP BY r.n
         HAVING NOT bool_and(
-                load_id_fits(r.oid)
-                AND (r.num_iid IS NULL OR jsonb_typeof(r.num_iid) = 'null' OR load_id_fits(r.num_iid))
-                AND (r.num IS NULL OR jsonb_typeof(r.num) = 'null'
-                     OR (jsonb_typeof(r.num) = 'number' AND r.num #>> '{}' ~ '^-?[0-9]{1,9}$'))
+                load_id_fits(r.oid) AND load_spelled(r.line, 'oid', r.oid)
+                AND (r.num_iid IS NULL OR jsonb_typeof(r.num_iid) = 'null'
+                     OR (load_id_fits(r.num_iid) AND load_spelled(r.line, 'num_iid', r.num_iid)))
+                AND load_count_fits(r.num) AND load_spelled(r.line, 'num', r.num)
                 AND load_text_fits(r.status) AND load_text_fits(r.refund_status)
                 AND load_text_fits(r.title) AND load_text_fits(r.sku_id)
                 AND load_money_fits(r.price) AND load_money_fits(r.payment)
                 AND load_money_fits(r.total_fee) AND load_time_fits(r.end_time))
             OR count(DISTINCT r.oid #>> '{}') <> count(*)
     ), checked AS MATERIALIZED (
-        SELECT f.*, jsonb_typeof(f.raw) = 'object'
-            AND load_id_fits(f.tid)
+        SELECT f.n, f.line_hash, f.raw, f.tid, f.seller_nick, f.buyer_nick, f.buyer_open_uid, f.status,
+            f.type, f.created, f.modified, f.pay_time, f.consign_time, f.end_time, f.payment,
+            f.total_fee, f.post_fee, jsonb_typeof(f.raw) = 'object'
+            AND load_id_fits(f.tid) AND load_spelled(f.line, 'tid', f.tid)
             AND jsonb_typeof(f.modified) = 'string' AND load_time_fits(f.modified)
             AND load_time_fits(f.created) AND load_time_fits(f.pay_time)
             AND load_time_fits(f.consign_time) AND load_time_fits(f.end_time)

@@ -253,3 +253,30 @@ async def test_a_loaded_trade_read_again_at_its_modified_changes_only_when_its_c
     assert (result.changed, result.unchanged) == ((edited,), (same,))
     assert (await loading.stored(same))["source"] == "initial_load"
     assert json.loads((await loading.stored(edited))["raw"])["seller_memo"] == "memo"
+
+
+async def test_an_id_written_as_a_float_is_refused_as_the_per_trade_path_refuses_it(
+    loading: Loading, tmp_path: Path
+) -> None:
+    """jsonb keeps a number's value only: `2.9e18` would pass as an integer, a tid with its digits lost."""
+    [tid] = fresh_tids(1)
+    as_float = line(trade_json(tid, 1)).replace(f'"tid": {tid}', '"tid": 2.9e18')
+    order_float = line(trade_json(tid, 1)).replace('"oid": 1000', '"oid": 1e3')
+    assert '"tid": 2.9e18' in as_float
+    assert '"oid": 1e3' in order_float
+    assert await loading.load(result_zip(tmp_path / "r.zip", [as_float, order_float])) == 0
+    assert await loading.pg.pool.fetchval("SELECT count(*) FROM trades") == 0
+    assert loading.counts.dead_letters == 2
+
+
+async def test_ids_beyond_int64_or_not_digits_go_the_per_trade_way(loading: Loading, tmp_path: Path) -> None:
+    [tid] = fresh_tids(1)
+    lines = [
+        line(trade_json(tid, 1) | {"tid": "9223372036854775808"}),
+        line(trade_json(tid, 1) | {"tid": "abc"}),
+        line(trade_json(tid, 1) | {"modified": "2024-02-30 00:00:00"}),
+        line(trade_json(tid, 2)),
+    ]
+    assert await loading.load(result_zip(tmp_path / "r.zip", lines)) == 1
+    assert (await loading.stored(tid))["modified"] == make_trade(tid, 2).modified
+    assert loading.counts.dead_letters == 3
