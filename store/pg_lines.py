@@ -7,7 +7,8 @@ COPY as one block.
 Lines whose fields have another shape come back by number (`LinesLoaded.leftover`); a chunk PostgreSQL
 cannot read (a line that is not JSON, U+0000 or a lone surrogate, invalid UTF-8) comes back as None and
 nothing of it is stored: in both cases the caller sends those lines the per-trade way, whose validation
-decides (replaced text with its original kept, dead letters, refusals).
+decides (replaced text with its original kept, dead letters, refusals). So does every chunk when the
+service's role may not create temporary tables.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import io
 import logging
 from collections.abc import Sequence
 from typing import Final
+
+import asyncpg
 
 from store.constants import PAYLOAD_TEXT_LIMIT
 from store.errors import DATABASE_ERRORS, TRADE_REFUSALS, StoreError
@@ -53,6 +56,13 @@ async def load_lines(
             await conn.execute(CREATE_LINES)
             await conn.copy_to_table("trade_lines", source=io.BytesIO(data), columns=["line"], format="text")
             row = await conn.fetchrow(LOAD_TRADE_LINES, source, channel, PAYLOAD_TEXT_LIMIT)
+    except asyncpg.InsufficientPrivilegeError:
+        # A role without TEMPORARY on the database (README, "Database roles"): the per-trade path.
+        logger.warning(
+            "the service's role may not create temporary tables: lines are loaded one trade at a time",
+            extra={"action": "bulk_load_not_permitted"},
+        )
+        return None
     except TRADE_REFUSALS as exc:
         logger.info(
             "a chunk of %d lines goes the per-trade way: %s",

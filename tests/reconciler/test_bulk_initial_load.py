@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -280,3 +282,36 @@ async def test_ids_beyond_int64_or_not_digits_go_the_per_trade_way(loading: Load
     assert await loading.load(result_zip(tmp_path / "r.zip", lines)) == 1
     assert (await loading.stored(tid))["modified"] == make_trade(tid, 2).modified
     assert loading.counts.dead_letters == 3
+
+
+async def test_a_role_that_may_not_create_temporary_tables_loads_one_trade_at_a_time(
+    dsn: str, tmp_path: Path
+) -> None:
+    role = f"no_temp_{uuid.uuid4().hex[:12]}"
+    database = urlsplit(dsn).path.lstrip("/")
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+        await admin.execute(f"GRANT ALL ON SCHEMA order_sync TO {role}")
+        await admin.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA order_sync TO {role}")
+        await admin.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA order_sync TO {role}")
+        parts = urlsplit(dsn)
+        role_dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+        pg = await PgStore.connect(role_dsn, max_size=4)
+        try:
+            tids = fresh_tids(3)
+            loading = Loading(pg)
+            path = result_zip(tmp_path / "r.zip", [line(trade_json(t, 1)) for t in tids])
+            assert await loading.load(path) == 3
+            rows = await admin.fetch("SELECT tid, content_hash FROM trades ORDER BY tid")
+            assert [r["tid"] for r in rows] == sorted(tids)
+            # Each stored through the per-trade path, which hashes the canonical JSON.
+            hashes = {content_hash(canonical_json(trade_json(t, 1))) for t in tids}
+            assert {r["content_hash"] for r in rows} == hashes
+        finally:
+            await pg.close()
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
