@@ -254,9 +254,10 @@ class HistoryReader:
         target = Target(shop, SOURCE, counts)
         chunks = _Batches(iter_line_chunks(path, self.config.batch), 1)
         writes = _Writes(self.config.writers)
-        loaded = [0]
+        loaded = 0
 
         async def write(chunk: LineChunk) -> None:
+            nonlocal loaded
             result = await lines.load_lines(chunk.lines, source=SOURCE)
             left = range(len(chunk.lines)) if result is None else result.leftover
             if result is not None:
@@ -264,9 +265,11 @@ class HistoryReader:
                 counts.new += result.inserted
                 counts.changed += result.updated
                 counts.unchanged += result.unchanged
-                loaded[0] += result.taken
+                loaded += result.taken
                 progress.update(trades=result.taken)
             if left:
+                # Lines the bulk path left (odd shapes, or a chunk PostgreSQL could not read): as
+                # `iter_trades` reads them, through the per-trade path.
                 parsed = await asyncio.to_thread(lambda: [chunk.parse(i) for i in left])
                 trades = [t for t in parsed if isinstance(t, Trade)]
                 for item in parsed:
@@ -274,7 +277,7 @@ class HistoryReader:
                         await reader.dead_letter(SOURCE, f"TOPATS line: {item.reason}", item, shop, counts)
                 counts.found += len(trades)
                 await reader.fetch.apply(trades, target)
-                loaded[0] += len(trades)
+                loaded += len(trades)
                 progress.update(trades=len(trades))
 
         try:
@@ -285,7 +288,7 @@ class HistoryReader:
         finally:
             await writes.cancel()
             await chunks.close()
-        return loaded[0]
+        return loaded
 
     # ---- sold.get, one day at a time -------------------------------------------------------------------
 
