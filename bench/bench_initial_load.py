@@ -1,13 +1,14 @@
 """Initial-load throughput: a shop's three-month history through TOPATS into PostgreSQL (trades/s).
 
     .venv/bin/python -m bench.bench_initial_load [--trades 100000] [--days 90] [--method topats]
-        [--api-rate 400] [--latency-ms 0] [--admin-url postgresql://postgres@127.0.0.1:5432/test]
+        [--batch 2000] [--writers 2] [--api-rate 400] [--latency-ms 0] [--admin-url postgresql://postgres@127.0.0.1:5432/test]
 
 The stand-in runs in its own process (`python -m simulator`) with one shop and `--trades` history
 trades; this process runs the reconciler's initial load exactly as `order-sync initial-load` does
-(TOPATS tasks of at most 30 days, polled, downloaded with check_code verified, streamed line by line
-into `apply_trades` batches of 2000) into a throwaway database. `--method sold_get` measures the
-fallback instead (day by day sold.get + one fullinfo per trade, bound by `--api-rate`).
+(TOPATS tasks of at most 30 days, polled, downloaded with check_code verified, loaded in chunks of
+`--batch` lines through the bulk path, `--writers` chunks in flight) into a throwaway database.
+`--method sold_get` measures the fallback instead (day by day sold.get + one fullinfo per trade,
+bound by `--api-rate`).
 
 Figures: wall time; time waiting for the export tasks; download time and size; load time (parse +
 apply, the part this service controls); trades per second over the load and over the whole run.
@@ -104,7 +105,9 @@ async def load(
     config = ReconcilerConfig(
         replica="bench",
         backfill=BackfillConfig(concurrency=args.concurrency),
-        initial_load=InitialLoadConfig(poll_seconds=1.0, first_poll_seconds=0.1),
+        initial_load=InitialLoadConfig(
+            poll_seconds=1.0, first_poll_seconds=0.1, batch=args.batch, writers=args.writers
+        ),
     )
     waited = [0.0]
     poll = client.topats_result_get
@@ -166,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         "--api-rate", type=float, default=400.0, help="SYNC_API_RATE (sold_get is bound by it)"
     )
     parser.add_argument("--concurrency", type=int, default=32, help="fullinfo calls in flight (sold_get)")
+    defaults = InitialLoadConfig()
+    parser.add_argument("--batch", type=int, default=defaults.batch, help="lines per chunk")
+    parser.add_argument("--writers", type=int, default=defaults.writers, help="chunks in flight")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="the stand-in's added latency per call")
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
     args = parser.parse_args(argv)

@@ -3,8 +3,11 @@
 TOPATS (docs/top-api.md#topats): the part's export task is created (every part's task first, so the
 platform prepares them side by side), polled through `taobao.topats.result.get` until it is done,
 downloaded (checked against `check_code`; a failed download asks for a fresh single-use URL), and
-streamed line by line into the store in batches: the next batch is parsed in a worker thread while up
-to `writers` batches are being written. A task the platform no longer knows is created again.
+streamed into the store in batches: the next batch is read in a worker thread while up to `writers`
+batches are being written. A task the platform no longer knows is created again. Where the store has
+a bulk path (`store.ports.LineLoader`), the lines go to it as they are (PostgreSQL parses them and
+applies the plain ones, docs/performance.md#initial-load) and only the lines it leaves go through
+`parse_line` and the per-trade path below; otherwise every line does.
 
 sold.get, when TOPATS is not available (the API is retired on today's platform): the day's tids
 through `taobao.trades.sold.get` with `use_has_next=true` and `fields=tid`, walked forward (created
@@ -28,7 +31,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Generic, Protocol, TypeVar
 
 from common.intervals import Interval
 from reconciler.backfill import WindowReader
@@ -38,16 +41,19 @@ from reconciler.load_plan import DAY, InitialLoadConfig, InitialLoadFailed
 from reconciler.progress import Progress
 from store.gap_reports import PassCounts
 from store.initial_loads import TOPATS, InitialLoads, LoadPart
+from store.ports import LineLoader
 from taobao.errors import PermanentTopError, TopatsDownloadError
 from taobao.fields import FULLINFO_FIELDS, LIST_FIELDS
 from taobao.limiter import Priority
 from taobao.models import RejectedItem, TopatsTask, Trade, TradePage
 from taobao.timefmt import GMT8
-from taobao.topats import iter_trades
+from taobao.topats import LineChunk, iter_line_chunks, iter_trades
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "initial_load"
+
+T = TypeVar("T")
 
 
 class HistorySource(TradeSource, Protocol):
@@ -91,12 +97,14 @@ class HistoryReader:
         config: InitialLoadConfig,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        lines: LineLoader | None = None,
     ) -> None:
         self._client = client
         self._loads = loads
         self._reader = reader
         self.config = config
         self._sleep = sleep
+        self._lines = lines
 
     async def start_tasks(
         self, shop: str, session: str, parts: list[LoadPart], progress: Progress
@@ -205,16 +213,18 @@ class HistoryReader:
                     )
                     task = await self._wait_done(session, task.task_id, progress)
             progress.update(stage="loading", force=True)
-            return await self._load_file(shop, target, counts, progress)
+            return await self.load_file(shop, target, counts, progress)
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)
 
-    async def _load_file(
+    async def load_file(
         self, shop: str, path: Path | IO[bytes], counts: PassCounts, progress: Progress
     ) -> int:
         """Stream the result file into the store: the next batch is parsed in a thread while up to
         `writers` batches are being written (the database works while Python parses)."""
+        if self._lines is not None:
+            return await self._load_chunks(shop, path, self._lines, counts, progress)
         reader = self._reader()
         target = Target(shop, SOURCE, counts)
         batches = _Batches(iter_trades(path), self.config.batch)
@@ -234,6 +244,50 @@ class HistoryReader:
         finally:
             await writes.cancel()
             await batches.close()
+        return loaded
+
+    async def _load_chunks(
+        self, shop: str, path: Path | IO[bytes], lines: LineLoader, counts: PassCounts, progress: Progress
+    ) -> int:
+        """The bulk path: chunks of lines to the store as they are; what it leaves, line by line."""
+        reader = self._reader()
+        target = Target(shop, SOURCE, counts)
+        chunks = _Batches(iter_line_chunks(path, self.config.batch), 1)
+        writes = _Writes(self.config.writers)
+        loaded = 0
+
+        async def write(chunk: LineChunk) -> None:
+            nonlocal loaded
+            result = await lines.load_lines(chunk.lines, source=SOURCE)
+            left = range(len(chunk.lines)) if result is None else result.leftover
+            if result is not None:
+                counts.found += result.taken
+                counts.new += result.inserted
+                counts.changed += result.updated
+                counts.unchanged += result.unchanged
+                loaded += result.taken
+                progress.update(trades=result.taken)
+            if left:
+                # Lines the bulk path left (odd shapes, or a chunk PostgreSQL could not read): as
+                # `iter_trades` reads them, through the per-trade path.
+                parsed = await asyncio.to_thread(lambda: [chunk.parse(i) for i in left])
+                trades = [t for t in parsed if isinstance(t, Trade)]
+                for item in parsed:
+                    if isinstance(item, RejectedItem):
+                        await reader.dead_letter(SOURCE, f"TOPATS line: {item.reason}", item, shop, counts)
+                counts.found += len(trades)
+                await reader.fetch.apply(trades, target)
+                loaded += len(trades)
+                progress.update(trades=len(trades))
+
+        try:
+            while batch := await chunks.next():
+                for chunk in batch:
+                    await writes.add(functools.partial(write, chunk))
+            await writes.wait_all()
+        finally:
+            await writes.cancel()
+            await chunks.close()
         return loaded
 
     # ---- sold.get, one day at a time -------------------------------------------------------------------
@@ -276,19 +330,19 @@ class HistoryReader:
         return loaded
 
 
-class _Batches:
-    """The lines of a result file in batches of `size`, the next one parsed in a worker thread while
+class _Batches(Generic[T]):
+    """The items of a result file in batches of `size`, the next one read in a worker thread while
     the current one is written."""
 
-    def __init__(self, items: Iterator[Trade | RejectedItem], size: int) -> None:
+    def __init__(self, items: Iterator[T], size: int) -> None:
         self._items = items
         self._size = size
-        self._upcoming: asyncio.Future[list[Trade | RejectedItem]] | None = None
+        self._upcoming: asyncio.Future[list[T]] | None = None
 
-    def _parse(self) -> list[Trade | RejectedItem]:
+    def _parse(self) -> list[T]:
         return list(itertools.islice(self._items, self._size))
 
-    async def next(self) -> list[Trade | RejectedItem]:
+    async def next(self) -> list[T]:
         """The next batch (empty at the end of the file)."""
         upcoming = self._upcoming or asyncio.ensure_future(asyncio.to_thread(self._parse))
         batch = await upcoming

@@ -27,6 +27,7 @@ from reconciler.progress import Progress
 from store.coverage import ProvenBy
 from store.gap_reports import GapReport, GapReports, PassCounts
 from store.initial_loads import SOLD_GET, TOPATS, InitialLoads, LoadPart, LoadState
+from store.ports import LineLoader
 from taobao.errors import AppWideTopError, PermanentTopError, SessionExpired, TopError
 from taobao.pause import PAUSING_METHODS
 
@@ -46,13 +47,14 @@ class InitialLoader:
         now: Callable[[], datetime],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         progress: Callable[[str], Progress] | None = None,
+        lines: LineLoader | None = None,
     ) -> None:
         self._loads = loads
         self._ledger = ledger
         self.reports = reports
         self.config = config
         self._now = now
-        self._history = HistoryReader(client, loads, reader, config, sleep=sleep)
+        self._history = HistoryReader(client, loads, reader, config, sleep=sleep, lines=lines)
         self._progress = progress or (lambda shop: Progress(f"initial load of {shop}", shop=shop))
 
     async def state(self, shop: str) -> LoadState | None:

@@ -60,7 +60,7 @@ from reconciler.sweep import Sweeper
 from store.errors import DATABASE_ERRORS, NotLeader
 from store.fetch_apply import TradeFailures
 from store.gap_reports import Cause, GapReport, PassCounts
-from store.ports import ReconcilerStore
+from store.ports import LineLoader, ReconcilerStore
 from store.shop_book import ShopGone
 from taobao.clock import ClockSkew
 from taobao.tmc.events import Connected, Disconnected, SessionEvent
@@ -135,6 +135,8 @@ class Reconciler:
             config.initial_load,
             now=now,
             sleep=sleep,
+            # The bulk path where the store has one (PostgreSQL).
+            lines=storage.trades if isinstance(storage.trades, LineLoader) else None,
         )
         self.detector = GapDetector(
             self._shared, self.watch, NewShops(self._shared, self.loader, several=several), several=several

@@ -9,12 +9,13 @@ from store import reconciler_sql as sql
 from store.errors import guarded
 from store.pg import PgStore
 from store.pg_coverage import PgCoverageLedger
+from store.pg_lines import load_lines
 from store.pg_loads import PgInitialLoads
 from store.pg_reports import PgGapReports
 from store.pg_unresolved import PgUnresolved
 from store.pooled import Pooled
 from store.ports import ReconcilerStore
-from store.types import ApplyResult, StoredVersion
+from store.types import ApplyResult, LinesLoaded, StoredVersion
 from store.unresolved import TradeDebt
 from taobao.models import Trade
 
@@ -30,6 +31,9 @@ class PgTrades:
     async def apply_trades(self, trades: Sequence[Trade], *, source: str) -> ApplyResult:
         # guarded: the store passes some errors of a killed connection on unwrapped.
         return await guarded("applying trades", lambda: self._store.apply_trades(trades, source=source))
+
+    async def load_lines(self, lines: Sequence[bytes], *, source: str) -> LinesLoaded | None:
+        return await load_lines(self._connections, lines, source=source, channel=self._store.notify_channel)
 
     async def dead_letter(
         self,

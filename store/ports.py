@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from store.coverage import CoverageLedger
 from store.gap_reports import GapReports
 from store.initial_loads import InitialLoads
-from store.types import ApplyResult, StoredVersion
+from store.types import ApplyResult, LinesLoaded, StoredVersion
 from store.unresolved import TradeDebt, UnresolvedTrades
 from taobao.models import Trade
 
@@ -50,6 +50,16 @@ class TradeWriter(FailureLog, Protocol):
         """The guarded upsert (docs/design.md#modified-never-goes-backwards); trades it cannot store are
         reported (`ApplyResult.refused`, `flawed`), never raised; it resolves the unresolved rows the
         stored versions pay."""
+        ...
+
+
+@runtime_checkable
+class LineLoader(Protocol):
+    """The initial load's bulk path (`store.pg_lines`), where the store has one."""
+
+    async def load_lines(self, lines: Sequence[bytes], *, source: str) -> LinesLoaded | None:
+        """Apply the plain trades of `lines` (result lines, one JSON trade each) as the guarded upsert
+        does; the lines left for the per-trade path, or None when the whole chunk is left to it."""
         ...
 
 

@@ -55,3 +55,16 @@ class Change:
     source: str
     kind: str
     committed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LinesLoaded:
+    """What one chunk of result lines did on the bulk path (`store.pg_lines`): `taken` lines applied
+    (`inserted` + `updated` tids got a feed row, `unchanged` tids were already at that state or newer),
+    and the 0-based indexes of the lines `leftover` for the per-trade path."""
+
+    taken: int
+    inserted: int
+    updated: int
+    unchanged: int
+    leftover: tuple[int, ...]
