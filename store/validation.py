@@ -97,6 +97,11 @@ def canonical_json(raw: dict[str, Any]) -> str:
     )
 
 
+def content_hash(raw_json: str) -> bytes:
+    """What `trades.content_hash` holds for a trade stored with `raw_json` as its canonical JSON."""
+    return hashlib.sha256(raw_json.encode("utf-8")).digest()
+
+
 def prepare_trade(trade: Trade) -> PreparedTrade:
     """Shape one trade for the store; raise InvalidTradeError (with a reason a person can act on) when
     its required parts are unusable."""
