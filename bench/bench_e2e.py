@@ -48,6 +48,7 @@ import asyncpg
 
 from bench.burst import publish, run_burst
 from bench.daemon_proc import DaemonProcess, daemon_env, machine_cpu_seconds
+from bench.permits import permit_every_shop
 from bench.scenarios.database import throwaway_database
 from daemon.demo import standin_settings
 from simulator.market import MarketChange
@@ -396,6 +397,7 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         standin = self.standin
         await standin.start()
+        await permit_every_shop(standin)
         listener: asyncpg.Connection = await asyncpg.connect(self.dsn)
         results: dict[str, Any] = {"benchmark": "e2e", "cpus": os.cpu_count(), "plan": self.plan.__dict__}
         try:

@@ -38,6 +38,7 @@ import asyncpg
 
 from bench.daemon_proc import DaemonProcess, daemon_env
 from bench.machine import machine
+from bench.permits import permit_every_shop
 from bench.scenarios.database import throwaway_database
 from daemon.demo import standin_settings
 from simulator.market import MarketChange
@@ -68,6 +69,7 @@ async def measure(n: int, mode: str, args: argparse.Namespace, workdir: Path) ->
     )  # fmt: skip
     standin.faults.latency_ms = args.latency_ms
     await standin.start()
+    await permit_every_shop(standin)
     try:
         async with throwaway_database(args.admin_url, "bench_gap") as (dsn, _):
             values: dict[str, Any] = {

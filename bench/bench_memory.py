@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bench.daemon_proc import ROOT, DaemonProcess, daemon_env
 from bench.machine import machine
+from bench.permits import permit_every_shop
 from bench.scenarios.database import throwaway_database
 from daemon.demo import standin_settings
 from simulator.standin import StandIn, StandInConfig
@@ -200,6 +201,7 @@ async def run(plan: Plan, admin_url: str) -> dict[str, Any]:
             )
         )  # fmt: skip
         await standin.start()
+        await permit_every_shop(standin)
         try:
             async with Proxy.running(f"{upstream.hostname}:{upstream.port or 5432}") as proxy:
                 values: dict[str, Any] = {

@@ -43,6 +43,7 @@ import asyncpg
 from bench.burst import publish
 from bench.daemon_proc import CLOCK_TICKS, ROOT, DaemonProcess, daemon_env
 from bench.machine import machine
+from bench.permits import permit_every_shop
 from bench.scenarios.database import throwaway_database
 from daemon.demo import standin_settings
 from simulator.market import MarketChange
@@ -172,6 +173,7 @@ class PeerBench:
     async def start(self) -> None:
         s = self.standin
         await s.start()
+        await permit_every_shop(s)
         values: dict[str, Any] = {
             "database_url": self.our_dsn, **standin_settings(s.connection_info()),
             "taobao_tmc_group": OURS_GROUP, "sync_api_rate": 5000, "sync_initial_load_days": 0,

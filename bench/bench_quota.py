@@ -31,6 +31,7 @@ from typing import Any
 
 from bench.daemon_proc import DaemonProcess, daemon_env
 from bench.machine import machine
+from bench.permits import permit_every_shop
 from bench.scenarios.database import throwaway_database
 from daemon.demo import standin_settings
 from simulator.standin import StandIn, StandInConfig
@@ -52,6 +53,7 @@ async def measure(
     )  # fmt: skip
     standin.faults.latency_ms = latency_ms
     await standin.start()
+    await permit_every_shop(standin)
     try:
         async with throwaway_database(admin_url, "bench_quota") as (dsn, _):
             values: dict[str, Any] = {

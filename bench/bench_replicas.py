@@ -43,6 +43,7 @@ import asyncpg
 from bench.daemon_proc import DaemonProcess, daemon_env
 from bench.machine import machine
 from bench.scenarios.database import throwaway_database
+from bench.scenarios.runner import subscribed
 from bench.scenarios.standin_client import StandInProcess
 from daemon.demo import standin_settings
 from store.migrate import migrate
@@ -91,10 +92,10 @@ class Cluster:
             await daemon.start()
             self.replicas[name] = daemon
         deadline = time.monotonic() + 60
-        while (await self.standin.tmc())["connections"] < self.n:
+        while not subscribed(await self.standin.tmc(), self.n - 1, SHOPS):
             if time.monotonic() > deadline:
                 logs = "\n".join(d.log_tail() for d in self.replicas.values())
-                raise RuntimeError(f"the replicas did not all connect:\n{logs}")
+                raise RuntimeError(f"the replicas did not all connect and permit:\n{logs}")
             await asyncio.sleep(0.1)  # polling the stand-in's counter
 
     async def stop(self) -> None:

@@ -4,7 +4,11 @@ active shop at start and whenever one is added or resumed, `taobao.tmc.user.canc
 TMC delivers an app's messages only for sellers it permitted, so until a shop's permit succeeds the
 stream proves nothing of it and the reconciler covers it by its lists alone; a shop whose permit failed
 is tried again on every registry read, and makes /readyz say which and why. The calls go through the
-TOP client's retries and taxonomy like every other.
+TOP client's retries, taxonomy and rate limiter like every other.
+
+A thousand shops at start: WORKERS calls in flight (the shared limiter paces them, so more workers never
+mean more than the quota), and the outcomes are written to the registry in batches by one writer, so
+neither a permit nor the stream ever waits on another shop's database write.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from common.health import Check
 from common.metrics import Registry
 from store.errors import DATABASE_ERRORS
 from store.shop_book import BookChange
-from store.shops import ShopRecord, ShopRegistry
+from store.shops import PermitOutcome, ShopRecord, ShopRegistry
 from taobao import shop_calls
 from taobao.transport import TopTransport
 
 log = logging.getLogger(__name__)
+
+# Permit calls in flight at once. Each waits mostly on the network; the limiter bounds the rate.
+WORKERS = 32
 
 
 class StreamCoverage(Protocol):
@@ -42,7 +49,7 @@ class ShopKeeper:
         registry: ShopRegistry | None,
         coverage: StreamCoverage | None,
         *,
-        workers: int = 8,
+        workers: int = WORKERS,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._client = client
@@ -55,6 +62,8 @@ class ShopKeeper:
         self.permitted: set[str] = set()
         self.failures: dict[str, str] = {}  # nick → why its permit failed
         self.cancelled = 0
+        self._unrecorded: dict[str, PermitOutcome] = {}  # the writer's next batch, newest per shop
+        self._to_record = asyncio.Event()
 
     def register_metrics(self, registry: Registry) -> None:
         registry.gauge(
@@ -83,7 +92,7 @@ class ShopKeeper:
     async def run(self) -> None:
         """The side task: a few workers making the calls (a thousand shops at start do not wait in line
         behind one slow answer, nor take more than their share of the quota's first place)."""
-        await asyncio.gather(*(self._worker() for _ in range(self._workers)))
+        await asyncio.gather(self._writer(), *(self._worker() for _ in range(self._workers)))
 
     def readiness(self) -> tuple[Check, dict[str, Any]]:
         if not self.failures:
@@ -124,7 +133,7 @@ class ShopKeeper:
             )
             if self._coverage is not None:
                 self._coverage.streamed(nick, None)
-            await self._record(nick, None, reason)
+            self._record(PermitOutcome(nick, None, reason))
             return
         at = self._now()
         self.permitted.add(nick)
@@ -132,7 +141,7 @@ class ShopKeeper:
         if self._coverage is not None:
             self._coverage.streamed(nick, at)
         log.info("TMC permit granted", extra={"action": "shop_permitted", "shop": nick})
-        await self._record(nick, at, None)
+        self._record(PermitOutcome(nick, at, None))
 
     async def _cancel(self, nick: str) -> None:
         try:
@@ -143,10 +152,27 @@ class ShopKeeper:
         self.cancelled += 1
         log.info("TMC delivery cancelled", extra={"action": "shop_cancelled", "shop": nick})
 
-    async def _record(self, nick: str, at: datetime | None, error: str | None) -> None:
+    def _record(self, outcome: PermitOutcome) -> None:
+        if self._registry is not None:
+            self._unrecorded[outcome.nick] = outcome
+            self._to_record.set()
+
+    async def _writer(self) -> None:
+        """Writes what was decided while the previous write ran, in one statement. A failed write is
+        logged and dropped: the permits hold at TMC, the registry's column only informs `shops list`
+        and the next start."""
         if self._registry is None:
             return
-        try:
-            await self._registry.record_permit(nick, at, error)
-        except (OrderSyncError, *DATABASE_ERRORS) as exc:
-            log.warning("could not record the permit: %s", exc, extra={"action": "shop_permit_unrecorded"})
+        while True:
+            await self._to_record.wait()
+            self._to_record.clear()
+            batch, self._unrecorded = list(self._unrecorded.values()), {}
+            try:
+                await self._registry.record_permits(batch)
+            except (OrderSyncError, *DATABASE_ERRORS) as exc:
+                log.warning(
+                    "could not record %d permit(s): %s",
+                    len(batch),
+                    exc,
+                    extra={"action": "shop_permit_unrecorded"},
+                )

@@ -79,6 +79,8 @@ class ChangePublisher:
             # `seq`: the market change a withheld message announced (None: not a market change).
             "withheld": [self._withheld_json(m) for m in self._tmc.withheld],
             "faults": self._tmc.faults.to_json(),
+            # Whose messages are delivered: the sellers permitted (`required` off: every seller's).
+            "permits": {"required": self._tmc.permits.required, "users": sorted(self._tmc.permits.users)},
         }
 
     def _withheld_json(self, message: LostMessage) -> dict[str, Any]:

@@ -68,6 +68,9 @@ _STANDIN = (
     _flag("--app-key", sets="app_key", default="12345678",
           help="app key clients must use (default 12345678)"),
     _flag("--app-secret", sets="app_secret", default=None, help="default: derived from the seed"),
+    _flag("--require-permits", sets="require_permits", action=argparse.BooleanOptionalAction, default=True,
+          help="TMC delivers only permitted sellers' messages, as the platform does (default; "
+               "--no-require-permits: every seller's, for a client that never calls taobao.tmc.user.permit)"),
 )  # fmt: skip
 # FaultKnobs of the TOP gateway.
 _GATEWAY_FAULTS = (

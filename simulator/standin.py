@@ -63,8 +63,9 @@ class StandInConfig:
     # The TMC group market changes are published to (the app's `default` group unless told otherwise).
     tmc_group: str = "default"
     # TMC delivers messages only for sellers the app permitted (taobao.tmc.user.permit), as the
-    # platform does. Off: every seller's messages are delivered.
-    require_permits: bool = False
+    # platform does. Off: every seller's messages are delivered (for a client that never permits,
+    # e.g. a test of the TMC protocol alone).
+    require_permits: bool = True
     # Every trade's buyer's message this many bytes long (0: off): fullinfo answers of that size.
     trade_text_bytes: int = 0
 

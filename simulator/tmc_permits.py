@@ -1,12 +1,12 @@
 """Which sellers the app has subscribed with `taobao.tmc.user.permit` (docs/top-api.md#shop-onboarding).
-TMC delivers an app's messages only for those; with `required` off every seller's are delivered (the
-stand-in's behaviour before it knew permits)."""
+TMC delivers an app's messages only for those; with `required` off every seller's are delivered (for a
+client that never permits, e.g. a test of the TMC protocol alone)."""
 
 from __future__ import annotations
 
 
 class TmcPermits:
-    def __init__(self, *, required: bool = False) -> None:
+    def __init__(self, *, required: bool = True) -> None:
         self.required = required
         self._users: set[str] = set()
         self.permit_calls = 0

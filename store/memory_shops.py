@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
-from store.shops import ShopRecord, ShopStatus, UnknownShop
+from store.shops import PermitOutcome, ShopRecord, ShopStatus, UnknownShop
 
 
 class MemoryShops:
@@ -52,10 +52,14 @@ class MemoryShops:
         self._changed(nick)
         return record
 
-    async def record_permit(self, nick: str, at: datetime | None, error: str | None) -> None:
-        if nick in self._shops:
-            record = self._shops[nick]
-            self._put(dataclasses.replace(record, permitted_at=at or record.permitted_at, permit_error=error))
+    async def record_permits(self, outcomes: Sequence[PermitOutcome]) -> None:
+        for outcome in outcomes:
+            record = self._shops.get(outcome.nick)
+            if record is not None:  # as in PostgreSQL, no doorbell for a recorded permit
+                permitted_at = outcome.at or record.permitted_at
+                self._shops[outcome.nick] = dataclasses.replace(
+                    record, permitted_at=permitted_at, permit_error=outcome.error
+                )
 
     async def renew(
         self, nick: str, session: SecretStr, refresh_token: SecretStr | None, expires_at: datetime | None

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from store.errors import guarded
 from store.secret_box import SecretBox
-from store.shops import SHOPS_CHANNEL, ShopRecord, ShopStatus, UnknownShop
+from store.shops import SHOPS_CHANNEL, PermitOutcome, ShopRecord, ShopStatus, UnknownShop
 
 _COLUMNS = (
     "nick, session_enc, refresh_token_enc, expires_at, paused, paused_reason, permitted_at, "
@@ -29,17 +29,20 @@ ON CONFLICT (nick) DO UPDATE SET
     permitted_at = NULL, permit_error = NULL, updated_at = now()
 RETURNING {_COLUMNS}
 """
-SEED_SHOP = """
-INSERT INTO shops (nick, session_enc) VALUES ($1, $2) ON CONFLICT (nick) DO NOTHING RETURNING nick
+SEED_SHOPS = """
+INSERT INTO shops (nick, session_enc)
+SELECT nick, session_enc FROM unnest($1::text[], $2::bytea[]) AS s(nick, session_enc)
+ON CONFLICT (nick) DO NOTHING RETURNING nick
 """
 SET_STATUS = f"""
 UPDATE shops SET paused = $2, paused_reason = $3, paused_at = CASE WHEN $2 THEN now() END, updated_at = now()
 WHERE nick = $1 RETURNING {_COLUMNS}
 """
 DELETE_SHOP = f"DELETE FROM shops WHERE nick = $1 RETURNING {_COLUMNS}"
-RECORD_PERMIT = """
-UPDATE shops SET permitted_at = coalesce($2, permitted_at), permit_error = $3, updated_at = now()
-WHERE nick = $1
+RECORD_PERMITS = """
+UPDATE shops SET permitted_at = coalesce(p.at, shops.permitted_at), permit_error = p.error, updated_at = now()
+FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS p(nick, at, error)
+WHERE shops.nick = p.nick
 """
 RENEW_SESSION = """
 UPDATE shops SET session_enc = $2, refresh_token_enc = $3, expires_at = $4,
@@ -78,11 +81,21 @@ class PgShops:
         return self._record(row)
 
     async def seed(self, shops: Sequence[tuple[str, SecretStr]]) -> list[str]:
-        added = []
-        for nick, session in shops:
-            if await self._write(nick, SEED_SHOP, nick, self._box.seal(session)) is not None:
-                added.append(nick)
-        return added
+        """One statement and one doorbell for all of them (a thousand TAOBAO_SHOPS at a first start)."""
+        if not shops:
+            return []
+        nicks = [nick for nick, _ in shops]
+        sealed = [self._box.seal(session) for _, session in shops]
+
+        async def work() -> list[str]:
+            async with self._pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(SEED_SHOPS, nicks, sealed)
+                if rows:
+                    await conn.execute(NOTIFY, SHOPS_CHANNEL, rows[0]["nick"])
+                return [row["nick"] for row in rows]
+
+        added = set(await guarded("adding shops", work))
+        return [nick for nick in nicks if nick in added]
 
     async def set_status(self, nick: str, status: ShopStatus, reason: str | None) -> ShopRecord:
         row = await self._write(nick, SET_STATUS, nick, status is ShopStatus.PAUSED, reason)
@@ -96,8 +109,13 @@ class PgShops:
             raise UnknownShop(f"no shop {nick!r}")
         return self._record(row)
 
-    async def record_permit(self, nick: str, at: datetime | None, error: str | None) -> None:
-        await self._write(nick, RECORD_PERMIT, nick, at, error)
+    async def record_permits(self, outcomes: Sequence[PermitOutcome]) -> None:
+        """No doorbell: what the daemon serves did not change, and a thousand permits at start would
+        make every replica re-read the registry a thousand times."""
+        if not outcomes:
+            return
+        columns = ([o.nick for o in outcomes], [o.at for o in outcomes], [o.error for o in outcomes])
+        await guarded("recording permits", lambda: self._pool.execute(RECORD_PERMITS, *columns))
 
     async def renew(
         self, nick: str, session: SecretStr, refresh_token: SecretStr | None, expires_at: datetime | None

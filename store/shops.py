@@ -49,8 +49,18 @@ class ShopRecord:
         return self.status is ShopStatus.ACTIVE
 
 
+@dataclass(frozen=True, slots=True)
+class PermitOutcome:
+    """A shop's TMC permit succeeded at `at` (error None), or failed with `error`."""
+
+    nick: str
+    at: datetime | None
+    error: str | None
+
+
 class ShopRegistry(Protocol):
-    """The registry's operations. Every write rings `SHOPS_CHANNEL` in its own transaction."""
+    """The registry's operations. Every write of what the daemon serves (shops, sessions, status) rings
+    `SHOPS_CHANNEL` in its own transaction; recorded permits ring nothing (no replica acts on them)."""
 
     async def records(self) -> list[ShopRecord]: ...
 
@@ -76,8 +86,9 @@ class ShopRegistry(Protocol):
 
     async def remove(self, nick: str) -> ShopRecord: ...
 
-    async def record_permit(self, nick: str, at: datetime | None, error: str | None) -> None:
-        """A permit succeeded at `at` (error None), or failed with `error`."""
+    async def record_permits(self, outcomes: Sequence[PermitOutcome]) -> None:
+        """Record permit outcomes in one write (a thousand shops at start are one statement, not a
+        thousand); a shop no longer in the registry is skipped."""
         ...
 
     async def renew(

@@ -55,6 +55,14 @@ LIST_METHODS = ("taobao.trades.sold.increment.get", "taobao.trades.sold.get")
 FIRST_MESSAGE_ID = TmcServerConfig().first_message_id
 
 
+def subscribed(tmc: dict[str, Any], connections_before: int, shops: int) -> bool:
+    """The daemon connected to TMC and permitted every shop (the stand-in, as the platform, pushes only
+    permitted sellers' messages): the market may move."""
+    permits = tmc["permits"]
+    permitted = not permits["required"] or len(permits["users"]) >= shops
+    return bool(tmc["connections"] > connections_before and permitted)
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     seed: int = 7
@@ -131,10 +139,10 @@ class Scenario:
     async def _wait_connected(self, connections_before: int, within: float = 60.0) -> float:
         started = time.monotonic()
         deadline = started + within
-        while (await self.standin.tmc())["connections"] <= connections_before:
+        while not subscribed(await self.standin.tmc(), connections_before, self.options.shops):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the daemon did not connect to TMC within {within:g} s")
-            await asyncio.sleep(0.1)  # polling the stand-in's counter
+                raise TimeoutError(f"the daemon did not connect and permit its shops within {within:g} s")
+            await asyncio.sleep(0.1)  # polling the stand-in's counters
         return time.monotonic() - started
 
     async def _stop_daemon(self) -> None:

@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 from daemon.demo import standin_settings
 from daemon.settings import Settings, load_settings
 from simulator.compare import compare_with_market
 from simulator.standin import StandIn, StandInConfig
+from taobao import shop_calls
+from taobao.client import TopClient
+from taobao.limiter import TopRateLimiter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +38,23 @@ async def running_standin(config: StandInConfig) -> AsyncIterator[StandIn]:
         yield standin
     finally:
         await standin.stop()
+
+
+async def permit_every_shop(standin: StandIn) -> None:
+    """`taobao.tmc.user.permit` for every shop, through the product's own call, as a daemon's start does.
+    For tests whose daemon must find the shops subscribed already, as after an earlier run: messages
+    queued before it connects are delivered (the stand-in, like the platform, withholds an unpermitted
+    seller's)."""
+    client = TopClient(
+        app_key=standin.app_key,
+        app_secret=SecretStr(standin.app_secret),
+        api_url=standin.api_url,
+        limiter=TopRateLimiter(1000),
+    )
+    async with client:
+        for shop in standin.shops:
+            await shop_calls.permit(client, SecretStr(shop.session))
+    assert standin.permits.users >= {shop.nick for shop in standin.shops}
 
 
 def daemon_values(standin: StandIn, dsn: str, **overrides: Any) -> dict[str, Any]:

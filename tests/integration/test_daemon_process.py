@@ -13,7 +13,14 @@ import pytest
 
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
-from tests.integration.harness import DaemonProcess, assert_in_sync, daemon_env, wait_for, wait_for_async
+from tests.integration.harness import (
+    DaemonProcess,
+    assert_in_sync,
+    daemon_env,
+    permit_every_shop,
+    wait_for,
+    wait_for_async,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +44,7 @@ async def standin() -> AsyncIterator[StandIn]:
     )
     await stand_in.start()
     try:
+        await permit_every_shop(stand_in)  # the backlog below is queued before the daemon starts
         yield stand_in
     finally:
         await stand_in.stop()

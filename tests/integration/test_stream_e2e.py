@@ -30,7 +30,7 @@ from store.unresolved import TradeDebt
 from taobao.client import TopClient
 from taobao.models import Trade
 from taobao.tmc.events import TmcMessage
-from tests.integration.harness import assert_in_sync, daemon_settings, wait_for
+from tests.integration.harness import assert_in_sync, daemon_settings, permit_every_shop, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,8 @@ async def started_standin(seed: int, **tmc: Any) -> StandIn:
         )
     )
     await standin.start()
+    # Backlogs are queued before the daemon connects, as after an earlier run that permitted the shops.
+    await permit_every_shop(standin)
     return standin
 
 

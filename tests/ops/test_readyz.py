@@ -14,7 +14,7 @@ from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from tests.conftest import ADMIN_DSN, create_database, drop_database
 from tests.database_server import database_of
-from tests.integration.harness import daemon_settings, wait_for_async
+from tests.integration.harness import daemon_settings, permit_every_shop, wait_for_async
 from tests.ops.helpers import readyz, running
 
 
@@ -106,11 +106,14 @@ async def test_readyz_names_a_shop_paused_for_a_rejected_session(
     standin: StandIn, http: aiohttp.ClientSession, migrated_database: str
 ) -> None:
     good, bad = standin.shops
+    # Both were permitted while their sessions were good (an earlier run): TMC delivers the bad one's
+    # messages, and fetching them meets the revoked session.
+    await permit_every_shop(standin)
     shops = [{"nick": good.nick, "session": good.session}, {"nick": bad.nick, "session": "6100-revoked"}]
     async with running(daemon_settings(standin, migrated_database, taobao_shops=shops)) as service:
 
         async def only_its_permit_failed() -> bool:
-            # TMC cannot be told to deliver its messages either: the one problem until it trades.
+            # Its permit cannot be renewed either: the one problem until it trades.
             _, body = await readyz(http, service)
             permits = body["checks"]["permits"]
             return body["problems"] == [f"permits: {permits['detail']}"] and bad.nick in permits["detail"]

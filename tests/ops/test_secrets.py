@@ -22,7 +22,7 @@ import pytest
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from store.schema import DEFAULT_SCHEMA
-from tests.integration.harness import ROOT, daemon_env, wait_for
+from tests.integration.harness import ROOT, daemon_env, permit_every_shop, wait_for
 
 LOG_KEYS = {"ts", "level", "logger", "action", "msg", "tid", "shop", "message_id", "attempt", "exc", "stack"}
 REVOKED_SESSION = "6100revokedsession+/=&%0042"  # characters that URL-encoding would change
@@ -79,6 +79,8 @@ async def standin() -> AsyncIterator[StandIn]:
 async def test_debug_logs_and_pages_never_show_a_secret(
     standin: StandIn, migrated_database: str, tmp_path: Path
 ) -> None:
+    # Every shop was permitted while its session was good (an earlier run); the third's was revoked since.
+    await permit_every_shop(standin)
     shops = [{"nick": s.nick, "session": s.session} for s in standin.shops]
     shops[2]["session"] = REVOKED_SESSION
     env = daemon_env(

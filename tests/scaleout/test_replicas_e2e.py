@@ -32,7 +32,7 @@ from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from store.migrate import migrate
 from taobao.fields import TRADES_SOLD_INCREMENT_GET
-from tests.integration.harness import DaemonProcess, daemon_env, wait_for, wait_for_async
+from tests.integration.harness import DaemonProcess, daemon_env, permit_every_shop, wait_for, wait_for_async
 
 REPLICAS = ("r1", "r2", "r3")
 SHOPS = 6
@@ -98,6 +98,7 @@ async def test_three_replicas_share_the_work_and_survive_sigkills(
     await pool.executemany(
         "INSERT INTO sync_shops (shop, sync_from) VALUES ($1, $2)", [(n, sync_from) for n in nicks]
     )
+    await permit_every_shop(standin)  # as the run that followed them did: TMC keeps delivering
     replicas = [
         Replica(
             name,

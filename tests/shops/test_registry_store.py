@@ -15,7 +15,7 @@ from store.memory_shops import MemoryShops
 from store.migrate import migrate
 from store.pg_shops import PgShops
 from store.secret_box import SecretBox, SecretKeyError, generate_key
-from store.shops import SHOPS_CHANNEL, ShopRegistry, ShopStatus, UnknownShop
+from store.shops import SHOPS_CHANNEL, PermitOutcome, ShopRegistry, ShopStatus, UnknownShop
 from tests.conftest import create_database, drop_database
 
 SESSION = "6100e2a9f4c5sessionkey-of-shop-a"
@@ -93,8 +93,11 @@ async def test_add_seed_pause_resume_remove_renew(pool: asyncpg.Pool, kind: str)
     assert renewed.active
     assert (renewed.session.get_secret_value(), renewed.expires_at) == ("three", later)
 
-    await registry.record_permit("shop-a", None, "TOP call failed")
-    assert (await registry.get("shop-a")).permit_error == "TOP call failed"  # type: ignore[union-attr]
+    at = datetime.now(UTC)
+    outcomes = [PermitOutcome("shop-a", None, "TOP call failed"), PermitOutcome("shop-b", at, None)]
+    await registry.record_permits([*outcomes, PermitOutcome("nobody", at, None)])
+    recorded = {r.nick: (r.permitted_at, r.permit_error) for r in await registry.records()}
+    assert recorded == {"shop-a": (None, "TOP call failed"), "shop-b": (at, None)}
     await registry.remove("shop-a")
     assert [r.nick for r in await registry.records()] == ["shop-b"]
     with pytest.raises(UnknownShop):

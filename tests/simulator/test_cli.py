@@ -16,7 +16,7 @@ import pytest
 
 from simulator import cli
 from simulator.faults import FaultKnobs
-from simulator.standin import StandInConfig
+from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_faults import TmcFaults
 from tests.simulator.toputil import TopCaller
 
@@ -93,6 +93,13 @@ def test_every_hostile_knob_is_off_without_flags() -> None:
     defaults = FaultKnobs()
     assert config.faults.to_json() == defaults.to_json()
     assert config.tmc_faults == TmcFaults()
+
+
+def test_permits_are_required_unless_turned_off() -> None:
+    assert _config().require_permits is True
+    assert StandIn(_config()).permits.required is True
+    assert _config("--no-require-permits").require_permits is False
+    assert StandIn(_config("--no-require-permits")).permits.allows("anyone")
 
 
 def test_bad_hostile_flags_are_refused() -> None:

@@ -22,6 +22,7 @@ from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_faults import TmcFaults
 from taobao.tmc import codec
+from tests.simulator.toputil import permit_every_shop
 
 MIB = 1024 * 1024
 
@@ -32,6 +33,7 @@ async def standin() -> AsyncIterator[StandIn]:
     stand_in = StandIn(StandInConfig(seed=33, shops=3, market_rate=0, history_trades=400, history_days=30))
     await stand_in.start()
     try:
+        await permit_every_shop(stand_in)
         yield stand_in
     finally:
         await stand_in.stop()

@@ -155,3 +155,13 @@ def create_in_shop(standin: StandIn, shop: int = 0, within: int = 500) -> Market
         if change.topic == "taobao_trade_TradeCreate" and change.seller_nick == nick:
             return change
     raise AssertionError(f"no TradeCreate in shop {shop} within {within} changes")
+
+
+async def permit_every_shop(standin: StandIn) -> None:
+    """`taobao.tmc.user.permit` with each shop's session, as the daemon does at start: the stand-in, like
+    the platform, pushes a seller's messages only once the app permitted it."""
+    async with aiohttp.ClientSession() as http:
+        for shop in range(len(standin.shops)):
+            body = await TopCaller.of(http, standin, shop).ok("taobao.tmc.user.permit")
+            assert body["is_success"] is True
+    assert standin.permits.users == {shop.nick for shop in standin.shops}
