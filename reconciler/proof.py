@@ -4,6 +4,8 @@ proves is `reconciler.stream_watch`; how a stretch is cut into windows is `recon
 * Which windows of a gap report to read now (`pass_windows`): from where its proof stands (trimmed by
   what the ledger already proves, for outages), proof windows up to the lag horizon, fresh ones above
   it when asked for; nothing while a report read ahead waits for the horizon (`waits_for_horizon`).
+  A fresh pass over a report the horizon has not reached yet (the gate after a short outage) reads
+  from the outage's start, less the safety lag, not an overlap before it (`read_ahead`).
 * When a report is done (`conclusion`): recovered once proven to its end and no unresolved trade
   belongs to its window (docs/design.md#unresolved-trades-block-proof); partial or failed when a window
   failed, by whether retrying can help.
@@ -23,7 +25,7 @@ from datetime import datetime, timedelta
 
 from common.intervals import Interval, gaps, normalize
 from reconciler.fetching import Failure
-from reconciler.plan import SECOND, Window, floor_second, plan_windows
+from reconciler.plan import SECOND, Window, floor_second, lag_horizon, plan_windows
 from store.gap_reports import Cause, GapReport, Outcome
 
 # The outages: reports the gate waits for when another replica leads their shop.
@@ -57,7 +59,12 @@ def pass_windows(
     fresh: bool,
 ) -> list[Window]:
     """The windows one pass over `report` reads now, its proof standing at `proven_from` (empty: nothing
-    to read yet)."""
+    to read yet). A fresh pass before the horizon has reached `proven_from` (the reconnect gate after a
+    short outage) reads only `read_ahead`: the overlap is the proof pass's to read."""
+    if fresh and lag_horizon(now, safety_lag=safety_lag, overlap=overlap) <= proven_from:
+        return read_ahead(
+            report, proven_from, now=now, safety_lag=safety_lag, overlap=overlap, max_span=max_span
+        )
     windows = plan_windows(
         Interval(proven_from, report.window_end),
         now=now,
@@ -70,6 +77,36 @@ def pass_windows(
     if not windows or waits_for_horizon(report, proven_from, windows, fresh=fresh, max_span=max_span):
         return []
     return windows
+
+
+def read_ahead(
+    report: GapReport,
+    proven_from: datetime,
+    *,
+    now: datetime,
+    safety_lag: timedelta,
+    overlap: timedelta,
+    max_span: timedelta,
+) -> list[Window]:
+    """The fresh windows of a report the lag horizon has not reached: from a safety lag before where its
+    proof stands (the outage's start: the stream proved the time before it) or where an earlier fresh
+    read ended, up to `now - safety_lag`. Nothing in them can be proven yet, so they start at the
+    outage, not an overlap before it: once the horizon has passed the report's end, its proof pass
+    reads it again from an overlap before `proven_from` (docs/sync-rules.md#overlap), and only that
+    proves it. A proof window now would prove only the overlap before the report, which that pass
+    reads again anyway."""
+    start = floor_second(proven_from - safety_lag)
+    if report.fresh_until is not None:
+        start = max(start, floor_second(report.fresh_until))
+    windows = plan_windows(
+        Interval(proven_from, report.window_end),
+        now=now,
+        safety_lag=safety_lag,
+        overlap=overlap,
+        max_span=max_span,
+        fresh_from=start,
+    )
+    return [w for w in windows if not w.proof]
 
 
 def waits_for_horizon(
