@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 import websockets.asyncio.client
 from pydantic import SecretStr
@@ -100,6 +101,12 @@ Handler = Callable[[TmcMessage], Awaitable[None]]
 Gate = Callable[[], Awaitable[None]]
 StateCallback = Callable[[SessionEvent], Awaitable[None] | None]
 Quarantine = Callable[[bytes, str], Awaitable[None]]
+# The reconnect delays: from 1 s, doubling to 60 s while connections end within 5 s of being made. A
+# connection that stayed up 5 s starts the delays again from 1 s: a server that accepts and drops at
+# once still meets growing delays, but one that drops a working connection now and then (a restart,
+# a network break, every 10 s in the `flaky` scenario) costs the stream a second, not a delay grown
+# to a minute over a few drops (docs/design.md#one-retry-or-fatal-function).
+RECONNECT_POLICY: Final = BackoffPolicy(base=1.0, cap=60.0, reset_after=5.0)
 # Hears, at each reconnect, how long the stream was down (seconds from the last disconnect).
 StallObserver = Callable[[float], None]
 
@@ -142,7 +149,7 @@ class TmcSession:
         self._secret = app_secret
         self._handler = handler
         self._timing = timing or SessionTiming()
-        self._backoff = Backoff(backoff or BackoffPolicy(), rng)
+        self._backoff = Backoff(backoff or RECONNECT_POLICY, rng)
         self._max_refusals = max_refusals
         self._gate = gate
         self._on_state = on_state
