@@ -101,12 +101,15 @@ Handler = Callable[[TmcMessage], Awaitable[None]]
 Gate = Callable[[], Awaitable[None]]
 StateCallback = Callable[[SessionEvent], Awaitable[None] | None]
 Quarantine = Callable[[bytes, str], Awaitable[None]]
-# The reconnect delays: from 1 s, doubling to 60 s while connections end within 5 s of being made. A
-# connection that stayed up 5 s starts the delays again from 1 s: a server that accepts and drops at
-# once still meets growing delays, but one that drops a working connection now and then (a restart,
-# a network break, every 10 s in the `flaky` scenario) costs the stream a second, not a delay grown
-# to a minute over a few drops (docs/design.md#one-retry-or-fatal-function).
-RECONNECT_POLICY: Final = BackoffPolicy(base=1.0, cap=60.0, reset_after=5.0)
+# The reconnect delays: from 1 s, doubling to 5 s while connections end within 5 s of being made. A
+# connection that stayed up 5 s starts the delays again from 1 s: a server that drops a working
+# connection now and then (a restart, a network break, every 10 s in the `flaky` scenario) costs the
+# stream a second, not a delay grown to a minute over a few drops. The cap bounds how long the stream
+# stays down after an outage has ended; a server that accepts and drops at once still meets growing
+# delays, and one attempt every 2.5-5 s is a single HTTP upgrade, preceded by the gate's read of the
+# seconds since the last one (docs/design.md#one-retry-or-fatal-function). A CONNECT the server
+# refuses still waits `refusal_floor` (30 s).
+RECONNECT_POLICY: Final = BackoffPolicy(base=1.0, cap=5.0, reset_after=5.0)
 # Hears, at each reconnect, how long the stream was down (seconds from the last disconnect).
 StallObserver = Callable[[float], None]
 

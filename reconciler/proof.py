@@ -5,7 +5,8 @@ proves is `reconciler.stream_watch`; how a stretch is cut into windows is `recon
   what the ledger already proves, for outages), proof windows up to the lag horizon, fresh ones above
   it when asked for; nothing while a report read ahead waits for the horizon (`waits_for_horizon`).
   A fresh pass over a report the horizon has not reached yet (the gate after a short outage) reads
-  from the outage's start, less the safety lag, not an overlap before it (`read_ahead`).
+  from the outage's start, less the safety lag, not an overlap before it (`read_ahead`), and passes
+  over a report already read that far (`left_to_read`).
 * When a report is done (`conclusion`): recovered once proven to its end and no unresolved trade
   belongs to its window (docs/design.md#unresolved-trades-block-proof); partial or failed when a window
   failed, by whether retrying can help.
@@ -201,6 +202,14 @@ def disconnect_gap(proven_end: datetime | None, segment_start: datetime, at: dat
     ends (its start when nothing was recorded)."""
     start = min(proven_end or segment_start, at)
     return Interval(start, at) if start < at else None
+
+
+def left_to_read(report: GapReport, now: datetime, *, safety_lag: timedelta) -> bool:
+    """Is part of `report`'s window up to `now - safety_lag` read neither as proof nor ahead (less a
+    second)? The gate reads those before the stream resumes; a report read that far waits for its proof
+    pass, which the rounds make once the lag horizon has passed it."""
+    target = floor_second(min(report.window_end, now - safety_lag)) - SECOND
+    return max(report.proven_from, report.fresh_until or report.window_start) < target
 
 
 def outage_unread(report: GapReport, since: datetime, *, safety_lag: timedelta) -> bool:
