@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from common.intervals import Interval, gaps, normalize
 from reconciler.fetching import Failure
 from reconciler.plan import SECOND, Window, floor_second, lag_horizon, plan_windows
-from store.gap_reports import Cause, GapReport, Outcome
+from store.gap_reports import Cause, GapReport, Outcome, StreamConnection
 
 # The outages: reports the gate waits for when another replica leads their shop.
 OUTAGE_CAUSES = frozenset({Cause.RESTART.value, Cause.DISCONNECT.value, Cause.INITIAL_LOAD.value})
@@ -210,6 +210,19 @@ def left_to_read(report: GapReport, now: datetime, *, safety_lag: timedelta) -> 
     pass, which the rounds make once the lag horizon has passed it."""
     target = floor_second(min(report.window_end, now - safety_lag)) - SECOND
     return max(report.proven_from, report.fresh_until or report.window_start) < target
+
+
+def stream_up_between(connections: Iterable[StreamConnection], start: datetime, end: datetime) -> bool:
+    """Was some replica's TMC connection up between `start` and `end`? Then an outage report that ends
+    at `start` was ended by that connection, and a later reconnect at `end` does not extend it:
+    extended at every reconnect, a report kept open by the lag horizon would never be passed by it,
+    and every gate would read its newest seconds again. Only connections with a recorded end count:
+    one without is the one just made, or one of a process that died, up for no known time (extending
+    is the safe side)."""
+    return any(
+        c.disconnected_at is not None and c.connected_at < end and c.disconnected_at > start
+        for c in connections
+    )
 
 
 def outage_unread(report: GapReport, since: datetime, *, safety_lag: timedelta) -> bool:
