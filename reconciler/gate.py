@@ -32,7 +32,7 @@ from reconciler.proof import outage_unread
 
 logger = logging.getLogger(__name__)
 
-# Read the led shops' open reports; `fresh`: read above the lag horizon too.
+# Read the led shops' open reports not read yet; `fresh`: read above the lag horizon too.
 Recover = Callable[[bool], Awaitable[None]]
 
 
