@@ -228,6 +228,7 @@ def open_tmc_session(
         backoff=backoff,
         gate=None if reconciler is None else reconciler.gate,
         on_state=None if reconciler is None else reconciler.on_state,
+        on_reconnect=metrics.stream.reconnect_stall.observe,
     )
     metrics.watch_tmc_session(session)
     return session

@@ -250,7 +250,8 @@ class Settings(ReportSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
     # /readyz: how long the database ping may take, and how long the TMC stream may be down
-    # (reconnecting) before the service reports not ready. Reconnect delays grow to 60 s.
+    # (reconnecting) before the service reports not ready. Reconnect delays grow to 5 s (30 s after a
+    # refused CONNECT).
     ready_db_timeout_seconds: float = Field(default=2.0, gt=0)
     ready_stream_grace_seconds: float = Field(default=120.0, ge=0)
     log_level: str = "INFO"

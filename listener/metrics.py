@@ -19,6 +19,9 @@ from taobao.models import Trade
 APPLY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Seconds from Taobao's `modified` stamp (one-second resolution) to our commit.
 CHANGE_LAG_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+# Fine below a minute: a reconnect after a short drop should take a second or two (reconnect delay,
+# backfill before resume, handshake).
+STALL_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0)
 # Label values shown at 0 from the start (listener.workers and listener.batcher count these).
 FETCH_OUTCOMES = ("ok", "session_expired", "permanent_error", "retry_later", "not_there_yet")
 BATCH_OUTCOMES = ("committed", "failed")
@@ -65,6 +68,11 @@ class ListenerMetrics:
             "change_commit_lag_seconds",
             "From a trade's modified time at Taobao to the commit of that change here (stream)",
             CHANGE_LAG_BUCKETS,
+        )
+        self.reconnect_stall = r.histogram(
+            "tmc_reconnect_stall_seconds",
+            "From a TMC disconnect to the next connect: reconnect delay, backfill before resume, handshake",
+            STALL_BUCKETS,
         )
         for counter, label, values in (
             (self.fetches, "outcome", FETCH_OUTCOMES),

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 import websockets.asyncio.client
 from pydantic import SecretStr
@@ -101,6 +102,17 @@ Handler = Callable[[TmcMessage], Awaitable[None]]
 Gate = Callable[[], Awaitable[None]]
 StateCallback = Callable[[SessionEvent], Awaitable[None] | None]
 Quarantine = Callable[[bytes, str], Awaitable[None]]
+# The reconnect delays: from 1 s, doubling to 5 s while connections end within 5 s of being made. A
+# connection that stayed up 5 s starts the delays again from 1 s: a server that drops a working
+# connection now and then (a restart, a network break, every 10 s in the `flaky` scenario) costs the
+# stream a second, not a delay grown to a minute over a few drops. The cap bounds how long the stream
+# stays down after an outage has ended; a server that accepts and drops at once still meets growing
+# delays, and one attempt every 2.5-5 s is a single HTTP upgrade, preceded by the gate's read of the
+# seconds since the last one (docs/design.md#one-retry-or-fatal-function). A CONNECT the server
+# refuses still waits `refusal_floor` (30 s).
+RECONNECT_POLICY: Final = BackoffPolicy(base=1.0, cap=5.0, reset_after=5.0)
+# Hears, at each reconnect, how long the stream was down (seconds from the last disconnect).
+StallObserver = Callable[[float], None]
 
 _TRANSIENT_CONNECT_ERRORS = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, TmcProtocolError)
 
@@ -112,6 +124,8 @@ class TmcSession:
     Connected / Disconnected / Refused; `quarantine(raw_frame, reason)` stores frames that cannot be
     parsed; when it returns and the frame had an id, the message is confirmed so it stops coming back.
     Exceptions from `gate` and `on_state` end `run()`: they mean the coverage bookkeeping is broken.
+    Each reconnect is logged with how long the stream was down and how much of that the gate held it
+    (`on_reconnect` hears the first figure: the daemon's `tmc_reconnect_stall_seconds`).
     """
 
     def __init__(
@@ -128,6 +142,7 @@ class TmcSession:
         gate: Gate | None = None,
         on_state: StateCallback | None = None,
         quarantine: Quarantine | None = None,
+        on_reconnect: StallObserver | None = None,
         sdk: str = SDK_NAME,
         rng: random.Random | None = None,
     ) -> None:
@@ -138,11 +153,14 @@ class TmcSession:
         self._secret = app_secret
         self._handler = handler
         self._timing = timing or SessionTiming()
-        self._backoff = Backoff(backoff or BackoffPolicy(), rng)
+        self._backoff = Backoff(backoff or RECONNECT_POLICY, rng)
         self._max_refusals = max_refusals
         self._gate = gate
         self._on_state = on_state
         self._quarantine = quarantine
+        self._on_reconnect = on_reconnect
+        # Seconds the gate held the stream since the last connection ended (the reconnect log line).
+        self._gate_seconds = 0.0
         self._sdk = sdk
         self._stop = asyncio.Event()
         self._conn: websockets.asyncio.client.ClientConnection | None = None
@@ -192,8 +210,11 @@ class TmcSession:
     async def _run(self) -> None:
         refusals = 0
         while not self._stop.is_set():
-            if self._gate is not None and not await self._unless_stopped(self._gate()):
-                break
+            if self._gate is not None:
+                gate_started = time.monotonic()
+                if not await self._unless_stopped(self._gate()):
+                    break
+                self._gate_seconds += time.monotonic() - gate_started
             self.counters.connect_attempts += 1
             attempt = self.counters.connect_attempts
             try:
@@ -299,7 +320,10 @@ class TmcSession:
         self.counters.connects += 1
         if self.counters.connects > 1:
             self.counters.reconnects += 1
-        logger.info("TMC connected to %s", self.url, extra={"action": "tmc_connected"})
+            self._reconnected(started - self.down_since)
+        else:
+            logger.info("TMC connected to %s", self.url, extra={"action": "tmc_connected"})
+        self._gate_seconds = 0.0
         reason = "stopped"
         try:
             await self._emit(Connected(_now(), token))
@@ -332,6 +356,19 @@ class TmcSession:
             )
             await self._emit(Disconnected(_now(), reason, uptime))
         return uptime
+
+    def _reconnected(self, down: float) -> None:
+        """One line and one observation per reconnect: the stall the stream saw, and the gate's share
+        of it (the rest is the reconnect delay and the handshake)."""
+        logger.info(
+            "TMC reconnected to %s after %.1f s down, %.1f s of it backfilling before resume",
+            self.url,
+            down,
+            self._gate_seconds,
+            extra={"action": "tmc_reconnected"},
+        )
+        if self._on_reconnect is not None:
+            self._on_reconnect(down)
 
     async def _pull_loop(self, conn: websockets.asyncio.client.ClientConnection, token: str) -> None:
         frame = codec.encode(codec.pull_request(token))

@@ -29,7 +29,7 @@ from reconciler.fetching import Failure, Target, TradeFetch
 from reconciler.lag import LagMeter
 from reconciler.listing import Listing, ListQuery, TradeSource, list_window
 from reconciler.plan import SECOND, Window
-from reconciler.unchanged import is_current
+from reconciler.unchanged import is_current, is_stored
 from store.fetch_apply import FetchEnd, TradeFailure, TradeFailures, dead_letter_counter, fetch_trade
 from store.gap_reports import PassCounts
 from store.ports import ReconcilerTrades
@@ -176,23 +176,30 @@ class WindowReader:
             )
         fetched = self.fetch.fetched
         wanted = [tid for tid in listing.tids if fetched.get(tid, window.start) <= window.end]
-        wanted = await self._changed_since_stored(wanted, listing, target.counts)
+        wanted = await self._changed_since_stored(wanted, listing, target.counts, ahead=not window.proof)
         target.counts.found += len(set(listing.tids) - self._listed)
         self._listed.update(listing.tids)
         await self._probe_lag(session, window, listing, query.priority, target)
         return await self.fetch.fetch_and_apply(session, wanted, query.priority, target)
 
     async def _changed_since_stored(
-        self, tids: Sequence[int], listing: Listing, counts: PassCounts
+        self, tids: Sequence[int], listing: Listing, counts: PassCounts, *, ahead: bool
     ) -> list[int]:
         """`tids` less those stored, owing nothing, at the latest version the list can stand for
-        (`reconciler.unchanged`); a tid listed without `modified` is always fetched."""
+        (`reconciler.unchanged`; `ahead`: a fresh window's rule); a tid listed without `modified` is
+        always fetched."""
         listed = [tid for tid in tids if tid in listing.modified]
         if not listed:
             return list(tids)
         stored = await self._store.settled_versions(listed)
         skew = self._skew()
-        skip = {t for t in listed if t in stored and is_current(listing.modified[t], stored[t], skew)}
+
+        def unchanged(tid: int) -> bool:
+            if ahead:
+                return is_stored(listing.modified[tid], stored[tid])
+            return is_current(listing.modified[tid], stored[tid], skew)
+
+        skip = {t for t in listed if t in stored and unchanged(t)}
         counts.fetches_skipped += len(skip)
         return [tid for tid in tids if tid not in skip]
 
@@ -202,8 +209,11 @@ class WindowReader:
         self, session: str, window: Window, listing: Listing, priority: Priority, target: Target
     ) -> None:
         """Trades stored with a `modified` in the window that the list left out: if fullinfo says they
-        have not changed since, the list is lagging by at least `queried_at - modified`."""
-        if self._lag is None or self.config.lag_probes <= 0:
+        have not changed since, the list is lagging by at least `queried_at - modified`. Proof windows
+        only: a read ahead lists the newest seconds, where a trade left out has mostly just changed
+        again, and its probes (fullinfo calls, one after another) would hold the reconnect gate; the
+        proof read of the same stretch probes it."""
+        if self._lag is None or self.config.lag_probes <= 0 or not window.proof:
             return
         listed = set(listing.tids)
         types = None if self.config.types == ALL_TRADE_TYPES else list(self.config.types)

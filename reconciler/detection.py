@@ -22,7 +22,7 @@ from datetime import datetime
 from common.intervals import Interval, gaps, normalize
 from reconciler.config import Shared
 from reconciler.new_shops import NewShops
-from reconciler.proof import OUTAGE_CAUSES, disconnect_gap, restart_gap
+from reconciler.proof import OUTAGE_CAUSES, disconnect_gap, restart_gap, stream_up_between
 from reconciler.stream_watch import StreamWatch
 from store.coverage import ProvenBy
 from store.gap_reports import Cause, GapReport
@@ -131,11 +131,18 @@ class GapDetector:
         await self.extend_outages(at)
         self.outage.clear()
         if self._several and not shared.coordination.peer_connected():
-            # This connection resumes the group's stream: every outage lasted until now, whichever
-            # replica saw it begin (its leader may connect later, or never).
+            # This connection resumes the group's stream: every outage still going on lasted until
+            # now, whichever replica saw it begin (its leader may connect later, or never).
             for shop in shared.shops:
-                for report in await shared.reports.open_reports(shop):
-                    if report.cause in OUTAGE_CAUSES and report.window_end < at:
+                reports = await shared.reports.open_reports(shop)
+                ends = [r.window_end for r in reports if r.cause in OUTAGE_CAUSES and r.window_end < at]
+                if not ends:
+                    continue
+                connections = await shared.reports.connections(min(ends))
+                for report in reports:
+                    if report.cause not in OUTAGE_CAUSES or report.window_end >= at:
+                        continue
+                    if not stream_up_between(connections, report.window_end, at):
                         await shared.reports.extend(report.id, at)
 
     async def disconnected(

@@ -1,9 +1,15 @@
 """Backfill before resume: the TMC session awaits the gate before every (re)connect.
 
-The gate extends the outages going on up to now and, by default, reads every open report before it
-returns: proof windows up to the lag horizon, fresh windows up to `now - SYNC_SAFETY_LAG_SECONDS`, so
-when the stream resumes the database already holds what was missed. With
-SYNC_STREAM_DURING_BACKFILL=true it returns at once and asks the side task for a fresh round instead.
+The gate extends the outages going on up to now and, by default, reads every open report not read yet
+before it returns (`reconciler.proof.left_to_read`), all shops at once with the shared limiter setting
+the pace: proof windows up to the lag horizon, fresh windows up to `now - SYNC_SAFETY_LAG_SECONDS`, so
+when the stream resumes the database already holds what was missed. A short outage, which the
+horizon has not reached, is read ahead from where the stream's proof ended less the safety lag, not
+an overlap before it (`reconciler.proof.read_ahead`); a report already read ahead is proven by the
+rounds once the horizon passes it, not at a reconnect. How long the stream waited is
+`reconciler_gate_seconds` here and, with the reconnect delay, `tmc_reconnect_stall_seconds`
+(`listener.session`). With SYNC_STREAM_DURING_BACKFILL=true it returns at once and asks the side task
+for a fresh round instead.
 
 Several replicas: after backfilling the shops it leads, a replica waits for the other leaders' first
 pass over the outages they know of (restart, disconnect, initial load) before it connects, so the
@@ -26,7 +32,7 @@ from reconciler.proof import outage_unread
 
 logger = logging.getLogger(__name__)
 
-# Read the led shops' open reports; `fresh`: read above the lag horizon too.
+# Read the led shops' open reports not read yet; `fresh`: read above the lag horizon too.
 Recover = Callable[[bool], Awaitable[None]]
 
 

@@ -4,6 +4,9 @@ proves is `reconciler.stream_watch`; how a stretch is cut into windows is `recon
 * Which windows of a gap report to read now (`pass_windows`): from where its proof stands (trimmed by
   what the ledger already proves, for outages), proof windows up to the lag horizon, fresh ones above
   it when asked for; nothing while a report read ahead waits for the horizon (`waits_for_horizon`).
+  A fresh pass over a report the horizon has not reached yet (the gate after a short outage) reads
+  from the outage's start, less the safety lag, not an overlap before it (`read_ahead`), and passes
+  over a report already read that far (`left_to_read`).
 * When a report is done (`conclusion`): recovered once proven to its end and no unresolved trade
   belongs to its window (docs/design.md#unresolved-trades-block-proof); partial or failed when a window
   failed, by whether retrying can help.
@@ -23,8 +26,8 @@ from datetime import datetime, timedelta
 
 from common.intervals import Interval, gaps, normalize
 from reconciler.fetching import Failure
-from reconciler.plan import SECOND, Window, floor_second, plan_windows
-from store.gap_reports import Cause, GapReport, Outcome
+from reconciler.plan import SECOND, Window, floor_second, lag_horizon, plan_windows
+from store.gap_reports import Cause, GapReport, Outcome, StreamConnection
 
 # The outages: reports the gate waits for when another replica leads their shop.
 OUTAGE_CAUSES = frozenset({Cause.RESTART.value, Cause.DISCONNECT.value, Cause.INITIAL_LOAD.value})
@@ -57,7 +60,12 @@ def pass_windows(
     fresh: bool,
 ) -> list[Window]:
     """The windows one pass over `report` reads now, its proof standing at `proven_from` (empty: nothing
-    to read yet)."""
+    to read yet). A fresh pass before the horizon has reached `proven_from` (the reconnect gate after a
+    short outage) reads only `read_ahead`: the overlap is the proof pass's to read."""
+    if fresh and lag_horizon(now, safety_lag=safety_lag, overlap=overlap) <= proven_from:
+        return read_ahead(
+            report, proven_from, now=now, safety_lag=safety_lag, overlap=overlap, max_span=max_span
+        )
     windows = plan_windows(
         Interval(proven_from, report.window_end),
         now=now,
@@ -70,6 +78,36 @@ def pass_windows(
     if not windows or waits_for_horizon(report, proven_from, windows, fresh=fresh, max_span=max_span):
         return []
     return windows
+
+
+def read_ahead(
+    report: GapReport,
+    proven_from: datetime,
+    *,
+    now: datetime,
+    safety_lag: timedelta,
+    overlap: timedelta,
+    max_span: timedelta,
+) -> list[Window]:
+    """The fresh windows of a report the lag horizon has not reached: from a safety lag before where its
+    proof stands (the outage's start: the stream proved the time before it) or where an earlier fresh
+    read ended, up to `now - safety_lag`. Nothing in them can be proven yet, so they start at the
+    outage, not an overlap before it: once the horizon has passed the report's end, its proof pass
+    reads it again from an overlap before `proven_from` (docs/sync-rules.md#overlap), and only that
+    proves it. A proof window now would prove only the overlap before the report, which that pass
+    reads again anyway."""
+    start = floor_second(proven_from - safety_lag)
+    if report.fresh_until is not None:
+        start = max(start, floor_second(report.fresh_until))
+    windows = plan_windows(
+        Interval(proven_from, report.window_end),
+        now=now,
+        safety_lag=safety_lag,
+        overlap=overlap,
+        max_span=max_span,
+        fresh_from=start,
+    )
+    return [w for w in windows if not w.proof]
 
 
 def waits_for_horizon(
@@ -164,6 +202,27 @@ def disconnect_gap(proven_end: datetime | None, segment_start: datetime, at: dat
     ends (its start when nothing was recorded)."""
     start = min(proven_end or segment_start, at)
     return Interval(start, at) if start < at else None
+
+
+def left_to_read(report: GapReport, now: datetime, *, safety_lag: timedelta) -> bool:
+    """Is part of `report`'s window up to `now - safety_lag` read neither as proof nor ahead (less a
+    second)? The gate reads those before the stream resumes; a report read that far waits for its proof
+    pass, which the rounds make once the lag horizon has passed it."""
+    target = floor_second(min(report.window_end, now - safety_lag)) - SECOND
+    return max(report.proven_from, report.fresh_until or report.window_start) < target
+
+
+def stream_up_between(connections: Iterable[StreamConnection], start: datetime, end: datetime) -> bool:
+    """Was some replica's TMC connection up between `start` and `end`? Then an outage report that ends
+    at `start` was ended by that connection, and a later reconnect at `end` does not extend it:
+    extended at every reconnect, a report kept open by the lag horizon would never be passed by it,
+    and every gate would read its newest seconds again. Only connections with a recorded end count:
+    one without is the one just made, or one of a process that died, up for no known time (extending
+    is the safe side)."""
+    return any(
+        c.disconnected_at is not None and c.connected_at < end and c.disconnected_at > start
+        for c in connections
+    )
 
 
 def outage_unread(report: GapReport, since: datetime, *, safety_lag: timedelta) -> bool:

@@ -53,6 +53,7 @@ from reconciler.ledger import Ledger
 from reconciler.metrics import CoverageMetrics, ReconcilerMetrics
 from reconciler.new_shops import NewShops
 from reconciler.processing import ReportProcessor
+from reconciler.proof import left_to_read
 from reconciler.redrive import Redrive, RedriveCounts
 from reconciler.retries import RetrySchedule
 from reconciler.stream_watch import StreamWatch
@@ -268,9 +269,12 @@ class Reconciler:
         await asyncio.gather(*(self._recover_shop(shop, fresh=fresh) for shop in self._shared.shops))
 
     async def _recover_all(self, fresh: bool) -> None:
-        await self.recover(fresh=fresh)
+        """The gate's read: every shop's reports with a part not read yet (`proof.left_to_read`); one
+        read ahead already waits for its proof pass, which the rounds make, not the reconnect."""
+        shops = self._shared.shops
+        await asyncio.gather(*(self._recover_shop(s, fresh=fresh, unread_only=True) for s in shops))
 
-    async def _recover_shop(self, shop: str, *, fresh: bool) -> None:
+    async def _recover_shop(self, shop: str, *, fresh: bool, unread_only: bool = False) -> None:
         if shop in self._loads:
             return  # its initial load runs beside the stream (`_load_beside`), holding its lock
         async with self._locks[shop]:
@@ -280,7 +284,10 @@ class Reconciler:
                 if await self.detector.new_shops.load_pending(shop):
                     self._loads[shop] = asyncio.create_task(self._load_beside(shop, fresh=fresh))
                     return
+                now, safety_lag = self._shared.horizon_now(), self.config.safety_lag
                 for report in await self.reports.open_reports(shop):
+                    if unread_only and not left_to_read(report, now, safety_lag=safety_lag):
+                        continue
                     if self.processor.due(report):
                         await self.processor.process(report, fresh=fresh)
             except NotLeader:

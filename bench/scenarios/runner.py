@@ -26,6 +26,7 @@ from bench.daemon_proc import DaemonProcess, daemon_env
 from bench.machine import machine
 from bench.scenarios.feed_recorder import FeedRecorder
 from bench.scenarios.presets import Action, Plan
+from bench.scenarios.stalls import StallHistogram, free_port, scrape
 from bench.scenarios.standin_client import StandInProcess
 from bench.scenarios.verdict import (
     CHECKED_FIELDS,
@@ -89,6 +90,8 @@ class Scenario:
         self.crash_logs: list[str] = []
         self._supervisor: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[Any]] = []
+        self._http_port = 0
+        self.stalls = StallHistogram()  # the reconnect stalls every daemon process measured
 
     # ------------------------------------------------------------------------------------- processes
 
@@ -106,7 +109,7 @@ class Scenario:
             "database_url": self.dsn,
             **standin_settings(info),
             "sync_api_rate": self.options.api_rate,
-            "http_port": 0,
+            "http_port": self._http_port,
             "log_level": self.options.log_level,
             "log_format": "json",
         }
@@ -115,6 +118,7 @@ class Scenario:
 
     async def _start_daemon(self) -> None:
         self._incarnation += 1
+        self._http_port = free_port()  # known here, so its /metrics can be read before it stops
         daemon = DaemonProcess(
             daemon_env(self._daemon_values()), self.workdir / f"daemon-{self._incarnation}.log"
         )
@@ -152,6 +156,8 @@ class Scenario:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         if self.daemon is not None:
+            if self.daemon.process is not None and self.daemon.process.returncode is None:
+                await scrape(self._http_port, self.stalls)
             await self.daemon.stop(grace=30)
 
     # ------------------------------------------------------------------------------------- faults
@@ -181,6 +187,7 @@ class Scenario:
             await self._supervisor
         process = self.daemon.process
         assert process is not None
+        await scrape(self._http_port, self.stalls)
         process.send_signal(signal.SIGKILL)
         await process.wait()
         self.counters["daemon_sigkills"] += 1
@@ -396,6 +403,8 @@ class Scenario:
             "settle_s": round(settle_s, 1),
             "warm_up_s": round(warm_up_s, 1),
             **lag_figures(result),
+            # The daemon's own measure, summed over its processes (bench/scenarios/stalls.py).
+            "reconnect_stall": self.stalls.figures(),
             "fullinfo_calls": fullinfo,
             "list_calls": sum(int(calls.get(m, 0)) for m in LIST_METHODS),
             "fullinfo_per_change": round(fullinfo / n, 3) if n else None,

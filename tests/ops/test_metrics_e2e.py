@@ -72,6 +72,8 @@ async def test_metrics_after_a_run_equal_what_the_standin_saw(
     assert fullinfo <= CHANGES  # coalescing only ever saves calls
     assert metric(m, "order_sync_tmc_connected") == 1
     assert metric(m, "order_sync_tmc_connects_total") == tmc.connections == 1
+    assert "order_sync_tmc_reconnect_stall_seconds_count" in m  # there from the first scrape
+    assert metric(m, "order_sync_tmc_reconnect_stall_seconds_count") == 0  # one connection, no reconnect
     for idle in ("order_sync_tmc_messages_held", "order_sync_tids_queued", "order_sync_fullinfo_in_flight"):
         assert metric(m, idle) == 0, idle
 

@@ -132,6 +132,29 @@ async def test_a_state_read_within_its_second_is_read_again_then_skipped(
     assert third.fetches_skipped == len(listed)
 
 
+async def test_a_read_ahead_skips_a_state_read_within_its_second_and_the_proof_read_fetches_it(
+    standin: StandIn, pg: PgStore
+) -> None:
+    shop = standin.shops[0].nick
+    now = datetime.now(UTC)
+    proof = Window(floor_second(now - timedelta(hours=23)), floor_second(now - timedelta(minutes=1)), True)
+    await read_once(standin, pg, proof)
+    listed = truth_tids(standin, shop, proof)
+    early = listed[:2]
+    await pg.pool.execute(
+        "UPDATE trades SET fetched_at = modified + interval '500 milliseconds' WHERE tid = ANY($1::bigint[])",
+        early,
+    )
+    standin.stats.reset()
+    ahead = await read_once(standin, pg, Window(proof.start, proof.end, proof=False))
+    assert fetched_tids(standin, shop) == []  # stored at the listed `modified`: enough for a read ahead
+    assert ahead.fetches_skipped == len(listed)
+
+    standin.stats.reset()
+    await read_once(standin, pg, proof)  # proof needs the read after the second
+    assert sorted(fetched_tids(standin, shop)) == sorted(early)
+
+
 @pytest.mark.parametrize(
     ("listed", "stored", "read", "skew", "current"),
     [

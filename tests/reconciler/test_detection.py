@@ -4,9 +4,10 @@ its initial load or starts its ledger at the first connection, and what the stre
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from common.intervals import Interval
+from reconciler.coordination import Alone
 from store.coverage import ProvenBy
 from store.gap_reports import Cause
 from taobao.tmc.events import Connected, Disconnected, TmcMessage
@@ -147,3 +148,25 @@ async def test_a_hole_in_the_ledger_no_report_covers_is_opened_as_a_gap() -> Non
     await unit.reconciler.detector.scan_ledger("shop-b")
     sweeps = [r for r in await unit.reconciler.reports.recent(10) if r.cause == Cause.SWEEP.value]
     assert [(r.shop, r.window_start, r.window_end) for r in sweeps] == [(SHOP, T0 - 6 * HOUR, T0 - 5 * HOUR)]
+
+
+async def test_with_several_replicas_a_reconnect_extends_only_the_outages_still_going_on() -> None:
+    unit = unit_reconciler(coordination=Alone())  # a replica of a group, alone in it
+    await followed_until(unit, timedelta(0))
+    await unit.reconciler.start()
+
+    async def outage(up: float, down: float) -> tuple[int, datetime]:
+        await unit.reconciler.on_state(Connected(at=unit.clock.now, token="t"))
+        unit.clock.advance(up)
+        await unit.reconciler.on_state(Disconnected(at=unit.clock.now, reason="lost", uptime=up))
+        [report] = [r for r in await unit.reconciler.reports.open_reports(SHOP) if r.id not in seen]
+        seen.add(report.id)
+        return report.id, unit.clock.advance(down)
+
+    seen: set[int] = set()
+    first, first_back = await outage(10, 5)
+    second, second_back = await outage(10, 5)
+    await unit.reconciler.on_state(Connected(at=second_back, token="t"))
+    # The first outage ended when the stream came back after it; the second lasts until now.
+    assert (await unit.reconciler.reports.get(first)).window_end == first_back
+    assert (await unit.reconciler.reports.get(second)).window_end == second_back

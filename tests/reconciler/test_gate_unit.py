@@ -5,14 +5,19 @@ several replicas it waits for the other leaders, never forever, and reads the sh
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 from common.intervals import Interval
 from reconciler.coordination import Alone
+from reconciler.plan import floor_second
 from store.coverage import ProvenBy
 from store.gap_reports import Cause, Outcome
+from taobao.models import TradePage
+from taobao.tmc.events import Connected, Disconnected
 from tests.integration.harness import wait_for_async
-from tests.reconciler.fakes import T0, Unit, unit_config, unit_reconciler
+from tests.reconciler.fakes import T0, FakeTop, Unit, unit_config, unit_reconciler
 
 HOUR = timedelta(hours=1)
 
@@ -126,3 +131,83 @@ async def test_a_shop_taken_over_while_the_gate_reads_is_read_too_before_the_str
     await restarted(unit, ["shop-a", "shop-b"])
     await unit.reconciler.gate()
     assert {t // 100 for t in unit.db.trades.rows} == {1, 2}
+
+
+class TogetherTop(FakeTop):
+    """Each shop's first list call waits (up to `within` seconds) until every shop has one in flight:
+    shops read one after another never get there, and the calls go on once the wait runs out."""
+
+    def __init__(self, sessions: Mapping[str, str], *, within: float = 5.0) -> None:
+        super().__init__(sessions)
+        self.in_flight: set[str] = set()
+        self.most_together = 0
+        self._all_in = asyncio.Event()
+        self._within = within
+
+    async def trades_sold_increment_get(self, session: str, **kwargs: Any) -> TradePage:
+        shop = self._shop(session)
+        self.in_flight.add(shop)
+        self.most_together = max(self.most_together, len(self.in_flight))
+        if len(self.in_flight) == len(self._shops):
+            self._all_in.set()
+        try:
+            if not self._all_in.is_set():
+                try:
+                    async with asyncio.timeout(self._within):
+                        await self._all_in.wait()
+                except TimeoutError:
+                    pass
+            return await super().trades_sold_increment_get(session, **kwargs)
+        finally:
+            self.in_flight.discard(shop)
+
+
+async def test_the_gate_reads_the_shops_at_the_same_time() -> None:
+    shops = ["shop-a", "shop-b", "shop-c"]
+    top = TogetherTop({shop: f"session-of-{shop}" for shop in shops})
+    unit = unit_reconciler(shops=shops, top=top)
+    await restarted(unit, shops)
+    await unit.reconciler.gate()
+    assert top.most_together == len(shops)  # every shop's list call was in flight at once
+    assert {t // 100 for t in unit.db.trades.rows} == {1, 2, 3}
+
+
+async def disconnected_for(unit: Unit, up: float, down: float) -> datetime:
+    """The shops followed until now, then the stream up for `up` seconds and down for `down`; returns
+    when the connection ended."""
+    for shop in unit.shops:
+        await unit.reconciler.ledger.register_shop(shop, T0 - HOUR)
+        await unit.reconciler.ledger.prove(shop, Interval(T0 - HOUR, T0), ProvenBy.STREAM)
+    await unit.reconciler.start()
+    await unit.reconciler.on_state(Connected(at=unit.clock.now, token="t"))
+    gone = unit.clock.advance(up)
+    await unit.reconciler.on_state(Disconnected(at=gone, reason="connection lost", uptime=up))
+    unit.clock.advance(down)
+    return gone
+
+
+async def test_the_gate_reads_from_where_the_outage_began_not_an_overlap_before_it() -> None:
+    overlap, safety_lag = timedelta(minutes=10), timedelta(seconds=1)
+    unit = unit_reconciler(config=unit_config(overlap=overlap, safety_lag=safety_lag))
+    before = unit.top.change("shop-a", 101, T0 + timedelta(seconds=30))  # the stream had it
+    gone = await disconnected_for(unit, up=60, down=5)
+    during = unit.top.change("shop-a", 102, gone + timedelta(seconds=2))
+    await unit.reconciler.gate()
+
+    [report] = await unit.reconciler.reports.recent(10)
+    assert report.cause == Cause.DISCONNECT.value
+    outage_start = floor_second(report.window_start - safety_lag)
+    gate_lists = unit.top.calls_of("increment")
+    assert gate_lists
+    assert min(call["start"] for call in gate_lists) == outage_start  # not `report.window_start - overlap`
+    assert during.tid in unit.db.trades.rows  # what the outage missed is in before the stream resumes
+    assert before.tid not in unit.db.trades.rows  # the time before it was not read again
+    assert report.outcome is None  # read ahead, not proven
+    assert report.progress_until is None
+
+    # Once the lag horizon has passed the outage, its proof pass reads from an overlap before it.
+    unit.clock.advance(overlap.total_seconds() + 10)
+    await unit.reconciler.recover(fresh=False)
+    proof_lists = unit.top.calls_of("increment")[len(gate_lists) :]
+    assert min(call["start"] for call in proof_lists) == floor_second(report.window_start - overlap)
+    assert (await unit.reconciler.reports.get(report.id)).outcome == Outcome.RECOVERED.value

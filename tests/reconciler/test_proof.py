@@ -20,6 +20,7 @@ from reconciler.proof import (
     conclusion,
     disconnect_gap,
     history_loading,
+    left_to_read,
     outage_unread,
     pass_windows,
     proven_until,
@@ -289,6 +290,22 @@ def test_the_gate_waits_for_an_outage_not_read_up_to_when_it_connects() -> None:
     # Only up to now - safety lag: the newest seconds cannot be read yet by anyone.
     recent = report(500, 1000, cause=Cause.DISCONNECT, fresh_until=at(1000 - 5 - 1))
     assert not outage_unread(recent, since, safety_lag=SAFETY)
+
+
+def test_the_gate_reads_a_report_until_it_is_read_ahead_then_leaves_its_proof_to_the_rounds() -> None:
+    now = at(1000)
+    unread = report(980, 995)
+    assert left_to_read(unread, now, safety_lag=SAFETY)
+    ahead = dataclasses.replace(unread, fresh_until=at(995))
+    assert not left_to_read(ahead, now, safety_lag=SAFETY)  # open, waiting for the horizon
+    tail = dataclasses.replace(unread, fresh_until=at(990))  # read up to the last gate's now - safety lag
+    assert left_to_read(tail, now, safety_lag=SAFETY)
+    assert not left_to_read(tail, at(994), safety_lag=SAFETY)  # nothing newer is readable yet
+    partial = dataclasses.replace(unread, progress_until=at(985), outcome=Outcome.PARTIAL.value)
+    assert left_to_read(partial, now, safety_lag=SAFETY)  # a failed window is tried again
+    # A gate pass reads what left_to_read asks for: afterwards nothing is left.
+    windows = windows_now(unread, 1000, fresh=True)
+    assert not left_to_read(dataclasses.replace(unread, fresh_until=windows[-1].end), now, safety_lag=SAFETY)
 
 
 def test_lag_horizons_subtract_a_host_clock_ahead_of_taobaos_and_ignore_one_behind() -> None:

@@ -504,6 +504,43 @@ async def test_the_gate_runs_before_every_connect() -> None:
     assert log[:5] == ["gate", "Connected", "Disconnected", "gate", "Connected"]
 
 
+async def test_each_reconnect_reports_how_long_the_stream_was_down_gate_included(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stalls: list[float] = []
+    held = asyncio.Event()
+    released = asyncio.Event()
+    gates = 0
+    hold_started = hold_ended = 0.0
+
+    async def gate() -> None:
+        nonlocal gates, hold_started, hold_ended
+        gates += 1
+        if gates == 2:  # the reconnect's gate holds the stream until the test lets it go
+            hold_started = time.monotonic()
+            held.set()
+            await released.wait()
+            hold_ended = time.monotonic()
+
+    caplog.set_level(logging.INFO, logger="listener.session")
+    async with running_server() as server:
+        session = make_session(server, Recorder(), gate=gate, on_reconnect=stalls.append)
+        async with running(session):
+            await wait_until(lambda: session.connected, what="connected")
+            assert stalls == []  # the first connection is no reconnect
+            server.drop_connections()
+            await held.wait()
+            await holds_for(lambda: not session.connected, 0.2, "the gate holding the stream")
+            released.set()
+            await wait_until(lambda: session.counters.connects == 2, what="a reconnect")
+
+    [stall] = stalls
+    assert stall >= hold_ended - hold_started >= 0.2  # from the disconnect: the gate's hold is in it
+    [line] = [r for r in caplog.records if getattr(r, "action", None) == "tmc_reconnected"]
+    assert f"after {stall:.1f} s down" in line.getMessage()
+    assert "backfilling before resume" in line.getMessage()
+
+
 async def test_stop_interrupts_a_backoff_wait_and_cancellation_closes_the_connection() -> None:
     faults = TmcFaults()
     faults.refuse_connects_for(60)
