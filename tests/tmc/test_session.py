@@ -610,9 +610,9 @@ async def test_run_cannot_be_entered_twice() -> None:
 async def test_a_blocked_handler_does_not_stop_the_pongs() -> None:
     """Intake full behind a slow database: the socket is still read (the frames wait in the session's
     inbox), so the keepalive's pongs arrive and the connection is not taken for dead."""
-    # A pong deadline of 1 s: tight enough that an unread socket drops the connection within the wait
-    # below, loose enough that a busy machine's scheduling delays do not.
-    timing = SessionTiming(pull_interval=5.0, ping_interval=0.1, ping_timeout=1.0, close_timeout=0.2)
+    # A pong deadline of 2 s: an unread socket drops the connection within the wait below (three
+    # deadlines), while a machine so busy that the process is not scheduled for a second does not.
+    timing = SessionTiming(pull_interval=5.0, ping_interval=0.1, ping_timeout=2.0, close_timeout=0.2)
     release = asyncio.Event()
     received: list[TmcMessage] = []
     session: TmcSession
@@ -630,7 +630,7 @@ async def test_a_blocked_handler_does_not_stop_the_pongs() -> None:
             await wait_until(lambda: server.stats.delivered == 200, what="the in-flight cap reached")
             await holds_for(
                 lambda: session.connected and len(received) == 1,
-                5 * (timing.ping_timeout or 0),
+                3 * (timing.ping_timeout or 0),
                 "connected, with the handler blocked, through many ping rounds",
             )
             release.set()
