@@ -7,88 +7,46 @@ database equals the stand-in's truth and every message is confirmed."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
-from pydantic import SecretStr
 
 from common.backoff import BackoffPolicy
-from daemon.app import Daemon, assemble
-from daemon.settings import load_settings
-from listener.session import SessionTiming
+from daemon.app import Daemon
 from simulator.compare import compare_with_market
-from simulator.standin import StandIn, StandInConfig
-from simulator.tmc_server import TmcServerConfig
+from simulator.standin import StandIn
 from store.coverage import ProvenBy
 from store.pg import PgStore
-from taobao.client import TopClient
-from taobao.limiter import TopRateLimiter
 from taobao.pause import AppPause
-from tests.reconciler.conftest import FAST_RETRY, small_config, wait_for, wait_for_async
+from tests.reconciler.conftest import (
+    Running,
+    daemon_serving,
+    daemon_standin,
+    small_config,
+    top_client,
+    wait_for,
+    wait_for_async,
+)
 
-TIMING = SessionTiming(pull_interval=0.1, ping_interval=5.0, ping_timeout=5.0, close_timeout=0.5)
-BACKOFF = BackoffPolicy(base=0.2, cap=0.5, reset_after=5.0, refusal_floor=0.2)
 PROBES = BackoffPolicy(base=0.2, cap=0.5, reset_after=5.0)
 REASONS = {"permission": "isv.permission-api-package-limit", "unwrapped-json": "without a"}
 
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    stand_in = StandIn(
-        StandInConfig(
-            seed=91,
-            shops=2,
-            market_rate=0,
-            history_trades=100,
-            tmc=TmcServerConfig(confirm_timeout=5.0, failed_redelivery_delay=0.5, seed=91),
-        )
-    )
-    await stand_in.start()
-    try:
+    async with StandIn(daemon_standin(91, history_trades=100, redelivery=0.5)) as stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
-async def start(standin: StandIn, pg: PgStore, dsn: str) -> tuple[Daemon, asyncio.Task[None], TopClient]:
-    settings = load_settings(
-        env_file=None,
-        database_url=dsn,
-        taobao_app_key=standin.app_key,
-        taobao_app_secret=standin.app_secret,
-        taobao_api_url=standin.api_url,
-        taobao_tmc_url=standin.tmc_url,
-        taobao_shops=[{"nick": s.nick, "session": s.session} for s in standin.shops],
-        sync_api_rate=2000,
-        http_port=0,
-        sync_drain_seconds=2,
-    )
-    client = TopClient(
-        app_key=standin.app_key,
-        app_secret=SecretStr(standin.app_secret),
-        api_url=standin.api_url,
-        limiter=TopRateLimiter(2000),
-        retry=FAST_RETRY,
-        app_pause=AppPause(PROBES),
-    )
+def running_daemon(
+    standin: StandIn, pg: PgStore, dsn: str
+) -> contextlib.AbstractAsyncContextManager[Running]:
+    """The daemon, its client pausing on app-wide errors (probing on `PROBES`)."""
+    client = top_client(standin, app_pause=AppPause(PROBES))
     config = small_config(overlap=timedelta(seconds=1), safety_lag=timedelta(seconds=0.5))
-    daemon = assemble(
-        settings, pg, client, session_timing=TIMING, session_backoff=BACKOFF, reconciler_config=config
-    )
-    task = asyncio.create_task(daemon.service.run(), name="daemon-under-test")
-    assert daemon.reconciler is not None
-    watch = daemon.reconciler.watch
-    await wait_for(lambda: watch.connected, 10, "the first connect")
-    return daemon, task, client
-
-
-async def stop(daemon: Daemon, task: asyncio.Task[None], client: TopClient) -> None:
-    daemon.service.request_stop("test over")
-    async with asyncio.timeout(15):
-        await task
-    await client.close()
+    return daemon_serving(standin, pg, dsn, client, config)
 
 
 async def proven_ends(daemon: Daemon) -> list[datetime]:
@@ -114,9 +72,8 @@ async def test_an_app_wide_window_confirms_nothing_proves_nothing_and_ends_equal
     standin: StandIn, pg: PgStore, dsn: str, kind: str
 ) -> None:
     tmc, market = standin.tmc, standin.market
-    daemon, task, client = await start(standin, pg, dsn)
-    service = daemon.service
-    try:
+    async with running_daemon(standin, pg, dsn) as running:
+        daemon, client, service = running.daemon, running.client, running.daemon.service
         market.step(30)
         await wait_for(lambda: tmc.pending(standin.app_key) == 0, 15, "the first changes confirmed")
         before = await counts(pg)
@@ -156,5 +113,3 @@ async def test_an_app_wide_window_confirms_nothing_proves_nothing_and_ends_equal
         _, details = await service.readiness()
         assert details["checks"]["top"]["ok"] is True
         assert "order_sync_top_app_pauses_total 1" in service.metrics_text()
-    finally:
-        await stop(daemon, task, client)

@@ -8,28 +8,28 @@ docs/design.md#lists-are-checked-before-proof)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from common.backoff import BackoffPolicy
-from daemon.app import Daemon, assemble
-from daemon.settings import load_settings
-from listener.session import MAX_FRAME_BYTES, SessionTiming, TmcSession
+from listener.session import MAX_FRAME_BYTES
 from simulator.compare import compare_with_market
-from simulator.standin import StandIn, StandInConfig
-from simulator.tmc_server import TmcServerConfig
+from simulator.standin import StandIn
 from store.gap_reports import Cause, Outcome
 from store.pg import PgStore
-from taobao.client import TopClient
-from tests.reconciler.conftest import small_config, top_client, wait_for, wait_for_async
+from tests.reconciler.conftest import (
+    Running,
+    daemon_serving,
+    daemon_standin,
+    small_config,
+    top_client,
+    wait_for,
+    wait_for_async,
+)
 
-TIMING = SessionTiming(pull_interval=0.1, ping_interval=5.0, ping_timeout=5.0, close_timeout=0.5)
-BACKOFF = BackoffPolicy(base=0.2, cap=0.5, reset_after=5.0, refusal_floor=0.2)
 REDRIVE = BackoffPolicy(base=0.2, cap=0.5)
 # Pages whose counts promise more than they hold: they parse, only the checks can catch them.
 SHAPE_FAULTS = ("short_page", "empty_page")
@@ -37,61 +37,12 @@ SHAPE_FAULTS = ("short_page", "empty_page")
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    stand_in = StandIn(
-        StandInConfig(
-            seed=91,
-            shops=2,
-            market_rate=0,
-            history_trades=150,
-            tmc=TmcServerConfig(confirm_timeout=5.0, failed_redelivery_delay=1.0, seed=91),
-        )
-    )
-    await stand_in.start()
-    try:
+    async with StandIn(daemon_standin(91, history_trades=150)) as stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
-
-
-@dataclass
-class Running:
-    daemon: Daemon
-    task: asyncio.Task[None]
-    client: TopClient
-    pg: PgStore
-
-    @property
-    def session(self) -> TmcSession:
-        channel = self.daemon.service.pipeline.channel
-        assert isinstance(channel, TmcSession)
-        return channel
-
-    @property
-    def connected(self) -> bool:
-        reconciler = self.daemon.reconciler
-        return reconciler is not None and reconciler.watch.connected
-
-    async def unresolved(self) -> int:
-        value = await self.pg.pool.fetchval("SELECT count(*) FROM unresolved_trades")
-        return int(value)
 
 
 @pytest.fixture
 async def running(standin: StandIn, pg: PgStore, dsn: str) -> AsyncIterator[Running]:
-    settings = load_settings(
-        env_file=None,
-        database_url=dsn,
-        taobao_app_key=standin.app_key,
-        taobao_app_secret=standin.app_secret,
-        taobao_api_url=standin.api_url,
-        taobao_tmc_url=standin.tmc_url,
-        taobao_shops=[{"nick": s.nick, "session": s.session} for s in standin.shops],
-        sync_api_rate=2000,
-        http_port=0,
-        sync_drain_seconds=2,
-        sync_redrive_seconds=0.2,
-        sync_redrive_cap_seconds=0.5,
-    )
     client = top_client(standin)
     config = small_config(
         overlap=timedelta(seconds=1),
@@ -99,19 +50,9 @@ async def running(standin: StandIn, pg: PgStore, dsn: str) -> AsyncIterator[Runn
         sweep_every=timedelta(seconds=1.0),
         redrive=REDRIVE,
     )
-    daemon = assemble(
-        settings, pg, client, session_timing=TIMING, session_backoff=BACKOFF, reconciler_config=config
-    )
-    task = asyncio.create_task(daemon.service.run(), name="daemon-under-test")
-    run = Running(daemon, task, client, pg)
-    try:
-        await wait_for(lambda: run.connected, 10, "the first connect")
+    redrive = {"sync_redrive_seconds": 0.2, "sync_redrive_cap_seconds": 0.5}
+    async with daemon_serving(standin, pg, dsn, client, config, **redrive) as run:
         yield run
-    finally:
-        daemon.service.request_stop("test over")
-        async with asyncio.timeout(15):
-            await task
-        await client.close()
 
 
 async def in_sync(standin: StandIn, run: Running, within: float = 30) -> None:

@@ -6,28 +6,28 @@ during it, and the sweep measures the pushes lost while connected."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common.backoff import BackoffPolicy
-from daemon.app import Daemon, assemble
-from daemon.settings import load_settings
-from listener.session import SessionTiming
 from simulator.compare import compare_with_market
-from simulator.standin import StandIn, StandInConfig
-from simulator.tmc_server import TmcServerConfig
+from simulator.standin import StandIn
 from store.coverage import ProvenBy
 from store.gap_reports import Cause, GapReport, Outcome
 from store.pg import PgStore
 from taobao.limiter import TopRateLimiter
-from tests.reconciler.conftest import small_config, top_client, wait_for, wait_for_async
+from tests.reconciler.conftest import (
+    Running,
+    daemon_serving,
+    daemon_standin,
+    small_config,
+    top_client,
+    wait_for,
+    wait_for_async,
+)
 
-TIMING = SessionTiming(pull_interval=0.1, ping_interval=5.0, ping_timeout=5.0, close_timeout=0.5)
-BACKOFF = BackoffPolicy(base=0.2, cap=0.5, reset_after=5.0, refusal_floor=0.2)
 OUTAGE_SECONDS = 2.0
 SAFETY_LAG = timedelta(seconds=0.5)
 HELD_SECONDS = 60.0  # reconnects refused until the test lets them through (a bound if it never does)
@@ -35,31 +35,8 @@ HELD_SECONDS = 60.0  # reconnects refused until the test lets them through (a bo
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    stand_in = StandIn(
-        StandInConfig(
-            seed=77,
-            shops=2,
-            market_rate=0,
-            history_trades=200,
-            tmc=TmcServerConfig(confirm_timeout=5.0, failed_redelivery_delay=1.0, seed=77),
-        )
-    )
-    await stand_in.start()
-    try:
+    async with StandIn(daemon_standin(77, history_trades=200)) as stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
-
-
-@dataclass
-class Running:
-    daemon: Daemon
-    task: asyncio.Task[None]
-
-    @property
-    def connected(self) -> bool:
-        reconciler = self.daemon.reconciler
-        return reconciler is not None and reconciler.watch.connected
 
 
 async def settled(standin: StandIn, running: Running) -> None:
@@ -128,21 +105,11 @@ async def outage(
     return {m.tid for m in tmc.withheld[withheld_before:] if m.reason == "disconnected" and m.tid}
 
 
-async def start(
+def running_daemon(
     standin: StandIn, pg: PgStore, dsn: str, *, concurrent: bool, rate: float = 2000
-) -> tuple[Running, object]:
-    settings = load_settings(
-        env_file=None,
-        database_url=dsn,
-        taobao_app_key=standin.app_key,
-        taobao_app_secret=standin.app_secret,
-        taobao_api_url=standin.api_url,
-        taobao_tmc_url=standin.tmc_url,
-        taobao_shops=[{"nick": s.nick, "session": s.session} for s in standin.shops],
-        sync_api_rate=rate,
-        http_port=0,
-        sync_drain_seconds=2,
-    )
+) -> contextlib.AbstractAsyncContextManager[Running]:
+    """The daemon with a quota of `rate` calls a second; `concurrent`: the stream resumes during a
+    backfill rather than after it."""
     client = top_client(standin, rate=rate)
     config = small_config(
         overlap=timedelta(seconds=1),
@@ -150,25 +117,7 @@ async def start(
         sweep_every=timedelta(seconds=1.0),
         stream_during_backfill=concurrent,
     )
-    daemon = assemble(
-        settings,
-        pg,
-        client,
-        session_timing=TIMING,
-        session_backoff=BACKOFF,
-        reconciler_config=config,
-    )
-    task = asyncio.create_task(daemon.service.run(), name="daemon-under-test")
-    running = Running(daemon, task)
-    await wait_for(lambda: running.connected, 10, "the first connect")
-    return running, client
-
-
-async def stop(running: Running, client: object) -> None:
-    running.daemon.service.request_stop("test over")
-    async with asyncio.timeout(15):
-        await running.task
-    await client.close()  # type: ignore[attr-defined]
+    return daemon_serving(standin, pg, dsn, client, config, sync_api_rate=rate)
 
 
 async def outage_reports(running: Running, since_id: int) -> list[GapReport]:
@@ -222,8 +171,7 @@ async def test_lost_pushes_and_outages_end_equal_to_the_truth_with_a_report_per_
     standin: StandIn, pg: PgStore, dsn: str
 ) -> None:
     tmc, market = standin.tmc, standin.market
-    running, client = await start(standin, pg, dsn, concurrent=False)
-    try:
+    async with running_daemon(standin, pg, dsn, concurrent=False) as running:
         tmc.faults.lose_fraction = 0.15  # pushes lost while connected: only the sweep finds these
         for _ in range(2):
             changes = market.step(60)
@@ -264,8 +212,6 @@ async def test_lost_pushes_and_outages_end_equal_to_the_truth_with_a_report_per_
         assert sum(r.push_loss for r in sweeps) > 0
         metrics = running.daemon.service.metrics_text()
         assert "order_sync_push_lost_total{" in metrics
-    finally:
-        await stop(running, client)
 
 
 @pytest.mark.parametrize(
@@ -276,8 +222,8 @@ async def test_the_stream_resumes_only_after_the_backfill_unless_told_otherwise(
 ) -> None:
     market = standin.market
     # A tight quota (15 calls/s), so the outage's backfill takes seconds and its order shows.
-    running, client = await start(standin, pg, dsn, concurrent=concurrent, rate=15)
-    try:
+    async with running_daemon(standin, pg, dsn, concurrent=concurrent, rate=15) as running:
+        client = running.client
         market.step(20)
         await settled(standin, running)
         before = await last_report_id(running)
@@ -288,7 +234,7 @@ async def test_the_stream_resumes_only_after_the_backfill_unless_told_otherwise(
         if not concurrent:
             # the gate brought in everything withheld during the outage before it let the session connect;
             assert caught_up
-            client.limiter = TopRateLimiter(2000)  # type: ignore[attr-defined]
+            client.limiter = TopRateLimiter(2000)
         else:
             # the session connected at once, the backfill is still busy, and changes made now reach the
             # database through the stream first (its fetches go first in the shared quota).
@@ -303,7 +249,7 @@ async def test_the_stream_resumes_only_after_the_backfill_unless_told_otherwise(
 
             await wait_for_async(streamed, 5, "the stream to bring in new changes")
             assert not (await compare_with_market(pg.pool, market, withheld)).ok
-        client.limiter = TopRateLimiter(2000)  # type: ignore[attr-defined]  # the rest needs no proof of order
+        client.limiter = TopRateLimiter(2000)  # the rest needs no proof of order
         await wait_for_async(lambda: all_recovered(running, before), 30, "the outage to be recovered")
         assert withheld <= await recovered_tids(running, await outage_reports(running, before))
 
@@ -311,5 +257,3 @@ async def test_the_stream_resumes_only_after_the_backfill_unless_told_otherwise(
             return (await compare_with_market(pg.pool, market)).ok
 
         await wait_for_async(equal_to_truth, 30, "the database to equal the truth")
-    finally:
-        await stop(running, client)

@@ -4,143 +4,30 @@ removed shop costs no more TOP calls, and its trades stay."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from common.backoff import BackoffPolicy
-from daemon.app import Daemon, assemble, open_registry
-from daemon.settings import load_settings
-from listener.session import SessionTiming
-from simulator.compare import compare_with_market
-from simulator.standin import ShopInfo, StandIn, StandInConfig
-from simulator.tmc_server import TmcServerConfig
+from simulator.standin import StandIn
 from store.pg import PgStore
-from store.pg_shops import PgShops
-from store.secret_box import SecretBox, generate_key
-from store.shop_book import ShopBook
-from taobao.client import TopClient
-from tests.reconciler.conftest import small_config, top_client, wait_for, wait_for_async
+from tests.reconciler.conftest import wait_for
+from tests.shops.conftest import Running, in_sync, loaded, running_daemon, shops_standin
 
 INCREMENT = "taobao.trades.sold.increment.get"
-TIMING = SessionTiming(pull_interval=0.1, ping_interval=5.0, ping_timeout=5.0, close_timeout=0.5)
-BACKOFF = BackoffPolicy(base=0.2, cap=0.5, reset_after=5.0, refusal_floor=0.2)
 
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    config = StandInConfig(
-        seed=16,
-        shops=3,
-        market_rate=0,
-        history_trades=90,
-        history_days=2,
-        tmc=TmcServerConfig(confirm_timeout=5.0, failed_redelivery_delay=1.0, seed=16),
-    )
-    async with StandIn(config) as stand_in:
+    async with StandIn(shops_standin(16, shops=3, history_trades=90)) as stand_in:
         yield stand_in
-
-
-@dataclass
-class Running:
-    daemon: Daemon
-    task: asyncio.Task[None]
-    client: TopClient
-    registry: PgShops
-
-    @property
-    def book(self) -> ShopBook:
-        shops = self.daemon.service.shops
-        assert isinstance(shops, ShopBook)
-        return shops
-
-    async def stop(self) -> None:
-        self.daemon.service.request_stop("test over")
-        async with asyncio.timeout(15):
-            await self.task
-        await self.client.close()
-
-
-@contextlib.asynccontextmanager
-async def running_daemon(
-    standin: StandIn, pg: PgStore, dsn: str, shops: list[ShopInfo], **overrides: Any
-) -> AsyncIterator[Running]:
-    """The daemon with a shop registry seeded with `shops`, running until the block ends."""
-    key = SecretStr(generate_key())
-    registry = PgShops(pg.pool, SecretBox(key))
-    await registry.seed([(shop.nick, SecretStr(shop.session)) for shop in shops])
-    settings = load_settings(
-        env_file=None,
-        database_url=dsn,
-        sync_secret_key=key.get_secret_value(),
-        taobao_app_key=standin.app_key,
-        taobao_app_secret=standin.app_secret,
-        taobao_api_url=standin.api_url,
-        taobao_tmc_url=standin.tmc_url,
-        sync_api_rate=2000,
-        sync_shops_refresh_seconds=2,
-        http_port=0,
-        sync_drain_seconds=2,
-        **overrides,
-    )
-    client = top_client(standin)
-    source = await open_registry(settings, pg)
-    config = small_config(
-        initial_load_days=3, sweep_every=timedelta(seconds=1), safety_lag=timedelta(seconds=0.5)
-    )
-    daemon = assemble(
-        settings,
-        pg,
-        client,
-        session_timing=TIMING,
-        session_backoff=BACKOFF,
-        reconciler_config=config,
-        registry=registry,
-        book=source.book,
-        streaming=source.streaming,
-    )
-    task = asyncio.create_task(daemon.service.run(), name="daemon-under-test")
-    run = Running(daemon, task, client, registry)
-    try:
-        reconciler = daemon.reconciler
-        assert reconciler is not None
-        await wait_for(lambda: reconciler.watch.connected, 10, "the first connect")
-        yield run
-    finally:
-        await run.stop()
 
 
 @pytest.fixture
 async def running(standin: StandIn, pg: PgStore, dsn: str) -> AsyncIterator[Running]:
     async with running_daemon(standin, pg, dsn, standin.shops[:2]) as run:
         yield run
-
-
-async def loaded(running: Running, nick: str) -> None:
-    reconciler = running.daemon.reconciler
-    assert reconciler is not None
-
-    async def done() -> bool:
-        state = await reconciler.loader.state(nick)
-        return state is not None and state.done
-
-    await wait_for_async(done, 30, f"{nick}'s initial load")
-
-
-async def in_sync(running: Running, standin: StandIn, pg: PgStore, nick: str) -> None:
-    tids = list(standin.truth(shop=nick, digests=False).trades)
-    assert tids
-
-    async def equal() -> bool:
-        return (await compare_with_market(pg.pool, standin.market, tids)).ok
-
-    await wait_for_async(equal, 30, f"{nick}'s trades to equal the truth")
 
 
 async def test_a_shop_added_while_running_is_loaded_streamed_and_ends_equal_to_the_truth(

@@ -10,26 +10,17 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from simulator.standin import StandIn, StandInConfig
-from simulator.tmc_server import TmcServerConfig
+from simulator.standin import StandIn
 from simulator.top_protocol import invalid
 from store.pg import PgStore
 from taobao.shop_calls import TMC_USER_PERMIT
 from tests.reconciler.conftest import wait_for, wait_for_async
-from tests.shops.test_live_shops import in_sync, loaded, running_daemon
+from tests.shops.conftest import in_sync, loaded, running_daemon, shops_standin
 
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    config = StandInConfig(
-        seed=61,
-        shops=3,
-        market_rate=0,
-        history_trades=60,
-        history_days=2,
-        require_permits=True,
-        tmc=TmcServerConfig(confirm_timeout=5.0, failed_redelivery_delay=1.0, seed=61),
-    )
+    config = shops_standin(61, shops=3, history_trades=60, require_permits=True)
     async with StandIn(config) as stand_in:
         yield stand_in
 

@@ -10,26 +10,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
-from simulator.standin import StandIn, StandInConfig
-from simulator.tmc_server import TmcServerConfig
+from simulator.standin import StandIn
 from store.pg import PgStore
 from store.shops import ShopStatus
 from taobao.shop_calls import TOKEN_REFRESH
 from tests.reconciler.conftest import wait_for, wait_for_async
-from tests.shops.test_live_shops import Running, in_sync, loaded, running_daemon
+from tests.shops.conftest import Running, in_sync, loaded, running_daemon, shops_standin
 
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
-    config = StandInConfig(
-        seed=27,
-        shops=2,
-        market_rate=0,
-        history_trades=40,
-        history_days=2,
-        require_permits=True,
-        tmc=TmcServerConfig(confirm_timeout=5.0, failed_redelivery_delay=0.5, seed=27),
-    )
+    config = shops_standin(27, shops=2, history_trades=40, redelivery=0.5, require_permits=True)
     async with StandIn(config) as stand_in:
         yield stand_in
 
