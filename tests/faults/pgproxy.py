@@ -7,7 +7,6 @@ the way networks do rather than the way `pg_terminate_backend` does.
         proxy.resume()                   # held bytes flow again (TCP retransmits after a short outage)
         proxy.cut()                      # every connection reset (RST), on both sides
         proxy.delay(0.2)                 # each chunk forwarded 0.2 s late
-        proxy.stall_when_sent(b"COMMIT") # the next connection to send it is stalled just before
         proxy.refuse_new(True)           # new connections are reset as soon as they are accepted
 
 `stall()` also holds connections made during the stall (their startup never gets an answer), as a
@@ -129,9 +128,6 @@ class Link:
             while data := await reader.read(CHUNK):
                 if self._proxy.latency > 0:
                     await asyncio.sleep(self._proxy.latency)  # the latency being simulated
-                if up and self._proxy._sprung(data):
-                    self.stall()
-                    self._proxy.trapped.put_nowait(self)
                 await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
@@ -170,9 +166,6 @@ class PgProxy:
         self.stalled = False
         self.latency = 0.0
         self.refusing = False
-        # stall_when_sent(): the bytes that stall the link sending them, and the links they stalled.
-        self._trap: bytes | None = None
-        self.trapped: asyncio.Queue[Link] = asyncio.Queue()
         self._links: dict[int, Link] = {}
         self._numbers = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -235,17 +228,6 @@ class PgProxy:
         if seconds < 0:
             raise ValueError("delay must not be negative")
         self.latency = seconds
-
-    def stall_when_sent(self, marker: bytes) -> None:
-        """The next chunk a client sends that contains `marker` (b"COMMIT") stalls its own link before
-        it is forwarded, once; the link is then put on `trapped`."""
-        self._trap = marker
-
-    def _sprung(self, data: bytes) -> bool:
-        if self._trap is None or self._trap not in data:
-            return False
-        self._trap = None
-        return True
 
     def refuse_new(self, refuse: bool = True) -> None:
         """Reset new connections as soon as they are accepted; open ones are left alone."""
