@@ -401,18 +401,36 @@ class TmcSession:
         if isinstance(frame, str):
             await self._malformed(frame.encode("utf-8"), "text frame (TMC uses binary frames only)", None)
             return
+        message = await self._decoded(frame)
+        if message is None or not self._is_push_for(message, token):
+            return
+        try:
+            event = codec.parse_push(message)
+        except codec.TmcDecodeError as exc:
+            await self._malformed(frame, str(exc), codec.message_id_of(message))
+            return
+        await self._handle(event)
+
+    async def _decoded(self, frame: bytes) -> codec.Message | None:
+        """The frame's message, or None once a frame that cannot be read (or is over the limit) has been
+        dead-lettered."""
         try:
             message = codec.decode(frame)
         except codec.TmcDecodeError as exc:
             if isinstance(exc, codec.TmcUnknownHeader):
                 self.counters.unknown_headers += 1
             await self._malformed(frame, str(exc), None)
-            return
+            return None
         if len(frame) > MAX_FRAME_BYTES:
             self.counters.oversize += 1
             reason = f"frame of {len(frame)} bytes over the {MAX_FRAME_BYTES}-byte limit"
             await self._malformed(frame, reason, codec.message_id_of(message))
-            return
+            return None
+        return message
+
+    def _is_push_for(self, message: codec.Message, token: str) -> bool:
+        """Whether `message` is a data push for this connection (`token`); anything else is counted,
+        logged and ignored."""
         if message.message_type == codec.MessageType.SENDACK:
             if message.status_code or message.status_phrase:
                 self.counters.server_errors += 1
@@ -422,7 +440,7 @@ class TmcSession:
                     message.status_phrase,
                     extra={"action": "tmc_server_error"},
                 )
-            return
+            return False
         kind = message.kind
         if message.message_type != codec.MessageType.SEND or kind not in (None, codec.MessageKind.DATA):
             self.counters.unexpected += 1
@@ -432,7 +450,7 @@ class TmcSession:
                 kind,
                 extra={"action": "tmc_unexpected"},
             )
-            return
+            return False
         if message.token and message.token != token:
             # The Java client drops these too ("uknown message from"); the server will redeliver.
             self.counters.foreign_token += 1
@@ -440,12 +458,10 @@ class TmcSession:
                 "TMC push with a token this session was not given; ignored",
                 extra={"action": "tmc_foreign_token", "message_id": codec.message_id_of(message)},
             )
-            return
-        try:
-            event = codec.parse_push(message)
-        except codec.TmcDecodeError as exc:
-            await self._malformed(frame, str(exc), codec.message_id_of(message))
-            return
+            return False
+        return True
+
+    async def _handle(self, event: TmcMessage) -> None:
         self.counters.received += 1
         self._handling = True
         try:
