@@ -98,11 +98,7 @@ class Reconciler:
         self._trades = storage.trades
         several = coordination is not None
         self.coordination: Coordination = coordination or Alone()
-        # Several replicas: a backfill, sweep or load advances the ledger only while leading the shop.
-        self.ledger = Ledger(storage.coverage, fence=self.coordination.fence if several else None)
-        self.reports = storage.reports
-        self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics, shops=list(shops))
-        self.unresolved = storage.unresolved
+        self._open_records(storage, shops, registry, coverage_metrics, several=several)
         self._shared = Shared(
             config,
             self.ledger,
@@ -115,20 +111,61 @@ class Reconciler:
             sleep,
             skew.horizon_offset,
         )
+        self._watch_the_stream(storage, shops, now, top_paused_since, skew)
+        self._make_passes(storage, now, sleep, several=several)
+        self._prepare_rounds()
+
+    def _open_records(
+        self,
+        storage: ReconcilerStore,
+        shops: Mapping[str, SecretStr],
+        registry: Registry | None,
+        coverage_metrics: CoverageMetrics | None,
+        *,
+        several: bool,
+    ) -> None:
+        """What the reconciler keeps: the ledger, gap reports, unresolved trades and its metrics."""
+        # Several replicas: a backfill, sweep or load advances the ledger only while leading the shop.
+        self.ledger = Ledger(storage.coverage, fence=self.coordination.fence if several else None)
+        self.reports = storage.reports
+        self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics, shops=list(shops))
+        self.unresolved = storage.unresolved
+
+    def _watch_the_stream(
+        self,
+        storage: ReconcilerStore,
+        shops: Mapping[str, SecretStr],
+        now: Clock,
+        top_paused_since: Callable[[], datetime | None],
+        skew: ClockSkew,
+    ) -> None:
+        """What follows the stream: failed fetches and their redrive, the session's state, the list lag."""
         self._failures = TradeFailures(
-            storage.trades, self.metrics.dead_letters, policy=config.redrive, now=now
+            storage.trades, self.metrics.dead_letters, policy=self.config.redrive, now=now
         )
-        self.redrive = Redrive(self._shared, client, storage.trades, self._failures)
+        self.redrive = Redrive(self._shared, self._client, storage.trades, self._failures)
         self.watch = StreamWatch(
             shops,
-            settle=config.stream_settle,
+            settle=self.config.stream_settle,
             now=now,
             paused_since=top_paused_since,
             observe_time=skew.observe_event,
         )
-        self.lag = LagMeter(config.overlap)
+        self.lag = LagMeter(self.config.overlap)
+
+    def _make_passes(
+        self,
+        storage: ReconcilerStore,
+        now: Clock,
+        sleep: Callable[[float], Awaitable[None]],
+        *,
+        several: bool,
+    ) -> None:
+        """The passes that read lists: initial loads, gap detection, report processing, sweeps and the
+        gate before each (re)connect."""
+        config = self.config
         self.loader = InitialLoader(
-            client,
+            self._client,
             storage.loads,
             self.ledger,
             self.reports,
@@ -148,13 +185,17 @@ class Reconciler:
         self._gate = Gate(
             self._shared, self.detector, self._recover_all, self._ask_fresh_round, several=several
         )
+
+    def _prepare_rounds(self) -> None:
+        """The state the rounds keep between ticks: per-shop locks, shops to look at, running loads, the
+        wake-up and when the next sweep is due."""
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._added: set[str] = set()  # served since start, not yet looked at (`add_shops`)
         self._loads: dict[str, asyncio.Task[None]] = {}  # initial loads running beside the rounds
         self.coordination.attach(self.watch, lambda shop: self._locks[shop].locked())
         self._wake = asyncio.Event()
         self._fresh_wanted = False
-        self._next_sweep = time.monotonic() + config.sweep_every.total_seconds()
+        self._next_sweep = time.monotonic() + self.config.sweep_every.total_seconds()
 
     def reader(self, *, within: Sequence[Interval] | None = None) -> WindowReader:
         """A reader for one pass; `within`: where it may apply what it fetched (None: anywhere)."""
