@@ -109,8 +109,6 @@ def make_reconciler(
     )
 
 
-
-
 def daemon_standin(
     seed: int, *, history_trades: int, redelivery: float = 1.0, shops: int = 2, **changes: Any
 ) -> StandInConfig:
