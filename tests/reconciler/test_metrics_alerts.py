@@ -5,20 +5,17 @@ started is scraped, the sweep finds the first push loss, and the scrape after it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-
-import pytest
-
 from daemon.metrics import DaemonMetrics
 from simulator.clock import ManualClock
-from simulator.standin import StandIn, StandInConfig
+from simulator.standin import StandIn
 from store.pg import PgStore
 from taobao.client import TopClient
 from taobao.tmc.events import Connected
 from tests.ops.helpers import parse_metrics
-from tests.reconciler.conftest import make_reconciler, small_config, top_client
-from tests.reconciler.test_sweep import OVERLAP, deliver, lose_a_change
+from tests.reconciler.conftest import make_reconciler, small_config
+from tests.reconciler.hand_stream import OVERLAP, client, clock, deliver, lose_a_change, standin
+
+__all__ = ["client", "clock", "standin"]  # the fixtures this module uses
 
 Scrape = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -36,27 +33,6 @@ def increase(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
     if first is None or last is None:
         return 0.0  # one sample or none: no rise to see
     return last - first
-
-
-@pytest.fixture
-async def clock() -> ManualClock:
-    return ManualClock(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2))
-
-
-@pytest.fixture
-async def standin(clock: ManualClock) -> AsyncIterator[StandIn]:
-    stand_in = StandIn(StandInConfig(seed=23, shops=1, market_rate=0, history_trades=0), clock=clock)
-    await stand_in.start()
-    try:
-        yield stand_in
-    finally:
-        await stand_in.stop()
-
-
-@pytest.fixture
-async def client(standin: StandIn) -> AsyncIterator[TopClient]:
-    async with top_client(standin) as top:
-        yield top
 
 
 def test_every_series_an_alert_reads_is_there_at_zero_from_the_first_scrape() -> None:

@@ -10,63 +10,18 @@ change is applied with source "stream"."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime, timedelta
-
-import pytest
-
 from reconciler.reconciler import Reconciler
 from simulator.clock import ManualClock
 from simulator.compare import compare_with_market
-from simulator.standin import StandIn, StandInConfig
+from simulator.standin import StandIn
 from store.gap_reports import Cause
 from store.pg import PgStore
 from taobao.client import TopClient
 from taobao.tmc.events import Connected, Disconnected
-from tests.reconciler.conftest import make_reconciler, small_config, top_client
+from tests.reconciler.conftest import make_reconciler, small_config
+from tests.reconciler.hand_stream import OVERLAP, client, clock, deliver, lose_a_change, standin
 
-# The sweep reads up to now - max(safety lag, overlap); the stream claims up to now - 1.5 s (settle).
-OVERLAP = timedelta(seconds=3)
-
-
-@pytest.fixture
-async def clock() -> ManualClock:
-    now = datetime.now(UTC)
-    return ManualClock(now.replace(microsecond=0) - timedelta(minutes=2))
-
-
-@pytest.fixture
-async def standin(clock: ManualClock) -> AsyncIterator[StandIn]:
-    stand_in = StandIn(StandInConfig(seed=23, shops=1, market_rate=0, history_trades=0), clock=clock)
-    await stand_in.start()
-    try:
-        yield stand_in
-    finally:
-        await stand_in.stop()
-
-
-@pytest.fixture
-async def client(standin: StandIn) -> AsyncIterator[TopClient]:
-    async with top_client(standin) as top:
-        yield top
-
-
-async def deliver(standin: StandIn, pg: PgStore, client: TopClient, tids: Iterable[int]) -> None:
-    """The stream brought these trades in as they are now (through fullinfo, as it does)."""
-    session = standin.shops[0].session
-    trades = [await client.trade_fullinfo(session, tid) for tid in set(tids)]
-    await pg.apply_trades(trades, source="stream")
-
-
-async def lose_a_change(standin: StandIn, pg: PgStore, client: TopClient, stored: set[int]) -> int:
-    """Change the market until one change hits a stored trade, whose push is lost (the others are
-    delivered); returns that trade."""
-    for _ in range(200):
-        change = standin.market.step(1)[0]
-        if change.tid in stored:
-            return change.tid
-        await deliver(standin, pg, client, [change.tid])
-    raise AssertionError("no change hit a stored trade")
+__all__ = ["client", "clock", "standin"]  # the fixtures this module uses
 
 
 async def connected(
