@@ -74,6 +74,21 @@ class Recorder:
         return [m.id for m in self.messages]
 
 
+class BlockedHandler(Recorder):
+    """A handler stuck on the first message it gets until `release` is set (the intake full behind a
+    slow database); once free it confirms each message. Records messages and events as `Recorder`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def __call__(self, message: TmcMessage) -> None:
+        self.messages.append(message)
+        await self.release.wait()
+        assert self.session is not None
+        await self.session.confirm(message.id)
+
+
 def make_session(
     server: TmcServer,
     handler: Callable[[TmcMessage], Awaitable[None]],

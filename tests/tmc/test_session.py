@@ -21,6 +21,7 @@ from tests.tmc.helpers import (
     APP_KEY,
     APP_SECRET,
     FAST_TIMING,
+    BlockedHandler,
     Recorder,
     holds_for,
     make_session,
@@ -265,17 +266,10 @@ async def test_the_in_flight_cap_holds_the_rest_until_confirms_arrive() -> None:
 
 
 async def test_a_blocked_handler_stops_pulling_and_the_server_holds_the_rest() -> None:
-    release = asyncio.Event()
-    received: list[TmcMessage] = []
-    session: TmcSession
-
-    async def slow_handler(message: TmcMessage) -> None:
-        received.append(message)
-        await release.wait()
-        await session.confirm(message.id)
-
+    blocked = BlockedHandler()
+    received = blocked.messages
     async with running_server(TmcServerConfig(max_in_flight=20)) as server:
-        session = make_session(server, slow_handler)
+        session = make_session(server, blocked)
         async with running(session):
             publish(server, 300, size=1000)
             await wait_until(
@@ -297,7 +291,7 @@ async def test_a_blocked_handler_stops_pulling_and_the_server_holds_the_rest() -
                 "nothing handed on, nothing pulled, nothing more sent",
             )
             assert server.pending(APP_KEY) == 300
-            release.set()
+            blocked.release.set()
             await wait_until(lambda: server.pending(APP_KEY) == 0, what="an empty queue")
             # Pulling resumes once the handler is free again (the queue may empty before the next tick).
             await wait_until(lambda: session.counters.pulls_sent > pulls_sent, what="pulls to resume")
@@ -613,18 +607,10 @@ async def test_a_blocked_handler_does_not_stop_the_pongs() -> None:
     # A pong deadline of 2 s: an unread socket drops the connection within the wait below (three
     # deadlines), while a machine so busy that the process is not scheduled for a second does not.
     timing = SessionTiming(pull_interval=5.0, ping_interval=0.1, ping_timeout=2.0, close_timeout=0.2)
-    release = asyncio.Event()
-    received: list[TmcMessage] = []
-    session: TmcSession
-
-    async def slow_handler(message: TmcMessage) -> None:
-        received.append(message)
-        await release.wait()
-        await session.confirm(message.id)
-
+    blocked = BlockedHandler()
+    received = blocked.messages
     async with running_server(TmcServerConfig(max_in_flight=200)) as server:
-        rec = Recorder()
-        session = make_session(server, slow_handler, timing=timing, on_state=rec.on_state)
+        session = make_session(server, blocked, timing=timing)
         async with running(session):
             publish(server, 300, size=1000)
             await wait_until(lambda: server.stats.delivered == 200, what="the in-flight cap reached")
@@ -633,8 +619,8 @@ async def test_a_blocked_handler_does_not_stop_the_pongs() -> None:
                 3 * (timing.ping_timeout or 0),
                 "connected, with the handler blocked, through many ping rounds",
             )
-            release.set()
+            blocked.release.set()
             await wait_until(lambda: server.pending(APP_KEY) == 0, what="an empty queue")
 
-    assert len(_of(rec.events, Connected)) == 1  # never dropped, never reconnected
+    assert len(_of(blocked.events, Connected)) == 1  # never dropped, never reconnected
     assert len(received) == 300  # so nothing was redelivered
