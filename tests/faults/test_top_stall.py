@@ -37,11 +37,8 @@ FAST_RETRY = RetryPolicy(max_tries=4, max_time=30.0, base_delay=0.01, max_delay=
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
     stand_in = fault_standin(seed=63)
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @dataclass

@@ -29,11 +29,8 @@ from tests.reconciler.conftest import make_reconciler, small_config, top_client
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
     stand_in = StandIn(StandInConfig(seed=67, shops=2, market_rate=0, history_trades=600, history_days=2))
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 def fetched_tids(standin: StandIn, shop: str) -> list[int]:

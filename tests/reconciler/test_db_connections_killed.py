@@ -29,11 +29,8 @@ async def standin() -> AsyncIterator[StandIn]:
     stand_in = StandIn(
         StandInConfig(seed=47, shops=2, market_rate=0, history_trades=10, tmc=TmcServerConfig(seed=47))
     )
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @contextlib.asynccontextmanager

@@ -37,11 +37,8 @@ async def standin(request: pytest.FixtureRequest) -> AsyncIterator[StandIn]:
     stand_in = StandIn(
         StandInConfig(seed=45, shops=1, market_rate=0, history_trades=trades, history_days=days)
     )
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 def all_tids(standin: StandIn) -> list[int]:

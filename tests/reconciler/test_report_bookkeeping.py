@@ -24,11 +24,8 @@ from tests.reconciler.conftest import make_reconciler, small_config, top_client
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
     stand_in = StandIn(StandInConfig(seed=71, shops=1, market_rate=0, history_trades=120, history_days=2))
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 async def test_trades_applied_before_a_database_failure_stay_in_the_report(

@@ -24,11 +24,8 @@ OVERLAP = timedelta(seconds=4)
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
     stand_in = StandIn(StandInConfig(seed=67, shops=1, market_rate=0, history_trades=200, history_days=1))
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 async def test_a_recent_gap_is_proven_in_one_window_once_the_horizon_passes_it(

@@ -34,12 +34,9 @@ WINDOW = timedelta(seconds=3600)  # SYNC_BACKFILL_WINDOW_SECONDS below
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
     stand_in = StandIn(StandInConfig(seed=33, shops=1, market_rate=0, history_trades=1500, history_days=3))
-    await stand_in.start()
-    stand_in.faults.latency_ms = 3  # a few ms per call, so the kill lands in the middle
-    try:
+    async with stand_in:
+        stand_in.faults.latency_ms = 3  # a few ms per call, so the kill lands in the middle
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 def backfill_env(standin: StandIn, dsn: str) -> dict[str, str]:

@@ -117,11 +117,8 @@ def test_lag_meter_widens_and_forgets() -> None:
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
     stand_in = StandIn(StandInConfig(seed=19, shops=2, market_rate=0, history_trades=100))
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 async def test_a_silent_shop_that_normally_trades_is_read_through_the_lists(
