@@ -27,11 +27,8 @@ async def standin() -> AsyncIterator[StandIn]:
     # production where windows end in the past.
     clock = ManualClock(datetime.now(UTC))
     stand_in = StandIn(StandInConfig(seed=5, shops=2, market_rate=0, history_trades=0), clock=clock)
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @pytest.fixture

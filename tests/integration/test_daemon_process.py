@@ -42,12 +42,9 @@ async def standin() -> AsyncIterator[StandIn]:
             tmc=TmcServerConfig(confirm_timeout=2.0, failed_redelivery_delay=1.0, seed=404),
         )
     )
-    await stand_in.start()
-    try:
+    async with stand_in:
         await permit_every_shop(stand_in)  # the backlog below is queued before the daemon starts
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 async def test_sigkill_mid_stream_then_restart_loses_nothing(

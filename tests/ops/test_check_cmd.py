@@ -24,11 +24,8 @@ from tests.integration.harness import daemon_env
 @pytest.fixture(scope="module")
 async def standin() -> AsyncIterator[StandIn]:
     stand_in = StandIn(StandInConfig(seed=52, shops=2, market_rate=0, history_trades=20))
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @dataclass

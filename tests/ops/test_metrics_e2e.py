@@ -36,11 +36,8 @@ async def standin() -> AsyncIterator[StandIn]:
             tmc=TmcServerConfig(confirm_timeout=60, seed=31),
         )
     )
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 async def test_metrics_after_a_run_equal_what_the_standin_saw(

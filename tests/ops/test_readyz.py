@@ -29,11 +29,8 @@ async def standin() -> AsyncIterator[StandIn]:
             tmc=TmcServerConfig(confirm_timeout=60, seed=77),
         )
     )
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @pytest.fixture

@@ -69,11 +69,8 @@ async def standin() -> AsyncIterator[StandIn]:
             tmc=TmcServerConfig(confirm_timeout=60, seed=91),
         )
     )
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 async def test_debug_logs_and_pages_never_show_a_secret(

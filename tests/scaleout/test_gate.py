@@ -38,11 +38,8 @@ class Stream:
 @pytest.fixture
 async def standin() -> AsyncIterator[StandIn]:
     stand_in = StandIn(StandInConfig(seed=31, shops=2, market_rate=0, history_trades=300, history_days=1))
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @pytest.fixture

@@ -55,11 +55,8 @@ async def standin() -> AsyncIterator[StandIn]:
     )
     # Every call takes a while, so a backfill is still going when a replica is killed.
     stand_in.faults.latency_ms = 30
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @pytest.fixture

@@ -49,11 +49,8 @@ async def standin() -> AsyncIterator[StandIn]:
             tmc=TmcServerConfig(confirm_timeout=5.0, failed_redelivery_delay=1.0, seed=404),
         )
     )
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @pytest.fixture

@@ -16,11 +16,8 @@ from tests.simulator.toputil import TopCaller
 async def standin() -> AsyncIterator[StandIn]:
     """One stand-in per module; the market moves only when a test steps it."""
     stand_in = StandIn(StandInConfig(seed=21, shops=3, market_rate=0, history_trades=3000, history_days=100))
-    await stand_in.start()
-    try:
+    async with stand_in:
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @pytest.fixture(scope="module")

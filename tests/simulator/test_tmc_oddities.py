@@ -31,12 +31,9 @@ MIB = 1024 * 1024
 async def standin() -> AsyncIterator[StandIn]:
     """A fresh stand-in per test: its TMC queue starts empty, so no test sees another's messages."""
     stand_in = StandIn(StandInConfig(seed=33, shops=3, market_rate=0, history_trades=400, history_days=30))
-    await stand_in.start()
-    try:
+    async with stand_in:
         await permit_every_shop(stand_in)
         yield stand_in
-    finally:
-        await stand_in.stop()
 
 
 @pytest.fixture
