@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 
 from replicas.replica_set import ReplicaConfig, ReplicaSet
@@ -27,6 +28,14 @@ async def dsn() -> AsyncIterator[str]:
         yield database
     finally:
         await drop_database(database)
+
+
+@pytest.fixture
+async def pool(fresh_database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the module's database, migrated, for the tests that run replicas as processes."""
+    await migrate(fresh_database)
+    async with asyncpg.create_pool(fresh_database, min_size=1, max_size=3) as pool:
+        yield pool
 
 
 def replica_set(dsn: str, name: str, *, shops: list[str] | None = None, **config: Any) -> ReplicaSet:

@@ -30,7 +30,6 @@ from simulator.compare import compare_with_market
 from simulator.gateway import CallRecord
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
-from store.migrate import migrate
 from taobao.fields import TRADES_SOLD_INCREMENT_GET
 from tests.integration.harness import DaemonProcess, daemon_env, permit_every_shop, wait_for, wait_for_async
 
@@ -57,13 +56,6 @@ async def standin() -> AsyncIterator[StandIn]:
     stand_in.faults.latency_ms = 30
     async with stand_in:
         yield stand_in
-
-
-@pytest.fixture
-async def pool(fresh_database: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(fresh_database)
-    async with asyncpg.create_pool(fresh_database, min_size=1, max_size=3) as pool:
-        yield pool
 
 
 @dataclass

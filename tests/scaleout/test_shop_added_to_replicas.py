@@ -24,7 +24,6 @@ from simulator.market import MarketChange
 from simulator.standin import StandIn, StandInConfig
 from simulator.tmc_server import TmcServerConfig
 from simulator.topats import TOPATS_SOLD_GET
-from store.migrate import migrate
 from store.pg_shops import PgShops
 from store.secret_box import SecretBox, generate_key
 from taobao.fields import TRADE_FULLINFO_GET
@@ -51,13 +50,6 @@ async def standin() -> AsyncIterator[StandIn]:
     )
     async with stand_in:
         yield stand_in
-
-
-@pytest.fixture
-async def pool(fresh_database: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(fresh_database)
-    async with asyncpg.create_pool(fresh_database, min_size=1, max_size=3) as pool:
-        yield pool
 
 
 @dataclass
