@@ -43,6 +43,21 @@ def truth_tids(standin: StandIn, shop: str, window: Window) -> list[int]:
     return [rec.tid for rec in market.records(market.shop_index(shop)) if lo <= rec.modified <= hi]
 
 
+def settled_day() -> Window:
+    """A proof window over the last day, ending a minute ago (no change made now falls in it)."""
+    now = datetime.now(UTC)
+    return Window(floor_second(now - timedelta(hours=23)), floor_second(now - timedelta(minutes=1)), True)
+
+
+async def read_within_their_second(pg: PgStore, tids: list[int]) -> None:
+    """As the stream stores a trade: read a moment after its change, within the second of `modified`,
+    when another change in that second could still come."""
+    await pg.pool.execute(
+        "UPDATE trades SET fetched_at = modified + interval '500 milliseconds' WHERE tid = ANY($1::bigint[])",
+        tids,
+    )
+
+
 async def read_once(standin: StandIn, pg: PgStore, window: Window) -> PassCounts:
     """One pass of a fresh reader (a reader remembers what it fetched) over `window` of shop 0."""
     counts = PassCounts()
@@ -106,17 +121,11 @@ async def test_a_state_read_within_its_second_is_read_again_then_skipped(
     standin: StandIn, pg: PgStore
 ) -> None:
     shop = standin.shops[0].nick
-    now = datetime.now(UTC)
-    window = Window(floor_second(now - timedelta(hours=23)), floor_second(now - timedelta(minutes=1)), True)
+    window = settled_day()
     await read_once(standin, pg, window)
     listed = truth_tids(standin, shop, window)
     early = listed[:2]
-    # As the stream stores a trade: read a moment after its change, within the second of `modified`,
-    # when another change in that second could still come.
-    await pg.pool.execute(
-        "UPDATE trades SET fetched_at = modified + interval '500 milliseconds' WHERE tid = ANY($1::bigint[])",
-        early,
-    )
+    await read_within_their_second(pg, early)
     standin.stats.reset()
     again = await read_once(standin, pg, window)
     assert sorted(fetched_tids(standin, shop)) == sorted(early)
@@ -133,15 +142,11 @@ async def test_a_read_ahead_skips_a_state_read_within_its_second_and_the_proof_r
     standin: StandIn, pg: PgStore
 ) -> None:
     shop = standin.shops[0].nick
-    now = datetime.now(UTC)
-    proof = Window(floor_second(now - timedelta(hours=23)), floor_second(now - timedelta(minutes=1)), True)
+    proof = settled_day()
     await read_once(standin, pg, proof)
     listed = truth_tids(standin, shop, proof)
     early = listed[:2]
-    await pg.pool.execute(
-        "UPDATE trades SET fetched_at = modified + interval '500 milliseconds' WHERE tid = ANY($1::bigint[])",
-        early,
-    )
+    await read_within_their_second(pg, early)
     standin.stats.reset()
     ahead = await read_once(standin, pg, Window(proof.start, proof.end, proof=False))
     assert fetched_tids(standin, shop) == []  # stored at the listed `modified`: enough for a read ahead
