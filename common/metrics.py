@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -53,6 +54,27 @@ def _label_values(family: str, declared: Sequence[str], labels: Mapping[str, obj
     return [str(labels[name]) for name in declared]
 
 
+M = TypeVar("M", prometheus_client.Counter, prometheus_client.Histogram)
+
+
+def _series_of(
+    metric: M,
+    name: str,
+    declared: tuple[str, ...],
+    children: dict[tuple[tuple[str, object], ...], M],
+    labels: Mapping[str, object],
+) -> M:
+    """The series of `metric` for `labels`, remembered by the labels as the call site passes them
+    (call sites pass the same labels in the same order): checked and looked up once per call site."""
+    key = tuple(labels.items())
+    series = children.get(key)
+    if series is None:
+        values = _label_values(name, declared, labels)
+        series = metric.labels(*values) if declared else metric
+        children[key] = series
+    return series
+
+
 class Counter:
     """A counter the service bumps; `inc(amount, **labels)` with exactly the declared labels."""
 
@@ -67,17 +89,7 @@ class Counter:
         self._children: dict[tuple[tuple[str, object], ...], prometheus_client.Counter] = {}
 
     def _series(self, labels: Mapping[str, object]) -> prometheus_client.Counter:
-        # Call sites pass the same labels in the same order: the series is found by that alone.
-        key = tuple(labels.items())
-        series = self._children.get(key)
-        if series is None:
-            if not self.labels:
-                _label_values(self.name, (), labels)
-                series = self._metric
-            else:
-                series = self._metric.labels(*_label_values(self.name, self.labels, labels))
-            self._children[key] = series
-        return series
+        return _series_of(self._metric, self.name, self.labels, self._children, labels)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if amount < 0:
@@ -124,17 +136,7 @@ class Histogram:
         self._children: dict[tuple[tuple[str, object], ...], prometheus_client.Histogram] = {}
 
     def _series(self, labels: Mapping[str, object]) -> prometheus_client.Histogram:
-        # Call sites pass the same labels in the same order: the series is found by that alone.
-        key = tuple(labels.items())
-        series = self._children.get(key)
-        if series is None:
-            if not self.labels:
-                _label_values(self.name, (), labels)
-                series = self._metric
-            else:
-                series = self._metric.labels(*_label_values(self.name, self.labels, labels))
-            self._children[key] = series
-        return series
+        return _series_of(self._metric, self.name, self.labels, self._children, labels)
 
     def observe(self, value: float, **labels: str) -> None:
         self._series(labels).observe(value)
