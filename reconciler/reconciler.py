@@ -327,10 +327,14 @@ class Reconciler:
                     return
                 now, safety_lag = self._shared.horizon_now(), self.config.safety_lag
                 for report in await self.reports.open_reports(shop):
-                    if unread_only and not left_to_read(report, now, safety_lag=safety_lag):
+                    unread = left_to_read(report, now, safety_lag=safety_lag)
+                    if unread_only and not unread:
                         continue
                     if self.processor.due(report):
-                        await self.processor.process(report, fresh=fresh)
+                        # A part no pass has read yet is read as soon as lists can show it, on any
+                        # round: an outage that ended within the safety lag of its reconnect had
+                        # nothing the gate could read yet, and must not wait for the lag horizon.
+                        await self.processor.process(report, fresh=fresh or unread)
             except NotLeader:
                 logger.info(
                     "stopped reconciling the shop: another replica leads it now",

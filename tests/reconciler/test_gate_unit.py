@@ -211,3 +211,21 @@ async def test_the_gate_reads_from_where_the_outage_began_not_an_overlap_before_
     proof_lists = unit.top.calls_of("increment")[len(gate_lists) :]
     assert min(call["start"] for call in proof_lists) == floor_second(report.window_start - overlap)
     assert (await unit.reconciler.reports.get(report.id)).outcome == Outcome.RECOVERED.value
+
+
+async def test_an_outage_too_recent_for_the_gate_is_read_on_the_next_round_not_at_the_horizon() -> None:
+    overlap, safety_lag = timedelta(minutes=10), timedelta(seconds=3)
+    unit = unit_reconciler(config=unit_config(overlap=overlap, safety_lag=safety_lag))
+    gone = await disconnected_for(unit, up=60, down=1)
+    during = unit.top.change("shop-a", 102, gone + timedelta(seconds=1))
+    await unit.reconciler.gate()  # lists cannot show the outage yet: nothing to read
+    assert during.tid not in unit.db.trades.rows
+
+    # The next rounds, once lists can show it, read the part no pass has read: long before the lag
+    # horizon (ten minutes) passes the report.
+    unit.clock.advance(safety_lag.total_seconds() + 2)
+    await unit.reconciler.recover(fresh=False)
+    assert during.tid in unit.db.trades.rows
+    [report] = await unit.reconciler.reports.recent(10)
+    assert report.outcome is None  # read ahead, proven later by its proof pass
+    assert report.fresh_until is not None
