@@ -59,6 +59,10 @@ def make_reconciler_config(settings: Settings) -> ReconcilerConfig:
         safety_lag=timedelta(seconds=settings.sync_safety_lag_seconds),
         max_span=timedelta(seconds=settings.sync_backfill_window_seconds),
         sweep_every=timedelta(seconds=settings.sync_sweep_seconds),
+        idle_after=timedelta(seconds=settings.sync_sweep_idle_after_seconds)
+        if settings.sync_sweep_idle_after_seconds > 0
+        else None,
+        idle_sweep_every=timedelta(seconds=settings.sync_sweep_idle_seconds),
         api_rate=settings.sync_api_rate,
         reconcile_share=settings.sync_reconcile_share,
         silence=timedelta(seconds=settings.sync_silence_seconds),

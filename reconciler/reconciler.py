@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -42,7 +41,7 @@ from common.errors import OrderSyncError
 from common.intervals import Interval
 from common.metrics import Registry
 from reconciler.backfill import WindowReader
-from reconciler.config import Clock, ReconcilerConfig, Shared, sweep_interval, utc_now
+from reconciler.config import Clock, ReconcilerConfig, Shared, utc_now
 from reconciler.coordination import Alone, Coordination
 from reconciler.detection import GapDetector, open_gap
 from reconciler.gate import Gate
@@ -58,6 +57,7 @@ from reconciler.redrive import Redrive, RedriveCounts
 from reconciler.retries import RetrySchedule
 from reconciler.stream_watch import StreamWatch
 from reconciler.sweep import Sweeper
+from reconciler.sweep_schedule import SweepSchedule
 from store.errors import DATABASE_ERRORS, NotLeader
 from store.fetch_apply import TradeFailures
 from store.gap_reports import Cause, GapReport, PassCounts
@@ -154,7 +154,7 @@ class Reconciler:
         self.coordination.attach(self.watch, lambda shop: self._locks[shop].locked())
         self._wake = asyncio.Event()
         self._fresh_wanted = False
-        self._next_sweep = time.monotonic() + config.sweep_every.total_seconds()
+        self.schedule = SweepSchedule(config, now())
 
     def reader(self, *, within: Sequence[Interval] | None = None) -> WindowReader:
         """A reader for one pass; `within`: where it may apply what it fetched (None: anywhere)."""
@@ -236,18 +236,20 @@ class Reconciler:
         await self.redrive_due()
         await self.cover_by_lists(now)
         await self.recover(fresh=fresh)
-        if time.monotonic() >= self._next_sweep:
-            led = sum(1 for shop in self._shared.shops if self.coordination.leads(shop))
-            self._next_sweep = time.monotonic() + sweep_interval(self.config, led)
-            for shop in self._shared.shops:
-                if not self.coordination.leads(shop):
-                    continue  # its leader sweeps it
-                try:
-                    await self.sweep(shop)
-                    await self.detector.scan_ledger(shop)
-                except NotLeader:
-                    continue  # handed over mid-sweep: nothing was recorded
+        await self.sweep_due(now)
         await self._update_gauges()
+
+    async def sweep_due(self, now: datetime) -> None:
+        """Sweep the led shops whose turn has come (`reconciler.sweep_schedule`: idle shops less often);
+        its leader sweeps any other."""
+        led = [shop for shop in self._shared.shops if self.coordination.leads(shop)]
+        for shop in self.schedule.due(led, now, self.watch.last_push):
+            try:
+                counts = await self.sweep(shop)
+                await self.detector.scan_ledger(shop)
+            except NotLeader:
+                continue  # handed over mid-sweep: nothing was recorded
+            self.schedule.swept(shop, self._shared.now(), found=counts.found)
 
     def _ask_fresh_round(self) -> None:
         self._fresh_wanted = True
@@ -339,6 +341,7 @@ class Reconciler:
         initial load); removed ones leave the stream's proof, their rows and ledger stay for a resume."""
         for shop in removed:
             self.watch.unfollow(shop)
+            self.schedule.forget(shop)
             self.detector.forget(shop)
             self._added.discard(shop)
         for shop in added:
