@@ -1,5 +1,6 @@
 """Keeping each served shop subscribed (docs/operations.md#shops): `taobao.tmc.user.permit` for every
-active shop at start and whenever one is added or resumed, `taobao.tmc.user.cancel` when one is removed.
+active shop not permitted yet, at start and whenever one is added or resumed, `taobao.tmc.user.cancel`
+when one is removed.
 
 Several replicas: a shop's leader (`replicas.leadership`) makes its calls, so a thousand shops on three
 replicas cost a thousand permits, not three thousand. A replica that takes a shop's lead (at start, from
