@@ -101,7 +101,8 @@ class Reconciler:
         # Several replicas: a backfill, sweep or load advances the ledger only while leading the shop.
         self.ledger = Ledger(storage.coverage, fence=self.coordination.fence if several else None)
         self.reports = storage.reports
-        self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics, shops=list(shops))
+        registry = registry or Registry()
+        self.metrics = ReconcilerMetrics(registry, coverage_metrics, shops=list(shops))
         self.unresolved = storage.unresolved
         self._shared = Shared(
             config,
@@ -155,6 +156,11 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._fresh_wanted = False
         self.schedule = SweepSchedule(config, now())
+        registry.gauge(
+            "reconciler_shop_sweep_idle",
+            "1 while a led shop is swept on the idle period (no change for SYNC_SWEEP_IDLE_AFTER_SECONDS)",
+            self._idle_samples,
+        )
 
     def reader(self, *, within: Sequence[Interval] | None = None) -> WindowReader:
         """A reader for one pass; `within`: where it may apply what it fetched (None: anywhere)."""
@@ -250,6 +256,11 @@ class Reconciler:
             except NotLeader:
                 continue  # handed over mid-sweep: nothing was recorded
             self.schedule.swept(shop, self._shared.now(), found=counts.found)
+
+    def _idle_samples(self) -> list[tuple[dict[str, str], float]]:
+        now, pushes = self._shared.now(), self.watch.last_push
+        led = [shop for shop in self._shared.shops if self.coordination.leads(shop)]
+        return [({"shop": s}, 1.0 if self.schedule.idle(s, now, pushes) else 0.0) for s in led]
 
     def _ask_fresh_round(self) -> None:
         self._fresh_wanted = True

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from common.metrics import Registry
 from reconciler.config import ReconcilerConfig
 from reconciler.reconciler import Reconciler
 from reconciler.sweep_schedule import SweepSchedule
@@ -126,7 +127,8 @@ async def test_an_idle_shop_is_swept_less_often_a_lost_change_is_found_and_a_pus
         idle_after=IDLE_AFTER,
         idle_sweep_every=IDLE_EVERY,
     )
-    reconciler = make_reconciler(standin, pg, client, config, now=clock.now)
+    registry = Registry()
+    reconciler = make_reconciler(standin, pg, client, config, now=clock.now, registry=registry)
     shop = standin.shops[0].nick
     await reconciler.start()
     await reconciler.on_state(Connected(clock.now(), "token"))
@@ -152,6 +154,7 @@ async def test_an_idle_shop_is_swept_less_often_a_lost_change_is_found_and_a_pus
     # Idle again; a push makes it active at once: swept within one active period.
     await rounds(reconciler, clock, int((IDLE_AFTER + IDLE_EVERY).total_seconds()))
     assert reconciler.schedule.idle(shop, clock.now(), reconciler.watch.last_push)
+    assert f'order_sync_reconciler_shop_sweep_idle{{shop="{shop}"}} 1' in registry.render()
     message = TmcMessage(id=1, topic="taobao_trade_TradeChanged", content="{}", time=clock.now(), nick=shop)
     reconciler.watch.received(message)
     reconciler.watch.settled(message.id)
