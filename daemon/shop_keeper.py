@@ -5,10 +5,10 @@ when one is removed.
 Several replicas: a shop's leader (`replicas.leadership`) makes its calls, so a thousand shops on three
 replicas cost a thousand permits, not three thousand. A replica that takes a shop's lead (at start, from
 a replica that stopped or handed it over) reads the shop's registry record: a permit recorded there
-holds at the platform (a permit is the app's, whichever replica made it), so the shop is taken as
-permitted; otherwise (never permitted, failed, or its leader died before recording) it is permitted
-again, which the platform allows. A replica lets go of what it said of a shop it no longer leads: the
-new leader speaks for it in /readyz.
+within `PERMIT_TRUSTED_FOR` holds at the platform (a permit is the app's, whichever replica made it),
+so the shop is taken as permitted; otherwise (never permitted, failed, permitted long ago, or its
+leader died before recording) it is permitted again, which the platform allows. A replica lets go of
+what it said of a shop it no longer leads: the new leader speaks for it in /readyz.
 
 TMC delivers an app's messages only for sellers it permitted, so until a shop's permit succeeds the
 stream proves nothing of it and the reconciler covers it by its lists alone; a shop whose permit failed
@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 # Permit calls in flight at once. Each waits mostly on the network; the limiter bounds the rate.
 WORKERS = 32
+# How long a recorded permit is taken on trust when a replica takes a shop's lead. Within it, a
+# rolling start of several replicas costs one permit per shop; past it, the shop is permitted again,
+# which also repairs a subscription cancelled outside the service.
+PERMIT_TRUSTED_FOR = timedelta(hours=24)
 
 
 class StreamCoverage(Protocol):
@@ -166,7 +170,12 @@ class ShopKeeper:
                     exc,
                     extra={"action": "shop_take_read_failed", "shop": nick},
                 )
-        if record is None or record.permitted_at is None or record.permit_error is not None:
+        if (
+            record is None
+            or record.permitted_at is None
+            or record.permit_error is not None
+            or self._now() - record.permitted_at > PERMIT_TRUSTED_FOR
+        ):
             await self._permit(nick, session)
             return
         self.permitted.add(nick)
