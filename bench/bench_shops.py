@@ -2,7 +2,8 @@
 memory, and publish → NOTIFY latency for the active shops.
 
     .venv/bin/python -m bench.bench_shops [--shops 1000] [--active 5] [--seconds 120] [--api-rate 400]
-        [--share 0.1] [--sweep-seconds 30] [--overlap-seconds 20] [--admin-url postgresql://postgres@127.0.0.1:5432/test]
+        [--share 0.1] [--sweep-seconds 30] [--idle-after-seconds 3600] [--idle-sweep-seconds 1800]
+        [--overlap-seconds 20] [--admin-url postgresql://postgres@127.0.0.1:5432/test]
 
 The stand-in runs in this process with `--shops` shops (it requires TMC permits); the daemon runs in
 its own process (`python -m listener`) with the shops in its registry (seeded from TAOBAO_SHOPS), no
@@ -52,6 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-rate", type=float, default=400.0)
     parser.add_argument("--share", type=float, default=0.1)
     parser.add_argument("--sweep-seconds", type=float, default=30.0)
+    # A shop with no change this long is swept every --idle-sweep-seconds (0: never idle, every shop
+    # on the --sweep-seconds schedule as before idle shops were told apart).
+    parser.add_argument("--idle-after-seconds", type=float, default=3600.0)
+    parser.add_argument("--idle-sweep-seconds", type=float, default=1800.0)
     # A sweep reads only what is older than the overlap: a short one lets a few minutes show the steady
     # state that takes ten with the default 600 s.
     parser.add_argument("--overlap-seconds", type=int, default=20)
@@ -90,6 +95,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "sync_api_rate": args.api_rate,
                 "sync_reconcile_share": args.share,
                 "sync_sweep_seconds": args.sweep_seconds,
+                "sync_sweep_idle_after_seconds": args.idle_after_seconds,
+                "sync_sweep_idle_seconds": args.idle_sweep_seconds,
                 "sync_overlap_seconds": args.overlap_seconds,
                 "sync_safety_lag_seconds": 5,
                 "sync_initial_load_days": 0,
@@ -127,6 +134,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             permits = [c.at for c in standin.stats.calls_of("taobao.tmc.user.permit") if c.code == 0]
             permit_span = (max(permits) - min(permits)).total_seconds() if permits else 0.0
             first_permit = startup - (datetime.now(UTC) - min(permits)).total_seconds() if permits else 0.0
+            permit_calls = len(permits)
             calls_before = len(standin.stats.log)
             window_start = time.monotonic()
             traded = await trade(standin, args.changes_per_second, args.seconds)
@@ -139,7 +147,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result = report(args, log, traded, window, startup, rss, peak, latencies)
     # Where start-up goes: until the first permit call (process start, migrations, registry), then the
     # permit calls themselves.
-    result |= {"first_permit_s": round(first_permit, 2), "permit_calls_s": round(permit_span, 2)}
+    result |= {
+        "first_permit_s": round(first_permit, 2),
+        "permit_calls_s": round(permit_span, 2),
+        "permit_calls": permit_calls,
+    }
     return result
 
 
@@ -180,6 +192,8 @@ def report(
         "window_s": round(window, 1),
         "reconcile_calls_per_hour": round(len(lists) * per_hour),
         "reconcile_calls_per_hour_per_idle_shop": round(idle_per_hour, 2),
+        "idle_after_s": args.idle_after_seconds,
+        "idle_sweep_s": args.idle_sweep_seconds,
         "sweep_interval_s": round(interval, 1),
         # What an idle shop costs per sweep, and so per hour at the defaults (40 calls/s, 10 %, 300 s).
         "calls_per_idle_sweep": round(idle_per_hour * interval / 3600, 2),

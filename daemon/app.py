@@ -59,6 +59,10 @@ def make_reconciler_config(settings: Settings) -> ReconcilerConfig:
         safety_lag=timedelta(seconds=settings.sync_safety_lag_seconds),
         max_span=timedelta(seconds=settings.sync_backfill_window_seconds),
         sweep_every=timedelta(seconds=settings.sync_sweep_seconds),
+        idle_after=timedelta(seconds=settings.sync_sweep_idle_after_seconds)
+        if settings.sync_sweep_idle_after_seconds > 0
+        else None,
+        idle_sweep_every=timedelta(seconds=settings.sync_sweep_idle_seconds),
         api_rate=settings.sync_api_rate,
         reconcile_share=settings.sync_reconcile_share,
         silence=timedelta(seconds=settings.sync_silence_seconds),
@@ -102,6 +106,7 @@ class Daemon:
     reconciler: Reconciler | None
     replicas: ReplicaSet | None = None
     shops: ShopSync | None = None  # following the shop registry (with SYNC_SECRET_KEY)
+    permits: ShopKeeper | None = None  # the TMC permits of the shops this replica leads
 
 
 def assemble(
@@ -124,9 +129,9 @@ def assemble(
     does the replica set, which shares the TOP quota and the shops' reconciliation with any other
     replica on the same database (see replicas/replica_set.py). With a `registry`, the shops served
     (`book`) follow it while the daemon runs (`daemon.shop_sync`); without, they are TAOBAO_SHOPS.
-    Every served shop is permitted for TMC (`daemon.shop_keeper`); `streaming` names the shops whose
-    messages TMC already delivers (a permit recorded earlier; None: all), the others are proven by the
-    stream only once their permit succeeds."""
+    Every served shop is permitted for TMC by its leader (`daemon.shop_keeper`); `streaming` names the
+    shops whose messages TMC already delivers (a permit recorded earlier; None: all), the others are
+    proven by the stream only once their permit succeeds."""
     book = book if book is not None else ShopBook(settings.shop_sessions())
     metrics = DaemonMetrics(shops=list(book))
     metrics.watch_top_client(client.stats)
@@ -152,7 +157,16 @@ def assemble(
         tasks |= {"reconciler": reconciler.run, "replicas": replicas.run}
         for nick in set(book) - set(book if streaming is None else streaming):
             reconciler.streamed(nick, None)  # proven by the stream once its permit succeeds
-    keeper = ShopKeeper(client, registry, reconciler)
+    # Several replicas: a shop's leader permits it, on taking the lead too (`daemon.shop_keeper`).
+    keeper = ShopKeeper(
+        client,
+        registry,
+        reconciler,
+        leads=(lambda shop: True) if replicas is None else replicas.leads,
+        sessions=book,
+    )
+    if replicas is not None:
+        replicas.on_leadership(keeper.leadership_changed)
     keeper.register_metrics(metrics.registry)
     tasks["permits"] = keeper.run
     sync: ShopSync | None = None
@@ -202,7 +216,7 @@ def assemble(
         sync.listen(StreamShops(service.pipeline.dispatcher))
         if reconciler is not None:
             sync.listen(ReconcilerShops(reconciler))
-    return Daemon(service, reconciler, replicas, sync)
+    return Daemon(service, reconciler, replicas, sync, keeper)
 
 
 def open_tmc_session(

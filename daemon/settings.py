@@ -191,6 +191,9 @@ class Settings(ReportSettings):
     sync_overlap_seconds: int = Field(default=600, ge=0)
     sync_api_rate: float = Field(default=40.0, gt=0)
     sync_sweep_seconds: float = Field(default=300.0, gt=0)
+    # A shop with no change seen this long (0: never) is swept every SYNC_SWEEP_IDLE_SECONDS instead.
+    sync_sweep_idle_after_seconds: float = Field(default=3600.0, ge=0)
+    sync_sweep_idle_seconds: float = Field(default=1800.0, gt=0)
     # The share of SYNC_API_RATE the sweeps may take: with many shops each is swept less often.
     sync_reconcile_share: float = Field(default=0.1, gt=0, le=1)
     notify_channel: str = Field(default="trade_changed", min_length=1, max_length=63)

@@ -1,5 +1,14 @@
 """Keeping each served shop subscribed (docs/operations.md#shops): `taobao.tmc.user.permit` for every
-active shop at start and whenever one is added or resumed, `taobao.tmc.user.cancel` when one is removed.
+active shop not permitted yet, at start and whenever one is added or resumed, `taobao.tmc.user.cancel`
+when one is removed.
+
+Several replicas: a shop's leader (`replicas.leadership`) makes its calls, so a thousand shops on three
+replicas cost a thousand permits, not three thousand. A replica that takes a shop's lead (at start, from
+a replica that stopped or handed it over) reads the shop's registry record: a permit recorded there
+within `PERMIT_TRUSTED_FOR` holds at the platform (a permit is the app's, whichever replica made it),
+so the shop is taken as permitted; otherwise (never permitted, failed, permitted long ago, or its
+leader died before recording) it is permitted again, which the platform allows. A replica lets go of
+what it said of a shop it no longer leads: the new leader speaks for it in /readyz.
 
 TMC delivers an app's messages only for sellers it permitted, so until a shop's permit succeeds the
 stream proves nothing of it and the reconciler covers it by its lists alone; a shop whose permit failed
@@ -15,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -34,6 +43,10 @@ log = logging.getLogger(__name__)
 
 # Permit calls in flight at once. Each waits mostly on the network; the limiter bounds the rate.
 WORKERS = 32
+# How long a recorded permit is taken on trust when a replica takes a shop's lead. Within it, a
+# rolling start of several replicas costs one permit per shop; past it, the shop is permitted again,
+# which also repairs a subscription cancelled outside the service.
+PERMIT_TRUSTED_FOR = timedelta(hours=24)
 
 
 class StreamCoverage(Protocol):
@@ -51,8 +64,14 @@ class ShopKeeper:
         *,
         workers: int = WORKERS,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leads: Callable[[str], bool] = lambda shop: True,
+        sessions: Mapping[str, SecretStr] | None = None,
     ) -> None:
+        """`leads(shop)`: this replica makes `shop`'s calls (one replica: every shop). `sessions`: the
+        served shops' sessions, read live (the shop book), for the shops whose lead is taken."""
         self._client = client
+        self._leads = leads
+        self._sessions: Mapping[str, SecretStr] = sessions if sessions is not None else {}
         self._registry = registry
         self._coverage = coverage
         self._workers = workers
@@ -69,8 +88,10 @@ class ShopKeeper:
         registry.gauge(
             "shop_permitted",
             "1 once the shop's TMC permit succeeded, 0 while it has not (its lists alone cover it)",
-            lambda: [({"shop": s}, 1.0) for s in sorted(self.permitted)]
-            + [({"shop": s}, 0.0) for s in sorted(self.failures)],
+            lambda: (
+                [({"shop": s}, 1.0) for s in sorted(self.permitted)]
+                + [({"shop": s}, 0.0) for s in sorted(self.failures)]
+            ),
         )
 
     async def shops_changed(self, change: BookChange, records: dict[str, ShopRecord]) -> None:
@@ -78,16 +99,30 @@ class ShopKeeper:
         for nick in sorted(change.removed):
             self.permitted.discard(nick)
             self.failures.pop(nick, None)
-            if nick not in records:
+            # Read before the leadership round hears of the removal: the shop's leader cancels it.
+            if nick not in records and self._leads(nick):
                 self._queue("cancel", nick, None)
         for nick, record in sorted(records.items()):
-            if record.active and nick not in self.permitted:
+            if record.active and nick not in self.permitted and self._leads(nick):
                 self._queue("permit", nick, record.session)
 
     def permit_all(self, records: dict[str, ShopRecord]) -> None:
-        """Permit every shop of `records` (the TAOBAO_SHOPS of a daemon without a registry)."""
+        """Permit every led shop of `records` (the TAOBAO_SHOPS of a daemon without a registry); the
+        others when this replica takes their lead."""
         for nick, record in sorted(records.items()):
-            self._queue("permit", nick, record.session)
+            if self._leads(nick):
+                self._queue("permit", nick, record.session)
+
+    def leadership_changed(self, change: str, shop: str) -> None:
+        """`replicas.leadership`'s news: a shop taken is permitted unless its record says it is; one let
+        go is its new leader's to speak for."""
+        if change == "acquired":
+            session = self._sessions.get(shop)
+            if session is not None:
+                self._queue("take", shop, session)
+        else:
+            self.permitted.discard(shop)
+            self.failures.pop(shop, None)
 
     async def run(self) -> None:
         """The side task: a few workers making the calls (a thousand shops at start do not wait in line
@@ -104,7 +139,8 @@ class ShopKeeper:
         return Check(False, detail), {"not_permitted": dict(self.failures)}
 
     def _queue(self, action: str, nick: str, session: SecretStr | None) -> None:
-        key = f"{action}:{nick}"
+        # A take is a permit that may be spared: one of the two in line for a shop is enough.
+        key = f"{'permit' if action == 'take' else action}:{nick}"
         if key not in self._queued:
             self._queued.add(key)
             self._work.put_nowait((action, nick, session))
@@ -115,17 +151,45 @@ class ShopKeeper:
             try:
                 if action == "permit" and session is not None:
                     await self._permit(nick, session)
+                elif action == "take" and session is not None:
+                    await self._take(nick, session)
                 elif action == "cancel":
                     await self._cancel(nick)
             finally:
-                self._queued.discard(f"{action}:{nick}")
+                self._queued.discard(f"{'permit' if action == 'take' else action}:{nick}")
+
+    async def _take(self, nick: str, session: SecretStr) -> None:
+        """This replica took `nick`'s lead: permitted already if its record says so, else permit it."""
+        record: ShopRecord | None = None
+        if self._registry is not None:
+            try:
+                record = await self._registry.get(nick)
+            except (OrderSyncError, *DATABASE_ERRORS) as exc:
+                log.warning(
+                    "cannot read the shop's permit (%s); permitting it",
+                    exc,
+                    extra={"action": "shop_take_read_failed", "shop": nick},
+                )
+        if (
+            record is None
+            or record.permitted_at is None
+            or record.permit_error is not None
+            or self._now() - record.permitted_at > PERMIT_TRUSTED_FOR
+        ):
+            await self._permit(nick, session)
+            return
+        self.permitted.add(nick)
+        self.failures.pop(nick, None)
+        if self._coverage is not None:
+            self._coverage.streamed(nick, record.permitted_at)
 
     async def _permit(self, nick: str, session: SecretStr) -> None:
         try:
             await shop_calls.permit(self._client, session)
         except OrderSyncError as exc:
             reason = str(exc)
-            self.failures[nick] = reason
+            if self._leads(nick):  # else its new leader permits it again and speaks for it
+                self.failures[nick] = reason
             log.error(
                 "TMC permit failed (%s): the shop's lists alone cover it until a permit succeeds",
                 reason,

@@ -38,6 +38,10 @@ class ReconcilerConfig:
     safety_lag: timedelta = timedelta(seconds=30)
     max_span: timedelta = timedelta(hours=1)
     sweep_every: timedelta = timedelta(seconds=300)
+    # A shop with no change seen this long (None: never idle) is swept every `idle_sweep_every`
+    # (`reconciler.sweep_schedule`).
+    idle_after: timedelta | None = timedelta(hours=1)
+    idle_sweep_every: timedelta = timedelta(minutes=30)
     silence: timedelta = timedelta(seconds=900)
     silence_min_expected: float = 5.0  # messages a shop's usual rate predicts before a silence counts
     stream_settle: timedelta = timedelta(seconds=5)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -42,7 +41,7 @@ from common.errors import OrderSyncError
 from common.intervals import Interval
 from common.metrics import Registry
 from reconciler.backfill import WindowReader
-from reconciler.config import Clock, ReconcilerConfig, Shared, sweep_interval, utc_now
+from reconciler.config import Clock, ReconcilerConfig, Shared, utc_now
 from reconciler.coordination import Alone, Coordination
 from reconciler.detection import GapDetector, open_gap
 from reconciler.gate import Gate
@@ -58,6 +57,7 @@ from reconciler.redrive import Redrive, RedriveCounts
 from reconciler.retries import RetrySchedule
 from reconciler.stream_watch import StreamWatch
 from reconciler.sweep import Sweeper
+from reconciler.sweep_schedule import SweepSchedule
 from store.errors import DATABASE_ERRORS, NotLeader
 from store.fetch_apply import TradeFailures
 from store.gap_reports import Cause, GapReport, PassCounts
@@ -98,6 +98,7 @@ class Reconciler:
         self._trades = storage.trades
         several = coordination is not None
         self.coordination: Coordination = coordination or Alone()
+        registry = registry or Registry()
         self._open_records(storage, shops, registry, coverage_metrics, several=several)
         self._shared = Shared(
             config,
@@ -113,13 +114,13 @@ class Reconciler:
         )
         self._watch_the_stream(storage, shops, now, top_paused_since, skew)
         self._make_passes(storage, now, sleep, several=several)
-        self._prepare_rounds()
+        self._prepare_rounds(registry, now)
 
     def _open_records(
         self,
         storage: ReconcilerStore,
         shops: Mapping[str, SecretStr],
-        registry: Registry | None,
+        registry: Registry,
         coverage_metrics: CoverageMetrics | None,
         *,
         several: bool,
@@ -128,7 +129,7 @@ class Reconciler:
         # Several replicas: a backfill, sweep or load advances the ledger only while leading the shop.
         self.ledger = Ledger(storage.coverage, fence=self.coordination.fence if several else None)
         self.reports = storage.reports
-        self.metrics = ReconcilerMetrics(registry or Registry(), coverage_metrics, shops=list(shops))
+        self.metrics = ReconcilerMetrics(registry, coverage_metrics, shops=list(shops))
         self.unresolved = storage.unresolved
 
     def _watch_the_stream(
@@ -186,16 +187,21 @@ class Reconciler:
             self._shared, self.detector, self._recover_all, self._ask_fresh_round, several=several
         )
 
-    def _prepare_rounds(self) -> None:
+    def _prepare_rounds(self, registry: Registry, now: Clock) -> None:
         """The state the rounds keep between ticks: per-shop locks, shops to look at, running loads, the
-        wake-up and when the next sweep is due."""
+        wake-up and each shop's sweep schedule."""
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._added: set[str] = set()  # served since start, not yet looked at (`add_shops`)
         self._loads: dict[str, asyncio.Task[None]] = {}  # initial loads running beside the rounds
         self.coordination.attach(self.watch, lambda shop: self._locks[shop].locked())
         self._wake = asyncio.Event()
         self._fresh_wanted = False
-        self._next_sweep = time.monotonic() + self.config.sweep_every.total_seconds()
+        self.schedule = SweepSchedule(self.config, now())
+        registry.gauge(
+            "reconciler_shop_sweep_idle",
+            "1 while a led shop is swept on the idle period (no change for SYNC_SWEEP_IDLE_AFTER_SECONDS)",
+            self._idle_samples,
+        )
 
     def reader(self, *, within: Sequence[Interval] | None = None) -> WindowReader:
         """A reader for one pass; `within`: where it may apply what it fetched (None: anywhere)."""
@@ -277,18 +283,25 @@ class Reconciler:
         await self.redrive_due()
         await self.cover_by_lists(now)
         await self.recover(fresh=fresh)
-        if time.monotonic() >= self._next_sweep:
-            led = sum(1 for shop in self._shared.shops if self.coordination.leads(shop))
-            self._next_sweep = time.monotonic() + sweep_interval(self.config, led)
-            for shop in self._shared.shops:
-                if not self.coordination.leads(shop):
-                    continue  # its leader sweeps it
-                try:
-                    await self.sweep(shop)
-                    await self.detector.scan_ledger(shop)
-                except NotLeader:
-                    continue  # handed over mid-sweep: nothing was recorded
+        await self.sweep_due(now)
         await self._update_gauges()
+
+    async def sweep_due(self, now: datetime) -> None:
+        """Sweep the led shops whose turn has come (`reconciler.sweep_schedule`: idle shops less often);
+        its leader sweeps any other."""
+        led = [shop for shop in self._shared.shops if self.coordination.leads(shop)]
+        for shop in self.schedule.due(led, now, self.watch.last_push):
+            try:
+                counts = await self.sweep(shop)
+                await self.detector.scan_ledger(shop)
+            except NotLeader:
+                continue  # handed over mid-sweep: nothing was recorded
+            self.schedule.swept(shop, self._shared.now(), found=counts.found)
+
+    def _idle_samples(self) -> list[tuple[dict[str, str], float]]:
+        now, pushes = self._shared.now(), self.watch.last_push
+        led = [shop for shop in self._shared.shops if self.coordination.leads(shop)]
+        return [({"shop": s}, 1.0 if self.schedule.idle(s, now, pushes) else 0.0) for s in led]
 
     def _ask_fresh_round(self) -> None:
         self._fresh_wanted = True
@@ -384,6 +397,7 @@ class Reconciler:
         initial load); removed ones leave the stream's proof, their rows and ledger stay for a resume."""
         for shop in removed:
             self.watch.unfollow(shop)
+            self.schedule.forget(shop)
             self.detector.forget(shop)
             self._added.discard(shop)
         for shop in added:

@@ -62,6 +62,7 @@ class StreamWatch:
         self.segment_start: datetime | None = None  # None while disconnected
         self._recorded: dict[str, datetime] = {}  # how far each shop's current segment was proven
         self.last_message: dict[str, datetime] = {}
+        self.last_push: dict[str, datetime] = {}  # the last message received per shop (not a connect)
         self._recent: dict[str, deque[datetime]] = {shop: deque() for shop in self._followed}
         self.received_count = 0
         self._peer_bound: datetime | None = None
@@ -106,6 +107,7 @@ class StreamWatch:
         self.received_count += 1
         if shop != ANY_SHOP:
             self.last_message[shop] = now
+            self.last_push[shop] = now
             recent = self._recent[shop]
             recent.append(now)
             while recent and recent[0] < now - self._rate_window:

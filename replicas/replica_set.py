@@ -50,7 +50,6 @@ from taobao.limiter import TopRateLimiter
 logger = logging.getLogger(__name__)
 
 
-
 class ReplicaIdInUse(OrderSyncError):
     """Another running process uses this SYNC_REPLICA_ID: each replica needs a name of its own."""
 
@@ -247,6 +246,7 @@ class ReplicaSet:
         self._good_rounds = 0
         self._holder_seen: datetime | None = None  # the last heartbeat of whoever held this name
         self._changes: dict[tuple[str, str], int] = {}
+        self._leadership_listeners: list[Callable[[str, str], None]] = []
         self.failures = 0
         if registry is not None:
             self._register(registry)
@@ -441,9 +441,15 @@ class ReplicaSet:
         }
         return check, details
 
+    def on_leadership(self, listener: Callable[[str, str], None]) -> None:
+        """`listener(change, shop)` hears each shop this replica acquires, releases or loses."""
+        self._leadership_listeners.append(listener)
+
     def _count_change(self, change: str, shop: str) -> None:
         key = (change, shop)
         self._changes[key] = self._changes.get(key, 0) + 1
+        for listener in self._leadership_listeners:
+            listener(change, shop)
 
     def _register(self, registry: Registry) -> None:
         replica = self.replica

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from pydantic import SecretStr
 
-from daemon.shop_keeper import ShopKeeper
+from daemon.shop_keeper import PERMIT_TRUSTED_FOR, ShopKeeper
 from store.memory_shops import MemoryShops
 from store.shops import PermitOutcome, ShopRecord
 from taobao.limiter import Priority
@@ -74,3 +75,33 @@ async def test_many_shops_are_permitted_many_at_a_time_and_recorded_in_batches()
     assert 1 < client.most_in_flight <= WORKERS
     assert sum(registry.batches) >= SHOPS
     assert len(registry.batches) < SHOPS // 4, registry.batches
+
+
+async def test_a_shop_taken_over_is_permitted_again_only_when_its_recorded_permit_is_old() -> None:
+    client = SlowPermits()
+    registry = MemoryShops()
+    session = SecretStr("session-shop")
+    await registry.seed([("recent", session), ("old", session)])
+    clock = [datetime(2026, 12, 6, tzinfo=UTC)]
+    await registry.record_permits(
+        [
+            PermitOutcome("recent", clock[0] - timedelta(hours=1), None),
+            PermitOutcome("old", clock[0] - PERMIT_TRUSTED_FOR - timedelta(minutes=1), None),
+        ]
+    )
+    keeper = ShopKeeper(
+        cast(TopTransport, client),
+        registry,
+        None,
+        now=lambda: clock[0],
+        sessions={"recent": session, "old": session},
+    )
+    keeper.leadership_changed("acquired", "recent")
+    keeper.leadership_changed("acquired", "old")
+    task = asyncio.create_task(keeper.run())
+    try:
+        await wait_for(lambda: keeper.permitted == {"recent", "old"}, 10, "both shops taken as permitted")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert client.calls == 1  # the old permit was made again; the recent one trusted
