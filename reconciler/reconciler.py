@@ -254,25 +254,37 @@ class Reconciler:
     async def run(self) -> None:
         """Every SYNC_RECONCILE_SECONDS (or when the gate asks), a round. Database and TOP errors are
         logged and retried on the next round; defects end the daemon."""
-        await self.start()
-        while True:
-            try:
-                async with asyncio.timeout(self.config.tick_seconds):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            fresh, self._fresh_wanted = self._fresh_wanted, False
-            try:
-                await self.tick(fresh=fresh)
-            # A lost database connection that reached the round unwrapped (pg_terminate_backend, a
-            # restart): the next round opens new connections.
-            except (OrderSyncError, *DATABASE_ERRORS) as exc:
-                logger.error(
-                    "reconciler round failed: %s; trying again next round",
-                    exc,
-                    extra={"action": "reconciler_round_failed"},
-                )
+        try:
+            await self.start()
+            while True:
+                try:
+                    async with asyncio.timeout(self.config.tick_seconds):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                fresh, self._fresh_wanted = self._fresh_wanted, False
+                try:
+                    await self.tick(fresh=fresh)
+                # A lost database connection that reached the round unwrapped (pg_terminate_backend, a
+                # restart): the next round opens new connections.
+                except (OrderSyncError, *DATABASE_ERRORS) as exc:
+                    logger.error(
+                        "reconciler round failed: %s; trying again next round",
+                        exc,
+                        extra={"action": "reconciler_round_failed"},
+                    )
+        finally:
+            await self._stop_loads()
+
+    async def _stop_loads(self) -> None:
+        """The initial loads running beside the rounds end with the side task: none may call TOP or
+        the database once the daemon closes its client and pool. A load stopped mid-way resumes from its
+        plan on the next start."""
+        loads = list(self._loads.values())
+        for task in loads:
+            task.cancel()
+        await asyncio.gather(*loads, return_exceptions=True)
 
     async def tick(self, *, fresh: bool = False) -> None:
         """One round: the stream's proof, silence, open reports, and the sweep when it is due."""

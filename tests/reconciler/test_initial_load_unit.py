@@ -112,3 +112,32 @@ async def test_the_gate_does_not_wait_for_a_new_shops_load() -> None:
     done = await unit.reconciler.loader.state(SHOP)
     assert done is not None
     assert done.done
+
+
+async def test_a_load_beside_the_stream_ends_with_the_side_task() -> None:
+    """The daemon closes its TOP client and pool once its tasks end: a load left running would call
+    them after (an HTTP session opened again and never closed)."""
+    unit = unit_reconciler(config=unit_config(initial_load_days=3))
+    history(unit)
+    reading = asyncio.Event()
+    cancelled = asyncio.Event()
+    list_page = unit.top.trades_sold_get
+
+    async def endless_page(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        try:
+            await asyncio.Event().wait()  # a load that takes hours
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return await list_page(*args, **kwargs)
+
+    unit.top.trades_sold_get = endless_page  # type: ignore[method-assign]
+    side_task = asyncio.create_task(unit.reconciler.run())
+    async with asyncio.timeout(5):
+        await reading.wait()
+    side_task.cancel()
+    async with asyncio.timeout(5):
+        await asyncio.gather(side_task, return_exceptions=True)
+    assert cancelled.is_set()
+    assert not unit.reconciler._loads
