@@ -33,6 +33,7 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-test
 	scripts/ensure-postgres
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest

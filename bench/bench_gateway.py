@@ -30,8 +30,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 async def _start_server(history: int) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulator", "--port", "0", "--rate", "0", "--history", str(history),
-        "--seed", "1", "--shops", "3",
+        sys.executable,
+        "-m",
+        "simulator",
+        "--port",
+        "0",
+        "--rate",
+        "0",
+        "--history",
+        str(history),
+        "--seed",
+        "1",
+        "--shops",
+        "3",
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

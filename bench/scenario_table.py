@@ -1,7 +1,7 @@
 """Markdown table rows from scenario JSON lines (the figures table in docs/performance.md).
 
-    .venv/bin/python -m bench.scenario --preset lossy > lossy.json
-    .venv/bin/python -m bench.scenario_table none.json flaky.json lossy.json peak.json
+.venv/bin/python -m bench.scenario --preset lossy > lossy.json
+.venv/bin/python -m bench.scenario_table none.json flaky.json lossy.json peak.json
 """
 
 from __future__ import annotations

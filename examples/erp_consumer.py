@@ -100,6 +100,7 @@ async def read_changes(
     query = READ_CHANGES.format(schema=check_schema(schema))
     return [Change(**dict(row)) for row in await conn.fetch(query, after, limit)]
 
+
 # What a lost or unusable connection looks like; anything else from on_change is retried too, logged
 # with its traceback.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -181,8 +182,10 @@ class ErpConsumer:
                     extra={"action": "erp_connection_lost", "attempt": self.connections},
                 )
             except Exception:
-                logger.exception("change handler failed; retrying from the saved cursor",
-                                 extra={"action": "erp_handler_failed", "attempt": self.connections})
+                logger.exception(
+                    "change handler failed; retrying from the saved cursor",
+                    extra={"action": "erp_handler_failed", "attempt": self.connections},
+                )
             if self._stopping:
                 break
             if loop.time() - started >= self._stable_after:

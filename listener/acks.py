@@ -122,7 +122,6 @@ class Acks:
         return self._acker
 
 
-
 def _payload(message: TmcMessage) -> str:
     """The whole message as received, for the dead-letter row (content kept verbatim as a string)."""
     return json.dumps(

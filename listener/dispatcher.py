@@ -459,4 +459,3 @@ class Dispatcher:
 
     def _gauge_paused(self) -> list[tuple[dict[str, str], float]]:
         return [({"shop": shop}, 1.0 if shop in self._paused else 0.0) for shop in sorted(self._sessions)]
-

@@ -42,7 +42,6 @@ STOPPING = "stopping"
 ChangeListener = Callable[[str, str], None]  # (change, shop): acquired, released, lost
 
 
-
 class LockLink(Protocol):
     """What leadership needs from the coordination connection."""
 

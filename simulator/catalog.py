@@ -76,7 +76,12 @@ SELLER_MEMOS: tuple[str, ...] = (
 )
 
 LOGISTICS_COMPANIES: tuple[str, ...] = (
-    "中通快递", "圆通速递", "顺丰速运", "韵达快递", "申通快递", "京东物流",
+    "中通快递",
+    "圆通速递",
+    "顺丰速运",
+    "韵达快递",
+    "申通快递",
+    "京东物流",
 )
 TRADE_FROMS: tuple[str, ...] = ("WAP,WAP", "TAOBAO", "WAP", "TOP", "JHS", "HITAO")
 SHIPPING_TYPES: tuple[str, ...] = ("express", "express", "express", "free", "ems", "post")

@@ -32,12 +32,41 @@ class HistoryPlan:
 
 # Final status weights by the trade's age (seconds). Older trades are mostly settled.
 _AGE_BANDS: tuple[tuple[int, tuple[tuple[str, int], ...]], ...] = (
-    (3600, ((NO_CREATE_PAY, 5), ("WAIT_BUYER_PAY", 25), ("WAIT_SELLER_SEND_GOODS", 55),
-            (CLOSED_BY_TAOBAO, 10), (CLOSED, 1), (CONSIGNED_PART, 2), (WAIT_BUYER_CONFIRM, 2))),
-    (3 * 86400, (("WAIT_BUYER_PAY", 3), ("WAIT_SELLER_SEND_GOODS", 20), (CONSIGNED_PART, 3),
-                 (WAIT_BUYER_CONFIRM, 45), (FINISHED, 12), (CLOSED_BY_TAOBAO, 12), (CLOSED, 5))),
-    (15 * 86400, (("WAIT_SELLER_SEND_GOODS", 2), (WAIT_BUYER_CONFIRM, 25), (BUYER_SIGNED, 1), (FINISHED, 55),
-                  (CLOSED_BY_TAOBAO, 12), (CLOSED, 5))),
+    (
+        3600,
+        (
+            (NO_CREATE_PAY, 5),
+            ("WAIT_BUYER_PAY", 25),
+            ("WAIT_SELLER_SEND_GOODS", 55),
+            (CLOSED_BY_TAOBAO, 10),
+            (CLOSED, 1),
+            (CONSIGNED_PART, 2),
+            (WAIT_BUYER_CONFIRM, 2),
+        ),
+    ),
+    (
+        3 * 86400,
+        (
+            ("WAIT_BUYER_PAY", 3),
+            ("WAIT_SELLER_SEND_GOODS", 20),
+            (CONSIGNED_PART, 3),
+            (WAIT_BUYER_CONFIRM, 45),
+            (FINISHED, 12),
+            (CLOSED_BY_TAOBAO, 12),
+            (CLOSED, 5),
+        ),
+    ),
+    (
+        15 * 86400,
+        (
+            ("WAIT_SELLER_SEND_GOODS", 2),
+            (WAIT_BUYER_CONFIRM, 25),
+            (BUYER_SIGNED, 1),
+            (FINISHED, 55),
+            (CLOSED_BY_TAOBAO, 12),
+            (CLOSED, 5),
+        ),
+    ),
     (10**12, ((FINISHED, 80), (CLOSED_BY_TAOBAO, 13), (CLOSED, 7))),
 )
 

@@ -162,7 +162,7 @@ class TradeIndex:
         tids = [tid for _, tid in index[lo:hi]]
         if cutoff is not None:
             tail = bisect.bisect_right(index, (max(end, cutoff), _TOP))
-            tids.extend(tid for _, tid in index[max(tail, hi):])
+            tids.extend(tid for _, tid in index[max(tail, hi) :])
         return [self._records[tid] for tid in tids]
 
     def pick(self, rng: random.Random, statuses: tuple[str, ...]) -> int | None:

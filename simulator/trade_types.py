@@ -13,11 +13,35 @@ DEFAULT_QUERY_TYPES = frozenset({"fixed", "auction", "auto_delivery", "ec", "cod
 # Every value the `type` parameter accepts (docs/top-api.md#trade-types) plus `fenxiao`, which trades carry.
 KNOWN_TYPES = frozenset(
     {
-        "fixed", "auction", "guarantee_trade", "step", "independent_simple_trade", "independent_shop_trade",
-        "auto_delivery", "ec", "cod", "game_equipment", "shopex_trade", "netcn_trade", "external_trade",
-        "instant_trade", "b2c_cod", "hotel_trade", "super_market_trade", "super_market_cod_trade", "taohua",
-        "waimai", "o2o_offlinetrade", "nopaid", "eticket", "tmall_i18n", "insurance_plus", "finance",
-        "pre_auth_type", "lazada", "fenxiao",
+        "fixed",
+        "auction",
+        "guarantee_trade",
+        "step",
+        "independent_simple_trade",
+        "independent_shop_trade",
+        "auto_delivery",
+        "ec",
+        "cod",
+        "game_equipment",
+        "shopex_trade",
+        "netcn_trade",
+        "external_trade",
+        "instant_trade",
+        "b2c_cod",
+        "hotel_trade",
+        "super_market_trade",
+        "super_market_cod_trade",
+        "taohua",
+        "waimai",
+        "o2o_offlinetrade",
+        "nopaid",
+        "eticket",
+        "tmall_i18n",
+        "insurance_plus",
+        "finance",
+        "pre_auth_type",
+        "lazada",
+        "fenxiao",
     }
 )
 # `guarantee_trade` is a query combination, never a trade's own type.
@@ -27,9 +51,19 @@ VIRTUAL_TYPES = frozenset({"ec", "auto_delivery", "eticket"})
 
 # Share of each type among new trades: about 22 % fall outside the default query subset.
 TYPE_WEIGHTS: tuple[tuple[str, int], ...] = (
-    ("fixed", 55), ("auction", 1), ("auto_delivery", 3), ("ec", 3), ("cod", 3), ("step", 5),
-    ("fenxiao", 8), ("o2o_offlinetrade", 3), ("nopaid", 3), ("tmall_i18n", 3), ("eticket", 1),
-    ("pre_auth_type", 1), ("instant_trade", 1),
+    ("fixed", 55),
+    ("auction", 1),
+    ("auto_delivery", 3),
+    ("ec", 3),
+    ("cod", 3),
+    ("step", 5),
+    ("fenxiao", 8),
+    ("o2o_offlinetrade", 3),
+    ("nopaid", 3),
+    ("tmall_i18n", 3),
+    ("eticket", 1),
+    ("pre_auth_type", 1),
+    ("instant_trade", 1),
 )
 _TYPE_NAMES = tuple(name for name, _ in TYPE_WEIGHTS)
 _TYPE_CUM: list[int] = []

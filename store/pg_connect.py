@@ -130,9 +130,7 @@ def pool_options(limits: ConnectionLimits, schema: str = DEFAULT_SCHEMA) -> dict
     }
 
 
-async def connect_one(
-    dsn: str, limits: ConnectionLimits, schema: str = DEFAULT_SCHEMA
-) -> asyncpg.Connection:
+async def connect_one(dsn: str, limits: ConnectionLimits, schema: str = DEFAULT_SCHEMA) -> asyncpg.Connection:
     """A single connection (outside any pool) opened like the pool's."""
     options = pool_options(limits, schema)
     conn = await asyncpg.connect(

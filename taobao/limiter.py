@@ -36,6 +36,7 @@ class Priority(enum.IntEnum):
     BACKFILL = 1
     SWEEP = 2
 
+
 PauseListener = Callable[[float], None]
 
 

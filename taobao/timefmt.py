@@ -18,8 +18,10 @@ def parse_top_time(value: str) -> datetime:
     # Every trade carries several of these; slicing the fixed layout costs a fifth of strptime.
     # Anything else goes through strptime, which raises the usual ValueError.
     digits = text[0:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
-    if len(text) == 19 and text[4] + text[7] + text[10] + text[13] + text[16] == "-- ::" and (
-        digits.isascii() and digits.isdigit()
+    if (
+        len(text) == 19
+        and text[4] + text[7] + text[10] + text[13] + text[16] == "-- ::"
+        and (digits.isascii() and digits.isdigit())
     ):
         try:
             return datetime(

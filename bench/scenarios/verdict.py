@@ -109,9 +109,7 @@ def compare_database(
             continue
         if have is None:
             lost.append(tid)
-        elif have.modified < want.modified or (
-            have.modified == want.modified and have.status != want.status
-        ):
+        elif have.modified < want.modified or (have.modified == want.modified and have.status != want.status):
             stale.append(tid)
     extra = sorted(tid for tid in stored if tid not in truth)
     return {"lost": lost, "stale": stale, "extra": extra}

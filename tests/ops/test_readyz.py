@@ -121,6 +121,7 @@ async def test_readyz_names_a_shop_paused_for_a_rejected_session(
                 break
         else:
             raise AssertionError("the market never changed a trade of the second shop")
+
         async def paused() -> bool:
             return "1 shop(s) paused: session rejected" in (await readyz(http, service))[1]["problems"]
 

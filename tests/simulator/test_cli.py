@@ -25,8 +25,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def test_cli_prints_connection_line_serves_and_stops_on_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulator", "--port", "0", "--history", "50", "--rate", "20", "--seed", "4",
-        "--shops", "2", "--isp-error-rate", "0",
+        sys.executable,
+        "-m",
+        "simulator",
+        "--port",
+        "0",
+        "--history",
+        "50",
+        "--rate",
+        "20",
+        "--seed",
+        "4",
+        "--shops",
+        "2",
+        "--isp-error-rate",
+        "0",
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -96,8 +96,14 @@ async def _listed(top: TopCaller, start: int, end: int) -> dict[int, str]:
     page = 1
     while True:
         body = await top.ok(
-            INCREMENT, fields="tid,modified", type=ALL_TYPES, page_size="100", page_no=str(page),
-            use_has_next="true", start_modified=fmt_time(start), end_modified=fmt_time(end),
+            INCREMENT,
+            fields="tid,modified",
+            type=ALL_TYPES,
+            page_size="100",
+            page_no=str(page),
+            use_has_next="true",
+            start_modified=fmt_time(start),
+            end_modified=fmt_time(end),
         )
         out.update({t["tid"]: t["modified"] for t in trades_of(body)})
         if not body["has_next"]:
@@ -178,7 +184,8 @@ async def test_latency_is_added_to_each_call(top: TopCaller, standin: StandIn) -
 
 async def test_control_characters_go_out_raw_unless_turned_off(top: TopCaller, standin: StandIn) -> None:
     rec = next(
-        r for r in standin.market.records(0)
+        r
+        for r in standin.market.records(0)
         if any(ch in (standin.market.trade(r.tid) or {}).get("buyer_message", "") for ch in "\t\n")
     )
     raw = standin.market.trade(rec.tid)

@@ -74,7 +74,7 @@ async def test_simplify_drops_the_wrappers(top: TopCaller) -> None:
     assert isinstance(data["trades"], list)
     assert isinstance(data["trades"][0]["orders"], list)
     assert "oid" in data["trades"][0]["orders"][0]
-    wrapped = (await top.ok(SOLD, fields="tid,orders.oid", page_size="5"))
+    wrapped = await top.ok(SOLD, fields="tid,orders.oid", page_size="5")
     assert isinstance(wrapped["trades"]["trade"][0]["orders"]["order"], list)
 
 
@@ -146,8 +146,12 @@ async def test_total_results_or_has_next_and_empty_windows(top: TopCaller, stand
 async def test_increment_get_is_modified_desc_and_matches_truth(top: TopCaller, standin: StandIn) -> None:
     standin.market.step(60)
     start, end = now_minus(DAY - 5), now_minus(-5)
-    window = {"fields": "tid,modified,status", "type": ALL_TYPES,
-              "start_modified": top_time(start), "end_modified": top_time(end)}
+    window = {
+        "fields": "tid,modified,status",
+        "type": ALL_TYPES,
+        "start_modified": top_time(start),
+        "end_modified": top_time(end),
+    }
     counted = await top.ok(INCREMENT, page_size="50", **window)
     total = counted["total_results"]
     pages = -(-total // 50)
@@ -184,8 +188,12 @@ async def test_new_changes_show_in_increment_get_at_once_without_lag(
 ) -> None:
     changes = [c for c in standin.market.step(80) if c.seller_nick == standin.shops[0].nick]
     assert changes
-    window = {"fields": "tid,modified", "type": ALL_TYPES,
-              "start_modified": top_time(now_minus(60)), "end_modified": top_time(now_minus(-5))}
+    window = {
+        "fields": "tid,modified",
+        "type": ALL_TYPES,
+        "start_modified": top_time(now_minus(60)),
+        "end_modified": top_time(now_minus(-5)),
+    }
     listed = {t["tid"]: t["modified"] for t in await _walk(top, INCREMENT, **window)}
     for change in changes:
         assert change.tid in listed

@@ -55,8 +55,17 @@ def test_lifecycles_follow_legal_moves_and_modified_never_goes_back() -> None:
             assert modified >= previous
         last[change.tid] = (change.status, modified)
     # Every kind of change happens, including partial refunds and closes before payment.
-    for name in ("TradeCreate", "TradeBuyerPay", "TradeSellerShip", "TradeSuccess", "TradeClose",
-                 "TradePartlyRefund", "TradeMemoModified", "TradeLogisticsAddressChanged", "TradeModifyFee"):
+    for name in (
+        "TradeCreate",
+        "TradeBuyerPay",
+        "TradeSellerShip",
+        "TradeSuccess",
+        "TradeClose",
+        "TradePartlyRefund",
+        "TradeMemoModified",
+        "TradeLogisticsAddressChanged",
+        "TradeModifyFee",
+    ):
         assert topics[name] > 0, name
     assert [c.seq for c in changes] == list(range(1, len(changes) + 1))
 

@@ -39,8 +39,11 @@ async def test_range_rules(top: TopCaller) -> None:
 
 
 async def test_task_lifecycle_and_zip(top: TopCaller, standin: StandIn, http: aiohttp.ClientSession) -> None:
-    created = (await top.ok(CREATE, fields="tid,type,status,created,orders.oid", start_time=_day(-30),
-                            end_time=_day(-1)))["task"]
+    created = (
+        await top.ok(
+            CREATE, fields="tid,type,status,created,orders.oid", start_time=_day(-30), end_time=_day(-1)
+        )
+    )["task"]
     assert set(created) == {"task_id", "created"}
     task_id = str(created["task_id"])
     statuses: list[str] = []

@@ -81,7 +81,11 @@ class TopCaller:
     @classmethod
     def of(cls, http: aiohttp.ClientSession, standin: StandIn, shop: int = 0) -> TopCaller:
         return cls(
-            http, standin.api_url, standin.app_key, standin.app_secret, standin.shops[shop].session,
+            http,
+            standin.api_url,
+            standin.app_key,
+            standin.app_secret,
+            standin.shops[shop].session,
             standin.market.clock.now,
         )
 
