@@ -69,32 +69,21 @@ class Acks:
         await self.fail(message.id, reason)
 
     async def confirm(self, message_id: int) -> None:
-        if self._watch is not None:
-            # Committed (or quarantined) is what counts; a confirm that cannot be sent changes nothing.
-            self._watch.settled(message_id)
-        channel = self._channel()
-        try:
-            await channel.confirm(message_id)
-        except Exception:
-            # The commit stands; the server will redeliver and the refetch is idempotent.
-            self._metrics.ack_errors.inc(call="confirm")
-            log.warning(
-                "confirm failed", exc_info=True, extra={"action": "confirm_failed", "message_id": message_id}
-            )
-        else:
-            self._metrics.confirmed.inc()
+        await self.confirm_all([message_id])
 
     async def confirm_all(self, message_ids: Sequence[int]) -> None:
         """Confirm the messages one commit settled, in one write to the server."""
         if not message_ids:
             return
         if self._watch is not None:
+            # Committed (or quarantined) is what counts; a confirm that cannot be sent changes nothing.
             for message_id in message_ids:
                 self._watch.settled(message_id)
         channel = self._channel()
         try:
             sent = await channel.confirm_all(message_ids)
         except Exception:
+            # The commit stands; the server will redeliver and the refetch is idempotent.
             self._metrics.ack_errors.inc(call="confirm")
             log.warning(
                 "confirm failed",
